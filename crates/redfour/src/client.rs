@@ -1,0 +1,419 @@
+//! The client handle and its builder.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::OnceCell;
+
+use crate::error::{Error, Result};
+use crate::hub::Hub;
+use crate::keys::Namespace;
+
+/// The default namespace, the same as Node redfour's.
+pub const DEFAULT_NAMESPACE: &str = "lock";
+
+/// A cheap-to-clone handle to a Redis server, through which locks are taken.
+///
+/// A `Client` owns two connections at most, whatever the number of locks and waiters: one
+/// multiplexed, reconnecting connection for commands, and (from the first wait on) one
+/// subscription to the namespace's release channel, shared by all waiters. Both are opened
+/// lazily, on first use; [`Client::ping`] opens the command connection eagerly.
+///
+/// Clones share everything; the connections close when the last clone and the last
+/// [`LockGuard`](crate::LockGuard) are gone.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn example() -> redfour::Result<()> {
+/// let locks = redfour::Client::builder("redis://127.0.0.1:6379/")
+///     .namespace("billing")
+///     .build()?;
+/// let guard = locks.lock("token-refresh").acquire().await?;
+/// // ... refresh the token ...
+/// guard.release().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<ClientInner>,
+}
+
+pub(crate) struct ClientInner {
+    pub(crate) redis: redis::Client,
+    conn: OnceCell<ConnectionManager>,
+    pub(crate) hub: OnceCell<Hub>,
+    pub(crate) ns: Namespace,
+    pub(crate) config: Config,
+    pub(crate) holder: HolderIdentity,
+    address: String,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+    pub(crate) reconnect_retries: usize,
+    pub(crate) max_poll: Duration,
+}
+
+/// What the lock hash says about the process that holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct HolderIdentity {
+    pub(crate) host: String,
+    pub(crate) pid: u32,
+}
+
+impl HolderIdentity {
+    fn of_this_process() -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .or_else(|| std::env::var("COMPUTERNAME").ok())
+            .unwrap_or_else(|| "unknown".to_owned());
+        HolderIdentity {
+            host,
+            pid: std::process::id(),
+        }
+    }
+}
+
+enum Source {
+    Url(String),
+    Client(redis::Client),
+}
+
+/// Builds a [`Client`]. Created by [`Client::builder`] or [`Client::from_redis_client`].
+///
+/// Every setter takes the builder by value; invalid settings are reported by
+/// [`build`](ClientBuilder::build), never by a panic.
+#[must_use = "a builder does nothing until `build()` is called"]
+pub struct ClientBuilder {
+    source: Source,
+    namespace: String,
+    config: Config,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let address = match &self.source {
+            Source::Url(url) => redact_url(url),
+            Source::Client(c) => describe_connection(c),
+        };
+        f.debug_struct("ClientBuilder")
+            .field("address", &address)
+            .field("namespace", &self.namespace)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl ClientBuilder {
+    fn with_source(source: Source) -> Self {
+        ClientBuilder {
+            source,
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            config: Config {
+                connect_timeout: Duration::from_secs(2),
+                response_timeout: Duration::from_secs(3),
+                reconnect_retries: 3,
+                max_poll: Duration::from_secs(2),
+            },
+        }
+    }
+
+    /// The namespace that prefixes every key and channel: the lock key is `{ns}:{id}`, the
+    /// counter `{ns}index`, the release channel `{ns}-release` (Node redfour's layout).
+    ///
+    /// Must be non-empty. Default: `"lock"`.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// How long one connection attempt may take before it counts as failed.
+    ///
+    /// Default: 2 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// How long to wait for Redis to answer a command; past that the command fails with
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) and its outcome is unknown.
+    ///
+    /// Default: 3 s.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.config.response_timeout = timeout;
+        self
+    }
+
+    /// How many times a lost command connection is retried (with exponential backoff from
+    /// 100 ms) before a command fails with [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable).
+    ///
+    /// Default: 3.
+    pub fn reconnect_retries(mut self, retries: usize) -> Self {
+        self.config.reconnect_retries = retries;
+        self
+    }
+
+    /// The longest a waiter sleeps between two attempts when no release notice arrives.
+    ///
+    /// A waiter normally wakes on the holder's release notice, or when the holder's ttl runs
+    /// out; this bound covers notices lost to a network fault the client has not noticed yet.
+    /// Must be at least 10 ms. Default: 2 s.
+    pub fn max_poll_interval(mut self, interval: Duration) -> Self {
+        self.config.max_poll = interval;
+        self
+    }
+
+    /// Checks the settings and creates the client. No connection is opened yet.
+    ///
+    /// Needs no runtime: it can be called from synchronous code.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for an unparsable URL, an
+    /// empty namespace, zero timeouts or a poll interval under 10 ms.
+    pub fn build(self) -> Result<Client> {
+        let ns = Namespace::new(&self.namespace)?;
+        if self.config.connect_timeout.is_zero() || self.config.response_timeout.is_zero() {
+            return Err(Error::invalid("timeouts must be greater than zero"));
+        }
+        if self.config.max_poll < Duration::from_millis(10) {
+            return Err(Error::invalid("the poll interval must be at least 10 ms"));
+        }
+        let (redis, address) = match self.source {
+            Source::Url(url) => {
+                let shown = redact_url(&url);
+                let client = redis::Client::open(url.as_str()).map_err(|e| {
+                    Error::invalid(format!("invalid redis URL `{shown}`")).with_source(e)
+                })?;
+                (client, shown)
+            }
+            Source::Client(client) => {
+                let shown = describe_connection(&client);
+                (client, shown)
+            }
+        };
+        #[cfg(feature = "tls")]
+        {
+            // rustls needs a process-wide crypto provider; installing it twice is harmless.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                redis,
+                conn: OnceCell::new(),
+                hub: OnceCell::new(),
+                ns,
+                config: self.config,
+                holder: HolderIdentity::of_this_process(),
+                address,
+            }),
+        })
+    }
+}
+
+impl Client {
+    /// A client for the Redis at `url` with every setting at its default.
+    ///
+    /// URLs look like `redis://[user][:password@]host[:port][/db]`; `rediss://` needs the `tls`
+    /// feature.
+    ///
+    /// # Errors
+    ///
+    /// As [`ClientBuilder::build`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let locks = redfour::Client::new("redis://:secret@127.0.0.1:6380/2")?;
+    /// // The password never shows in Debug output or error messages.
+    /// assert!(!format!("{locks:?}").contains("secret"));
+    /// # Ok::<(), redfour::Error>(())
+    /// ```
+    pub fn new(url: &str) -> Result<Client> {
+        Client::builder(url).build()
+    }
+
+    /// A builder for a client of the Redis at `url`.
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::with_source(Source::Url(url.into()))
+    }
+
+    /// A builder that reuses the connection settings of an existing [`redis::Client`].
+    ///
+    /// redfour opens its own connections from it (a subscription cannot share a command
+    /// connection), as Node redfour does when given an existing client.
+    pub fn from_redis_client(client: redis::Client) -> ClientBuilder {
+        ClientBuilder::with_source(Source::Client(client))
+    }
+
+    /// The namespace of this client's keys.
+    pub fn namespace(&self) -> &str {
+        self.inner.ns.name()
+    }
+
+    /// Where this client connects, with any password redacted. Meant for messages.
+    pub fn address(&self) -> &str {
+        &self.inner.address
+    }
+
+    /// Opens the command connection now (if it is not open) and sends `PING`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when Redis cannot be reached,
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) when it does not answer in time.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: `PING` changes nothing.
+    pub async fn ping(&self) -> Result<()> {
+        let mut conn = self.connection().await?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| Error::from_redis(e, None))
+    }
+
+    /// The shared command connection, opened on first use.
+    pub(crate) async fn connection(&self) -> Result<ConnectionManager> {
+        let conn = self
+            .inner
+            .conn
+            .get_or_try_init(|| async {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.inner.config.connect_timeout))
+                    .set_response_timeout(Some(self.inner.config.response_timeout))
+                    .set_number_of_retries(self.inner.config.reconnect_retries)
+                    .set_max_delay(Duration::from_secs(2));
+                ConnectionManager::new_with_config(self.inner.redis.clone(), config)
+                    .await
+                    .map_err(|e| {
+                        let mut err = Error::from_redis(e, None);
+                        if !err.is_timeout() && !err.is_unavailable() {
+                            return err;
+                        }
+                        err = Error::new(
+                            crate::ErrorKind::Unavailable,
+                            format!("cannot connect to redis at {}", self.inner.address),
+                        )
+                        .with_source(err);
+                        err
+                    })
+            })
+            .await?;
+        Ok(conn.clone())
+    }
+
+    /// The client's notification hub, started on first use.
+    pub(crate) async fn hub(&self) -> &Hub {
+        self.inner
+            .hub
+            .get_or_init(|| async {
+                Hub::start(
+                    self.inner.redis.clone(),
+                    self.inner.ns.channel().to_owned(),
+                    self.inner.config.connect_timeout,
+                )
+            })
+            .await
+    }
+
+    /// How many wait registrations this client currently holds (for tests and diagnostics).
+    #[doc(hidden)]
+    pub fn waiter_registrations(&self) -> usize {
+        self.inner.hub.get().map_or(0, Hub::registrations)
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("address", &self.inner.address)
+            .field("namespace", &self.inner.ns.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL with any password replaced by `***`, for messages and `Debug`.
+fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let user = userinfo.split(':').next().unwrap_or("");
+    let redacted = if userinfo.contains(':') {
+        format!("{user}:***")
+    } else {
+        // `redis://secret@host` puts the password where a user name would be.
+        "***".to_owned()
+    };
+    format!("{}://{}@{}", &url[..scheme_end], redacted, &rest[at + 1..])
+}
+
+fn describe_connection(client: &redis::Client) -> String {
+    let info = client.get_connection_info();
+    format!("{}/{}", info.addr(), info.redis_settings().db())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            redact_url("redis://user:pw@host:1/2"),
+            "redis://user:***@host:1/2"
+        );
+        assert_eq!(redact_url("redis://:pw@host/0"), "redis://:***@host/0");
+        assert_eq!(redact_url("rediss://pw@host"), "rediss://***@host");
+    }
+
+    #[test]
+    fn builder_rejects_bad_settings() {
+        assert!(Client::builder("redis://h/")
+            .namespace("")
+            .build()
+            .unwrap_err()
+            .is_invalid_input());
+        assert!(Client::builder("nonsense")
+            .build()
+            .unwrap_err()
+            .is_invalid_input());
+        assert!(Client::builder("redis://h/")
+            .max_poll_interval(Duration::from_millis(1))
+            .build()
+            .unwrap_err()
+            .is_invalid_input());
+        assert!(Client::builder("redis://h/")
+            .response_timeout(Duration::ZERO)
+            .build()
+            .unwrap_err()
+            .is_invalid_input());
+    }
+
+    #[test]
+    fn bad_url_error_does_not_leak_password() {
+        let err = Client::new("redis://:topsecret@host:notaport/").unwrap_err();
+        assert!(err.is_invalid_input());
+        assert!(!err.to_string().contains("topsecret"), "{err}");
+    }
+}

@@ -1,0 +1,320 @@
+//! The one error type of the crate and its kinds.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// What went wrong, in terms a caller can act on.
+///
+/// Query an [`Error`] with [`Error::kind`] or with its `is_*` methods. New kinds may be added in
+/// minor releases, so a `match` needs a wildcard arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The caller passed something unusable: an empty lock id, a ttl of zero or one beyond what
+    /// Redis accepts, a bad URL or namespace. Nothing was sent to Redis.
+    InvalidInput,
+    /// Redis could not be reached (connection refused, dropped, authentication failed, the
+    /// server is loading or read-only). Nothing is known to have changed on the server.
+    Unavailable,
+    /// Redis did not answer in time. **The outcome is unknown**: the command may have run.
+    Timeout,
+    /// The data at a key is foreign or corrupt: a string where the lock hash should be, a
+    /// counter that is not a number, a lock key without expiry or without an index. The key was
+    /// left untouched.
+    CorruptData,
+    /// A server-side script failed in an unexpected way.
+    Script,
+    /// A bounded wait ran out while the lock was still held by someone else
+    /// (see [`LockBuilder::acquire`](crate::LockBuilder::acquire)).
+    NotAcquired,
+    /// Any other error reported by Redis (for example a missing ACL permission or `OOM`).
+    Redis,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::InvalidInput => "invalid input",
+            ErrorKind::Unavailable => "redis unavailable",
+            ErrorKind::Timeout => "timed out, outcome unknown",
+            ErrorKind::CorruptData => "foreign or corrupt data",
+            ErrorKind::Script => "script error",
+            ErrorKind::NotAcquired => "lock not acquired",
+            ErrorKind::Redis => "redis error",
+        })
+    }
+}
+
+/// The error type of every fallible operation in this crate.
+///
+/// It is small (one pointer), `Send + Sync + 'static`, and keeps the underlying
+/// [`redis::RedisError`] (if any) as its [`source`](StdError::source).
+///
+/// # Examples
+///
+/// ```
+/// let err = redfour::Client::builder("redis://127.0.0.1/")
+///     .namespace("")
+///     .build()
+///     .unwrap_err();
+/// assert!(err.is_invalid_input());
+/// assert_eq!(err.kind(), redfour::ErrorKind::InvalidInput);
+/// ```
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    message: String,
+    key: Option<String>,
+    holder_ttl: Option<Duration>,
+    source: Option<BoxError>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                message: message.into(),
+                key: None,
+                holder_ttl: None,
+                source: None,
+            }),
+        }
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidInput, message)
+    }
+
+    pub(crate) fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.inner.key = Some(key.into());
+        self
+    }
+
+    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.inner.source = Some(source.into());
+        self
+    }
+
+    pub(crate) fn not_acquired(key: &str, waited: Duration, holder_ttl: Duration) -> Self {
+        let mut e = Error::new(
+            ErrorKind::NotAcquired,
+            format!(
+                "still held by another holder after waiting {} ms (holder's remaining ttl {} ms)",
+                waited.as_millis(),
+                holder_ttl.as_millis()
+            ),
+        )
+        .with_key(key);
+        e.inner.holder_ttl = Some(holder_ttl);
+        e
+    }
+
+    /// Classifies an error of the Redis client.
+    pub(crate) fn from_redis(err: redis::RedisError, key: Option<&str>) -> Self {
+        use redis::{ErrorKind as RK, ServerErrorKind as SK};
+        let code = err.code().map(str::to_owned);
+        let (kind, message) = match (err.kind(), code.as_deref()) {
+            (_, Some("REDFOUR_WRONGTYPE" | "REDFOUR_CORRUPT")) => (
+                ErrorKind::CorruptData,
+                err.detail().unwrap_or("corrupt data").to_owned(),
+            ),
+            (_, Some("WRONGTYPE")) => (
+                ErrorKind::CorruptData,
+                "a key holds a value of the wrong type".to_owned(),
+            ),
+            _ if err.is_timeout() => (
+                ErrorKind::Timeout,
+                "redis did not answer in time; the command may or may not have run".to_owned(),
+            ),
+            (RK::Io | RK::AuthenticationFailed | RK::ClusterConnectionNotFound, _) => {
+                (ErrorKind::Unavailable, "cannot reach redis".to_owned())
+            }
+            _ if err.is_connection_refusal()
+                || err.is_connection_dropped()
+                || err.is_io_error() =>
+            {
+                (ErrorKind::Unavailable, "cannot reach redis".to_owned())
+            }
+            (
+                RK::Server(
+                    SK::BusyLoading
+                    | SK::ReadOnly
+                    | SK::MasterDown
+                    | SK::TryAgain
+                    | SK::ClusterDown,
+                ),
+                _,
+            ) => (
+                ErrorKind::Unavailable,
+                "redis cannot serve the request right now".to_owned(),
+            ),
+            (RK::Server(SK::NoPerm), _) => {
+                (ErrorKind::Redis, "redis refused the command".to_owned())
+            }
+            (RK::Server(SK::ResponseError), _) | (RK::Extension, _) => {
+                (ErrorKind::Script, "a redfour script failed".to_owned())
+            }
+            (RK::Parse | RK::UnexpectedReturnType, _) => (
+                ErrorKind::CorruptData,
+                "unexpected reply from redis".to_owned(),
+            ),
+            _ => (ErrorKind::Redis, "redis error".to_owned()),
+        };
+        let mut e = Error::new(kind, message).with_source(err);
+        if let Some(key) = key {
+            e = e.with_key(key);
+        }
+        e
+    }
+
+    /// The kind of error.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// The Redis key involved, when there is one (e.g. the foreign key for
+    /// [`ErrorKind::CorruptData`]).
+    pub fn key(&self) -> Option<&str> {
+        self.inner.key.as_deref()
+    }
+
+    /// For [`ErrorKind::NotAcquired`]: the holder's remaining ttl when the wait gave up.
+    pub fn holder_ttl(&self) -> Option<Duration> {
+        self.inner.holder_ttl
+    }
+
+    /// The caller passed unusable input; nothing was sent to Redis.
+    pub fn is_invalid_input(&self) -> bool {
+        self.kind() == ErrorKind::InvalidInput
+    }
+
+    /// Redis could not be reached.
+    pub fn is_unavailable(&self) -> bool {
+        self.kind() == ErrorKind::Unavailable
+    }
+
+    /// Redis did not answer in time; the outcome of the command is unknown.
+    pub fn is_timeout(&self) -> bool {
+        self.kind() == ErrorKind::Timeout
+    }
+
+    /// The data at a key is foreign or corrupt; the key was left untouched.
+    pub fn is_corrupt_data(&self) -> bool {
+        self.kind() == ErrorKind::CorruptData
+    }
+
+    /// A server-side script failed unexpectedly.
+    pub fn is_script(&self) -> bool {
+        self.kind() == ErrorKind::Script
+    }
+
+    /// A bounded wait ran out while the lock was held by someone else.
+    pub fn is_not_acquired(&self) -> bool {
+        self.kind() == ErrorKind::NotAcquired
+    }
+
+    /// Errors worth retrying while waiting for a lock: the server may come back.
+    pub(crate) fn is_transient(&self) -> bool {
+        matches!(self.kind(), ErrorKind::Unavailable | ErrorKind::Timeout)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("redfour::Error");
+        d.field("kind", &self.inner.kind);
+        d.field("message", &self.inner.message);
+        if let Some(key) = &self.inner.key {
+            d.field("key", key);
+        }
+        if let Some(source) = &self.inner.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.inner.kind, self.inner.message)?;
+        if let Some(key) = &self.inner.key {
+            write!(f, " (key `{key}`)")?;
+        }
+        if let Some(source) = &self.inner.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.inner
+            .source
+            .as_ref()
+            .map(|s| &**s as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_is_one_pointer() {
+        assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
+    }
+
+    #[test]
+    fn error_is_send_sync_static() {
+        fn assert_impl<T: Send + Sync + 'static + StdError>() {}
+        assert_impl::<Error>();
+    }
+
+    #[test]
+    fn source_chain_keeps_the_redis_error() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let redis_err = redis::RedisError::from(io);
+        let err = Error::from_redis(redis_err, Some("lock:a"));
+        assert!(err.is_unavailable(), "{err:?}");
+        assert_eq!(err.key(), Some("lock:a"));
+        let source = err.source().expect("source kept");
+        assert!(source.downcast_ref::<redis::RedisError>().is_some());
+        let text = err.to_string();
+        assert!(
+            text.contains("lock:a") && text.contains("refused"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn script_codes_map_to_corrupt_data() {
+        let e = redis::make_extension_error(
+            "REDFOUR_WRONGTYPE".into(),
+            Some("lock key holds a string".into()),
+        );
+        let err = Error::from_redis(e, Some("lock:x"));
+        assert!(err.is_corrupt_data(), "{err:?}");
+        assert!(err.to_string().contains("holds a string"));
+    }
+
+    #[test]
+    fn kinds_are_queryable() {
+        let e = Error::not_acquired("lock:a", Duration::from_millis(5), Duration::from_millis(7));
+        assert!(e.is_not_acquired());
+        assert!(!e.is_transient());
+        assert_eq!(e.holder_ttl(), Some(Duration::from_millis(7)));
+        assert!(Error::new(ErrorKind::Timeout, "t").is_transient());
+        assert!(Error::invalid("x").is_invalid_input());
+    }
+}

@@ -1,0 +1,122 @@
+//! A distributed lock (a binary semaphore with a lease) on Redis, whose waiters are woken by
+//! pub/sub instead of polling. The Rust implementation of the Node library
+//! [`redfour`](https://www.npmjs.com/package/redfour), wire-compatible with it: Node and Rust
+//! processes contend for the same locks on the same Redis.
+//!
+//! # Quick start
+//!
+//! The original's usage example: one task takes the lock, another waits for it, and the
+//! release wakes the waiter at once.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> redfour::Result<()> {
+//! let locks = redfour::Client::builder("redis://127.0.0.1:6379/")
+//!     .namespace("mylock")
+//!     .build()?;
+//!
+//! // First, acquire the lock; it expires after 60 s if never released.
+//! let first = locks.lock("token-refresh").ttl(Duration::from_secs(60)).acquire().await?;
+//! println!("acquired with index {}", first.index());
+//!
+//! // Another task (or server) waits up to 10 s for it.
+//! let waiter = tokio::spawn({
+//!     let locks = locks.clone();
+//!     async move {
+//!         locks
+//!             .lock("token-refresh")
+//!             .ttl(Duration::from_secs(60))
+//!             .wait(Duration::from_secs(10))
+//!             .acquire()
+//!             .await
+//!     }
+//! });
+//!
+//! // When the first holder releases, the waiter is notified and takes the lock.
+//! tokio::time::sleep(Duration::from_secs(3)).await;
+//! first.release().await?;
+//! let second = waiter.await.expect("waiter task")?;
+//! println!("acquired after waiting, index {}", second.index());
+//! second.release().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # From Node redfour to Rust
+//!
+//! | Node redfour | Rust | result |
+//! |---|---|---|
+//! | `new Lock({redis, namespace})` | [`Client::builder`]`(url).namespace(ns).build()`, or [`Client::from_redis_client`] | a cheap-to-clone [`Client`] |
+//! | `acquireLock(id, ttl)` | [`Client::acquire_lock`]`(id, ttl)` | [`AcquireResponse`] `{ id, success, index, ttl }` |
+//! | `waitAcquireLock(id, ttl, waitTtl)` | [`Client::wait_acquire_lock`]`(id, ttl, Some(wait))` (`None` or zero: forever) | [`AcquireResponse`] with `immediate` |
+//! | `releaseLock(lock)` | [`Client::release_lock`]`(id, index)` | [`ReleaseResponse`]: `released` / `expired` / `conflict` |
+//! | `renewLock(lock, ttl)` | [`Client::renew_lock`]`(id, index, ttl)` | [`RenewResponse`]: `renewed` / `missing` / `conflict` |
+//! | — | [`Client::lock`]`(id).ttl(..).wait(..).acquire()` | a [`LockGuard`]: index, deadline, `release()`, `renew()`, `lost()` |
+//! | — | [`Client::status`]`(id)` | [`LockStatus`]: holder, index, remaining ttl, metadata |
+//!
+//! The keys are Node's: the lock is the hash `{ns}:{id}` with the field `index` (plus `host`,
+//! `pid`, `acquired_at` and an optional `description`, which Node ignores), the counter is
+//! `{ns}index`, and releases are announced on the channel `{ns}-release` with the lock key as
+//! the message.
+//!
+//! # What is guaranteed, and what is not
+//!
+//! - **Exclusion while Redis keeps its data**: at most one holder per lock on one Redis server.
+//!   A Redis restart without persistence forgets every lock; holders learn it at their next
+//!   renewal (`missing`, and the guard's [`lost`](LockGuard::lost) signal fires).
+//! - **Fencing**: every acquisition gets an index greater than all earlier ones in the
+//!   namespace, even after the counter key was lost: the acquire script floors it at the
+//!   server's clock in microseconds (below 2^53, so Node reads it exactly). A lease can always
+//!   end early in practice (a process pause, a clock jump, a failover), so the only protection
+//!   against a stale holder is for the resource to reject writes with an older index: see
+//!   `examples/fencing.rs`.
+//! - **Leases on the local monotonic clock**: a guard's [`deadline`](LockGuard::deadline) is the
+//!   time the acquire was *sent* plus the ttl minus a drift margin, never a wall-clock time.
+//! - **Only the holder releases or renews**: both compare the index on the server.
+//! - **No lost wake-ups**: a waiter is registered on the client's single subscription before its
+//!   first attempt; it also wakes when the holder's ttl runs out, and after a reconnect.
+//! - **Cancel safety**: dropping a pending acquire deregisters it, and if the acquire already won
+//!   on the server, the lock is released in the background.
+//! - **Foreign data is never touched**: a key of the wrong type, a corrupt counter, a lock
+//!   without expiry give an [`ErrorKind::CorruptData`] error and are left as they are.
+//! - **Not guaranteed**: replicated Redis (Sentinel, Cluster) replicates asynchronously, so a
+//!   failover can lose a lock that was just granted; and no lease-based lock survives a
+//!   holder paused (GC, swap, SIGSTOP) beyond its ttl. Use the fencing index.
+//!
+//! # Connections
+//!
+//! A [`Client`] uses at most two connections, whatever the number of locks and waiters: one
+//! multiplexed command connection that reconnects by itself, and one subscription shared by all
+//! waiters. Scripts run with `EVALSHA` and are reloaded when the server answers `NOSCRIPT`.
+//!
+//! # Features
+//!
+//! - `blocking`: [`blocking`], the same API for synchronous code.
+//! - `tls`: `rediss://` URLs.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod client;
+mod error;
+mod guard;
+mod hub;
+mod keys;
+mod lock;
+mod scripts;
+
+#[cfg(feature = "blocking")]
+pub mod blocking;
+
+pub use client::{Client, ClientBuilder, DEFAULT_NAMESPACE};
+pub use error::{Error, ErrorKind, Result};
+pub use guard::{LeaseLost, LockGuard};
+pub use keys::{MAX_ID_LEN, MAX_TTL};
+pub use lock::{
+    AcquireResponse, LockBuilder, LockStatus, ReleaseOutcome, ReleaseResponse, RenewOutcome,
+    RenewResponse,
+};
+
+/// The redis crate this library is built on, for [`Client::from_redis_client`].
+pub use redis;

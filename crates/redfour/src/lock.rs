@@ -1,0 +1,974 @@
+//! Acquire, wait, release, renew and status: the operations of Node redfour, and the
+//! idiomatic [`LockBuilder`] that hands out [`LockGuard`]s.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use crate::client::Client;
+use crate::error::{Error, ErrorKind, Result};
+use crate::guard::LockGuard;
+use crate::keys::{check_index, ttl_millis};
+use crate::scripts;
+
+/// The answer to an acquire: Node redfour's `acquireLock` / `waitAcquireLock` response.
+///
+/// When `success` is false, the lock is held by someone else: `index` is -1 and `ttl` is the
+/// holder's remaining ttl.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AcquireResponse {
+    /// The lock id, as given.
+    pub id: String,
+    /// Whether the lock was acquired.
+    pub success: bool,
+    /// The fencing index of the new holder, or -1 when not acquired.
+    pub index: i64,
+    /// The lock's ttl when acquired; the holder's remaining ttl when not.
+    pub ttl: Duration,
+    /// True when the first attempt won (always equal to `success` for a one-shot acquire).
+    pub immediate: bool,
+}
+
+/// What a release did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReleaseOutcome {
+    /// The caller held the lock; it is deleted and waiters are notified.
+    Released,
+    /// Nothing to release: the lock had expired (or was never taken). Counts as success.
+    Expired,
+    /// Someone else holds the lock now; it was left alone.
+    Conflict,
+}
+
+impl ReleaseOutcome {
+    /// Node redfour's word for it: `released`, `expired` or `conflict`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ReleaseOutcome::Released => "released",
+            ReleaseOutcome::Expired => "expired",
+            ReleaseOutcome::Conflict => "conflict",
+        }
+    }
+}
+
+impl fmt::Display for ReleaseOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The answer to a release: Node redfour's `releaseLock` response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReleaseResponse {
+    /// The lock id, as given.
+    pub id: String,
+    /// True for [`ReleaseOutcome::Released`] and [`ReleaseOutcome::Expired`].
+    pub success: bool,
+    /// What happened.
+    pub result: ReleaseOutcome,
+    /// The released index; the current holder's index on conflict; -1 when expired.
+    pub index: i64,
+}
+
+/// What a renewal did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RenewOutcome {
+    /// The caller holds the lock; its expiry is reset to the new ttl.
+    Renewed,
+    /// The lock is gone (expired, released, or the server lost it): the lease is lost.
+    Missing,
+    /// Someone else holds the lock: the lease is lost.
+    Conflict,
+}
+
+impl RenewOutcome {
+    /// Node redfour's word for it: `renewed`, `missing` or `conflict`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RenewOutcome::Renewed => "renewed",
+            RenewOutcome::Missing => "missing",
+            RenewOutcome::Conflict => "conflict",
+        }
+    }
+}
+
+impl fmt::Display for RenewOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The answer to a renewal: Node redfour's `renewLock` response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RenewResponse {
+    /// The lock id, as given.
+    pub id: String,
+    /// True only for [`RenewOutcome::Renewed`].
+    pub success: bool,
+    /// What happened.
+    pub result: RenewOutcome,
+    /// The caller's index when renewed, -1 otherwise (as Node redfour answers).
+    pub index: i64,
+}
+
+/// A read-only view of one lock, from [`Client::status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LockStatus {
+    /// The lock id, as given.
+    pub id: String,
+    /// Whether someone holds the lock.
+    pub held: bool,
+    /// The holder's index, -1 when not held.
+    pub index: i64,
+    /// The holder's remaining ttl, `None` when not held.
+    pub ttl: Option<Duration>,
+    /// Every field of the lock hash but `index`: `host`, `pid`, `acquired_at` (Unix ms) and
+    /// `description` when the holder is this library; empty for a Node holder.
+    pub holder: BTreeMap<String, String>,
+}
+
+impl LockStatus {
+    /// The holder's host name, when it recorded one.
+    pub fn host(&self) -> Option<&str> {
+        self.holder.get("host").map(String::as_str)
+    }
+
+    /// The holder's process id, when it recorded one.
+    pub fn pid(&self) -> Option<u32> {
+        self.holder.get("pid").and_then(|p| p.parse().ok())
+    }
+
+    /// The holder's description, when it gave one.
+    pub fn description(&self) -> Option<&str> {
+        self.holder.get("description").map(String::as_str)
+    }
+
+    /// When the lock was acquired, by the server's clock.
+    pub fn acquired_at(&self) -> Option<SystemTime> {
+        let ms: u64 = self.holder.get("acquired_at")?.parse().ok()?;
+        UNIX_EPOCH.checked_add(Duration::from_millis(ms))
+    }
+}
+
+/// The result of one acquire attempt on the server.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Attempt {
+    Acquired {
+        index: i64,
+        ttl: Duration,
+        /// When the attempt was sent: the lease is counted from here.
+        sent: Instant,
+    },
+    Held {
+        pttl: Duration,
+    },
+}
+
+/// What a wait ended with.
+pub(crate) enum Waited {
+    Acquired {
+        index: i64,
+        ttl: Duration,
+        sent: Instant,
+        immediate: bool,
+    },
+    GaveUp {
+        pttl: Duration,
+        waited: Duration,
+    },
+}
+
+/// Holder metadata written into the lock hash.
+#[derive(Clone, Default)]
+pub(crate) struct Meta {
+    pub(crate) description: Option<Arc<str>>,
+}
+
+/// Refuses a receiver dropped with an acquisition inside: releases it in the background.
+struct PendingAttempt {
+    rx: oneshot::Receiver<Result<Attempt>>,
+    client: Client,
+    key: String,
+}
+
+impl Drop for PendingAttempt {
+    fn drop(&mut self) {
+        // The attempt finished, but its caller went away before reading the answer.
+        if let Ok(Ok(Attempt::Acquired { index, .. })) = self.rx.try_recv() {
+            release_in_background(&self.client, &self.key, index);
+        }
+    }
+}
+
+pub(crate) fn release_in_background(client: &Client, key: &str, index: i64) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        tracing::debug!(
+            key,
+            index,
+            "no runtime to release on; the lock will expire by its ttl"
+        );
+        return;
+    };
+    let client = client.clone();
+    let key = key.to_owned();
+    handle.spawn(
+        async move {
+            match client.release_key(&key, index).await {
+                Ok(r) => tracing::debug!(key, index, result = %r.0, "released in the background"),
+                Err(e) => tracing::warn!(key, index, error = %e, "background release failed; the lock will expire by its ttl"),
+            }
+        }
+        .in_current_span(),
+    );
+}
+
+fn parse_pttl(pttl: i64) -> Duration {
+    Duration::from_millis(pttl.max(0) as u64)
+}
+
+fn parse_status(id: &str, key: &str, reply: Vec<redis::Value>) -> Result<LockStatus> {
+    use redis::Value;
+    fn text(v: &Value) -> Option<String> {
+        match v {
+            Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            Value::SimpleString(s) => Some(s.clone()),
+            Value::Int(i) => Some(i.to_string()),
+            _ => None,
+        }
+    }
+    let corrupt =
+        |what: &str| Error::new(ErrorKind::CorruptData, what.to_owned()).with_key(key.to_owned());
+    let kind = reply
+        .first()
+        .and_then(text)
+        .ok_or_else(|| corrupt("unexpected status reply"))?;
+    match kind.as_str() {
+        "none" => {
+            return Ok(LockStatus {
+                id: id.to_owned(),
+                held: false,
+                index: -1,
+                ttl: None,
+                holder: BTreeMap::new(),
+            })
+        }
+        "hash" => {}
+        other => {
+            return Err(corrupt(&format!(
+                "the lock key holds a {other}, not a hash"
+            )))
+        }
+    }
+    let pttl = match reply.get(1) {
+        Some(Value::Int(p)) => *p,
+        _ => return Err(corrupt("unexpected status reply")),
+    };
+    let mut holder = BTreeMap::new();
+    let mut index = None;
+    for pair in reply[2..].chunks(2) {
+        let [field, value] = pair else {
+            return Err(corrupt("unexpected status reply"));
+        };
+        let (Some(field), Some(value)) = (text(field), text(value)) else {
+            return Err(corrupt("unexpected status reply"));
+        };
+        if field == "index" {
+            index = Some(
+                parse_index(&value)
+                    .ok_or_else(|| corrupt("the lock hash has no numeric index field"))?,
+            );
+        } else {
+            holder.insert(field, value);
+        }
+    }
+    let Some(index) = index else {
+        return Err(corrupt("the lock hash has no index field"));
+    };
+    if pttl < 0 {
+        return Err(corrupt("the lock hash has no expiry"));
+    }
+    Ok(LockStatus {
+        id: id.to_owned(),
+        held: true,
+        index,
+        ttl: Some(parse_pttl(pttl)),
+        holder,
+    })
+}
+
+/// Reads an index as stored in the hash: decimal, or (when a Node client wrote it through a
+/// Lua number) a float notation of an integer.
+pub(crate) fn parse_index(s: &str) -> Option<i64> {
+    if let Ok(i) = s.parse::<i64>() {
+        return Some(i);
+    }
+    let f: f64 = s.parse().ok()?;
+    (f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0).then_some(f as i64)
+}
+
+impl Client {
+    /// One attempt on the server, immune to cancellation: the request runs in its own task,
+    /// and if the caller is gone when it wins, the lock is released rather than left to expire.
+    pub(crate) async fn attempt(&self, key: &str, ttl_ms: u64, meta: &Meta) -> Result<Attempt> {
+        let (tx, rx) = oneshot::channel();
+        let pending = PendingAttempt {
+            rx,
+            client: self.clone(),
+            key: key.to_owned(),
+        };
+        let client = self.clone();
+        let key_owned = key.to_owned();
+        let meta = meta.clone();
+        tokio::spawn(
+            async move {
+                let result = client.attempt_now(&key_owned, ttl_ms, &meta).await;
+                if let Err(Ok(Attempt::Acquired { index, .. })) = tx.send(result) {
+                    // The caller was dropped while the request was in flight.
+                    tracing::debug!(key = key_owned, index, "acquire won after its caller was dropped; releasing");
+                    if let Err(e) = client.release_key(&key_owned, index).await {
+                        tracing::warn!(key = key_owned, index, error = %e, "could not release an abandoned acquisition; it will expire by its ttl");
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        let mut pending = pending;
+        let result = (&mut pending.rx).await;
+        // Answer read: nothing left for the drop guard to clean up.
+        match result {
+            Ok(r) => r,
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                "the acquire request was abandoned (runtime shutting down?); outcome unknown",
+            )
+            .with_key(key)),
+        }
+    }
+
+    async fn attempt_now(&self, key: &str, ttl_ms: u64, meta: &Meta) -> Result<Attempt> {
+        let mut conn = self.connection().await?;
+        let holder = &self.inner.holder;
+        let mut inv = scripts::ACQUIRE.prepare_invoke();
+        inv.key(key)
+            .key(self.inner.ns.counter())
+            .arg(ttl_ms)
+            .arg("host")
+            .arg(&holder.host)
+            .arg("pid")
+            .arg(holder.pid);
+        if let Some(desc) = &meta.description {
+            inv.arg("description").arg(&**desc);
+        }
+        let sent = Instant::now();
+        let (won, index, ttl): (i64, i64, i64) = inv
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| Error::from_redis(e, Some(key)))?;
+        if won == 1 {
+            Ok(Attempt::Acquired {
+                index,
+                ttl: parse_pttl(ttl),
+                sent,
+            })
+        } else {
+            Ok(Attempt::Held {
+                pttl: parse_pttl(ttl),
+            })
+        }
+    }
+
+    /// Waits for the lock: registered for release notices before the first attempt, woken by
+    /// a notice, by the holder's expiry, or by a resubscription after a reconnect.
+    pub(crate) async fn wait_for(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        meta: &Meta,
+        wait: Option<Duration>,
+    ) -> Result<Waited> {
+        let started = Instant::now();
+        let deadline = wait.filter(|w| !w.is_zero()).map(|w| started + w);
+        let hub = self.hub().await;
+        let registration = hub.register(key);
+        let mut state = hub.state();
+        if !state.borrow().subscribed {
+            let mut limit = self.inner.config.connect_timeout;
+            if let Some(d) = deadline {
+                limit = limit.min(d.saturating_duration_since(Instant::now()));
+            }
+            // If the subscription is not up in time, try anyway: the fallback timer still
+            // wakes this waiter, and the resubscription will too.
+            let _ = tokio::time::timeout(limit, state.wait_for(|s| s.subscribed)).await;
+        }
+        state.borrow_and_update();
+        let max_poll = self.inner.config.max_poll;
+        let mut first = true;
+        let mut backoff = Duration::from_millis(50);
+        let mut last_pttl = Duration::ZERO;
+        loop {
+            let pause = match self.attempt(key, ttl_ms, meta).await {
+                Ok(Attempt::Acquired { index, ttl, sent }) => {
+                    return Ok(Waited::Acquired {
+                        index,
+                        ttl,
+                        sent,
+                        immediate: first,
+                    })
+                }
+                Ok(Attempt::Held { pttl }) => {
+                    backoff = Duration::from_millis(50);
+                    last_pttl = pttl;
+                    // Wake just after the holder's expiry, in case it never releases.
+                    (pttl + Duration::from_millis(1)).clamp(Duration::from_millis(5), max_poll)
+                }
+                Err(e) if e.is_transient() => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(e);
+                    }
+                    tracing::warn!(key, error = %e, retry_in_ms = backoff.as_millis() as u64, "acquire attempt failed while waiting; retrying");
+                    let pause = backoff;
+                    backoff = (backoff * 2).min(max_poll);
+                    pause
+                }
+                Err(e) => return Err(e),
+            };
+            first = false;
+            let now = Instant::now();
+            if let Some(d) = deadline {
+                if now >= d {
+                    return Ok(Waited::GaveUp {
+                        pttl: last_pttl,
+                        waited: now - started,
+                    });
+                }
+            }
+            let wake_at = deadline.map_or(now + pause, |d| d.min(now + pause));
+            tokio::select! {
+                _ = registration.notified() => {
+                    tracing::trace!(key, "woken by a release notice");
+                }
+                _ = tokio::time::sleep_until(wake_at.into()) => {}
+                changed = state.changed() => {
+                    if changed.is_err() {
+                        // The hub is gone: cannot happen while `hub` is borrowed, but never spin.
+                        tokio::time::sleep_until(wake_at.into()).await;
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn release_key(&self, key: &str, index: i64) -> Result<(ReleaseOutcome, i64)> {
+        let mut conn = self.connection().await?;
+        let (ok, word, idx): (i64, String, i64) = scripts::RELEASE
+            .key(key)
+            .arg(index)
+            .arg(self.inner.ns.channel())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| Error::from_redis(e, Some(key)))?;
+        let outcome = match (ok, word.as_str()) {
+            (1, "released") => ReleaseOutcome::Released,
+            (1, "expired") => ReleaseOutcome::Expired,
+            (0, "conflict") => ReleaseOutcome::Conflict,
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Script,
+                    format!("unexpected release reply `{word}`"),
+                )
+                .with_key(key))
+            }
+        };
+        Ok((outcome, idx))
+    }
+
+    pub(crate) async fn renew_key(
+        &self,
+        key: &str,
+        index: i64,
+        ttl_ms: u64,
+    ) -> Result<RenewOutcome> {
+        let mut conn = self.connection().await?;
+        let (ok, word, _idx, _extra): (i64, String, i64, i64) = scripts::RENEW
+            .key(key)
+            .arg(index)
+            .arg(ttl_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| Error::from_redis(e, Some(key)))?;
+        match (ok, word.as_str()) {
+            (1, "renewed") => Ok(RenewOutcome::Renewed),
+            (0, "missing") => Ok(RenewOutcome::Missing),
+            (0, "conflict") => Ok(RenewOutcome::Conflict),
+            _ => Err(Error::new(
+                ErrorKind::Script,
+                format!("unexpected renew reply `{word}`"),
+            )
+            .with_key(key)),
+        }
+    }
+
+    /// Node's `acquireLock(id, ttl)`: one attempt, one round trip.
+    ///
+    /// On success the lock is held until `ttl` runs out or it is released with
+    /// [`release_lock`](Client::release_lock) and the returned index. When someone else holds
+    /// it, `success` is false and `ttl` is the holder's remaining ttl: that is an outcome, not
+    /// an error. Prefer [`lock`](Client::lock), whose guard tracks the lease for you.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for an empty id or a ttl under 1 ms or over
+    /// [`MAX_TTL`](crate::MAX_TTL); [`ErrorKind::CorruptData`] when the key holds foreign data
+    /// (left untouched); [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`] for Redis faults.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. If the future is dropped after the request was sent and the lock is won on
+    /// the server anyway, it is released in the background, not left held until its ttl.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> redfour::Result<()> {
+    /// use std::time::Duration;
+    /// let locks = redfour::Client::new("redis://127.0.0.1/")?;
+    /// let lock = locks.acquire_lock("report", Duration::from_secs(60)).await?;
+    /// if lock.success {
+    ///     // ... work ...
+    ///     locks.release_lock("report", lock.index).await?;
+    /// } else {
+    ///     println!("held by someone else for {:?} more", lock.ttl);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn acquire_lock(&self, id: &str, ttl: Duration) -> Result<AcquireResponse> {
+        let key = self.inner.ns.lock_key(id)?;
+        let ttl_ms = ttl_millis(ttl)?;
+        let span = tracing::debug_span!("redfour.acquire", key, ttl_ms);
+        let attempt = self
+            .attempt(&key, ttl_ms, &Meta::default())
+            .instrument(span)
+            .await?;
+        Ok(match attempt {
+            Attempt::Acquired { index, ttl, .. } => AcquireResponse {
+                id: id.to_owned(),
+                success: true,
+                index,
+                ttl,
+                immediate: true,
+            },
+            Attempt::Held { pttl } => AcquireResponse {
+                id: id.to_owned(),
+                success: false,
+                index: -1,
+                ttl: pttl,
+                immediate: false,
+            },
+        })
+    }
+
+    /// Node's `waitAcquireLock(id, ttl, waitTtl)`: acquire, waiting up to `wait` for the holder
+    /// to let go (`None` or zero: wait forever).
+    ///
+    /// The waiter is woken by the holder's release notice (pub/sub, shared by every waiter of
+    /// this client), or when the holder's ttl runs out, or after a reconnect. When the wait
+    /// runs out, one last attempt is made and its answer returned: `success` false with the
+    /// holder's remaining ttl. `immediate` tells whether the first attempt won.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire_lock`](Client::acquire_lock). While waiting, Redis being unreachable is
+    /// retried with backoff until the wait runs out.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. Dropping the future deregisters the waiter; if an attempt already won on
+    /// the server, the lock is released in the background.
+    pub async fn wait_acquire_lock(
+        &self,
+        id: &str,
+        ttl: Duration,
+        wait: Option<Duration>,
+    ) -> Result<AcquireResponse> {
+        let key = self.inner.ns.lock_key(id)?;
+        let ttl_ms = ttl_millis(ttl)?;
+        let span = tracing::debug_span!(
+            "redfour.wait",
+            key,
+            ttl_ms,
+            wait_ms = wait.map(|w| w.as_millis() as u64)
+        );
+        let waited = self
+            .wait_for(&key, ttl_ms, &Meta::default(), wait)
+            .instrument(span)
+            .await?;
+        Ok(match waited {
+            Waited::Acquired {
+                index,
+                ttl,
+                immediate,
+                ..
+            } => AcquireResponse {
+                id: id.to_owned(),
+                success: true,
+                index,
+                ttl,
+                immediate,
+            },
+            Waited::GaveUp { pttl, .. } => AcquireResponse {
+                id: id.to_owned(),
+                success: false,
+                index: -1,
+                ttl: pttl,
+                immediate: false,
+            },
+        })
+    }
+
+    /// Node's `releaseLock(lock)`: releases the lock only if `index` is the current holder's.
+    ///
+    /// `released` deletes the lock and wakes waiters; `expired` means there was nothing to
+    /// release (success); `conflict` means someone else holds it now, and nothing is touched.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for an empty id or an index under 1;
+    /// [`ErrorKind::CorruptData`] when the key holds foreign data (left untouched);
+    /// [`ErrorKind::Unavailable`] / [`ErrorKind::Timeout`] for Redis faults (after a timeout the
+    /// lock may or may not have been released; retrying is safe).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future after the request was sent does not cancel it: the lock may still
+    /// be released. Retrying is safe: a second release answers `expired` or `conflict`.
+    pub async fn release_lock(&self, id: &str, index: i64) -> Result<ReleaseResponse> {
+        let key = self.inner.ns.lock_key(id)?;
+        check_index(index)?;
+        let span = tracing::debug_span!("redfour.release", key, index);
+        let (result, idx) = self.release_key(&key, index).instrument(span).await?;
+        Ok(ReleaseResponse {
+            id: id.to_owned(),
+            success: result != ReleaseOutcome::Conflict,
+            result,
+            index: idx,
+        })
+    }
+
+    /// Node's `renewLock(lock, ttl)`: resets the lock's expiry to `ttl`, only for the holder
+    /// with `index`.
+    ///
+    /// # Errors
+    ///
+    /// As [`release_lock`](Client::release_lock), plus [`ErrorKind::InvalidInput`] for a bad
+    /// ttl.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future after the request was sent does not cancel it; retrying is safe.
+    pub async fn renew_lock(&self, id: &str, index: i64, ttl: Duration) -> Result<RenewResponse> {
+        let key = self.inner.ns.lock_key(id)?;
+        check_index(index)?;
+        let ttl_ms = ttl_millis(ttl)?;
+        let span = tracing::debug_span!("redfour.renew", key, index, ttl_ms);
+        let result = self.renew_key(&key, index, ttl_ms).instrument(span).await?;
+        let success = result == RenewOutcome::Renewed;
+        Ok(RenewResponse {
+            id: id.to_owned(),
+            success,
+            result,
+            index: if success { index } else { -1 },
+        })
+    }
+
+    /// Who holds the lock `id`, with which index, for how much longer, and the holder's
+    /// metadata (host, pid, description, acquired-at). One round trip, read-only.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::CorruptData`] when the key holds something other than a lock, a lock
+    /// without an index, or a lock without expiry; Redis faults as usual.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it changes nothing.
+    pub async fn status(&self, id: &str) -> Result<LockStatus> {
+        let key = self.inner.ns.lock_key(id)?;
+        let mut conn = self.connection().await?;
+        let reply: Vec<redis::Value> = scripts::STATUS
+            .key(&key)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| Error::from_redis(e, Some(&key)))?;
+        parse_status(id, &key, reply)
+    }
+
+    /// Starts building a lock on `id`; finish with [`LockBuilder::acquire`] or
+    /// [`LockBuilder::try_acquire`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> redfour::Result<()> {
+    /// use std::time::Duration;
+    /// let locks = redfour::Client::new("redis://127.0.0.1/")?;
+    /// let guard = locks
+    ///     .lock("token-refresh")
+    ///     .ttl(Duration::from_secs(30))
+    ///     .wait(Duration::from_secs(10))
+    ///     .acquire()
+    ///     .await?;
+    /// println!("holding with fencing index {}", guard.index());
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn lock(&self, id: impl Into<String>) -> LockBuilder {
+        LockBuilder {
+            client: self.clone(),
+            id: id.into(),
+            ttl: LockBuilder::DEFAULT_TTL,
+            wait: None,
+            keep_alive: false,
+            meta: Meta::default(),
+        }
+    }
+}
+
+/// Settings for taking one lock; created by [`Client::lock`].
+#[must_use = "a lock builder does nothing until `acquire()` or `try_acquire()` is awaited"]
+pub struct LockBuilder {
+    client: Client,
+    id: String,
+    ttl: Duration,
+    wait: Option<Duration>,
+    keep_alive: bool,
+    meta: Meta,
+}
+
+impl fmt::Debug for LockBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockBuilder")
+            .field("id", &self.id)
+            .field("ttl", &self.ttl)
+            .field("wait", &self.wait)
+            .field("keep_alive", &self.keep_alive)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LockBuilder {
+    /// The ttl used when none is set.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
+
+    /// How long the lock lives on the server unless renewed or released: the bound on how long
+    /// a crashed holder blocks everyone. Between 1 ms and [`MAX_TTL`](crate::MAX_TTL).
+    ///
+    /// Default: 30 s.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The longest [`acquire`](LockBuilder::acquire) waits for the holder to let go. Zero means
+    /// forever, as in Node redfour.
+    ///
+    /// Default: forever.
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = Some(wait);
+        self
+    }
+
+    /// Renew the lease in the background every ttl/3 while the guard lives; the guard's
+    /// [`lost`](LockGuard::lost) signal fires if a renewal finds the lock missing or taken, or
+    /// the lease deadline passes without a confirmed renewal.
+    ///
+    /// Default: off.
+    pub fn keep_alive(mut self, on: bool) -> Self {
+        self.keep_alive = on;
+        self
+    }
+
+    /// A free-text description stored with the lock (shown by `status`), e.g. what the holder
+    /// is doing.
+    ///
+    /// Default: none.
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.meta.description = Some(description.into().into());
+        self
+    }
+
+    /// Acquires the lock, waiting for the holder to let go (forever unless
+    /// [`wait`](LockBuilder::wait) bounds it).
+    ///
+    /// The returned guard holds the lock until it is released, its lease ends, or it is
+    /// dropped (then it is released in the background).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotAcquired`] when a bounded wait ran out (the holder's remaining ttl is in
+    /// [`Error::holder_ttl`]); [`ErrorKind::InvalidInput`] for an empty id or a bad ttl;
+    /// [`ErrorKind::CorruptData`] for foreign data at the key; Redis faults that outlast the
+    /// wait as [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future deregisters the waiter, and a lock won by an attempt in
+    /// flight is released in the background.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> redfour::Result<()> {
+    /// use std::time::Duration;
+    /// let locks = redfour::Client::new("redis://127.0.0.1/")?;
+    /// match locks.lock("nightly").wait(Duration::from_secs(5)).acquire().await {
+    ///     Ok(guard) => {
+    ///         // ... work ...
+    ///         guard.release().await?;
+    ///     }
+    ///     Err(e) if e.is_not_acquired() => println!("busy: {e}"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn acquire(self) -> Result<LockGuard> {
+        let key = self.client.inner.ns.lock_key(&self.id)?;
+        let ttl_ms = ttl_millis(self.ttl)?;
+        let span = tracing::debug_span!(
+            "redfour.wait",
+            key,
+            ttl_ms,
+            wait_ms = self.wait.map(|w| w.as_millis() as u64)
+        );
+        let waited = self
+            .client
+            .wait_for(&key, ttl_ms, &self.meta, self.wait)
+            .instrument(span)
+            .await?;
+        match waited {
+            Waited::Acquired {
+                index,
+                ttl,
+                sent,
+                immediate,
+            } => Ok(LockGuard::new(
+                self.client,
+                self.id,
+                key,
+                index,
+                ttl,
+                sent,
+                immediate,
+                self.keep_alive,
+            )),
+            Waited::GaveUp { pttl, waited } => Err(Error::not_acquired(&key, waited, pttl)),
+        }
+    }
+
+    /// One attempt, no waiting: `Ok(None)` when someone else holds the lock.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](LockBuilder::acquire), without `NotAcquired`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a lock won by the attempt in flight is released in the background.
+    pub async fn try_acquire(self) -> Result<Option<LockGuard>> {
+        let key = self.client.inner.ns.lock_key(&self.id)?;
+        let ttl_ms = ttl_millis(self.ttl)?;
+        let span = tracing::debug_span!("redfour.acquire", key, ttl_ms);
+        match self
+            .client
+            .attempt(&key, ttl_ms, &self.meta)
+            .instrument(span)
+            .await?
+        {
+            Attempt::Acquired { index, ttl, sent } => Ok(Some(LockGuard::new(
+                self.client,
+                self.id,
+                key,
+                index,
+                ttl,
+                sent,
+                true,
+                self.keep_alive,
+            ))),
+            Attempt::Held { .. } => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_parsing_accepts_node_float_notation() {
+        assert_eq!(parse_index("42"), Some(42));
+        assert_eq!(parse_index("1.79413e+15"), Some(1_794_130_000_000_000));
+        assert_eq!(parse_index("1.5"), None);
+        assert_eq!(parse_index("abc"), None);
+        assert_eq!(parse_index("1e300"), None);
+    }
+
+    #[test]
+    fn status_parsing_rejects_garbage() {
+        use redis::Value;
+        let s = parse_status("a", "lock:a", vec![Value::SimpleString("none".into())]).unwrap();
+        assert!(!s.held);
+        let err =
+            parse_status("a", "lock:a", vec![Value::SimpleString("string".into())]).unwrap_err();
+        assert!(err.is_corrupt_data());
+        let err = parse_status("a", "lock:a", vec![]).unwrap_err();
+        assert!(err.is_corrupt_data());
+        let ok = parse_status(
+            "a",
+            "lock:a",
+            vec![
+                Value::SimpleString("hash".into()),
+                Value::Int(500),
+                Value::BulkString(b"index".to_vec()),
+                Value::BulkString(b"7".to_vec()),
+                Value::BulkString(b"pid".to_vec()),
+                Value::BulkString(b"12".to_vec()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(ok.index, 7);
+        assert_eq!(ok.pid(), Some(12));
+        assert_eq!(ok.ttl, Some(Duration::from_millis(500)));
+        let no_expiry = parse_status(
+            "a",
+            "lock:a",
+            vec![
+                Value::SimpleString("hash".into()),
+                Value::Int(-1),
+                Value::BulkString(b"index".to_vec()),
+                Value::BulkString(b"7".to_vec()),
+            ],
+        )
+        .unwrap_err();
+        assert!(no_expiry.is_corrupt_data());
+        let odd = parse_status(
+            "a",
+            "lock:a",
+            vec![
+                Value::SimpleString("hash".into()),
+                Value::Int(5),
+                Value::BulkString(b"index".to_vec()),
+            ],
+        )
+        .unwrap_err();
+        assert!(odd.is_corrupt_data());
+    }
+}

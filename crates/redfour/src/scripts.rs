@@ -1,0 +1,29 @@
+//! The server-side scripts, sent with `EVALSHA` (and reloaded on `NOSCRIPT` by
+//! [`redis::Script`]). Keys and names travel as KEYS/ARGV, never spliced into the source.
+
+use std::sync::LazyLock;
+
+pub(crate) static ACQUIRE: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("scripts/acquire.lua")));
+pub(crate) static RELEASE: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("scripts/release.lua")));
+pub(crate) static RENEW: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("scripts/renew.lua")));
+pub(crate) static STATUS: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("scripts/status.lua")));
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn scripts_do_not_splice_names() {
+        for src in [
+            include_str!("scripts/acquire.lua"),
+            include_str!("scripts/release.lua"),
+            include_str!("scripts/renew.lua"),
+            include_str!("scripts/status.lua"),
+        ] {
+            assert!(!src.contains("${"), "a script must not be a template");
+            assert!(!src.contains("'lock"), "a script must not name a namespace");
+        }
+    }
+}

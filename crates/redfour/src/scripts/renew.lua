@@ -1,0 +1,18 @@
+-- redfour renew: reset the expiry, only for the current holder.
+-- KEYS[1] lock key; ARGV[1] the caller's index; ARGV[2] the new ttl in milliseconds.
+-- Returns {1, 'renewed', index, ttl}, {0, 'missing', -1, -1} or {0, 'conflict', -1, holder's index}.
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then
+  return {0, 'missing', -1, -1}
+elseif kind ~= 'hash' then
+  return redis.error_reply('REDFOUR_WRONGTYPE the lock key holds a ' .. kind .. ', not a hash')
+end
+local stored = tonumber(redis.call('HGET', KEYS[1], 'index'))
+if stored == nil then
+  return redis.error_reply('REDFOUR_CORRUPT the lock hash has no numeric index field')
+end
+if stored ~= tonumber(ARGV[1]) then
+  return {0, 'conflict', -1, stored}
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {1, 'renewed', stored, tonumber(ARGV[2])}
