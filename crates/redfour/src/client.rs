@@ -84,7 +84,7 @@ impl HolderIdentity {
 
 enum Source {
     Url(String),
-    Client(redis::Client),
+    Client(Box<redis::Client>),
 }
 
 /// Builds a [`Client`]. Created by [`Client::builder`] or [`Client::from_redis_client`].
@@ -197,7 +197,7 @@ impl ClientBuilder {
             }
             Source::Client(client) => {
                 let shown = describe_connection(&client);
-                (client, shown)
+                (*client, shown)
             }
         };
         #[cfg(feature = "tls")]
@@ -251,7 +251,7 @@ impl Client {
     /// redfour opens its own connections from it (a subscription cannot share a command
     /// connection), as Node redfour does when given an existing client.
     pub fn from_redis_client(client: redis::Client) -> ClientBuilder {
-        ClientBuilder::with_source(Source::Client(client))
+        ClientBuilder::with_source(Source::Client(Box::new(client)))
     }
 
     /// The namespace of this client's keys.

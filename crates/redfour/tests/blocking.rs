@@ -1,0 +1,135 @@
+//! The synchronous facade against a real Redis.
+#![cfg(feature = "blocking")]
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use redfour::blocking::Client;
+use redfour::ReleaseOutcome;
+use redfour_test::{wait_until, RedisServer};
+
+#[test]
+fn acquire_wait_release_from_threads() {
+    let server = RedisServer::start();
+    let locks = Client::new(&server.url()).unwrap();
+    let first = locks
+        .lock("job")
+        .ttl(Duration::from_secs(20))
+        .acquire()
+        .unwrap();
+    assert!(first.acquired_immediately());
+
+    let (started_tx, started_rx) = mpsc::channel();
+    let waiter = thread::spawn({
+        let locks = locks.clone();
+        move || {
+            started_tx.send(()).unwrap();
+            let t = Instant::now();
+            let g = locks
+                .lock("job")
+                .ttl(Duration::from_secs(20))
+                .wait(Duration::from_secs(10))
+                .acquire()
+                .unwrap();
+            (
+                g.index(),
+                g.acquired_immediately(),
+                t.elapsed(),
+                g.release().unwrap(),
+            )
+        }
+    });
+    started_rx.recv().unwrap();
+    // Let the waiter register and make its first attempt before releasing.
+    assert!(wait_until(Duration::from_secs(5), || {
+        locks
+            .acquire_lock("job", Duration::from_secs(1))
+            .map(|r| !r.success)
+            .unwrap_or(false)
+            && server_has_subscriber(&server)
+    }));
+    let first_index = first.index();
+    let released = first.release().unwrap();
+    assert_eq!(released.result, ReleaseOutcome::Released);
+    let (index, immediate, waited, rel) = waiter.join().unwrap();
+    assert!(index > first_index);
+    assert!(!immediate);
+    // Woken by the release notice, far sooner than the 20 s ttl.
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    assert_eq!(rel.result, ReleaseOutcome::Released);
+}
+
+fn server_has_subscriber(server: &RedisServer) -> bool {
+    match server.cmd(&["PUBSUB", "NUMSUB", "lock-release"]) {
+        redis::Value::Array(items) => matches!(items.get(1), Some(redis::Value::Int(n)) if *n >= 1),
+        _ => false,
+    }
+}
+
+#[test]
+fn drop_releases_before_returning() {
+    let server = RedisServer::start();
+    let locks = Client::new(&server.url()).unwrap();
+    let guard = locks
+        .lock("d")
+        .ttl(Duration::from_secs(30))
+        .acquire()
+        .unwrap();
+    assert!(locks.status("d").unwrap().held);
+    drop(guard);
+    // No polling needed: the blocking guard releases synchronously in drop.
+    assert!(!locks.status("d").unwrap().held);
+}
+
+#[test]
+fn low_level_mapping_and_keep_alive() {
+    let server = RedisServer::start();
+    let locks = Client::builder(server.url())
+        .namespace("sync")
+        .build()
+        .unwrap();
+    let a = locks.acquire_lock("x", Duration::from_millis(300)).unwrap();
+    assert!(a.success);
+    let b = locks
+        .wait_acquire_lock("x", Duration::from_secs(1), Some(Duration::from_millis(50)))
+        .unwrap();
+    assert!(!b.success);
+    assert!(
+        locks
+            .renew_lock("x", a.index, Duration::from_secs(5))
+            .unwrap()
+            .success
+    );
+    assert!(locks.release_lock("x", a.index).unwrap().success);
+
+    let g = locks
+        .lock("ka")
+        .ttl(Duration::from_millis(300))
+        .keep_alive(true)
+        .acquire()
+        .unwrap();
+    // The keep-alive runs on the runtime thread while this thread does nothing async.
+    assert_eq!(g.wait_lost(Duration::from_millis(900)), None);
+    assert!(locks.status("ka").unwrap().held);
+    server.cmd(&["DEL", "sync:ka"]);
+    assert_eq!(
+        g.wait_lost(Duration::from_secs(2)),
+        Some(redfour::LeaseLost::Missing)
+    );
+    assert_eq!(g.release().unwrap().result, ReleaseOutcome::Expired);
+}
+
+#[test]
+#[should_panic]
+fn panics_inside_a_runtime() {
+    let server = RedisServer::start();
+    let locks = Client::new(&server.url()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let _ = locks.ping();
+    });
+}
