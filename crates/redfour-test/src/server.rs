@@ -1,0 +1,633 @@
+//! A `redis-server` child process on a free port, killed on drop.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::wait::wait_until;
+
+/// Fresh ports tried by `try_start` before giving up; each failure is a lost port race.
+const START_ATTEMPTS: usize = 10;
+/// Spawns tried by `try_restart` on the fixed port.
+const RESTART_ATTEMPTS: usize = 5;
+/// How long one spawned server gets to answer `PING`.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a restart waits for the old port to become bindable again.
+const PORT_FREE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read/write timeout of the connections made by `cmd`, so a wedged server fails the test
+/// instead of hanging it.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+const LOG_FILE: &str = "redis.log";
+/// stdout and stderr of the process: config errors are printed there, before the log file is
+/// opened.
+const STDIO_FILE: &str = "redis.stdio";
+/// Logged at `notice` level once the listening socket is bound. Seeing it in *our* log proves
+/// that the `PONG` came from our process and not from whoever won a port race against it.
+const READY_LINE: &str = "Ready to accept connections";
+const ADDR_IN_USE: &str = "Address already in use";
+const NOT_FOUND: &str = "redis-server not found in PATH; install it (apt-get install redis-server)";
+
+/// Returns the path of the `redis-server` binary found on `PATH`.
+///
+/// # Panics
+///
+/// Panics with "redis-server not found in PATH; install it (apt-get install redis-server)" when
+/// there is none.
+pub fn which_redis_server() -> PathBuf {
+    find_redis_server().unwrap_or_else(|| panic!("{NOT_FOUND}"))
+}
+
+fn find_redis_server() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("redis-server"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A `redis-server` process owned by a test.
+///
+/// It listens on 127.0.0.1 only, on a port chosen free at start, with `--save ""` and
+/// `--appendonly no` (nothing survives a restart), `--enable-debug-command yes`, and its working
+/// directory and log file in a temporary directory. Dropping the value kills the process with
+/// `SIGKILL`, reaps it and removes the directory.
+///
+/// `RedisServer` is `Send + Sync`: share it through an `Arc` with tasks that need
+/// [`url`](Self::url) or [`cmd`](Self::cmd); [`stop`](Self::stop) and
+/// [`restart`](Self::restart) take `&mut self`.
+///
+/// A `--requirepass` given to [`start_with_args`](Self::start_with_args) is remembered:
+/// [`client`](Self::client), [`connection`](Self::connection) and [`cmd`](Self::cmd) log in with
+/// it, while [`url`](Self::url) stays without credentials so tests can check that they are
+/// required. `Debug` output does not show the password.
+pub struct RedisServer {
+    port: u16,
+    binary: PathBuf,
+    extra_args: Vec<String>,
+    password: Option<String>,
+    dir: TempDir,
+    process: Mutex<Process>,
+}
+
+struct Process {
+    /// `None` once stopped.
+    child: Option<Child>,
+    /// Of the most recent child, kept after a stop.
+    pid: u32,
+}
+
+/// Why one spawn did not give a ready server.
+enum SpawnError {
+    /// The port was taken: worth another try (another port, or the same one a bit later).
+    PortInUse,
+    /// Anything else: retrying would fail the same way.
+    Fatal(io::Error),
+}
+
+impl RedisServer {
+    /// Starts a server on a free port and waits until it answers `PING`.
+    ///
+    /// # Panics
+    ///
+    /// Panics when [`try_start`](Self::try_start) fails; the message includes the server log.
+    pub fn start() -> RedisServer {
+        Self::start_with_args(&[])
+    }
+
+    /// Starts a server with extra command-line configuration, e.g. `&["--requirepass", "secret"]`.
+    ///
+    /// The arguments come after the kit's own, so they can override them. Readiness is judged by
+    /// the server's "Ready to accept connections" log line, so do not lower `--loglevel` below
+    /// `notice`.
+    ///
+    /// # Panics
+    ///
+    /// Panics when [`try_start_with_args`](Self::try_start_with_args) fails; the message includes
+    /// the server log.
+    pub fn start_with_args(args: &[&str]) -> RedisServer {
+        match Self::try_start_with_args(args) {
+            Ok(server) => server,
+            Err(err) => panic!("failed to start redis-server: {err}"),
+        }
+    }
+
+    /// Starts a server on a free port and waits until it answers `PING`.
+    ///
+    /// # Errors
+    ///
+    /// See [`try_start_with_args`](Self::try_start_with_args).
+    pub fn try_start() -> io::Result<RedisServer> {
+        Self::try_start_with_args(&[])
+    }
+
+    /// Starts a server with extra command-line configuration and waits until it answers `PING`.
+    ///
+    /// The port is found by binding 127.0.0.1:0 and closing the listener before the server is
+    /// spawned, so another process can take it in between: a server that fails to bind is
+    /// retried on a fresh port, up to 10 times.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotFound`] if `redis-server` is not on `PATH`,
+    /// [`io::ErrorKind::AddrInUse`] if every attempt lost its port,
+    /// [`io::ErrorKind::TimedOut`] if the server did not answer within 10 seconds, and an error of
+    /// another kind if the process could not be spawned or exited (a bad argument, say). The
+    /// message includes the server log.
+    pub fn try_start_with_args(args: &[&str]) -> io::Result<RedisServer> {
+        let binary = find_redis_server()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, NOT_FOUND))?;
+        let dir = tempfile::Builder::new().prefix("redfour-test-").tempdir()?;
+        let extra_args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+        let password = requirepass(&extra_args);
+
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port()?;
+            match spawn_ready(&binary, port, dir.path(), &extra_args) {
+                Ok(child) => {
+                    let pid = child.id();
+                    return Ok(RedisServer {
+                        port,
+                        binary,
+                        extra_args,
+                        password,
+                        dir,
+                        process: Mutex::new(Process {
+                            child: Some(child),
+                            pid,
+                        }),
+                    });
+                }
+                Err(SpawnError::PortInUse) => continue,
+                Err(SpawnError::Fatal(err)) => return Err(err),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "every one of {START_ATTEMPTS} ports was taken before redis-server could bind it\n{}",
+                read_log(dir.path())
+            ),
+        ))
+    }
+
+    /// The TCP port the server listens on; it stays the same across [`restart`](Self::restart).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The process id of the current server, or of the last one if it is stopped.
+    pub fn pid(&self) -> u32 {
+        self.process().pid
+    }
+
+    /// `redis://127.0.0.1:PORT`, without credentials even if the server requires a password.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The `--requirepass` given at start, if any.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// [`url`](Self::url) with the [`password`](Self::password) in it, when there is one.
+    pub fn url_with_password(&self) -> String {
+        match &self.password {
+            Some(password) => format!(
+                "redis://:{}@127.0.0.1:{}",
+                percent_encode(password),
+                self.port
+            ),
+            None => self.url(),
+        }
+    }
+
+    /// The temporary directory holding the server's working files and log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server log, followed by anything the process printed; meant for failure messages.
+    ///
+    /// Covers every process started by this value, including failed attempts, oldest first.
+    /// Reading errors are reported in the returned text rather than as a panic.
+    pub fn log(&self) -> String {
+        read_log(self.dir.path())
+    }
+
+    /// A client for this server, logged in with the [`password`](Self::password) if any.
+    ///
+    /// # Panics
+    ///
+    /// Cannot fail in practice: the URL is built here and always parses.
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url_with_password()).unwrap_or_else(|err| {
+            panic!(
+                "invalid URL for the test server on port {}: {err}",
+                self.port
+            )
+        })
+    }
+
+    /// A new synchronous connection to this server, logged in with the
+    /// [`password`](Self::password) if any.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the connection fails, e.g. because the server is stopped; the message includes
+    /// the server log.
+    pub fn connection(&self) -> redis::Connection {
+        self.client()
+            .get_connection_with_timeout(ADMIN_TIMEOUT)
+            .unwrap_or_else(|err| panic!("cannot connect to {}: {err}\n{}", self.url(), self.log()))
+    }
+
+    /// Runs one command on a new connection and returns the reply.
+    ///
+    /// For test plumbing such as `&["CONFIG", "SET", "maxmemory", "1mb"]`,
+    /// `&["DEBUG", "SLEEP", "1"]` or `&["CLIENT", "KILL", "TYPE", "pubsub"]`.
+    ///
+    /// # Errors
+    ///
+    /// The connection failed or the server replied with an error.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `args` is empty.
+    pub fn try_cmd(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        assert!(
+            !args.is_empty(),
+            "RedisServer::cmd needs at least the command name"
+        );
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query(&mut self.admin_connection()?)
+    }
+
+    /// Runs one command on a new connection and returns the reply; see [`try_cmd`](Self::try_cmd).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `args` is empty, the connection fails or the server replies with an error; the
+    /// message includes the server log.
+    pub fn cmd(&self, args: &[&str]) -> redis::Value {
+        self.try_cmd(args).unwrap_or_else(|err| {
+            panic!("{args:?} failed on {}: {err}\n{}", self.url(), self.log())
+        })
+    }
+
+    /// Closes every client connection, normal and pub/sub, to simulate a network drop; the
+    /// server keeps running and its data stays.
+    ///
+    /// Returns how many connections were closed. That count can include connections whose client
+    /// had already hung up but which the server had not yet noticed (the ones [`cmd`](Self::cmd)
+    /// opens, for instance), so compare it with `>=`.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the server cannot be reached; the message includes the server log.
+    pub fn kill_clients(&self) -> usize {
+        // One connection for both kills, so the second cannot count the first one's.
+        let mut conn = self.admin_connection().unwrap_or_else(|err| {
+            panic!("cannot connect to {}: {err}\n{}", self.url(), self.log())
+        });
+        ["normal", "pubsub"]
+            .iter()
+            .map(|kind| {
+                let killed: redis::RedisResult<i64> = redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("TYPE")
+                    .arg(*kind)
+                    .query(&mut conn);
+                match killed {
+                    Ok(killed) => usize::try_from(killed).unwrap_or(0),
+                    Err(err) => panic!("CLIENT KILL TYPE {kind} failed: {err}\n{}", self.log()),
+                }
+            })
+            .sum()
+    }
+
+    /// Whether the server process is alive (it may have been stopped, or have crashed).
+    pub fn is_running(&self) -> bool {
+        match self.process().child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Kills the server with `SIGKILL` and reaps it; clients see their connections reset and new
+    /// connections refused. The port stays this server's for [`restart`](Self::restart). Does
+    /// nothing if already stopped.
+    pub fn stop(&mut self) {
+        self.process().kill();
+    }
+
+    /// Stops the server if it is running and starts a new one on the same port, with the same
+    /// arguments and an empty data set, then waits until it answers `PING`.
+    ///
+    /// # Panics
+    ///
+    /// Panics when [`try_restart`](Self::try_restart) fails; the message includes the server log.
+    pub fn restart(&mut self) {
+        if let Err(err) = self.try_restart() {
+            panic!(
+                "failed to restart redis-server on port {}: {err}",
+                self.port
+            );
+        }
+    }
+
+    /// Stops the server if it is running and starts a new one on the same port; see
+    /// [`restart`](Self::restart).
+    ///
+    /// Waits up to 5 seconds for the port to be bindable and retries a few times if the new
+    /// process still cannot bind it.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::AddrInUse`] if the port stayed taken (by another process, since the old
+    /// server is dead), [`io::ErrorKind::TimedOut`] if the server did not answer within 10
+    /// seconds, another kind if it could not be spawned or exited. The message includes the
+    /// server log.
+    pub fn try_restart(&mut self) -> io::Result<()> {
+        self.stop();
+        let port_deadline = Instant::now() + PORT_FREE_TIMEOUT;
+        for _ in 0..RESTART_ATTEMPTS {
+            // std sets SO_REUSEADDR on Unix listeners, as redis does, so this succeeds exactly
+            // when the new server's bind can.
+            wait_until(
+                port_deadline.saturating_duration_since(Instant::now()),
+                || TcpListener::bind((Ipv4Addr::LOCALHOST, self.port)).is_ok(),
+            );
+            match spawn_ready(&self.binary, self.port, self.dir.path(), &self.extra_args) {
+                Ok(child) => {
+                    let mut process = self.process();
+                    process.pid = child.id();
+                    process.child = Some(child);
+                    return Ok(());
+                }
+                Err(SpawnError::PortInUse) => continue,
+                Err(SpawnError::Fatal(err)) => return Err(err),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("port {} stayed in use\n{}", self.port, self.log()),
+        ))
+    }
+
+    /// A connection with timeouts, so a wedged server fails the test instead of hanging it.
+    fn admin_connection(&self) -> redis::RedisResult<redis::Connection> {
+        let conn = self.client().get_connection_with_timeout(ADMIN_TIMEOUT)?;
+        conn.set_read_timeout(Some(ADMIN_TIMEOUT))?;
+        conn.set_write_timeout(Some(ADMIN_TIMEOUT))?;
+        Ok(conn)
+    }
+
+    fn process(&self) -> MutexGuard<'_, Process> {
+        // A panic while holding the lock cannot leave `Process` inconsistent.
+        self.process.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Process {
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Errors mean the process is already gone; `wait` reaps it either way.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.process().kill();
+    }
+}
+
+impl fmt::Debug for RedisServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisServer")
+            .field("port", &self.port)
+            .field("pid", &self.pid())
+            .field("dir", &self.dir.path())
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// The value following the last `--requirepass`, as redis itself would take it.
+fn requirepass(args: &[String]) -> Option<String> {
+    args.windows(2)
+        .rev()
+        .find(|pair| pair[0] == "--requirepass")
+        .map(|pair| pair[1].clone())
+        .filter(|password| !password.is_empty())
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                char::from(byte).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
+
+fn spawn(binary: &Path, port: u16, dir: &Path, extra_args: &[String]) -> io::Result<Child> {
+    let stdio = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(STDIO_FILE))?;
+    Command::new(binary)
+        .arg("--port")
+        .arg(port.to_string())
+        .args(["--bind", "127.0.0.1"])
+        .args(["--save", ""])
+        .args(["--appendonly", "no"])
+        .args(["--daemonize", "no"])
+        .args(["--enable-debug-command", "yes"])
+        .args(["--loglevel", "notice"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join(LOG_FILE))
+        .args(extra_args)
+        .stdin(Stdio::null())
+        .stdout(stdio.try_clone()?)
+        .stderr(stdio)
+        .spawn()
+}
+
+/// Spawns a server and waits until it is ready, killing it on any failure.
+fn spawn_ready(
+    binary: &Path,
+    port: u16,
+    dir: &Path,
+    extra_args: &[String],
+) -> Result<Child, SpawnError> {
+    // Earlier runs share the log file; only what this process writes counts.
+    let offset = file_len(&dir.join(LOG_FILE));
+    let stdio_offset = file_len(&dir.join(STDIO_FILE));
+    let mut child = spawn(binary, port, dir, extra_args).map_err(|err| {
+        SpawnError::Fatal(io::Error::new(
+            err.kind(),
+            format!("cannot spawn {}: {err}", binary.display()),
+        ))
+    })?;
+
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(None) => {}
+            Ok(Some(status)) => return Err(exited(status, port, dir, offset, stdio_offset)),
+            Err(err) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(SpawnError::Fatal(err));
+            }
+        }
+        if read_from(&dir.join(LOG_FILE), offset).contains(READY_LINE) && answers_ping(port) {
+            return Ok(child);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(SpawnError::Fatal(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "redis-server on port {port} not ready after {READY_TIMEOUT:?}\n{}",
+                    read_log(dir)
+                ),
+            )));
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+fn exited(status: ExitStatus, port: u16, dir: &Path, offset: u64, stdio_offset: u64) -> SpawnError {
+    let output =
+        read_from(&dir.join(LOG_FILE), offset) + &read_from(&dir.join(STDIO_FILE), stdio_offset);
+    if output.contains(ADDR_IN_USE) {
+        return SpawnError::PortInUse;
+    }
+    SpawnError::Fatal(io::Error::other(format!(
+        "redis-server on port {port} exited with {status}\n{}",
+        read_log(dir)
+    )))
+}
+
+/// Whether something on `port` answers `PING` like a Redis server: `+PONG`, or `-NOAUTH` when a
+/// password is required. `-LOADING` and silence mean not yet.
+fn answers_ping(port: u16) -> bool {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let timeout = Some(Duration::from_millis(500));
+    if stream.set_read_timeout(timeout).is_err()
+        || stream.set_write_timeout(timeout).is_err()
+        || stream.write_all(b"PING\r\n").is_err()
+    {
+        return false;
+    }
+    let mut reply = Vec::new();
+    let mut buf = [0_u8; 64];
+    while !reply.ends_with(b"\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => reply.extend_from_slice(&buf[..n]),
+        }
+    }
+    reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH")
+}
+
+fn file_len(path: &Path) -> u64 {
+    fs::metadata(path).map(|meta| meta.len()).unwrap_or(0)
+}
+
+/// The file's text from byte `offset` on; empty if it cannot be read.
+fn read_from(path: &Path, offset: u64) -> String {
+    let Ok(bytes) = fs::read(path) else {
+        return String::new();
+    };
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
+fn read_log(dir: &Path) -> String {
+    let log_path = dir.join(LOG_FILE);
+    let mut text = match fs::read(&log_path) {
+        Ok(bytes) => format!(
+            "--- {} ---\n{}",
+            log_path.display(),
+            String::from_utf8_lossy(&bytes)
+        ),
+        Err(err) => format!("--- {}: {err} ---\n", log_path.display()),
+    };
+    let stdio = read_from(&dir.join(STDIO_FILE), 0);
+    if !stdio.trim().is_empty() {
+        text.push_str("\n--- redis-server stdout/stderr ---\n");
+        text.push_str(&stdio);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requirepass_takes_the_last_value() {
+        let args = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(requirepass(&args(&[])), None);
+        assert_eq!(requirepass(&args(&["--requirepass"])), None);
+        assert_eq!(requirepass(&args(&["--requirepass", ""])), None);
+        assert_eq!(
+            requirepass(&args(&[
+                "--requirepass",
+                "a",
+                "--maxmemory",
+                "1mb",
+                "--requirepass",
+                "b"
+            ])),
+            Some("b".to_owned())
+        );
+    }
+
+    #[test]
+    fn percent_encoding_keeps_unreserved_bytes() {
+        assert_eq!(percent_encode("aZ09-._~"), "aZ09-._~");
+        assert_eq!(percent_encode("p@ss:w/rd %"), "p%40ss%3Aw%2Frd%20%25");
+    }
+
+    #[test]
+    fn server_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<RedisServer>();
+    }
+}
