@@ -1,0 +1,238 @@
+//! The one-shot commands: acquire, wait, release, renew, status. Each prints one JSON object on
+//! one line of stdout and maps its outcome to an exit status.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use redfour::Client;
+use serde::Serialize;
+
+use crate::exit::{self, Failure};
+use crate::flags::{Action, Settings, WaitLimit};
+use crate::run;
+
+/// Redis must answer a connection attempt within this, so an unreachable server is reported
+/// in seconds rather than retried for long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// One retry absorbs a blip; more would only delay the report that Redis is down.
+const RECONNECT_RETRIES: usize = 1;
+
+/// Runs the resolved command and returns its exit status.
+pub async fn execute(settings: Settings) -> Result<u8, Failure> {
+    let client = Client::builder(settings.url)
+        .namespace(settings.namespace)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .reconnect_retries(RECONNECT_RETRIES)
+        .build()
+        .map_err(|e| Failure::usage(format!("{}: {}", exit::summary(&e), exit::root_cause(&e))))?;
+    match settings.action {
+        Action::Acquire { id, ttl } => acquire(&client, &id, ttl).await,
+        Action::Wait { id, ttl, wait } => wait_for(&client, &id, ttl, wait).await,
+        Action::Release { id, index } => release(&client, &id, index).await,
+        Action::Renew { id, index, ttl } => renew(&client, &id, index, ttl).await,
+        Action::Status { id } => status(&client, &id).await,
+        Action::Run(run) => run::run(&client, run).await,
+    }
+}
+
+#[derive(Serialize)]
+struct AcquireJson<'a> {
+    id: &'a str,
+    success: bool,
+    index: i64,
+    ttl: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    immediate: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct OutcomeJson<'a> {
+    id: &'a str,
+    success: bool,
+    result: &'static str,
+    index: i64,
+}
+
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    id: &'a str,
+    held: bool,
+    index: i64,
+    ttl: Option<u64>,
+    holder: &'a BTreeMap<String, String>,
+}
+
+async fn acquire(client: &Client, id: &str, ttl: Duration) -> Result<u8, Failure> {
+    let doing = format!("acquire `{id}`");
+    let r = client
+        .acquire_lock(id, ttl)
+        .await
+        .map_err(|e| Failure::from_lib(&e, &doing, client.address()))?;
+    print_json(&AcquireJson {
+        id,
+        success: r.success,
+        index: r.index,
+        ttl: millis(r.ttl),
+        immediate: None,
+    })?;
+    Ok(if r.success {
+        exit::SUCCESS
+    } else {
+        exit::OUTCOME
+    })
+}
+
+async fn wait_for(
+    client: &Client,
+    id: &str,
+    ttl: Duration,
+    wait: WaitLimit,
+) -> Result<u8, Failure> {
+    let doing = format!("wait for `{id}`");
+    let failure = |e: redfour::Error| Failure::from_lib(&e, &doing, client.address());
+    // While waiting, the library retries an unreachable Redis (forever without --wait): find
+    // out first that it is there at all, so a wrong URL fails fast.
+    client.ping().await.map_err(failure)?;
+    let r = match wait {
+        WaitLimit::NoWait => client.acquire_lock(id, ttl).await,
+        WaitLimit::UpTo(w) => client.wait_acquire_lock(id, ttl, Some(w)).await,
+        WaitLimit::Forever => client.wait_acquire_lock(id, ttl, None).await,
+    }
+    .map_err(failure)?;
+    print_json(&AcquireJson {
+        id,
+        success: r.success,
+        index: r.index,
+        ttl: millis(r.ttl),
+        immediate: Some(r.immediate),
+    })?;
+    Ok(if r.success {
+        exit::SUCCESS
+    } else {
+        exit::OUTCOME
+    })
+}
+
+async fn release(client: &Client, id: &str, index: i64) -> Result<u8, Failure> {
+    let doing = format!("release `{id}`");
+    let r = client
+        .release_lock(id, index)
+        .await
+        .map_err(|e| Failure::from_lib(&e, &doing, client.address()))?;
+    print_json(&OutcomeJson {
+        id,
+        success: r.success,
+        result: r.result.as_str(),
+        index: r.index,
+    })?;
+    Ok(if r.success {
+        exit::SUCCESS
+    } else {
+        exit::OUTCOME
+    })
+}
+
+async fn renew(client: &Client, id: &str, index: i64, ttl: Duration) -> Result<u8, Failure> {
+    let doing = format!("renew `{id}`");
+    let r = client
+        .renew_lock(id, index, ttl)
+        .await
+        .map_err(|e| Failure::from_lib(&e, &doing, client.address()))?;
+    print_json(&OutcomeJson {
+        id,
+        success: r.success,
+        result: r.result.as_str(),
+        index: r.index,
+    })?;
+    Ok(if r.success {
+        exit::SUCCESS
+    } else {
+        exit::OUTCOME
+    })
+}
+
+async fn status(client: &Client, id: &str) -> Result<u8, Failure> {
+    let doing = format!("status of `{id}`");
+    let s = client
+        .status(id)
+        .await
+        .map_err(|e| Failure::from_lib(&e, &doing, client.address()))?;
+    print_json(&StatusJson {
+        id,
+        held: s.held,
+        index: s.index,
+        ttl: s.ttl.map(millis),
+        holder: &s.holder,
+    })?;
+    Ok(exit::SUCCESS)
+}
+
+/// Whole milliseconds, as every `ttl` field of the JSON answers.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Writes one JSON object and a newline to stdout, and flushes.
+fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
+    let mut line = serde_json::to_vec(value)
+        .map_err(|e| Failure::new(exit::IO, format!("cannot encode the answer: {e}")))?;
+    line.push(b'\n');
+    let mut out = std::io::stdout().lock();
+    out.write_all(&line)
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::new(exit::IO, format!("cannot write the answer to stdout: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acquire_json_has_the_node_fields_in_order() {
+        let json = serde_json::to_string(&AcquireJson {
+            id: "x",
+            success: false,
+            index: -1,
+            ttl: 1500,
+            immediate: None,
+        })
+        .unwrap();
+        assert_eq!(json, r#"{"id":"x","success":false,"index":-1,"ttl":1500}"#);
+        let json = serde_json::to_string(&AcquireJson {
+            id: "x",
+            success: true,
+            index: 9,
+            ttl: 10,
+            immediate: Some(true),
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            r#"{"id":"x","success":true,"index":9,"ttl":10,"immediate":true}"#
+        );
+    }
+
+    #[test]
+    fn status_json_shows_null_ttl() {
+        let holder = BTreeMap::new();
+        let json = serde_json::to_string(&StatusJson {
+            id: "x",
+            held: false,
+            index: -1,
+            ttl: None,
+            holder: &holder,
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            r#"{"id":"x","held":false,"index":-1,"ttl":null,"holder":{}}"#
+        );
+    }
+
+    #[test]
+    fn millis_saturates() {
+        assert_eq!(millis(Duration::from_micros(1999)), 1);
+        assert_eq!(millis(Duration::MAX), u64::MAX);
+    }
+}

@@ -1,0 +1,191 @@
+//! Exit statuses, and the one error type of the binary that carries them.
+//!
+//! Scripts branch on these numbers, so they are part of the contract: keep them in sync with
+//! [`EXIT_CODES_HELP`], which `--help` shows.
+
+use std::fmt;
+use std::process::ExitCode;
+
+/// The command did what was asked (acquired, released or found expired, renewed, reported).
+pub const SUCCESS: u8 = 0;
+/// A negative outcome that is not an error: held by another, the wait ran out, release
+/// conflict, renew missing or conflict.
+pub const OUTCOME: u8 = 1;
+/// Bad flags or invalid input; nothing was sent to Redis.
+pub const USAGE: u8 = 2;
+/// EX_DATAERR: the key holds foreign or corrupt data; it was left untouched.
+pub const DATA: u8 = 65;
+/// EX_UNAVAILABLE: Redis cannot be reached, did not answer in time, or refused the command.
+pub const UNAVAILABLE: u8 = 69;
+/// EX_SOFTWARE: `run` lost the lease while the command ran.
+pub const LEASE_LOST: u8 = 70;
+/// EX_OSERR: the operating system refused something redfour needs (a runtime, signal handlers,
+/// waiting for the child).
+pub const OS: u8 = 71;
+/// EX_IOERR: the JSON answer could not be written to stdout.
+pub const IO: u8 = 74;
+/// EX_TEMPFAIL: `run` did not get the lock within `--wait`; the command was not started.
+pub const NOT_ACQUIRED: u8 = 75;
+/// `run`: the command exists but cannot be executed (as in shells).
+pub const CANNOT_EXECUTE: u8 = 126;
+/// `run`: the command was not found (as in shells).
+pub const NOT_FOUND: u8 = 127;
+/// `run`: 128 + N when the command was killed by signal N, or redfour got signal N while
+/// waiting for the lock.
+pub const SIGNAL_BASE: u8 = 128;
+
+/// The exit-status table shown at the end of `redfour --help`.
+pub const EXIT_CODES_HELP: &str = "\
+EXIT STATUS:
+  0        success: acquired; released (or already expired); renewed; status printed
+  1        negative outcome: held by another (acquire), the wait ran out (wait),
+           conflict (release), missing or conflict (renew)
+  2        usage error or invalid input (bad flag, duration, index or id)
+  65       the key holds foreign or corrupt data (left untouched)
+  69       Redis cannot be reached, did not answer in time (outcome unknown), or
+           refused the command
+  70       run: the lease was lost while the command ran (it got SIGTERM, then
+           SIGKILL after --grace)
+  71       operating-system error (runtime, signal handlers)
+  74       the JSON answer could not be written to stdout
+  75       run: the lock was not acquired within --wait (the command was not started)
+  126/127  run: the command cannot be executed / was not found
+  128+N    run: the command was killed by signal N, or redfour got signal N while
+           waiting for the lock
+  other    run: the command's own exit status
+
+Every command but `run` prints exactly one JSON object on one line to stdout; `run`'s
+stdout is the command's. Errors are one line on stderr, starting with `redfour: `.";
+
+/// A failure that ends the process: a one-line message for stderr and an exit status.
+#[derive(Debug)]
+pub struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    /// A failure with this exit status.
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Invalid input: exit status 2.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure::new(USAGE, message)
+    }
+
+    /// Classifies a library error. `doing` says what was attempted (e.g. "acquire `x`") and
+    /// `address` is the (password-redacted) Redis address.
+    pub fn from_lib(err: &redfour::Error, doing: &str, address: &str) -> Self {
+        use redfour::ErrorKind;
+        let what = summary(err);
+        match err.kind() {
+            ErrorKind::InvalidInput => Failure::usage(format!("{doing}: {what}")),
+            ErrorKind::CorruptData => Failure::new(
+                DATA,
+                format!("{doing}: foreign or corrupt data in Redis at {address}, left untouched: {what}"),
+            ),
+            ErrorKind::Unavailable => Failure::new(
+                UNAVAILABLE,
+                format!("{doing}: cannot reach Redis at {address}: {}", root_cause(err)),
+            ),
+            ErrorKind::Timeout => Failure::new(
+                UNAVAILABLE,
+                format!("{doing}: Redis at {address} did not answer in time, the outcome is unknown: {}", root_cause(err)),
+            ),
+            ErrorKind::NotAcquired => Failure::new(NOT_ACQUIRED, format!("{doing}: {what}")),
+            // Script failures, refused commands (ACL, OOM) and kinds added later: the server
+            // side is at fault, not the caller's input.
+            _ => Failure::new(
+                UNAVAILABLE,
+                format!("{doing}: Redis at {address} failed the request: {err}"),
+            ),
+        }
+    }
+
+    /// The exit status.
+    #[cfg(test)]
+    pub fn code(&self) -> u8 {
+        self.code
+    }
+
+    /// Prints the message on stderr (one line) and returns the exit status.
+    pub fn report(&self) -> ExitCode {
+        eprintln!("redfour: {}", one_line(&self.message));
+        ExitCode::from(self.code)
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The error's own message and key, without its kind (said by the caller) and without its
+/// source chain (the library's `Display` appends both).
+pub fn summary(err: &redfour::Error) -> String {
+    let full = err.to_string();
+    let without_source = match std::error::Error::source(err) {
+        Some(source) => full
+            .strip_suffix(&format!(": {source}"))
+            .unwrap_or(&full)
+            .to_owned(),
+        None => full.clone(),
+    };
+    without_source
+        .strip_prefix(&format!("{}: ", err.kind()))
+        .unwrap_or(&without_source)
+        .to_owned()
+}
+
+/// The innermost error of the chain: "Connection refused (os error 111)" rather than three
+/// layers saying that Redis cannot be reached.
+pub fn root_cause(err: &redfour::Error) -> String {
+    let mut current: &dyn std::error::Error = err;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
+}
+
+/// Scripts read stderr line by line: keep every message on one.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_stay_on_one_line() {
+        assert_eq!(one_line("a\nb\r\n  c\t"), "a b c");
+    }
+
+    #[test]
+    fn the_help_table_names_every_code() {
+        for code in [
+            SUCCESS,
+            OUTCOME,
+            USAGE,
+            DATA,
+            UNAVAILABLE,
+            LEASE_LOST,
+            OS,
+            IO,
+            NOT_ACQUIRED,
+        ] {
+            assert!(
+                EXIT_CODES_HELP.contains(&format!("\n  {code} ")),
+                "{code} missing from the help table"
+            );
+        }
+        assert!(EXIT_CODES_HELP.contains(&format!("{CANNOT_EXECUTE}/{NOT_FOUND}")));
+        assert!(EXIT_CODES_HELP.contains(&format!("{SIGNAL_BASE}+N")));
+    }
+}

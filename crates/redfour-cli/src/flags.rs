@@ -1,0 +1,494 @@
+//! The command line: raw flags as clap parses them ([`Flags`]), then checked and resolved into
+//! [`Settings`], which is all the rest of the binary sees.
+//!
+//! Durations and indexes are taken as text here and validated in [`Flags::resolve`], so that a
+//! bad value gets a one-line reason and exit status 2 from this crate, not a clap usage dump.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::duration;
+use crate::exit::{Failure, EXIT_CODES_HELP};
+
+/// Take a Redis lock from the shell, or run a command while holding one.
+///
+/// Wire-compatible with the Node library redfour: the lock `ID` is the Redis hash `NS:ID`, the
+/// fencing counter is `NSindex`, releases are announced on the channel `NS-release`.
+#[derive(Debug, Parser)]
+#[command(name = "redfour", version, after_help = EXIT_CODES_HELP, max_term_width = 100)]
+pub struct Flags {
+    /// Redis to use: redis://[user][:password@]host[:port][/db], or rediss:// for TLS.
+    #[arg(
+        long,
+        global = true,
+        env = "REDIS_URL",
+        hide_env_values = true,
+        value_name = "URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    url: String,
+
+    /// Namespace of the keys: the lock is NS:ID, the counter NSindex.
+    #[arg(
+        long,
+        global = true,
+        env = "REDFOUR_NAMESPACE",
+        hide_env_values = true,
+        value_name = "NS",
+        default_value = redfour::DEFAULT_NAMESPACE
+    )]
+    namespace: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Try once to take the lock; it stays held after redfour exits, until released or expired.
+    ///
+    /// Prints {"id","success","index","ttl"}; when another holds the lock, index is -1 and ttl
+    /// is the holder's remaining time. Exit status 0 when acquired, 1 when held by another.
+    Acquire {
+        #[command(flatten)]
+        id: IdArg,
+        #[command(flatten)]
+        ttl: TtlArg,
+    },
+    /// Take the lock, waiting for the holder to let go (woken by its release notice).
+    ///
+    /// Prints {"id","success","index","ttl","immediate"}; immediate is true when no waiting was
+    /// needed. Exit status 0 when acquired, 1 when the wait ran out.
+    Wait {
+        #[command(flatten)]
+        id: IdArg,
+        #[command(flatten)]
+        ttl: TtlArg,
+        #[command(flatten)]
+        wait: WaitArg,
+    },
+    /// Release the lock, only if INDEX still holds it.
+    ///
+    /// Prints {"id","success","result","index"} with result released, expired (nothing to
+    /// release) or conflict (another holds it now; index is theirs). Exit status 0 for released
+    /// or expired, 1 for conflict.
+    Release {
+        #[command(flatten)]
+        id: IdArg,
+        #[command(flatten)]
+        index: IndexArg,
+    },
+    /// Reset the lock's expiry to TTL, only if INDEX still holds it.
+    ///
+    /// Prints {"id","success","result","index"} with result renewed, missing or conflict.
+    /// Exit status 0 when renewed, 1 otherwise.
+    Renew {
+        #[command(flatten)]
+        id: IdArg,
+        #[command(flatten)]
+        index: IndexArg,
+        #[command(flatten)]
+        ttl: TtlArg,
+    },
+    /// Show who holds the lock.
+    ///
+    /// Prints {"id","held","index","ttl","holder"}: ttl in milliseconds or null, holder the
+    /// holder's metadata (host, pid, acquired_at, description; empty for a Node holder).
+    Status {
+        #[command(flatten)]
+        id: IdArg,
+    },
+    /// Run a command while holding the lock, renewing it every TTL/3.
+    ///
+    /// Waits for the lock (forever unless --wait), runs CMD with REDFOUR_ID and REDFOUR_INDEX
+    /// (the fencing index) in its environment, forwards SIGINT, SIGTERM and SIGHUP to it, and
+    /// releases the lock as soon as it exits. Exits with CMD's status (128+N if signal N killed
+    /// it); 75 if the lock was not acquired within --wait (CMD not started); 70 if the lease was
+    /// lost while CMD ran (CMD gets SIGTERM, then SIGKILL after --grace). While waiting on a
+    /// terminal, a status line on stderr shows who holds the lock.
+    ///
+    /// A Ctrl-C typed in a terminal reaches CMD directly too (it is in the same process group),
+    /// so CMD may see that SIGINT twice.
+    Run {
+        #[command(flatten)]
+        id: IdArg,
+        #[command(flatten)]
+        ttl: TtlArg,
+        #[command(flatten)]
+        wait: WaitArg,
+        /// Time CMD gets to exit after SIGTERM once the lease is lost, before SIGKILL.
+        #[arg(
+            long,
+            value_name = "D",
+            default_value = "5s",
+            allow_hyphen_values = true
+        )]
+        grace: String,
+        /// The command to run, and its arguments (put `--` before it).
+        #[arg(
+            value_name = "CMD",
+            required = true,
+            num_args = 1..,
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        command: Vec<OsString>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct IdArg {
+    /// The lock's name (non-empty).
+    #[arg(value_name = "ID")]
+    id: String,
+}
+
+#[derive(Debug, Args)]
+struct TtlArg {
+    /// Lease length: the lock expires this long after it is taken or renewed, unless released.
+    /// 500ms, 10s, 2m, 1h, or a bare number of milliseconds; not zero.
+    #[arg(long, value_name = "D", allow_hyphen_values = true)]
+    ttl: String,
+}
+
+#[derive(Debug, Args)]
+struct WaitArg {
+    /// Longest time to wait for the lock (same units as --ttl); 0 means a single attempt.
+    /// Without it, wait forever.
+    #[arg(long, value_name = "D", allow_hyphen_values = true)]
+    wait: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct IndexArg {
+    /// The fencing index the lock was acquired with (a positive integer).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    index: String,
+}
+
+/// The validated command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Where Redis is.
+    pub url: String,
+    /// The key namespace.
+    pub namespace: String,
+    /// What to do.
+    pub action: Action,
+}
+
+/// One subcommand with checked values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `acquire`.
+    Acquire { id: String, ttl: Duration },
+    /// `wait`.
+    Wait {
+        id: String,
+        ttl: Duration,
+        wait: WaitLimit,
+    },
+    /// `release`.
+    Release { id: String, index: i64 },
+    /// `renew`.
+    Renew {
+        id: String,
+        index: i64,
+        ttl: Duration,
+    },
+    /// `status`.
+    Status { id: String },
+    /// `run`.
+    Run(RunSettings),
+}
+
+/// How long to wait for a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitLimit {
+    /// No `--wait`: until the lock is acquired.
+    Forever,
+    /// `--wait 0`: one attempt.
+    NoWait,
+    /// `--wait D`.
+    UpTo(Duration),
+}
+
+/// The checked flags of `run`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSettings {
+    /// The lock id.
+    pub id: String,
+    /// The lease length; the keep-alive renews every third of it.
+    pub ttl: Duration,
+    /// How long to wait for the lock.
+    pub wait: WaitLimit,
+    /// SIGTERM-to-SIGKILL delay after a lost lease.
+    pub grace: Duration,
+    /// The program and its arguments (never empty).
+    pub command: Vec<OsString>,
+}
+
+impl Flags {
+    /// Checks every value and resolves the raw flags into [`Settings`].
+    ///
+    /// # Errors
+    ///
+    /// A [`Failure`] with exit status 2 and a one-line reason.
+    pub fn resolve(self) -> Result<Settings, Failure> {
+        if self.namespace.is_empty() {
+            return Err(Failure::usage("invalid --namespace: it must not be empty"));
+        }
+        let action = match self.command {
+            Command::Acquire { id, ttl } => Action::Acquire {
+                id: id.check()?,
+                ttl: ttl.check()?,
+            },
+            Command::Wait { id, ttl, wait } => Action::Wait {
+                id: id.check()?,
+                ttl: ttl.check()?,
+                wait: wait.check()?,
+            },
+            Command::Release { id, index } => Action::Release {
+                id: id.check()?,
+                index: index.check()?,
+            },
+            Command::Renew { id, index, ttl } => Action::Renew {
+                id: id.check()?,
+                index: index.check()?,
+                ttl: ttl.check()?,
+            },
+            Command::Status { id } => Action::Status { id: id.check()? },
+            Command::Run {
+                id,
+                ttl,
+                wait,
+                grace,
+                command,
+            } => {
+                let command_name_empty = command.first().is_none_or(|c| c.is_empty());
+                if command_name_empty {
+                    return Err(Failure::usage("invalid CMD: the command must not be empty"));
+                }
+                Action::Run(RunSettings {
+                    id: id.check()?,
+                    ttl: ttl.check()?,
+                    wait: wait.check()?,
+                    grace: parse_duration("--grace", &grace)?,
+                    command,
+                })
+            }
+        };
+        Ok(Settings {
+            url: self.url,
+            namespace: self.namespace,
+            action,
+        })
+    }
+}
+
+impl IdArg {
+    fn check(self) -> Result<String, Failure> {
+        if self.id.is_empty() {
+            return Err(Failure::usage("invalid ID: the lock id must not be empty"));
+        }
+        if self.id.len() > redfour::MAX_ID_LEN {
+            return Err(Failure::usage(format!(
+                "invalid ID: the lock id is longer than {} bytes",
+                redfour::MAX_ID_LEN
+            )));
+        }
+        Ok(self.id)
+    }
+}
+
+impl TtlArg {
+    fn check(self) -> Result<Duration, Failure> {
+        let ttl = parse_duration("--ttl", &self.ttl)?;
+        if ttl.is_zero() {
+            return Err(Failure::usage(format!(
+                "invalid --ttl `{}`: the ttl must be at least 1ms",
+                self.ttl
+            )));
+        }
+        if ttl > redfour::MAX_TTL {
+            return Err(Failure::usage(format!(
+                "invalid --ttl `{}`: the ttl must be at most {} ms",
+                self.ttl,
+                redfour::MAX_TTL.as_millis()
+            )));
+        }
+        Ok(ttl)
+    }
+}
+
+impl WaitArg {
+    fn check(self) -> Result<WaitLimit, Failure> {
+        Ok(match self.wait {
+            None => WaitLimit::Forever,
+            Some(text) => match parse_duration("--wait", &text)? {
+                d if d.is_zero() => WaitLimit::NoWait,
+                d => WaitLimit::UpTo(d),
+            },
+        })
+    }
+}
+
+impl IndexArg {
+    fn check(self) -> Result<i64, Failure> {
+        match self.index.parse::<i64>() {
+            Ok(n) if n > 0 && !self.index.starts_with('+') => Ok(n),
+            _ => Err(Failure::usage(format!(
+                "invalid --index `{}`: expected a positive integer",
+                self.index
+            ))),
+        }
+    }
+}
+
+fn parse_duration(flag: &str, text: &str) -> Result<Duration, Failure> {
+    duration::parse(text).map_err(|why| Failure::usage(format!("invalid {flag} `{text}`: {why}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::USAGE;
+
+    fn resolve(args: &[&str]) -> Result<Settings, Failure> {
+        let mut argv = vec!["redfour"];
+        argv.extend_from_slice(args);
+        Flags::try_parse_from(argv)
+            .expect("clap accepts it")
+            .resolve()
+    }
+
+    fn usage_error(args: &[&str]) -> String {
+        let err = resolve(args).expect_err("rejected");
+        assert_eq!(err.code(), USAGE, "{err}");
+        err.to_string()
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        use clap::CommandFactory;
+        Flags::command().debug_assert();
+    }
+
+    #[test]
+    fn resolves_every_command() {
+        let s = resolve(&["--url", "redis://h:1", "acquire", "x", "--ttl", "10s"]).unwrap();
+        assert_eq!(s.url, "redis://h:1");
+        // The default, unless the environment running the tests sets one.
+        let default_ns = std::env::var("REDFOUR_NAMESPACE").unwrap_or_else(|_| "lock".into());
+        assert_eq!(s.namespace, default_ns);
+        assert_eq!(
+            s.action,
+            Action::Acquire {
+                id: "x".into(),
+                ttl: Duration::from_secs(10)
+            }
+        );
+        let s = resolve(&["wait", "x", "--ttl", "1s", "--namespace", "n"]).unwrap();
+        assert_eq!(s.namespace, "n");
+        assert!(matches!(
+            s.action,
+            Action::Wait {
+                wait: WaitLimit::Forever,
+                ..
+            }
+        ));
+        let s = resolve(&["wait", "x", "--ttl", "1s", "--wait", "0"]).unwrap();
+        assert!(matches!(
+            s.action,
+            Action::Wait {
+                wait: WaitLimit::NoWait,
+                ..
+            }
+        ));
+        let s = resolve(&["release", "x", "--index", "42"]).unwrap();
+        assert_eq!(
+            s.action,
+            Action::Release {
+                id: "x".into(),
+                index: 42
+            }
+        );
+        let s = resolve(&["renew", "x", "--index", "7", "--ttl", "250"]).unwrap();
+        assert_eq!(
+            s.action,
+            Action::Renew {
+                id: "x".into(),
+                index: 7,
+                ttl: Duration::from_millis(250)
+            }
+        );
+        let s = resolve(&["status", "x"]).unwrap();
+        assert_eq!(s.action, Action::Status { id: "x".into() });
+    }
+
+    #[test]
+    fn run_takes_the_command_verbatim() {
+        let s = resolve(&[
+            "run", "job", "--ttl", "30s", "--wait", "2m", "--", "sh", "-c", "exit 3", "--ttl",
+        ])
+        .unwrap();
+        let Action::Run(run) = s.action else {
+            panic!("not run")
+        };
+        assert_eq!(run.wait, WaitLimit::UpTo(Duration::from_secs(120)));
+        assert_eq!(run.grace, Duration::from_secs(5));
+        assert_eq!(run.command, ["sh", "-c", "exit 3", "--ttl"]);
+        // Without `--`, the first word after the flags starts the command.
+        let s = resolve(&["run", "job", "--ttl", "1s", "--grace", "0", "ls", "-l"]).unwrap();
+        let Action::Run(run) = s.action else {
+            panic!("not run")
+        };
+        assert_eq!(run.grace, Duration::ZERO);
+        assert_eq!(run.command, ["ls", "-l"]);
+    }
+
+    #[test]
+    fn rejects_invalid_values_with_one_line() {
+        for (args, needle) in [
+            (&["acquire", "x", "--ttl", "0"][..], "--ttl `0`"),
+            (&["acquire", "x", "--ttl", "0ms"], "at least 1ms"),
+            (&["acquire", "x", "--ttl", "-5s"], "negative"),
+            (&["acquire", "x", "--ttl", "soon"], "--ttl `soon`"),
+            (&["acquire", "x", "--ttl", "10x"], "unknown unit"),
+            (&["acquire", "", "--ttl", "1s"], "ID"),
+            (&["wait", "x", "--ttl", "1s", "--wait", "-1"], "--wait"),
+            (&["release", "x", "--index", "0"], "--index `0`"),
+            (&["release", "x", "--index", "-3"], "positive"),
+            (&["release", "x", "--index", "abc"], "positive"),
+            (&["renew", "x", "--index", "+4", "--ttl", "1s"], "--index"),
+            (
+                &["run", "x", "--ttl", "1s", "--grace", "z", "true"],
+                "--grace",
+            ),
+            (&["run", "x", "--ttl", "1s", "--", ""], "CMD"),
+            (&["--namespace", "", "status", "x"], "--namespace"),
+        ] {
+            let message = usage_error(args);
+            assert!(message.contains(needle), "{args:?}: {message}");
+            assert!(!message.contains('\n'), "{args:?}: {message}");
+        }
+        let huge = format!("{}ms", redfour::MAX_TTL.as_millis() + 1);
+        assert!(usage_error(&["acquire", "x", "--ttl", &huge]).contains("at most"));
+    }
+
+    #[test]
+    fn clap_rejects_missing_pieces() {
+        for args in [
+            &["redfour", "acquire", "x"][..],
+            &["redfour", "acquire", "--ttl", "1s"],
+            &["redfour", "run", "x", "--ttl", "1s"],
+            &["redfour", "release", "x"],
+            &["redfour", "frobnicate"],
+        ] {
+            let err = Flags::try_parse_from(args).expect_err("rejected");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+}

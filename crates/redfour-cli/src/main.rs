@@ -1,0 +1,47 @@
+//! `redfour`: take a Redis lock from the shell, or run a command while holding one.
+//!
+//! The flow: clap parses the raw flags ([`flags::Flags`]), which are checked and resolved into
+//! [`flags::Settings`]; a single-threaded runtime then runs the command ([`commands`], [`run`]).
+//! Every failure is a [`exit::Failure`], which knows its exit status; the table of statuses is
+//! in [`exit`] and at the end of `redfour --help`.
+#![forbid(unsafe_code)]
+
+mod commands;
+mod duration;
+mod exit;
+mod flags;
+mod run;
+mod status_line;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::exit::Failure;
+
+fn main() -> ExitCode {
+    let flags = match flags::Flags::try_parse() {
+        Ok(flags) => flags,
+        Err(err) => {
+            // Usage errors exit 2; --help and --version print to stdout and exit 0.
+            let _ = err.print();
+            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(exit::USAGE));
+        }
+    };
+    let settings = match flags.resolve() {
+        Ok(settings) => settings,
+        Err(failure) => return failure.report(),
+    };
+    // One thread is plenty: a handful of sockets, one child and a timer or two.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return Failure::new(exit::OS, format!("cannot start the runtime: {e}")).report(),
+    };
+    match runtime.block_on(commands::execute(settings)) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => failure.report(),
+    }
+}

@@ -1,0 +1,1032 @@
+//! Tests of the built `redfour` binary against real redis-server processes: every command,
+//! every outcome of the contract table, every exit status.
+//!
+//! Each test owns its server. Conditions are polled with deadlines ([`wait_until`]); the only
+//! fixed waits are for time itself (a ttl that must pass while the lock stays held) and for
+//! something that must *not* happen (a signal that must not be forwarded).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use redfour::redis::Value;
+use redfour_test::{wait_until, RedisServer};
+use serde_json::Value as Json;
+
+/// Longest any single redfour invocation may take in these tests before the test fails.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+fn redfour() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_redfour"));
+    // The caller's environment must not pick the server or the namespace.
+    cmd.env_remove("REDIS_URL")
+        .env_remove("REDFOUR_NAMESPACE")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// `redfour --url <server> ARGS...`
+fn cli(server: &RedisServer, args: &[&str]) -> Command {
+    let mut cmd = redfour();
+    cmd.arg("--url").arg(server.url()).args(args);
+    cmd
+}
+
+/// What one finished invocation did.
+#[derive(Debug)]
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    pid: u32,
+    took: Duration,
+}
+
+impl Ran {
+    fn code(&self) -> i32 {
+        self.code
+            .unwrap_or_else(|| panic!("killed by a signal: {self:?}"))
+    }
+
+    /// The single JSON line on stdout.
+    fn json(&self) -> Json {
+        let lines: Vec<&str> = self.stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "stdout must be exactly one line: {self:?}");
+        serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+
+    fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code(), code, "{self:?}");
+        self
+    }
+
+    /// The reason printed on stderr: one line, starting with `redfour: `.
+    fn assert_one_line_reason(&self) -> &Self {
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "stderr must be one line: {self:?}");
+        assert!(lines[0].starts_with("redfour: "), "{self:?}");
+        self
+    }
+}
+
+/// Waits for a spawned invocation, failing the test (and killing it) past `deadline`.
+fn finish(child: Child, deadline: Duration) -> Ran {
+    let pid = child.id();
+    let started = Instant::now();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(deadline) {
+        Ok(output) => {
+            let Output {
+                status,
+                stdout,
+                stderr,
+            } = output.expect("wait for redfour");
+            Ran {
+                code: status.code(),
+                stdout: String::from_utf8_lossy(&stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&stderr).into_owned(),
+                pid,
+                took: started.elapsed(),
+            }
+        }
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("redfour (pid {pid}) still running after {deadline:?}");
+        }
+    }
+}
+
+fn spawn(mut cmd: Command) -> Child {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn redfour")
+}
+
+fn ok(cmd: Command) -> Ran {
+    finish(spawn(cmd), DEADLINE)
+}
+
+fn acquire(server: &RedisServer, id: &str, ttl: &str) -> Ran {
+    ok(cli(server, &["acquire", id, "--ttl", ttl]))
+}
+
+/// Takes the lock and returns its index.
+fn hold(server: &RedisServer, id: &str, ttl: &str) -> i64 {
+    let ran = acquire(server, id, ttl);
+    ran.assert_code(0);
+    ran.json()["index"].as_i64().expect("index")
+}
+
+fn status(server: &RedisServer, id: &str) -> Json {
+    let ran = ok(cli(server, &["status", id]));
+    ran.assert_code(0);
+    ran.json()
+}
+
+fn is_held(server: &RedisServer, id: &str) -> bool {
+    status(server, id)["held"] == Json::Bool(true)
+}
+
+fn get(server: &RedisServer, key: &str) -> Option<String> {
+    match server.cmd(&["GET", key]) {
+        Value::Nil => None,
+        Value::BulkString(b) => Some(String::from_utf8(b).expect("utf-8")),
+        other => panic!("GET {key}: {other:?}"),
+    }
+}
+
+fn int(server: &RedisServer, args: &[&str]) -> i64 {
+    match server.cmd(args) {
+        Value::Int(i) => i,
+        other => panic!("{args:?}: {other:?}"),
+    }
+}
+
+/// How many times the server ran EVALSHA: each acquire attempt is one.
+fn evalsha_calls(server: &RedisServer) -> u64 {
+    let info = match server.cmd(&["INFO", "commandstats"]) {
+        Value::BulkString(b) => String::from_utf8(b).expect("utf-8"),
+        Value::VerbatimString { text, .. } => text,
+        other => panic!("INFO: {other:?}"),
+    };
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().expect("calls"))
+}
+
+fn keys(json: &Json) -> Vec<&str> {
+    let mut keys: Vec<&str> = json
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+/// A URL where nothing listens: a server's port after the server was stopped.
+fn dead_url() -> (RedisServer, String) {
+    let mut server = RedisServer::start();
+    server.stop();
+    let url = server.url();
+    (server, url)
+}
+
+fn temp() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("redfour-cli-")
+        .tempdir()
+        .expect("tempdir")
+}
+
+fn path_arg(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn wait_for_file(path: &Path) {
+    assert!(
+        wait_until(DEADLINE, || path.exists()),
+        "{} never appeared",
+        path.display()
+    );
+}
+
+fn send_signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+// ---- help -------------------------------------------------------------------------------
+
+#[test]
+fn help_shows_the_exit_code_table() {
+    let ran = ok({
+        let mut c = redfour();
+        c.arg("--help");
+        c
+    });
+    ran.assert_code(0);
+    for needle in [
+        "EXIT STATUS",
+        "\n  0 ",
+        "\n  1 ",
+        "\n  2 ",
+        "\n  65 ",
+        "\n  69 ",
+        "\n  70 ",
+        "\n  75 ",
+        "128+N",
+        "--url",
+        "REDIS_URL",
+        "--namespace",
+        "REDFOUR_NAMESPACE",
+        "acquire",
+        "wait",
+        "release",
+        "renew",
+        "status",
+        "run",
+    ] {
+        assert!(
+            ran.stdout.contains(needle),
+            "{needle:?} missing:\n{}",
+            ran.stdout
+        );
+    }
+    let run_help = ok({
+        let mut c = redfour();
+        c.args(["run", "--help"]);
+        c
+    });
+    run_help.assert_code(0);
+    for needle in ["--ttl", "--wait", "--grace", "REDFOUR_INDEX", "CMD"] {
+        assert!(
+            run_help.stdout.contains(needle),
+            "{needle:?} missing:\n{}",
+            run_help.stdout
+        );
+    }
+}
+
+#[test]
+fn help_does_not_show_the_password_from_the_environment() {
+    let ran = ok({
+        let mut c = redfour();
+        c.env("REDIS_URL", "redis://:hunter2@127.0.0.1:1")
+            .arg("--help");
+        c
+    });
+    ran.assert_code(0);
+    assert!(!ran.stdout.contains("hunter2"), "{}", ran.stdout);
+}
+
+// ---- acquire ----------------------------------------------------------------------------
+
+#[test]
+fn acquire_succeeds_then_reports_the_holder() {
+    let server = RedisServer::start();
+    let first = acquire(&server, "x", "10s");
+    first.assert_code(0);
+    let json = first.json();
+    assert_eq!(keys(&json), ["id", "index", "success", "ttl"], "{json}");
+    assert_eq!(json["id"], "x");
+    assert_eq!(json["success"], true);
+    assert_eq!(json["ttl"], 10_000);
+    let index = json["index"].as_i64().expect("index");
+    assert!(index > 0, "{json}");
+
+    // The lock outlives the process that took it.
+    let pttl = int(&server, &["PTTL", "lock:x"]);
+    assert!(pttl > 0 && pttl <= 10_000, "{pttl}");
+
+    let second = acquire(&server, "x", "5s");
+    second.assert_code(1);
+    let json = second.json();
+    assert_eq!(keys(&json), ["id", "index", "success", "ttl"], "{json}");
+    assert_eq!(json["success"], false);
+    assert_eq!(json["index"], -1);
+    let ttl = json["ttl"].as_i64().expect("ttl");
+    assert!(
+        ttl > 0 && ttl <= 10_000,
+        "the holder's remaining ttl: {json}"
+    );
+    assert!(second.stderr.is_empty(), "{second:?}");
+
+    // Indexes keep increasing.
+    let other = hold(&server, "y", "1s");
+    assert!(other > index);
+}
+
+#[test]
+fn namespace_comes_from_the_flag_or_the_environment() {
+    let server = RedisServer::start();
+    hold_in(&server, &["--namespace", "jobs"], "a");
+    assert_eq!(int(&server, &["EXISTS", "jobs:a"]), 1);
+    assert_eq!(int(&server, &["EXISTS", "lock:a"]), 0);
+    assert!(get(&server, "jobsindex").is_some());
+
+    let mut cmd = cli(&server, &["acquire", "b", "--ttl", "5s"]);
+    cmd.env("REDFOUR_NAMESPACE", "env");
+    ok(cmd).assert_code(0);
+    assert_eq!(int(&server, &["EXISTS", "env:b"]), 1);
+
+    // The URL from the environment, when --url is absent.
+    let mut cmd = redfour();
+    cmd.env("REDIS_URL", server.url())
+        .args(["acquire", "c", "--ttl", "5s"]);
+    ok(cmd).assert_code(0);
+    assert_eq!(int(&server, &["EXISTS", "lock:c"]), 1);
+}
+
+fn hold_in(server: &RedisServer, global: &[&str], id: &str) {
+    let mut cmd = cli(server, global);
+    cmd.args(["acquire", id, "--ttl", "5s"]);
+    ok(cmd).assert_code(0);
+}
+
+// ---- wait -------------------------------------------------------------------------------
+
+#[test]
+fn wait_acquires_after_another_process_releases() {
+    let server = RedisServer::start();
+    let index = hold(&server, "x", "30s");
+    let before = evalsha_calls(&server);
+    let waiter = spawn(cli(&server, &["wait", "x", "--ttl", "5s", "--wait", "20s"]));
+    // Release only once the waiter has tried and found the lock held, so it must be woken.
+    assert!(
+        wait_until(DEADLINE, || evalsha_calls(&server) > before),
+        "the waiter never tried"
+    );
+    let released = ok(cli(
+        &server,
+        &["release", "x", "--index", &index.to_string()],
+    ));
+    released.assert_code(0);
+    let ran = finish(waiter, DEADLINE);
+    ran.assert_code(0);
+    let json = ran.json();
+    assert_eq!(
+        keys(&json),
+        ["id", "immediate", "index", "success", "ttl"],
+        "{json}"
+    );
+    assert_eq!(json["success"], true);
+    assert_eq!(json["immediate"], false);
+    assert_eq!(json["ttl"], 5_000);
+    assert!(json["index"].as_i64().expect("index") > index, "{json}");
+    // Woken by the release notice, not by the holder's 30 s ttl.
+    assert!(ran.took < Duration::from_secs(10), "{ran:?}");
+    assert!(is_held(&server, "x"));
+}
+
+#[test]
+fn wait_on_a_free_lock_is_immediate() {
+    let server = RedisServer::start();
+    let ran = ok(cli(&server, &["wait", "x", "--ttl", "5s"]));
+    ran.assert_code(0);
+    let json = ran.json();
+    assert_eq!(json["success"], true);
+    assert_eq!(json["immediate"], true);
+}
+
+#[test]
+fn wait_exits_1_when_the_wait_runs_out() {
+    let server = RedisServer::start();
+    hold(&server, "x", "30s");
+    let ran = ok(cli(
+        &server,
+        &["wait", "x", "--ttl", "5s", "--wait", "300ms"],
+    ));
+    ran.assert_code(1);
+    let json = ran.json();
+    assert_eq!(json["success"], false);
+    assert_eq!(json["index"], -1);
+    assert_eq!(json["immediate"], false);
+    let ttl = json["ttl"].as_i64().expect("ttl");
+    assert!(ttl > 0 && ttl <= 30_000, "{json}");
+    assert!(ran.took >= Duration::from_millis(300), "{ran:?}");
+    assert!(ran.took < Duration::from_secs(5), "{ran:?}");
+
+    // --wait 0: one attempt.
+    let ran = ok(cli(&server, &["wait", "x", "--ttl", "5s", "--wait", "0"]));
+    ran.assert_code(1);
+    assert_eq!(ran.json()["immediate"], false);
+}
+
+// ---- release ----------------------------------------------------------------------------
+
+#[test]
+fn release_outcomes() {
+    let server = RedisServer::start();
+    let index = hold(&server, "x", "30s");
+
+    let conflict = ok(cli(
+        &server,
+        &["release", "x", "--index", &(index + 1).to_string()],
+    ));
+    conflict.assert_code(1);
+    let json = conflict.json();
+    assert_eq!(keys(&json), ["id", "index", "result", "success"], "{json}");
+    assert_eq!(json["success"], false);
+    assert_eq!(json["result"], "conflict");
+    assert_eq!(json["index"], index, "the holder's index: {json}");
+    assert!(is_held(&server, "x"));
+
+    let released = ok(cli(
+        &server,
+        &["release", "x", "--index", &index.to_string()],
+    ));
+    released.assert_code(0);
+    let json = released.json();
+    assert_eq!(json["id"], "x");
+    assert_eq!(json["success"], true);
+    assert_eq!(json["result"], "released");
+    assert_eq!(json["index"], index);
+    assert_eq!(int(&server, &["EXISTS", "lock:x"]), 0);
+
+    let expired = ok(cli(
+        &server,
+        &["release", "x", "--index", &index.to_string()],
+    ));
+    expired.assert_code(0);
+    let json = expired.json();
+    assert_eq!(json["success"], true);
+    assert_eq!(json["result"], "expired");
+    assert_eq!(json["index"], -1);
+}
+
+// ---- renew ------------------------------------------------------------------------------
+
+#[test]
+fn renew_outcomes() {
+    let server = RedisServer::start();
+    let index = hold(&server, "x", "2s");
+
+    let renewed = ok(cli(
+        &server,
+        &["renew", "x", "--index", &index.to_string(), "--ttl", "1m"],
+    ));
+    renewed.assert_code(0);
+    let json = renewed.json();
+    assert_eq!(keys(&json), ["id", "index", "result", "success"], "{json}");
+    assert_eq!(json["success"], true);
+    assert_eq!(json["result"], "renewed");
+    assert_eq!(json["index"], index);
+    let pttl = int(&server, &["PTTL", "lock:x"]);
+    assert!(pttl > 2_000 && pttl <= 60_000, "{pttl}");
+
+    let conflict = ok(cli(
+        &server,
+        &[
+            "renew",
+            "x",
+            "--index",
+            &(index + 1).to_string(),
+            "--ttl",
+            "1m",
+        ],
+    ));
+    conflict.assert_code(1);
+    let json = conflict.json();
+    assert_eq!(json["success"], false);
+    assert_eq!(json["result"], "conflict");
+    assert_eq!(json["index"], -1);
+
+    server.cmd(&["DEL", "lock:x"]);
+    let missing = ok(cli(
+        &server,
+        &["renew", "x", "--index", &index.to_string(), "--ttl", "1m"],
+    ));
+    missing.assert_code(1);
+    let json = missing.json();
+    assert_eq!(json["success"], false);
+    assert_eq!(json["result"], "missing");
+    assert_eq!(json["index"], -1);
+    assert_eq!(
+        int(&server, &["EXISTS", "lock:x"]),
+        0,
+        "renew must not create the lock"
+    );
+}
+
+// ---- status -----------------------------------------------------------------------------
+
+#[test]
+fn status_of_a_free_and_a_held_lock() {
+    let server = RedisServer::start();
+    let free = status(&server, "x");
+    assert_eq!(
+        keys(&free),
+        ["held", "holder", "id", "index", "ttl"],
+        "{free}"
+    );
+    assert_eq!(free["id"], "x");
+    assert_eq!(free["held"], false);
+    assert_eq!(free["index"], -1);
+    assert_eq!(free["ttl"], Json::Null);
+    assert_eq!(free["holder"], serde_json::json!({}));
+
+    let took = acquire(&server, "x", "10s");
+    took.assert_code(0);
+    let index = took.json()["index"].as_i64().expect("index");
+    let held = status(&server, "x");
+    assert_eq!(held["held"], true);
+    assert_eq!(held["index"], index);
+    let ttl = held["ttl"].as_i64().expect("ttl in ms");
+    assert!(ttl > 0 && ttl <= 10_000, "{held}");
+    let holder = &held["holder"];
+    assert!(!holder["host"].as_str().expect("host").is_empty(), "{held}");
+    assert_eq!(
+        holder["pid"],
+        took.pid.to_string(),
+        "the acquiring process: {held}"
+    );
+    assert!(holder["acquired_at"].as_str().is_some(), "{held}");
+}
+
+// ---- usage errors -----------------------------------------------------------------------
+
+#[test]
+fn usage_errors_exit_2() {
+    // Nothing listens there: a command that got past validation would exit 69, not 2.
+    let (_server, url) = dead_url();
+    let ours: &[&[&str]] = &[
+        &["acquire", "x", "--ttl", "abc"],
+        &["acquire", "x", "--ttl", "0"],
+        &["acquire", "x", "--ttl", "0s"],
+        &["acquire", "x", "--ttl", "-5s"],
+        &["acquire", "x", "--ttl", "10x"],
+        &["acquire", "x", "--ttl", "1.5s"],
+        &["acquire", "", "--ttl", "1s"],
+        &["wait", "x", "--ttl", "1s", "--wait", "soon"],
+        &["release", "x", "--index", "0"],
+        &["release", "x", "--index", "abc"],
+        &["release", "x", "--index", "-3"],
+        &["renew", "x", "--index", "0", "--ttl", "1s"],
+        &["renew", "x", "--index", "1", "--ttl", "0"],
+        &["status", ""],
+        &["run", "x", "--ttl", "0", "--", "true"],
+        &["run", "x", "--ttl", "1s", "--grace", "later", "--", "true"],
+        &["--namespace", "", "status", "x"],
+    ];
+    for args in ours {
+        let mut cmd = redfour();
+        cmd.arg("--url").arg(&url).args(*args);
+        let ran = ok(cmd);
+        ran.assert_code(2).assert_one_line_reason();
+        assert!(ran.stdout.is_empty(), "{args:?}: {ran:?}");
+    }
+    // Rejected by clap itself (with its usage text), also exit 2.
+    let clap_s: &[&[&str]] = &[
+        &["acquire", "x"],
+        &["acquire", "--ttl", "1s"],
+        &["release", "x"],
+        &["renew", "x", "--index", "1"],
+        &["run", "x", "--ttl", "1s"],
+        &["run", "x", "--ttl", "1s", "--"],
+        &["frobnicate"],
+        &[],
+    ];
+    for args in clap_s {
+        let mut cmd = redfour();
+        cmd.arg("--url").arg(&url).args(*args);
+        let ran = ok(cmd);
+        ran.assert_code(2);
+        assert!(!ran.stderr.is_empty(), "{args:?}: {ran:?}");
+    }
+    // A URL that does not parse.
+    let mut cmd = redfour();
+    cmd.args(["--url", "nonsense", "status", "x"]);
+    ok(cmd).assert_code(2).assert_one_line_reason();
+}
+
+// ---- Redis unreachable ------------------------------------------------------------------
+
+#[test]
+fn unreachable_redis_exits_69_quickly() {
+    let (server, url) = dead_url();
+    let dir = temp();
+    let marker = dir.path().join("started");
+    let port = format!("127.0.0.1:{}", server.port());
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["acquire", "x", "--ttl", "1s"],
+        vec!["wait", "x", "--ttl", "1s"],
+        vec!["wait", "x", "--ttl", "1s", "--wait", "30s"],
+        vec!["release", "x", "--index", "1"],
+        vec!["renew", "x", "--index", "1", "--ttl", "1s"],
+        vec!["status", "x"],
+        vec!["run", "x", "--ttl", "1s", "--", "touch", path_arg(&marker)],
+    ];
+    for args in commands {
+        let mut cmd = redfour();
+        cmd.arg("--url").arg(&url).args(&args);
+        let ran = ok(cmd);
+        ran.assert_code(69).assert_one_line_reason();
+        assert!(ran.stderr.contains(&port), "the address: {ran:?}");
+        assert!(
+            ran.took < Duration::from_secs(6),
+            "{args:?} took {:?}",
+            ran.took
+        );
+        assert!(ran.stdout.is_empty(), "{ran:?}");
+    }
+    assert!(!marker.exists(), "run must not start the command");
+}
+
+#[test]
+fn the_password_is_not_shown_when_redis_is_unreachable() {
+    let (_server, url) = dead_url();
+    let url = url.replace("redis://", "redis://:hunter2@");
+    let mut cmd = redfour();
+    cmd.args(["--url", &url, "status", "x"]);
+    let ran = ok(cmd);
+    ran.assert_code(69);
+    assert!(!ran.stderr.contains("hunter2"), "{ran:?}");
+}
+
+// ---- corrupt data -----------------------------------------------------------------------
+
+#[test]
+fn foreign_lock_key_exits_65_and_is_left_alone() {
+    let server = RedisServer::start();
+    server.cmd(&["SET", "lock:x", "foreign"]);
+    let dir = temp();
+    let marker = dir.path().join("started");
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["acquire", "x", "--ttl", "1s"],
+        vec!["wait", "x", "--ttl", "1s", "--wait", "1s"],
+        vec!["release", "x", "--index", "1"],
+        vec!["renew", "x", "--index", "1", "--ttl", "1s"],
+        vec!["status", "x"],
+        vec![
+            "run",
+            "x",
+            "--ttl",
+            "1s",
+            "--wait",
+            "1s",
+            "--",
+            "touch",
+            path_arg(&marker),
+        ],
+    ];
+    for args in commands {
+        let ran = ok(cli(&server, &args));
+        ran.assert_code(65).assert_one_line_reason();
+        assert!(ran.stdout.is_empty(), "{ran:?}");
+        assert_eq!(
+            get(&server, "lock:x").as_deref(),
+            Some("foreign"),
+            "{args:?}"
+        );
+        assert_eq!(int(&server, &["TTL", "lock:x"]), -1, "{args:?}");
+    }
+    assert!(!marker.exists(), "run must not start the command");
+}
+
+#[test]
+fn corrupt_counter_exits_65_and_is_left_alone() {
+    let server = RedisServer::start();
+    server.cmd(&["SET", "lockindex", "notanumber"]);
+    let ran = acquire(&server, "y", "1s");
+    ran.assert_code(65).assert_one_line_reason();
+    assert!(ran.stderr.contains("lock"), "names the key: {ran:?}");
+    assert_eq!(get(&server, "lockindex").as_deref(), Some("notanumber"));
+    assert_eq!(int(&server, &["EXISTS", "lock:y"]), 0);
+}
+
+// ---- run --------------------------------------------------------------------------------
+
+#[test]
+fn run_gives_the_child_its_index_and_releases_after() {
+    let server = RedisServer::start();
+    let ran = ok(cli(
+        &server,
+        &[
+            "run",
+            "x",
+            "--ttl",
+            "5s",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$REDFOUR_ID $REDFOUR_INDEX\"",
+        ],
+    ));
+    ran.assert_code(0);
+    assert!(ran.stderr.is_empty(), "{ran:?}");
+    let out = ran.stdout.trim();
+    let (id, index) = out.split_once(' ').expect("two words");
+    assert_eq!(id, "x");
+    let index: i64 = index.parse().expect("numeric index");
+    assert!(index > 0);
+    // Released as soon as the child exited: the next holder gets a greater index.
+    assert!(!is_held(&server, "x"));
+    assert!(hold(&server, "x", "1s") > index);
+}
+
+#[test]
+fn run_exits_with_the_child_status() {
+    let server = RedisServer::start();
+    let ran = ok(cli(
+        &server,
+        &["run", "x", "--ttl", "5s", "--", "sh", "-c", "exit 7"],
+    ));
+    ran.assert_code(7);
+    assert!(!is_held(&server, "x"), "released after a failing child too");
+
+    // Killed by a signal: 128 + N.
+    let ran = ok(cli(
+        &server,
+        &["run", "x", "--ttl", "5s", "--", "sh", "-c", "kill -KILL $$"],
+    ));
+    ran.assert_code(137);
+    assert!(!is_held(&server, "x"));
+}
+
+#[test]
+fn run_of_a_missing_command_exits_127() {
+    let server = RedisServer::start();
+    let ran = ok(cli(
+        &server,
+        &[
+            "run",
+            "x",
+            "--ttl",
+            "5s",
+            "--",
+            "/nonexistent/redfour-test-command",
+        ],
+    ));
+    ran.assert_code(127).assert_one_line_reason();
+    assert!(
+        !is_held(&server, "x"),
+        "released when the command cannot start"
+    );
+}
+
+#[test]
+fn run_keeps_the_lock_alive_past_its_ttl() {
+    let server = RedisServer::start();
+    let dir = temp();
+    let started = dir.path().join("started");
+    let script = format!("touch '{}'; sleep 2", started.display());
+    let runner = spawn(cli(
+        &server,
+        &["run", "job", "--ttl", "600ms", "--", "sh", "-c", &script],
+    ));
+    wait_for_file(&started);
+    // What is tested is the passing of time itself: twice the 600 ms ttl, with no release.
+    std::thread::sleep(Duration::from_millis(1200));
+    let held = status(&server, "job");
+    assert_eq!(held["held"], true, "renewed past its ttl: {held}");
+    let description = held["holder"]["description"].as_str().expect("description");
+    assert!(description.contains("sleep 2"), "{held}");
+    acquire(&server, "job", "1s").assert_code(1);
+    let ran = finish(runner, DEADLINE);
+    ran.assert_code(0);
+    assert!(ran.stderr.is_empty(), "{ran:?}");
+    assert!(!is_held(&server, "job"));
+}
+
+#[test]
+fn run_exits_75_when_the_lock_stays_held() {
+    let server = RedisServer::start();
+    hold(&server, "x", "30s");
+    let dir = temp();
+    let marker = dir.path().join("ran");
+    let ran = ok(cli(
+        &server,
+        &[
+            "run",
+            "x",
+            "--ttl",
+            "5s",
+            "--wait",
+            "300ms",
+            "--",
+            "touch",
+            path_arg(&marker),
+        ],
+    ));
+    ran.assert_code(75).assert_one_line_reason();
+    assert!(ran.took >= Duration::from_millis(300), "{ran:?}");
+    assert!(!marker.exists(), "the command must not run");
+    assert!(ran.stdout.is_empty());
+
+    let ran = ok(cli(
+        &server,
+        &[
+            "run",
+            "x",
+            "--ttl",
+            "5s",
+            "--wait",
+            "0",
+            "--",
+            "touch",
+            path_arg(&marker),
+        ],
+    ));
+    ran.assert_code(75).assert_one_line_reason();
+    assert!(ran.stderr.contains("held by"), "{ran:?}");
+    assert!(!marker.exists(), "the command must not run");
+}
+
+#[test]
+fn run_waits_for_the_holder_then_runs() {
+    let server = RedisServer::start();
+    let index = hold(&server, "x", "30s");
+    let before = evalsha_calls(&server);
+    let runner = spawn(cli(
+        &server,
+        &["run", "x", "--ttl", "5s", "--", "sh", "-c", "echo ran"],
+    ));
+    assert!(
+        wait_until(DEADLINE, || evalsha_calls(&server) > before),
+        "run never tried"
+    );
+    ok(cli(
+        &server,
+        &["release", "x", "--index", &index.to_string()],
+    ))
+    .assert_code(0);
+    let ran = finish(runner, DEADLINE);
+    ran.assert_code(0);
+    assert_eq!(ran.stdout, "ran\n");
+    // stderr is not a terminal here: no status line.
+    assert!(ran.stderr.is_empty(), "{ran:?}");
+}
+
+/// A child that records SIGTERM in `term_file` and exits `term_exit` when it gets it.
+fn trapping_child(started: &Path, term_file: &Path, term_exit: i32) -> String {
+    format!(
+        "trap 'echo TERM > \"{}\"; exit {term_exit}' TERM; touch \"{}\"; while true; do sleep 0.05; done",
+        term_file.display(),
+        started.display()
+    )
+}
+
+#[test]
+fn run_exits_70_and_stops_the_child_when_the_lease_is_lost() {
+    let server = RedisServer::start();
+    let dir = temp();
+    let started = dir.path().join("started");
+    let term = dir.path().join("term");
+    let script = trapping_child(&started, &term, 0);
+    let runner = spawn(cli(
+        &server,
+        &["run", "x", "--ttl", "900ms", "--", "sh", "-c", &script],
+    ));
+    wait_for_file(&started);
+    // The lock vanishes (as after a Redis restart): the next renewal answers `missing`.
+    assert_eq!(int(&server, &["DEL", "lock:x"]), 1);
+    let ran = finish(runner, DEADLINE);
+    ran.assert_code(70).assert_one_line_reason();
+    assert!(ran.stderr.contains("lease"), "{ran:?}");
+    assert_eq!(
+        std::fs::read_to_string(&term)
+            .expect("the child got SIGTERM")
+            .trim(),
+        "TERM"
+    );
+}
+
+#[test]
+fn run_kills_a_child_that_ignores_sigterm_after_the_grace() {
+    let server = RedisServer::start();
+    let dir = temp();
+    let started = dir.path().join("started");
+    let script = format!(
+        "trap '' TERM; touch \"{}\"; while true; do sleep 0.05; done",
+        started.display()
+    );
+    let runner = spawn(cli(
+        &server,
+        &[
+            "run", "x", "--ttl", "600ms", "--grace", "200ms", "--", "sh", "-c", &script,
+        ],
+    ));
+    wait_for_file(&started);
+    server.cmd(&["DEL", "lock:x"]);
+    let ran = finish(runner, DEADLINE);
+    ran.assert_code(70).assert_one_line_reason();
+    assert!(ran.stderr.contains("SIGKILL"), "{ran:?}");
+}
+
+#[test]
+fn run_forwards_sigterm_to_the_child() {
+    let server = RedisServer::start();
+    let dir = temp();
+    let started = dir.path().join("started");
+    let term = dir.path().join("term");
+    let script = trapping_child(&started, &term, 0);
+    let runner = spawn(cli(
+        &server,
+        &["run", "x", "--ttl", "5s", "--", "sh", "-c", &script],
+    ));
+    wait_for_file(&started);
+    send_signal(runner.id(), "-TERM");
+    let ran = finish(runner, DEADLINE);
+    ran.assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(&term).expect("forwarded").trim(),
+        "TERM"
+    );
+    assert!(!is_held(&server, "x"));
+}
+
+#[test]
+fn run_exits_143_when_the_forwarded_sigterm_kills_the_child() {
+    let server = RedisServer::start();
+    let dir = temp();
+    let started = dir.path().join("started");
+    let script = format!(
+        "touch \"{}\"; while true; do sleep 0.05; done",
+        started.display()
+    );
+    let runner = spawn(cli(
+        &server,
+        &["run", "x", "--ttl", "5s", "--", "sh", "-c", &script],
+    ));
+    wait_for_file(&started);
+    send_signal(runner.id(), "-TERM");
+    let ran = finish(runner, DEADLINE);
+    ran.assert_code(143);
+    assert!(!is_held(&server, "x"));
+}
+
+#[test]
+fn run_leaves_a_signal_ignored_at_start_ignored() {
+    // As under `nohup`: SIGHUP ignored from the start must neither stop redfour nor be
+    // forwarded (the child would get it with its default action and die).
+    let server = RedisServer::start();
+    let dir = temp();
+    let started = dir.path().join("started");
+    let stop = dir.path().join("stop");
+    let child = format!(
+        "touch \"{}\"; while [ ! -e \"{}\" ]; do sleep 0.05; done; exit 5",
+        started.display(),
+        stop.display()
+    );
+    let outer = format!(
+        "trap '' HUP; exec \"$0\" --url {} run x --ttl 5s -- sh -c \"$1\"",
+        server.url()
+    );
+    // sh ignores SIGHUP, then becomes redfour (`exec` keeps ignored signals ignored).
+    let mut sh = Command::new("sh");
+    sh.args(["-c", &outer, env!("CARGO_BIN_EXE_redfour"), &child])
+        .env_remove("REDIS_URL")
+        .env_remove("REDFOUR_NAMESPACE")
+        .stdin(Stdio::null());
+    let runner = spawn(sh);
+    wait_for_file(&started);
+    send_signal(runner.id(), "-HUP");
+    // Nothing must happen; give a forwarded signal ample time to arrive before moving on.
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&stop, "").expect("stop file");
+    let ran = finish(runner, DEADLINE);
+    ran.assert_code(5);
+}
+
+#[test]
+fn run_interrupted_while_waiting_does_not_start_the_command() {
+    let server = RedisServer::start();
+    hold(&server, "x", "30s");
+    let dir = temp();
+    let marker = dir.path().join("ran");
+    let before = evalsha_calls(&server);
+    let runner = spawn(cli(
+        &server,
+        &["run", "x", "--ttl", "5s", "--", "touch", path_arg(&marker)],
+    ));
+    assert!(wait_until(DEADLINE, || evalsha_calls(&server) > before));
+    send_signal(runner.id(), "-INT");
+    let ran = finish(runner, DEADLINE);
+    ran.assert_code(130).assert_one_line_reason();
+    assert!(!marker.exists());
+}
+
+/// The status line needs a terminal: `script` gives the process one.
+#[test]
+fn run_shows_who_holds_the_lock_on_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: `script` (util-linux) is not installed");
+        return;
+    }
+    let server = RedisServer::start();
+    let index = hold(&server, "x", "30s");
+    let dir = temp();
+    let transcript: PathBuf = dir.path().join("transcript");
+    let inner = format!(
+        "{} --url {} run x --ttl 5s --wait 1200ms -- true",
+        env!("CARGO_BIN_EXE_redfour"),
+        server.url()
+    );
+    let mut cmd = Command::new("script");
+    cmd.args(["-q", "-e", "-c", &inner, path_arg(&transcript)])
+        .env_remove("REDIS_URL")
+        .env_remove("REDFOUR_NAMESPACE");
+    let ran = ok(cmd);
+    ran.assert_code(75);
+    let mut text = String::new();
+    std::fs::File::open(&transcript)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .expect("transcript");
+    assert!(text.contains("waiting for lock x held by "), "{text:?}");
+    assert!(text.contains(&format!("(index {index}) for ")), "{text:?}");
+    assert!(text.contains("\r\x1b[2K"), "the line is cleared: {text:?}");
+}
