@@ -296,16 +296,18 @@ impl Client {
                 ConnectionManager::new_with_config(self.inner.redis.clone(), config)
                     .await
                     .map_err(|e| {
-                        let mut err = Error::from_redis(e, None);
-                        if !err.is_timeout() && !err.is_unavailable() {
-                            return err;
+                        let err = Error::from_redis(e, None);
+                        // A handshake reply that does not parse means the peer is not a Redis
+                        // server (a wrong port, an HTTP proxy): it cannot be reached, and no key
+                        // was read, so it is not CorruptData.
+                        if err.is_timeout() || err.is_unavailable() || err.is_corrupt_data() {
+                            err.reclassify(
+                                crate::ErrorKind::Unavailable,
+                                format!("cannot connect to redis at {}", self.inner.address),
+                            )
+                        } else {
+                            err
                         }
-                        err = Error::new(
-                            crate::ErrorKind::Unavailable,
-                            format!("cannot connect to redis at {}", self.inner.address),
-                        )
-                        .with_source(err);
-                        err
                     })
             })
             .await?;
@@ -330,6 +332,13 @@ impl Client {
     #[doc(hidden)]
     pub fn waiter_registrations(&self) -> usize {
         self.inner.hub.get().map_or(0, Hub::registrations)
+    }
+
+    /// How many release notices this client's hub has handed to its waiters so far (for the
+    /// benchmark and diagnostics).
+    #[doc(hidden)]
+    pub fn notices_delivered(&self) -> u64 {
+        self.inner.hub.get().map_or(0, Hub::notices)
     }
 }
 

@@ -177,6 +177,17 @@ impl Error {
         e
     }
 
+    /// Keeps the source but states the error anew, e.g. to say where a connection failed.
+    pub(crate) fn reclassify(mut self, kind: ErrorKind, message: impl Into<String>) -> Self {
+        self.inner.kind = kind;
+        self.inner.message = message.into();
+        self
+    }
+
+    pub(crate) fn message(&self) -> &str {
+        &self.inner.message
+    }
+
     /// The kind of error.
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind

@@ -112,7 +112,6 @@ impl Hub {
     }
 
     /// Release notices delivered to waiters so far.
-    #[allow(dead_code)]
     pub(crate) fn notices(&self) -> u64 {
         self.shared.notices.load(Ordering::Relaxed)
     }

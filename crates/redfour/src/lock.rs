@@ -370,10 +370,15 @@ impl Client {
             inv.arg("description").arg(&**desc);
         }
         let sent = Instant::now();
-        let (won, index, ttl): (i64, i64, i64) = inv
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| Error::from_redis(e, Some(key)))?;
+        let (won, index, ttl): (i64, i64, i64) =
+            inv.invoke_async(&mut conn).await.map_err(|e| {
+                let err = Error::from_redis(e, Some(key));
+                if err.is_corrupt_data() && err.message().contains("counter") {
+                    err.with_key(self.inner.ns.counter())
+                } else {
+                    err
+                }
+            })?;
         if won == 1 {
             Ok(Attempt::Acquired {
                 index,

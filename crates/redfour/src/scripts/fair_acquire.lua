@@ -1,0 +1,48 @@
+-- redfour fair acquire: one attempt; a waiter that does not get the lock joins (or refreshes
+-- its place in) the FIFO queue.
+-- KEYS: lock, counter, queue list, queue entries.
+-- ARGV[1] ttl ms; ARGV[2] waiter token ('' for a one-shot attempt that does not queue);
+-- ARGV[3] entry lifetime ms; ARGV[4] the waiter's handoff channel; ARGV[5] claim window ms;
+-- ARGV[6..] holder metadata as field, value pairs.
+-- Returns {1, index, ttl} acquired; {2, index, pttl} the lock was already handed to this
+-- waiter (its notice was lost); {0, -1, pttl} held by someone else.
+local key, counter, queue, entries = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local ttl = tonumber(ARGV[1])
+local token = ARGV[2]
+local now_us = redfour_now_us()
+local now_ms = math.floor(now_us / 1000)
+local meta = {}
+for i = 6, #ARGV do
+  meta[#meta + 1] = ARGV[i]
+end
+
+local pttl = redfour_lock_pttl(key)
+if pttl >= 0 and token ~= '' and redis.call('HGET', key, 'handoff') == token then
+  return {2, tonumber(redis.call('HGET', key, 'index')), pttl}
+end
+if pttl < 0 then
+  local head, entry = redfour_live_head(queue, entries, now_ms)
+  if not head or head == token then
+    if head then
+      redis.call('LPOP', queue)
+      redis.call('HDEL', entries, head)
+    end
+    local index = redfour_grant(key, counter, now_us, ttl, meta, false)
+    return {1, index, ttl}
+  end
+  -- Free, but someone is first in line (the last holder expired): hand it over now.
+  redfour_handoff(key, counter, queue, entries, head, entry, now_us, tonumber(ARGV[5]))
+  pttl = redis.call('PTTL', key)
+end
+if token ~= '' then
+  local life = tonumber(ARGV[3])
+  if redis.call('HEXISTS', entries, token) == 0 then
+    redis.call('RPUSH', queue, token)
+  end
+  redis.call('HSET', entries, token,
+    cjson.encode({t = ttl, e = now_ms + life, c = ARGV[4], m = meta}))
+  -- The queue disappears by itself once every waiter has stopped refreshing.
+  redis.call('PEXPIRE', queue, life * 2)
+  redis.call('PEXPIRE', entries, life * 2)
+end
+return {0, -1, pttl}
