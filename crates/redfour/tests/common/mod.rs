@@ -1,0 +1,153 @@
+//! Helpers shared by the integration tests: clients with test-friendly settings and thin,
+//! typed wrappers over the test kit's raw commands, so that assertions read as what they check.
+//!
+//! Every helper that talks to Redis goes through [`RedisServer::cmd`], which opens its own
+//! connection: the library's connections are never borrowed to inspect the server.
+
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use redfour_test::{wait_until_async, RedisServer};
+use redis::Value;
+
+/// How long a test polls for a condition that should hold almost at once.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A client of `server` in the default namespace, with short timeouts so that a broken test
+/// fails quickly instead of hanging.
+pub fn client(server: &RedisServer) -> redfour::Client {
+    builder(server).build().expect("client settings are valid")
+}
+
+/// The builder behind [`client`], for tests that change one more setting.
+pub fn builder(server: &RedisServer) -> redfour::ClientBuilder {
+    redfour::Client::builder(server.url())
+        .connect_timeout(Duration::from_secs(1))
+        .response_timeout(Duration::from_secs(3))
+}
+
+/// Runs a command that answers an integer.
+pub fn int(server: &RedisServer, args: &[&str]) -> i64 {
+    match server.cmd(args) {
+        Value::Int(i) => i,
+        other => panic!(
+            "{args:?}: expected an integer, got {other:?}\n{}",
+            server.log()
+        ),
+    }
+}
+
+/// Runs a command that answers a string or nil.
+pub fn text(server: &RedisServer, args: &[&str]) -> Option<String> {
+    value_text(&server.cmd(args))
+}
+
+/// The text of a bulk, simple or verbatim string reply; `None` for nil.
+pub fn value_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Nil => None,
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        Value::Okay => Some("OK".to_owned()),
+        Value::Int(i) => Some(i.to_string()),
+        other => panic!("expected a string reply, got {other:?}"),
+    }
+}
+
+/// Runs a command that answers an array of strings (e.g. `LRANGE`, `HGETALL`, `KEYS`).
+pub fn strings(server: &RedisServer, args: &[&str]) -> Vec<String> {
+    match server.cmd(args) {
+        Value::Array(items) => items
+            .iter()
+            .map(|v| value_text(v).unwrap_or_default())
+            .collect(),
+        Value::Map(pairs) => pairs
+            .iter()
+            .flat_map(|(k, v)| [value_text(k), value_text(v)])
+            .map(Option::unwrap_or_default)
+            .collect(),
+        other => panic!(
+            "{args:?}: expected an array, got {other:?}\n{}",
+            server.log()
+        ),
+    }
+}
+
+pub fn exists(server: &RedisServer, key: &str) -> bool {
+    int(server, &["EXISTS", key]) == 1
+}
+
+pub fn pttl(server: &RedisServer, key: &str) -> i64 {
+    int(server, &["PTTL", key])
+}
+
+pub fn dbsize(server: &RedisServer) -> i64 {
+    int(server, &["DBSIZE"])
+}
+
+/// The `index` field of a lock hash, as stored.
+pub fn stored_index(server: &RedisServer, key: &str) -> Option<String> {
+    text(server, &["HGET", key, "index"])
+}
+
+/// How many connections are subscribed to `channel`.
+pub fn numsub(server: &RedisServer, channel: &str) -> i64 {
+    match server.cmd(&["PUBSUB", "NUMSUB", channel]) {
+        Value::Array(items) if items.len() == 2 => match items[1] {
+            Value::Int(n) => n,
+            ref other => panic!("PUBSUB NUMSUB: unexpected count {other:?}"),
+        },
+        other => panic!("PUBSUB NUMSUB: unexpected reply {other:?}"),
+    }
+}
+
+/// The `calls` count of one command in `INFO commandstats` (0 when the command never ran).
+///
+/// Redis 7 names the lines `cmdstat_<command>` (`cmdstat_evalsha`, `cmdstat_eval`) and
+/// subcommands `cmdstat_<command>|<sub>` (`cmdstat_script|load`); commands run by a script
+/// count too.
+pub fn command_calls(server: &RedisServer, command: &str) -> u64 {
+    let info = text(server, &["INFO", "commandstats"]).unwrap_or_default();
+    let prefix = format!("cmdstat_{command}:");
+    info.lines()
+        .find_map(|line| line.trim().strip_prefix(prefix.as_str()))
+        .map_or(0, |stats| {
+            stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no calls= in `{stats}`"))
+        })
+}
+
+/// Polls until `key` is gone from the server; false if it is still there at the deadline.
+pub async fn wait_gone(server: &RedisServer, key: &str, deadline: Duration) -> bool {
+    wait_until_async(deadline, || async move { !exists(server, key) }).await
+}
+
+/// Runs `op` until it answers something other than a transient fault (`Unavailable`,
+/// `Timeout`), for operations documented as safe to retry (release, renew, status) right after
+/// a fault: the connection that broke reports its failure once before it reconnects.
+///
+/// # Panics
+///
+/// On any other error, or if the faults outlast [`DEADLINE`].
+pub async fn retry_transient<T, F, Fut>(mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = redfour::Result<T>>,
+{
+    let end = std::time::Instant::now() + DEADLINE;
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) if (e.is_unavailable() || e.is_timeout()) && std::time::Instant::now() < end => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! Faults: Redis restarted under a waiter and a holder, the subscription killed, the script
+//! cache flushed, Redis unreachable; and the check that scripts travel by `EVALSHA`.
+
+mod common;
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::time::{Duration, Instant};
+
+use redfour::{LeaseLost, ReleaseOutcome, RenewOutcome};
+use redfour_test::{wait_until_async, RedisServer};
+
+use common::{client, command_calls, exists, numsub, retry_transient, stored_index, DEADLINE};
+
+/// Waits until `waiter` is registered, subscribed, and has made its first attempt (seen as one
+/// more `EVALSHA` than `evalsha_before`), so that a fault injected next hits a waiting task.
+async fn until_waiting(server: &RedisServer, waiter: &redfour::Client, evalsha_before: u64) {
+    let waiting = wait_until_async(DEADLINE, || async {
+        waiter.waiter_registrations() == 1
+            && numsub(server, "lock-release") == 1
+            && command_calls(server, "evalsha") > evalsha_before
+    })
+    .await;
+    assert!(
+        waiting,
+        "the waiter never started waiting\n{}",
+        server.log()
+    );
+}
+
+/// Redis dies and comes back empty while a task waits: the waiter reconnects, resubscribes,
+/// and takes the lock (which the restart forgot), with an index greater than the lost
+/// holder's. A keep-alive holder on the same server learns at its next renewal that its
+/// lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_gets_the_lock_after_a_redis_restart() {
+    let mut server = RedisServer::start();
+    let holder = client(&server);
+    let waiter = client(&server);
+
+    let held = holder
+        .acquire_lock("restart", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(held.success);
+    let kept = holder
+        .lock("kept")
+        .ttl(Duration::from_secs(3))
+        .keep_alive(true)
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free lock");
+    let lost = kept.lost();
+
+    let before = command_calls(&server, "evalsha");
+    let task = tokio::spawn({
+        let waiter = waiter.clone();
+        async move {
+            waiter
+                .wait_acquire_lock(
+                    "restart",
+                    Duration::from_secs(10),
+                    Some(Duration::from_secs(20)),
+                )
+                .await
+        }
+    });
+    until_waiting(&server, &waiter, before).await;
+
+    tokio::task::block_in_place(|| {
+        server.stop();
+        server.restart();
+    });
+
+    let lock = tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("the waiter did not get the lock within 15 s of the restart")
+        .unwrap()
+        .unwrap();
+    assert!(lock.success, "{lock:?}");
+    assert!(!lock.immediate, "{lock:?}");
+    assert!(
+        lock.index > held.index,
+        "fencing across a restart: {lock:?} after {held:?}"
+    );
+    assert_eq!(
+        stored_index(&server, "lock:restart"),
+        Some(lock.index.to_string())
+    );
+    let status = waiter.status("restart").await.unwrap();
+    assert!(status.held && status.index == lock.index, "{status:?}");
+
+    // The old holder's release no longer touches anything: the lock is the waiter's. (Its
+    // connection broke in the restart: the first command on it may report that once.)
+    let stale = retry_transient(|| holder.release_lock("restart", held.index)).await;
+    assert_eq!(stale.result, ReleaseOutcome::Conflict);
+    assert_eq!(stale.index, lock.index);
+
+    let why = tokio::time::timeout(Duration::from_secs(5), lost)
+        .await
+        .expect("the keep-alive holder never learned that its lock is gone");
+    assert_eq!(why, LeaseLost::Missing);
+    assert!(kept.is_lost());
+    assert!(
+        !exists(&server, "lock:kept"),
+        "a renewal recreated the lock"
+    );
+
+    let released = waiter.release_lock("restart", lock.index).await.unwrap();
+    assert_eq!(released.result, ReleaseOutcome::Released);
+}
+
+/// The subscription is killed while a task waits; it comes back, and the next release wakes
+/// the waiter at once (the poll interval is 10 s, the holder's ttl 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_resubscribes_after_its_subscription_is_killed() {
+    let server = RedisServer::start();
+    let holder = client(&server);
+    let waiter = common::builder(&server)
+        .max_poll_interval(Duration::from_secs(10))
+        .build()
+        .unwrap();
+
+    let held = holder
+        .acquire_lock("pubsub", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let before = command_calls(&server, "evalsha");
+    let task = tokio::spawn({
+        let waiter = waiter.clone();
+        async move {
+            waiter
+                .wait_acquire_lock(
+                    "pubsub",
+                    Duration::from_secs(10),
+                    Some(Duration::from_secs(20)),
+                )
+                .await
+        }
+    });
+    until_waiting(&server, &waiter, before).await;
+
+    let killed = common::int(&server, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert!(killed >= 1, "no pubsub client killed");
+    let resubscribed =
+        wait_until_async(DEADLINE, || async { numsub(&server, "lock-release") == 1 }).await;
+    assert!(resubscribed, "the subscription never came back");
+
+    let released_at = Instant::now();
+    holder.release_lock("pubsub", held.index).await.unwrap();
+    let lock = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the waiter was not woken after the release")
+        .unwrap()
+        .unwrap();
+    let after = released_at.elapsed();
+    assert!(lock.success && !lock.immediate, "{lock:?}");
+    assert!(
+        after < Duration::from_secs(2),
+        "acquired {after:?} after the release"
+    );
+}
+
+/// The release happens while the subscription is down, so its notice is lost: the waiter
+/// still tries again as soon as it is resubscribed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_while_unsubscribed_is_not_lost() {
+    let server = RedisServer::start();
+    let holder = client(&server);
+    let waiter = common::builder(&server)
+        .max_poll_interval(Duration::from_secs(10))
+        .build()
+        .unwrap();
+
+    let held = holder
+        .acquire_lock("gap", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let before = command_calls(&server, "evalsha");
+    let task = tokio::spawn({
+        let waiter = waiter.clone();
+        async move {
+            waiter
+                .wait_acquire_lock("gap", Duration::from_secs(10), None)
+                .await
+        }
+    });
+    until_waiting(&server, &waiter, before).await;
+
+    let killed = common::int(&server, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert!(killed >= 1);
+    let released_at = Instant::now();
+    holder.release_lock("gap", held.index).await.unwrap();
+
+    let lock = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the waiter missed a release made while it was unsubscribed")
+        .unwrap()
+        .unwrap();
+    let after = released_at.elapsed();
+    assert!(lock.success && !lock.immediate, "{lock:?}");
+    assert!(
+        after < Duration::from_secs(3),
+        "acquired {after:?} after the release"
+    );
+}
+
+/// `SCRIPT FLUSH` under a live client: every operation recovers from `NOSCRIPT`.
+#[tokio::test]
+async fn script_flush_is_recovered() {
+    let server = RedisServer::start();
+    let locks = client(&server);
+    let flush = || {
+        server.cmd(&["SCRIPT", "FLUSH"]);
+    };
+
+    let guard = locks
+        .lock("flushed")
+        .ttl(Duration::from_secs(10))
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free lock");
+    flush();
+    assert_eq!(guard.renew().await.unwrap().result, RenewOutcome::Renewed);
+    flush();
+    assert!(locks.status("flushed").await.unwrap().held);
+    flush();
+    assert_eq!(
+        guard.release().await.unwrap().result,
+        ReleaseOutcome::Released
+    );
+    flush();
+    let lock = locks
+        .acquire_lock("flushed", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(lock.success, "{lock:?}");
+    flush();
+    let released = locks.release_lock("flushed", lock.index).await.unwrap();
+    assert_eq!(released.result, ReleaseOutcome::Released);
+    assert!(!exists(&server, "lock:flushed"));
+}
+
+/// Scripts are sent by hash: after warm-up, each acquire and release is one `EVALSHA`, and
+/// the script source never travels with `EVAL`.
+#[tokio::test]
+async fn scripts_are_sent_with_evalsha() {
+    let server = RedisServer::start();
+    let locks = client(&server);
+    server.cmd(&["CONFIG", "RESETSTAT"]);
+
+    for _ in 0..50 {
+        let lock = locks
+            .acquire_lock("sha", Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(lock.success);
+        let released = locks.release_lock("sha", lock.index).await.unwrap();
+        assert_eq!(released.result, ReleaseOutcome::Released);
+    }
+
+    let evalsha = command_calls(&server, "evalsha");
+    let eval = command_calls(&server, "eval");
+    let loads = command_calls(&server, "script|load");
+    eprintln!("cmdstat_evalsha calls={evalsha}, cmdstat_eval calls={eval}, cmdstat_script|load calls={loads}");
+    assert!(evalsha >= 100, "cmdstat_evalsha calls={evalsha}");
+    assert!(eval <= 4, "cmdstat_eval calls={eval}");
+    assert!(
+        loads <= 4,
+        "cmdstat_script|load calls={loads}: scripts reloaded every time?"
+    );
+}
+
+/// Nothing listens: every operation fails as `Unavailable`, within a few seconds.
+#[tokio::test]
+async fn unreachable_redis_is_unavailable() {
+    let port = {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let locks = redfour::Client::builder(format!("redis://127.0.0.1:{port}"))
+        .connect_timeout(Duration::from_millis(500))
+        .reconnect_retries(1)
+        .build()
+        .unwrap();
+
+    let within = |started: Instant, what: &str| {
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(5), "{what} took {took:?}");
+    };
+
+    let started = Instant::now();
+    let err = locks
+        .acquire_lock("x", Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    within(started, "acquire_lock");
+
+    let started = Instant::now();
+    let err = locks.release_lock("x", 1).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    within(started, "release_lock");
+
+    let started = Instant::now();
+    let err = locks
+        .renew_lock("x", 1, Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    within(started, "renew_lock");
+
+    let started = Instant::now();
+    let err = locks.status("x").await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    within(started, "status");
+
+    let started = Instant::now();
+    assert!(locks.ping().await.unwrap_err().is_unavailable());
+    within(started, "ping");
+
+    // A bounded wait keeps retrying until the wait runs out, then reports the fault.
+    let started = Instant::now();
+    let err = locks
+        .lock("x")
+        .wait(Duration::from_millis(800))
+        .acquire()
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    within(started, "a bounded wait");
+    assert_eq!(locks.waiter_registrations(), 0);
+}
+
+/// The URL points at something that is not Redis (here, an HTTP server): the handshake reply
+/// does not parse. That is `Unavailable` (no Redis there), not `CorruptData` (no key was read).
+#[tokio::test]
+async fn a_peer_that_is_not_redis_is_unavailable() {
+    use tokio::io::AsyncWriteExt;
+
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let http = tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let _ = socket
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let locks = redfour::Client::builder(format!("redis://127.0.0.1:{port}"))
+        .connect_timeout(Duration::from_millis(500))
+        .reconnect_retries(1)
+        .build()
+        .unwrap();
+
+    let started = Instant::now();
+    let err = locks
+        .acquire_lock("x", Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert_eq!(err.key(), None, "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Transient, so a bounded wait retries it until the wait runs out.
+    let started = Instant::now();
+    let err = locks
+        .lock("x")
+        .wait(Duration::from_millis(500))
+        .acquire()
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(started.elapsed() >= Duration::from_millis(450));
+    http.abort();
+}
