@@ -8,7 +8,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
 use crate::error::{Error, Result};
-use crate::hub::Hub;
+use crate::hub::{FairSetup, Hub};
 use crate::keys::Namespace;
 
 /// The default namespace, the same as Node redfour's.
@@ -48,6 +48,10 @@ pub(crate) struct ClientInner {
     pub(crate) ns: Namespace,
     pub(crate) config: Config,
     pub(crate) holder: HolderIdentity,
+    /// Names this client's handoff channel and its waiters in fair queues.
+    pub(crate) token: String,
+    /// `{ns}-handoff:{token}`.
+    pub(crate) handoff_channel: String,
     address: String,
 }
 
@@ -57,6 +61,16 @@ pub(crate) struct Config {
     pub(crate) response_timeout: Duration,
     pub(crate) reconnect_retries: usize,
     pub(crate) max_poll: Duration,
+    pub(crate) fair: bool,
+    pub(crate) claim_window: Duration,
+}
+
+impl Config {
+    /// How long a fair-queue entry lives on the server without a refresh: waiters refresh it
+    /// at every attempt, at least every `max_poll`.
+    pub(crate) fn entry_lifetime(&self) -> Duration {
+        self.max_poll * 3
+    }
 }
 
 /// What the lock hash says about the process that holds it.
@@ -122,6 +136,8 @@ impl ClientBuilder {
                 response_timeout: Duration::from_secs(3),
                 reconnect_retries: 3,
                 max_poll: Duration::from_secs(2),
+                fair: false,
+                claim_window: Duration::from_secs(5),
             },
         }
     }
@@ -171,6 +187,36 @@ impl ClientBuilder {
         self
     }
 
+    /// Queue waiters in FIFO order on the server, and hand the lock directly to the first live
+    /// waiter at release (a fresh index and ttl, and a notice to that waiter only).
+    ///
+    /// Without it, a release wakes every waiter of the lock and the fastest wins, as in Node
+    /// redfour. With it, waiters are served in the order they arrived, a handoff costs one
+    /// notice instead of a notice plus an attempt, and there is no stampede. Node redfour
+    /// clients on the same keys keep working but do not queue: they take a free lock when
+    /// they see one, and they learn of a lock handed over to a queued waiter only through
+    /// their own ttl timer. Every client that waits on the same locks should use the same
+    /// setting.
+    ///
+    /// Waiters that die stay in the queue until their entry expires on the server (three
+    /// [poll intervals](ClientBuilder::max_poll_interval)); a lock handed to a waiter that
+    /// never claims it expires after the [claim window](ClientBuilder::claim_window).
+    ///
+    /// Default: off.
+    pub fn fair(mut self, on: bool) -> Self {
+        self.config.fair = on;
+        self
+    }
+
+    /// With [`fair`](ClientBuilder::fair): how long a lock handed to a queued waiter lives
+    /// before that waiter claims it (renews it to its full ttl, which it does in the
+    /// background). A waiter that died just before its turn blocks the lock this long at most.
+    /// Must be at least 100 ms. Default: 5 s.
+    pub fn claim_window(mut self, window: Duration) -> Self {
+        self.config.claim_window = window;
+        self
+    }
+
     /// Checks the settings and creates the client. No connection is opened yet.
     ///
     /// Needs no runtime: it can be called from synchronous code.
@@ -183,6 +229,9 @@ impl ClientBuilder {
         let ns = Namespace::new(&self.namespace)?;
         if self.config.connect_timeout.is_zero() || self.config.response_timeout.is_zero() {
             return Err(Error::invalid("timeouts must be greater than zero"));
+        }
+        if self.config.claim_window < Duration::from_millis(100) {
+            return Err(Error::invalid("the claim window must be at least 100 ms"));
         }
         if self.config.max_poll < Duration::from_millis(10) {
             return Err(Error::invalid("the poll interval must be at least 10 ms"));
@@ -200,6 +249,8 @@ impl ClientBuilder {
                 (*client, shown)
             }
         };
+        let token = client_token();
+        let handoff_channel = ns.handoff_channel(&token);
         #[cfg(feature = "tls")]
         {
             // rustls needs a process-wide crypto provider; installing it twice is harmless.
@@ -212,6 +263,8 @@ impl ClientBuilder {
                 hub: OnceCell::new(),
                 ns,
                 config: self.config,
+                token,
+                handoff_channel,
                 holder: HolderIdentity::of_this_process(),
                 address,
             }),
@@ -315,15 +368,26 @@ impl Client {
     }
 
     /// The client's notification hub, started on first use.
-    pub(crate) async fn hub(&self) -> &Hub {
+    pub(crate) async fn hub(&self) -> Result<&Hub> {
         self.inner
             .hub
-            .get_or_init(|| async {
-                Hub::start(
+            .get_or_try_init(|| async {
+                let fair = if self.inner.config.fair {
+                    Some(FairSetup {
+                        handoff_channel: self.inner.handoff_channel.clone(),
+                        client_token: self.inner.token.clone(),
+                        conn: self.connection().await?,
+                        claim_window_ms: self.inner.config.claim_window.as_millis() as u64,
+                    })
+                } else {
+                    None
+                };
+                Ok(Hub::start(
                     self.inner.redis.clone(),
-                    self.inner.ns.channel().to_owned(),
+                    self.inner.ns.clone(),
                     self.inner.config.connect_timeout,
-                )
+                    fair,
+                ))
             })
             .await
     }
@@ -349,6 +413,29 @@ impl fmt::Debug for Client {
             .field("namespace", &self.inner.ns.name())
             .finish_non_exhaustive()
     }
+}
+
+/// A token unique to this client among all clients of a Redis: host, pid, start time and a
+/// per-process sequence number, without spaces (it travels in space-separated notices).
+fn client_token() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let host: String = HolderIdentity::of_this_process()
+        .host
+        .chars()
+        .map(|c| {
+            if c.is_whitespace() || c == '/' {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    format!("{host}.{}.{nanos:x}.{seq}", std::process::id())
 }
 
 /// The URL with any password replaced by `***`, for messages and `Debug`.

@@ -73,7 +73,7 @@ impl Lease {
 }
 
 /// (time the acquire or renewal was sent) + ttl − drift margin, on the monotonic clock.
-fn lease_deadline(sent: Instant, ttl: Duration) -> Instant {
+pub(crate) fn lease_deadline(sent: Instant, ttl: Duration) -> Instant {
     sent + ttl.saturating_sub(drift(ttl))
 }
 
@@ -115,6 +115,8 @@ impl fmt::Debug for LockGuard {
 }
 
 impl LockGuard {
+    /// `deadline` is the end of the lease as counted by the caller; `claim` says the server
+    /// keeps the lock only for the fair queue's claim window until it is renewed to `ttl`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         client: Client,
@@ -122,21 +124,42 @@ impl LockGuard {
         key: String,
         index: i64,
         ttl: Duration,
-        sent: Instant,
+        deadline: Instant,
         immediate: bool,
         keep_alive: bool,
+        claim: bool,
     ) -> LockGuard {
         let (lost, _) = watch::channel(None);
         let lease = Arc::new(Lease {
-            deadline: Mutex::new(lease_deadline(sent, ttl)),
+            deadline: Mutex::new(deadline),
             lost,
         });
-        tracing::debug!(key, index, ttl_ms = ttl.as_millis() as u64, "lock acquired");
-        let keep_alive = keep_alive.then(|| {
+        tracing::debug!(
+            key,
+            index,
+            ttl_ms = ttl.as_millis() as u64,
+            claim,
+            "lock acquired"
+        );
+        let keep_alive = (keep_alive || claim).then(|| {
             let span = tracing::debug_span!("redfour.keep_alive", key, index);
+            // A claim is due well before the claim window ends; renewals every ttl/3.
+            let first = if claim {
+                deadline.saturating_duration_since(Instant::now()) / 3
+            } else {
+                ttl / 3
+            };
             tokio::spawn(
-                keep_alive_loop(client.clone(), key.clone(), index, ttl, lease.clone())
-                    .instrument(span),
+                keep_alive_loop(
+                    client.clone(),
+                    key.clone(),
+                    index,
+                    ttl,
+                    lease.clone(),
+                    first,
+                    keep_alive,
+                )
+                .instrument(span),
             )
         });
         LockGuard {
@@ -370,17 +393,20 @@ async fn renew_once(
     Ok(result)
 }
 
-/// Renews every ttl/3 until the lease is lost; never outlives its guard (aborted on drop).
+/// Renews every ttl/3 until the lease is lost (or, with `repeat` off, renews once: the claim
+/// of a handed-over lock); never outlives its guard (aborted on drop).
 async fn keep_alive_loop(
     client: Client,
     key: String,
     index: i64,
     ttl: Duration,
     lease: Arc<Lease>,
+    first: Duration,
+    repeat: bool,
 ) {
     let period = (ttl / 3).max(Duration::from_millis(1));
     let Ok(ttl_ms) = ttl_millis(ttl) else { return };
-    let mut next = Instant::now() + period;
+    let mut next = Instant::now() + first;
     loop {
         let deadline = lease.deadline();
         tokio::time::sleep_until(next.min(deadline).into()).await;
@@ -399,6 +425,9 @@ async fn keep_alive_loop(
         match renew_once(&client, &key, index, ttl, ttl_ms, &lease).await {
             Ok(RenewOutcome::Renewed) => {
                 tracing::trace!(key, index, "lease renewed");
+                if !repeat {
+                    return;
+                }
                 next = Instant::now() + period;
             }
             Ok(_) => return,

@@ -1,14 +1,19 @@
-//! The notification hub: one subscription per client to the namespace's release channel,
-//! fanned out to the waiters registered for each lock key.
+//! The notification hub: one subscription per client, to the namespace's release channel (and,
+//! with the fair queue, to the client's own handoff channel), fanned out to the waiters
+//! registered for each lock key.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::{watch, Notify};
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
+
+use crate::keys::Namespace;
+use crate::scripts;
 
 /// Whether the subscription is live, and how many times it (re)started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -19,43 +24,141 @@ pub(crate) struct HubState {
     pub(crate) generation: u64,
 }
 
-pub(crate) struct Hub {
-    shared: Arc<Shared>,
-    task: JoinHandle<()>,
+/// A lock handed straight to one of this client's waiters by a release (fair queue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Handoff {
+    pub(crate) index: i64,
+    /// How long the server keeps the handed-over lock unless the new holder claims it.
+    pub(crate) window: Duration,
 }
 
-/// Waiters by lock key, each with its own `Notify`.
-type Waiters = HashMap<Box<[u8]>, HashMap<u64, Arc<Notify>>>;
+/// What the fair queue needs from the hub: where handoffs arrive, and a connection on which to
+/// tidy up after waiters that left (leave the queue, pass on a lock handed to a waiter that
+/// is gone).
+pub(crate) struct FairSetup {
+    pub(crate) handoff_channel: String,
+    pub(crate) client_token: String,
+    pub(crate) conn: ConnectionManager,
+    pub(crate) claim_window_ms: u64,
+}
+
+/// Work for the janitor task.
+enum Chore {
+    Leave {
+        queue: String,
+        entries: String,
+        token: String,
+    },
+    PassOn {
+        key: String,
+        queue: String,
+        entries: String,
+        index: i64,
+    },
+}
+
+pub(crate) struct Hub {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+struct Slot {
+    notify: Notify,
+    handoff: Mutex<Option<Handoff>>,
+}
+
+#[derive(Default)]
+struct Waiters {
+    by_key: HashMap<Box<[u8]>, HashMap<u64, Arc<Slot>>>,
+    by_id: HashMap<u64, (Box<str>, Arc<Slot>)>,
+}
 
 struct Shared {
     waiters: Mutex<Waiters>,
     next_id: AtomicU64,
     state: watch::Sender<HubState>,
     notices: AtomicU64,
+    handoff_channel: Option<String>,
+    client_token: String,
+    janitor: Option<mpsc::UnboundedSender<Chore>>,
+    ns: Namespace,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section is a single insert, remove or read, so a poisoned lock still
+    // holds consistent data.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Shared {
-    fn lock_waiters(&self) -> std::sync::MutexGuard<'_, Waiters> {
-        // A panic while holding this lock cannot leave the map inconsistent (each operation is
-        // a single insert or remove), so a poisoned lock is still usable.
-        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn dispatch(&self, key: &[u8]) {
-        let waiters = self.lock_waiters();
-        if let Some(entries) = waiters.get(key) {
-            for notify in entries.values() {
+    fn dispatch_release(&self, key: &[u8]) {
+        let waiters = lock(&self.waiters);
+        if let Some(entries) = waiters.by_key.get(key) {
+            for slot in entries.values() {
                 self.notices.fetch_add(1, Ordering::Relaxed);
-                notify.notify_one();
+                slot.notify.notify_one();
             }
         }
     }
 
+    /// `"{token} {index} {window_ms} {key}"` on this client's handoff channel.
+    fn dispatch_handoff(&self, payload: &[u8]) {
+        let text = String::from_utf8_lossy(payload);
+        let mut parts = text.splitn(4, ' ');
+        let (Some(token), Some(index), Some(window), Some(key)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            tracing::warn!(payload = %text, "ignoring a malformed handoff notice");
+            return;
+        };
+        let (Ok(index), Ok(window_ms)) = (index.parse::<i64>(), window.parse::<u64>()) else {
+            tracing::warn!(payload = %text, "ignoring a malformed handoff notice");
+            return;
+        };
+        let handoff = Handoff {
+            index,
+            window: Duration::from_millis(window_ms),
+        };
+        let id = token
+            .strip_prefix(self.client_token.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(|id| id.parse::<u64>().ok());
+        let slot = id.and_then(|id| lock(&self.waiters).by_id.get(&id).map(|(_, s)| s.clone()));
+        match slot {
+            Some(slot) => {
+                self.notices.fetch_add(1, Ordering::Relaxed);
+                *lock(&slot.handoff) = Some(handoff);
+                slot.notify.notify_one();
+            }
+            None => {
+                // The waiter left while the lock was being handed to it: pass it on.
+                tracing::debug!(
+                    key,
+                    index,
+                    "handoff to a waiter that is gone; passing it on"
+                );
+                self.pass_on(key, index);
+            }
+        }
+    }
+
+    fn pass_on(&self, key: &str, index: i64) {
+        if let Some(janitor) = &self.janitor {
+            let (queue, entries) = self.ns.queue_keys(key);
+            let _ = janitor.send(Chore::PassOn {
+                key: key.to_owned(),
+                queue,
+                entries,
+                index,
+            });
+        }
+    }
+
     fn wake_all(&self) {
-        let waiters = self.lock_waiters();
-        for entries in waiters.values() {
-            for notify in entries.values() {
-                notify.notify_one();
+        let waiters = lock(&self.waiters);
+        for entries in waiters.by_key.values() {
+            for slot in entries.values() {
+                slot.notify.notify_one();
             }
         }
     }
@@ -63,43 +166,88 @@ impl Shared {
 
 impl Drop for Hub {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
 impl Hub {
-    /// Starts the subscriber task. Must be called inside a Tokio runtime.
-    pub(crate) fn start(client: redis::Client, channel: String, connect_timeout: Duration) -> Hub {
+    /// Starts the subscriber task (and, for the fair queue, the janitor). Must be called inside
+    /// a Tokio runtime.
+    pub(crate) fn start(
+        client: redis::Client,
+        ns: Namespace,
+        connect_timeout: Duration,
+        fair: Option<FairSetup>,
+    ) -> Hub {
+        let release_channel = ns.channel().to_owned();
         let (state, _) = watch::channel(HubState::default());
+        let mut channels = vec![release_channel];
+        let mut tasks = Vec::new();
+        let (janitor, handoff_channel, client_token) = match fair {
+            Some(setup) => {
+                channels.push(setup.handoff_channel.clone());
+                let (tx, rx) = mpsc::unbounded_channel();
+                tasks.push(tokio::spawn(janitor(
+                    rx,
+                    setup.conn,
+                    ns.counter().to_owned(),
+                    ns.channel().to_owned(),
+                    setup.claim_window_ms,
+                )));
+                (Some(tx), Some(setup.handoff_channel), setup.client_token)
+            }
+            None => (None, None, String::new()),
+        };
         let shared = Arc::new(Shared {
-            waiters: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(Waiters::default()),
             next_id: AtomicU64::new(0),
             state,
             notices: AtomicU64::new(0),
+            handoff_channel,
+            client_token,
+            janitor,
+            ns,
         });
-        let task = tokio::spawn(run(
+        tasks.push(tokio::spawn(run(
             Arc::downgrade(&shared),
             client,
-            channel,
+            channels,
             connect_timeout,
-        ));
-        Hub { shared, task }
+        )));
+        Hub { shared, tasks }
     }
 
     /// Registers a waiter for `key`. The registration is removed when dropped.
     pub(crate) fn register(&self, key: &str) -> Registration {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let notify = Arc::new(Notify::new());
-        self.shared
-            .lock_waiters()
-            .entry(key.as_bytes().into())
-            .or_default()
-            .insert(id, notify.clone());
+        let slot = Arc::new(Slot {
+            notify: Notify::new(),
+            handoff: Mutex::new(None),
+        });
+        {
+            let mut waiters = lock(&self.shared.waiters);
+            waiters
+                .by_key
+                .entry(key.as_bytes().into())
+                .or_default()
+                .insert(id, slot.clone());
+            waiters.by_id.insert(id, (key.into(), slot.clone()));
+        }
+        let token = self
+            .shared
+            .handoff_channel
+            .as_ref()
+            .map(|_| format!("{}/{}", self.shared.client_token, id));
         Registration {
             shared: self.shared.clone(),
-            key: key.as_bytes().into(),
+            key: key.into(),
             id,
-            notify,
+            slot,
+            token,
+            queued: AtomicBool::new(false),
+            done: AtomicBool::new(false),
         }
     }
 
@@ -108,38 +256,127 @@ impl Hub {
     }
 
     pub(crate) fn registrations(&self) -> usize {
-        self.shared.lock_waiters().values().map(HashMap::len).sum()
+        lock(&self.shared.waiters).by_id.len()
     }
 
-    /// Release notices delivered to waiters so far.
+    /// Notices (release or handoff) delivered to waiters so far.
     pub(crate) fn notices(&self) -> u64 {
         self.shared.notices.load(Ordering::Relaxed)
     }
 }
 
-/// A waiter's place in the hub. Dropping it deregisters the waiter.
+/// A waiter's place in the hub. Dropping it deregisters the waiter and, with the fair queue,
+/// takes it out of the server's queue (or passes on a lock handed to it too late).
 pub(crate) struct Registration {
     shared: Arc<Shared>,
-    key: Box<[u8]>,
+    key: Box<str>,
     id: u64,
-    notify: Arc<Notify>,
+    slot: Arc<Slot>,
+    token: Option<String>,
+    queued: AtomicBool,
+    done: AtomicBool,
 }
 
 impl Registration {
-    /// Resolves on the next release notice for the key (or on a resubscription). A notice that
-    /// arrived since the last call is not lost: `Notify` keeps one permit.
+    /// Resolves on the next notice for the key (or on a resubscription). A notice that arrived
+    /// since the last call is not lost: `Notify` keeps one permit.
     pub(crate) async fn notified(&self) {
-        self.notify.notified().await;
+        self.slot.notify.notified().await;
+    }
+
+    /// The waiter's token in the fair queue, when the client uses it.
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// The waiter may now be in the server's queue.
+    pub(crate) fn mark_queued(&self) {
+        self.queued.store(true, Ordering::Relaxed);
+    }
+
+    /// A lock handed to this waiter, if one arrived.
+    pub(crate) fn take_handoff(&self) -> Option<Handoff> {
+        lock(&self.slot.handoff).take()
+    }
+
+    /// The waiter got the lock: the server already took it out of the queue.
+    pub(crate) fn finish(&self) {
+        self.done.store(true, Ordering::Relaxed);
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut waiters = self.shared.lock_waiters();
-        if let Some(entries) = waiters.get_mut(&self.key) {
-            entries.remove(&self.id);
-            if entries.is_empty() {
-                waiters.remove(&self.key);
+        {
+            let mut waiters = lock(&self.shared.waiters);
+            waiters.by_id.remove(&self.id);
+            if let Some(entries) = waiters.by_key.get_mut(self.key.as_bytes()) {
+                entries.remove(&self.id);
+                if entries.is_empty() {
+                    waiters.by_key.remove(self.key.as_bytes());
+                }
+            }
+        }
+        if let Some(handoff) = self.take_handoff() {
+            // Handed a lock it will never use (the wait gave up or was dropped meanwhile).
+            self.shared.pass_on(&self.key, handoff.index);
+        } else if !self.done.load(Ordering::Relaxed) && self.queued.load(Ordering::Relaxed) {
+            if let (Some(janitor), Some(token)) = (&self.shared.janitor, self.token.take()) {
+                let (queue, entries) = self.shared.ns.queue_keys(&self.key);
+                let _ = janitor.send(Chore::Leave {
+                    queue,
+                    entries,
+                    token,
+                });
+            }
+        }
+    }
+}
+
+/// Runs the clean-up commands of waiters that left. Ends when the hub is dropped.
+async fn janitor(
+    mut chores: mpsc::UnboundedReceiver<Chore>,
+    mut conn: ConnectionManager,
+    counter: String,
+    release_channel: String,
+    claim_window_ms: u64,
+) {
+    while let Some(chore) = chores.recv().await {
+        match chore {
+            Chore::Leave {
+                queue,
+                entries,
+                token,
+            } => {
+                let r: redis::RedisResult<i64> = scripts::FAIR_LEAVE
+                    .key(&queue)
+                    .key(&entries)
+                    .arg(&token)
+                    .invoke_async(&mut conn)
+                    .await;
+                if let Err(e) = r {
+                    tracing::debug!(queue, token, error = %e, "could not leave the queue; the entry will expire");
+                }
+            }
+            Chore::PassOn {
+                key,
+                queue,
+                entries,
+                index,
+            } => {
+                let r: redis::RedisResult<redis::Value> = scripts::FAIR_RELEASE
+                    .key(&key)
+                    .key(&counter)
+                    .key(&queue)
+                    .key(&entries)
+                    .arg(index)
+                    .arg(&release_channel)
+                    .arg(claim_window_ms)
+                    .invoke_async(&mut conn)
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(key, index, error = %e, "could not pass on an unclaimed handoff; it expires after the claim window");
+                }
             }
         }
     }
@@ -152,12 +389,12 @@ impl Drop for Registration {
 async fn run(
     shared: Weak<Shared>,
     client: redis::Client,
-    channel: String,
+    channels: Vec<String>,
     connect_timeout: Duration,
 ) {
     let mut backoff = Duration::from_millis(25);
     loop {
-        let connected = tokio::time::timeout(connect_timeout, subscribe(&client, &channel)).await;
+        let connected = tokio::time::timeout(connect_timeout, subscribe(&client, &channels)).await;
         match connected {
             Ok(Ok(pubsub)) => {
                 backoff = Duration::from_millis(25);
@@ -169,7 +406,7 @@ async fn run(
                         s.subscribed = true;
                         s.generation += 1;
                     });
-                    tracing::debug!(%channel, "subscribed to the release channel");
+                    tracing::debug!(?channels, "subscribed");
                     shared.wake_all();
                 }
                 let mut messages = pubsub.into_on_message();
@@ -177,19 +414,23 @@ async fn run(
                     let Some(shared) = shared.upgrade() else {
                         return;
                     };
-                    shared.dispatch(msg.get_payload_bytes());
+                    if shared.handoff_channel.as_deref() == Some(msg.get_channel_name()) {
+                        shared.dispatch_handoff(msg.get_payload_bytes());
+                    } else {
+                        shared.dispatch_release(msg.get_payload_bytes());
+                    }
                 }
                 let Some(shared) = shared.upgrade() else {
                     return;
                 };
                 shared.state.send_modify(|s| s.subscribed = false);
-                tracing::warn!(%channel, "release subscription lost; reconnecting");
+                tracing::warn!(?channels, "subscription lost; reconnecting");
             }
             Ok(Err(err)) => {
-                tracing::warn!(%channel, error = %err, "cannot subscribe to the release channel");
+                tracing::warn!(?channels, error = %err, "cannot subscribe");
             }
             Err(_) => {
-                tracing::warn!(%channel, "subscribing to the release channel timed out");
+                tracing::warn!(?channels, "subscribing timed out");
             }
         }
         if shared.strong_count() == 0 {
@@ -202,9 +443,11 @@ async fn run(
 
 async fn subscribe(
     client: &redis::Client,
-    channel: &str,
+    channels: &[String],
 ) -> redis::RedisResult<redis::aio::PubSub> {
     let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
+    for channel in channels {
+        pubsub.subscribe(channel).await?;
+    }
     Ok(pubsub)
 }

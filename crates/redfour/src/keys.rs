@@ -49,6 +49,23 @@ impl Namespace {
         &self.channel
     }
 
+    /// The fair queue of the lock at `lock_key` (`{ns}:{id}`): the FIFO list of waiter tokens
+    /// `{ns}-queue:{id}` and the hash of their entries `{ns}-waiters:{id}`. Node redfour never
+    /// reads them.
+    pub(crate) fn queue_keys(&self, lock_key: &str) -> (String, String) {
+        let id = lock_key.get(self.name.len() + 1..).unwrap_or(lock_key);
+        (
+            format!("{}-queue:{}", self.name, id),
+            format!("{}-waiters:{}", self.name, id),
+        )
+    }
+
+    /// `{ns}-handoff:{client}`: the channel on which one client hears that a lock was handed
+    /// to one of its waiters.
+    pub(crate) fn handoff_channel(&self, client_token: &str) -> String {
+        format!("{}-handoff:{}", self.name, client_token)
+    }
+
     /// `{ns}:{id}`, after checking the id.
     pub(crate) fn lock_key(&self, id: &str) -> Result<String> {
         check_id(id)?;
@@ -109,6 +126,10 @@ mod tests {
         assert_eq!(ns.lock_key("abc").unwrap(), "mylock:abc");
         assert_eq!(ns.counter(), "mylockindex");
         assert_eq!(ns.channel(), "mylock-release");
+        let (queue, entries) = ns.queue_keys("mylock:a:b");
+        assert_eq!(queue, "mylock-queue:a:b");
+        assert_eq!(entries, "mylock-waiters:a:b");
+        assert_eq!(ns.handoff_channel("c1"), "mylock-handoff:c1");
     }
 
     #[test]

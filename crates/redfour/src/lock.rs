@@ -169,9 +169,26 @@ pub(crate) enum Attempt {
         /// When the attempt was sent: the lease is counted from here.
         sent: Instant,
     },
+    /// Fair queue: the lock had already been handed to this waiter (its notice was lost or is
+    /// still in flight); `pttl` is what is left of the claim window.
+    HandedOver {
+        index: i64,
+        pttl: Duration,
+        sent: Instant,
+    },
     Held {
         pttl: Duration,
+        sent: Instant,
     },
+}
+
+impl Attempt {
+    fn won_index(&self) -> Option<i64> {
+        match self {
+            Attempt::Acquired { index, .. } | Attempt::HandedOver { index, .. } => Some(*index),
+            Attempt::Held { .. } => None,
+        }
+    }
 }
 
 /// What a wait ended with.
@@ -179,7 +196,9 @@ pub(crate) enum Waited {
     Acquired {
         index: i64,
         ttl: Duration,
-        sent: Instant,
+        deadline: Instant,
+        /// A handed-over lock lives only for the claim window until claimed.
+        claim: bool,
         immediate: bool,
     },
     GaveUp {
@@ -204,8 +223,10 @@ struct PendingAttempt {
 impl Drop for PendingAttempt {
     fn drop(&mut self) {
         // The attempt finished, but its caller went away before reading the answer.
-        if let Ok(Ok(Attempt::Acquired { index, .. })) = self.rx.try_recv() {
-            release_in_background(&self.client, &self.key, index);
+        if let Ok(Ok(attempt)) = self.rx.try_recv() {
+            if let Some(index) = attempt.won_index() {
+                release_in_background(&self.client, &self.key, index);
+            }
         }
     }
 }
@@ -319,9 +340,15 @@ pub(crate) fn parse_index(s: &str) -> Option<i64> {
 impl Client {
     /// One attempt on the server, immune to cancellation: the request runs in its own task,
     /// and if the caller is gone when it wins, the lock is released rather than left to expire.
-    pub(crate) async fn attempt(&self, key: &str, ttl_ms: u64, meta: &Meta) -> Result<Attempt> {
+    pub(crate) async fn attempt(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        meta: &Meta,
+        token: Option<&str>,
+    ) -> Result<Attempt> {
         let (tx, rx) = oneshot::channel();
-        let pending = PendingAttempt {
+        let mut pending = PendingAttempt {
             rx,
             client: self.clone(),
             key: key.to_owned(),
@@ -329,23 +356,26 @@ impl Client {
         let client = self.clone();
         let key_owned = key.to_owned();
         let meta = meta.clone();
+        let token = token.map(str::to_owned);
         tokio::spawn(
             async move {
-                let result = client.attempt_now(&key_owned, ttl_ms, &meta).await;
-                if let Err(Ok(Attempt::Acquired { index, .. })) = tx.send(result) {
-                    // The caller was dropped while the request was in flight.
-                    tracing::debug!(key = key_owned, index, "acquire won after its caller was dropped; releasing");
-                    if let Err(e) = client.release_key(&key_owned, index).await {
-                        tracing::warn!(key = key_owned, index, error = %e, "could not release an abandoned acquisition; it will expire by its ttl");
+                let result = client
+                    .attempt_now(&key_owned, ttl_ms, &meta, token.as_deref())
+                    .await;
+                if let Err(Ok(attempt)) = tx.send(result) {
+                    if let Some(index) = attempt.won_index() {
+                        // The caller was dropped while the request was in flight.
+                        tracing::debug!(key = key_owned, index, "acquire won after its caller was dropped; releasing");
+                        if let Err(e) = client.release_key(&key_owned, index).await {
+                            tracing::warn!(key = key_owned, index, error = %e, "could not release an abandoned acquisition; it will expire by its ttl");
+                        }
                     }
                 }
             }
             .in_current_span(),
         );
-        let mut pending = pending;
-        let result = (&mut pending.rx).await;
-        // Answer read: nothing left for the drop guard to clean up.
-        match result {
+        // Once the answer is read, the drop guard finds nothing left to clean up.
+        match (&mut pending.rx).await {
             Ok(r) => r,
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
@@ -355,17 +385,34 @@ impl Client {
         }
     }
 
-    async fn attempt_now(&self, key: &str, ttl_ms: u64, meta: &Meta) -> Result<Attempt> {
+    async fn attempt_now(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        meta: &Meta,
+        token: Option<&str>,
+    ) -> Result<Attempt> {
         let mut conn = self.connection().await?;
-        let holder = &self.inner.holder;
-        let mut inv = scripts::ACQUIRE.prepare_invoke();
-        inv.key(key)
-            .key(self.inner.ns.counter())
-            .arg(ttl_ms)
-            .arg("host")
-            .arg(&holder.host)
-            .arg("pid")
-            .arg(holder.pid);
+        let inner = &self.inner;
+        let holder = &inner.holder;
+        let mut inv;
+        if inner.config.fair {
+            let (queue, entries) = inner.ns.queue_keys(key);
+            inv = scripts::FAIR_ACQUIRE.prepare_invoke();
+            inv.key(key)
+                .key(inner.ns.counter())
+                .key(queue)
+                .key(entries)
+                .arg(ttl_ms)
+                .arg(token.unwrap_or(""))
+                .arg(inner.config.entry_lifetime().as_millis() as u64)
+                .arg(&inner.handoff_channel)
+                .arg(inner.config.claim_window.as_millis() as u64);
+        } else {
+            inv = scripts::ACQUIRE.prepare_invoke();
+            inv.key(key).key(inner.ns.counter()).arg(ttl_ms);
+        }
+        inv.arg("host").arg(&holder.host).arg("pid").arg(holder.pid);
         if let Some(desc) = &meta.description {
             inv.arg("description").arg(&**desc);
         }
@@ -374,26 +421,26 @@ impl Client {
             inv.invoke_async(&mut conn).await.map_err(|e| {
                 let err = Error::from_redis(e, Some(key));
                 if err.is_corrupt_data() && err.message().contains("counter") {
-                    err.with_key(self.inner.ns.counter())
+                    err.with_key(inner.ns.counter())
                 } else {
                     err
                 }
             })?;
-        if won == 1 {
-            Ok(Attempt::Acquired {
+        let ttl = parse_pttl(ttl);
+        Ok(match won {
+            1 => Attempt::Acquired { index, ttl, sent },
+            2 => Attempt::HandedOver {
                 index,
-                ttl: parse_pttl(ttl),
+                pttl: ttl,
                 sent,
-            })
-        } else {
-            Ok(Attempt::Held {
-                pttl: parse_pttl(ttl),
-            })
-        }
+            },
+            _ => Attempt::Held { pttl: ttl, sent },
+        })
     }
 
-    /// Waits for the lock: registered for release notices before the first attempt, woken by
-    /// a notice, by the holder's expiry, or by a resubscription after a reconnect.
+    /// Waits for the lock: registered for notices before the first attempt, woken by a release
+    /// notice (or, with the fair queue, by the lock being handed over), by the holder's expiry,
+    /// or by a resubscription after a reconnect.
     pub(crate) async fn wait_for(
         &self,
         key: &str,
@@ -403,7 +450,7 @@ impl Client {
     ) -> Result<Waited> {
         let started = Instant::now();
         let deadline = wait.filter(|w| !w.is_zero()).map(|w| started + w);
-        let hub = self.hub().await;
+        let hub = self.hub().await?;
         let registration = hub.register(key);
         let mut state = hub.state();
         if !state.borrow().subscribed {
@@ -417,20 +464,39 @@ impl Client {
         }
         state.borrow_and_update();
         let max_poll = self.inner.config.max_poll;
+        let ttl = Duration::from_millis(ttl_ms);
+        let token = registration.token().map(str::to_owned);
         let mut first = true;
         let mut backoff = Duration::from_millis(50);
         let mut last_pttl = Duration::ZERO;
+        // The send time of the last attempt that found the lock held by someone else: it ran
+        // before any handoff to this waiter, so a lease counted from it is never too long.
+        let mut last_held_sent = started;
         loop {
-            let pause = match self.attempt(key, ttl_ms, meta).await {
+            let pause = match self.attempt(key, ttl_ms, meta, token.as_deref()).await {
                 Ok(Attempt::Acquired { index, ttl, sent }) => {
+                    registration.finish();
                     return Ok(Waited::Acquired {
                         index,
                         ttl,
-                        sent,
+                        deadline: crate::guard::lease_deadline(sent, ttl),
+                        claim: false,
                         immediate: first,
-                    })
+                    });
                 }
-                Ok(Attempt::Held { pttl }) => {
+                Ok(Attempt::HandedOver { index, pttl, sent }) => {
+                    let until = crate::guard::lease_deadline(sent, pttl);
+                    if let Some(waited) = self.settle_handoff(key, index, ttl, until).await? {
+                        registration.finish();
+                        return Ok(waited);
+                    }
+                    Duration::ZERO
+                }
+                Ok(Attempt::Held { pttl, sent }) => {
+                    if token.is_some() {
+                        registration.mark_queued();
+                    }
+                    last_held_sent = sent;
                     backoff = Duration::from_millis(50);
                     last_pttl = pttl;
                     // Wake just after the holder's expiry, in case it never releases.
@@ -460,7 +526,16 @@ impl Client {
             let wake_at = deadline.map_or(now + pause, |d| d.min(now + pause));
             tokio::select! {
                 _ = registration.notified() => {
-                    tracing::trace!(key, "woken by a release notice");
+                    if let Some(handoff) = registration.take_handoff() {
+                        tracing::trace!(key, index = handoff.index, "the lock was handed over");
+                        let until = crate::guard::lease_deadline(last_held_sent, handoff.window);
+                        if let Some(waited) = self.settle_handoff(key, handoff.index, ttl, until).await? {
+                            registration.finish();
+                            return Ok(waited);
+                        }
+                    } else {
+                        tracing::trace!(key, "woken by a release notice");
+                    }
                 }
                 _ = tokio::time::sleep_until(wake_at.into()) => {}
                 changed = state.changed() => {
@@ -473,12 +548,81 @@ impl Client {
         }
     }
 
+    /// Turns a lock handed to this waiter into a lease. The server keeps a handed-over lock
+    /// for the claim window only; when the lease counted from `until` is too short to claim
+    /// the full ttl in the background, claim it now. `None`: the handoff was lost meanwhile.
+    async fn settle_handoff(
+        &self,
+        key: &str,
+        index: i64,
+        ttl: Duration,
+        until: Instant,
+    ) -> Result<Option<Waited>> {
+        let claim = ttl > self.inner.config.claim_window;
+        if !claim || until.saturating_duration_since(Instant::now()) >= Duration::from_millis(50) {
+            return Ok(Some(Waited::Acquired {
+                index,
+                ttl,
+                deadline: until,
+                claim,
+                immediate: false,
+            }));
+        }
+        let sent = Instant::now();
+        match self.renew_key(key, index, ttl.as_millis() as u64).await? {
+            RenewOutcome::Renewed => Ok(Some(Waited::Acquired {
+                index,
+                ttl,
+                deadline: crate::guard::lease_deadline(sent, ttl),
+                claim: false,
+                immediate: false,
+            })),
+            _ => {
+                tracing::debug!(
+                    key,
+                    index,
+                    "a handed-over lock expired before it was claimed"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Renews a handed-over lock to its full ttl for a caller without a guard.
+    fn claim_in_background(&self, key: &str, index: i64, ttl: Duration) {
+        let client = self.clone();
+        let key = key.to_owned();
+        tokio::spawn(
+            async move {
+                match client.renew_key(&key, index, ttl.as_millis() as u64).await {
+                    Ok(RenewOutcome::Renewed) => {}
+                    Ok(other) => tracing::warn!(key, index, result = %other, "could not claim a handed-over lock"),
+                    Err(e) => tracing::warn!(key, index, error = %e, "could not claim a handed-over lock"),
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
     pub(crate) async fn release_key(&self, key: &str, index: i64) -> Result<(ReleaseOutcome, i64)> {
         let mut conn = self.connection().await?;
-        let (ok, word, idx): (i64, String, i64) = scripts::RELEASE
-            .key(key)
-            .arg(index)
-            .arg(self.inner.ns.channel())
+        let inner = &self.inner;
+        let mut inv;
+        if inner.config.fair {
+            let (queue, entries) = inner.ns.queue_keys(key);
+            inv = scripts::FAIR_RELEASE.prepare_invoke();
+            inv.key(key)
+                .key(inner.ns.counter())
+                .key(queue)
+                .key(entries)
+                .arg(index)
+                .arg(inner.ns.channel())
+                .arg(inner.config.claim_window.as_millis() as u64);
+        } else {
+            inv = scripts::RELEASE.prepare_invoke();
+            inv.key(key).arg(index).arg(inner.ns.channel());
+        }
+        let (ok, word, idx): (i64, String, i64) = inv
             .invoke_async(&mut conn)
             .await
             .map_err(|e| Error::from_redis(e, Some(key)))?;
@@ -561,7 +705,7 @@ impl Client {
         let ttl_ms = ttl_millis(ttl)?;
         let span = tracing::debug_span!("redfour.acquire", key, ttl_ms);
         let attempt = self
-            .attempt(&key, ttl_ms, &Meta::default())
+            .attempt(&key, ttl_ms, &Meta::default(), None)
             .instrument(span)
             .await?;
         Ok(match attempt {
@@ -572,7 +716,8 @@ impl Client {
                 ttl,
                 immediate: true,
             },
-            Attempt::Held { pttl } => AcquireResponse {
+            // Only a waiter with a queue token can be handed a lock.
+            Attempt::Held { pttl, .. } | Attempt::HandedOver { pttl, .. } => AcquireResponse {
                 id: id.to_owned(),
                 success: false,
                 index: -1,
@@ -622,14 +767,20 @@ impl Client {
                 index,
                 ttl,
                 immediate,
+                claim,
                 ..
-            } => AcquireResponse {
-                id: id.to_owned(),
-                success: true,
-                index,
-                ttl,
-                immediate,
-            },
+            } => {
+                if claim {
+                    self.claim_in_background(&key, index, ttl);
+                }
+                AcquireResponse {
+                    id: id.to_owned(),
+                    success: true,
+                    index,
+                    ttl,
+                    immediate,
+                }
+            }
             Waited::GaveUp { pttl, .. } => AcquireResponse {
                 id: id.to_owned(),
                 success: false,
@@ -863,7 +1014,8 @@ impl LockBuilder {
             Waited::Acquired {
                 index,
                 ttl,
-                sent,
+                deadline,
+                claim,
                 immediate,
             } => Ok(LockGuard::new(
                 self.client,
@@ -871,9 +1023,10 @@ impl LockBuilder {
                 key,
                 index,
                 ttl,
-                sent,
+                deadline,
                 immediate,
                 self.keep_alive,
+                claim,
             )),
             Waited::GaveUp { pttl, waited } => Err(Error::not_acquired(&key, waited, pttl)),
         }
@@ -894,7 +1047,7 @@ impl LockBuilder {
         let span = tracing::debug_span!("redfour.acquire", key, ttl_ms);
         match self
             .client
-            .attempt(&key, ttl_ms, &self.meta)
+            .attempt(&key, ttl_ms, &self.meta, None)
             .instrument(span)
             .await?
         {
@@ -904,11 +1057,13 @@ impl LockBuilder {
                 key,
                 index,
                 ttl,
-                sent,
+                crate::guard::lease_deadline(sent, ttl),
                 true,
                 self.keep_alive,
+                false,
             ))),
-            Attempt::Held { .. } => Ok(None),
+            // Only a waiter with a queue token can be handed a lock.
+            Attempt::Held { .. } | Attempt::HandedOver { .. } => Ok(None),
         }
     }
 }

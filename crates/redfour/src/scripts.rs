@@ -9,6 +9,20 @@ pub(crate) static RELEASE: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("scripts/release.lua")));
 pub(crate) static RENEW: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("scripts/renew.lua")));
+pub(crate) static FAIR_ACQUIRE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(concat!(
+        include_str!("scripts/fair_common.lua"),
+        include_str!("scripts/fair_acquire.lua")
+    ))
+});
+pub(crate) static FAIR_RELEASE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(concat!(
+        include_str!("scripts/fair_common.lua"),
+        include_str!("scripts/fair_release.lua")
+    ))
+});
+pub(crate) static FAIR_LEAVE: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("scripts/fair_leave.lua")));
 pub(crate) static STATUS: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("scripts/status.lua")));
 
@@ -21,6 +35,10 @@ mod tests {
             include_str!("scripts/release.lua"),
             include_str!("scripts/renew.lua"),
             include_str!("scripts/status.lua"),
+            include_str!("scripts/fair_common.lua"),
+            include_str!("scripts/fair_acquire.lua"),
+            include_str!("scripts/fair_release.lua"),
+            include_str!("scripts/fair_leave.lua"),
         ] {
             assert!(!src.contains("${"), "a script must not be a template");
             assert!(!src.contains("'lock"), "a script must not name a namespace");
