@@ -1,7 +1,6 @@
 //! The synchronous facade against a real Redis.
 #![cfg(feature = "blocking")]
 
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -20,11 +19,10 @@ fn acquire_wait_release_from_threads() {
         .unwrap();
     assert!(first.acquired_immediately());
 
-    let (started_tx, started_rx) = mpsc::channel();
+    let attempts_before = evalsha_calls(&server);
     let waiter = thread::spawn({
         let locks = locks.clone();
         move || {
-            started_tx.send(()).unwrap();
             let t = Instant::now();
             let g = locks
                 .lock("job")
@@ -40,14 +38,9 @@ fn acquire_wait_release_from_threads() {
             )
         }
     });
-    started_rx.recv().unwrap();
-    // Let the waiter register and make its first attempt before releasing.
+    // Release only once the waiter is subscribed and its first attempt has run on the server.
     assert!(wait_until(Duration::from_secs(5), || {
-        locks
-            .acquire_lock("job", Duration::from_secs(1))
-            .map(|r| !r.success)
-            .unwrap_or(false)
-            && server_has_subscriber(&server)
+        evalsha_calls(&server) > attempts_before && server_has_subscriber(&server)
     }));
     let first_index = first.index();
     let released = first.release().unwrap();
@@ -58,6 +51,19 @@ fn acquire_wait_release_from_threads() {
     // Woken by the release notice, far sooner than the 20 s ttl.
     assert!(waited < Duration::from_secs(10), "{waited:?}");
     assert_eq!(rel.result, ReleaseOutcome::Released);
+}
+
+fn evalsha_calls(server: &RedisServer) -> u64 {
+    let info = match server.cmd(&["INFO", "commandstats"]) {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+        redis::Value::VerbatimString { text, .. } => text,
+        other => panic!("unexpected INFO reply {other:?}"),
+    };
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 fn server_has_subscriber(server: &RedisServer) -> bool {
