@@ -96,6 +96,6 @@ local function redfour_handoff(key, counter, queue, entries, head, entry, now_us
     meta = entry.m
   end
   local index = redfour_grant(key, counter, now_us, window, meta, head)
-  redis.call('PUBLISH', entry.c, head .. ' ' .. string.format('%d', index) .. ' ' .. window)
+  redis.call('PUBLISH', entry.c, head .. ' ' .. string.format('%d', index) .. ' ' .. window .. ' ' .. key)
   return index
 end

@@ -1,0 +1,285 @@
+//! `redfour-bench`: measures redfour against a real Redis, in the unit that matters for a lock
+//! service, the round trip (RTT), and against the minimal raw Redis lock on the same client
+//! stack.
+//!
+//! ```text
+//! cargo run --release -p redfour-bench -- [--url redis://HOST:PORT/] [--json] [--plot handoff.svg]
+//!                                          [--scenarios rtt,handoff,...] [--quick] [--fair]
+//! ```
+//!
+//! Without `--url`, a private `redis-server` is started on a free port through the test kit
+//! (`redfour-test`) and killed at the end. Every scenario uses its own namespaces, prefixed with
+//! the bench's process id, and deletes their keys when done, so a run against a shared server
+//! leaves nothing behind and never touches other keys. Locks are taken with a 10 s ttl (60 s
+//! for the holder of the `waiters` scenario), so none expires during a measurement. The redfour
+//! clients use the library's defaults; `--fair` turns the fair queue on for all of them.
+//!
+//! # Output
+//!
+//! With `--json`, one JSON object per scenario per line, with exactly these fields (other
+//! tools read them), and nothing else on stdout:
+//!
+//! ```text
+//! {"scenario":"rtt","p50_us":…,"p99_us":…}
+//! {"scenario":"uncontended","cycles_per_s":…,"raw_cycles_per_s":…}
+//! {"scenario":"parallel","tasks":64,"cycles_per_s":…,"raw_cycles_per_s":…}
+//! {"scenario":"handoff","p50_us":…,"p99_us":…,"rtt_p50_us":…}
+//! {"scenario":"contention","workers":8,"seconds":…,"handoffs_per_s":…,"min_acquisitions":…,"max_acquisitions":…,"max_wait_ms":…,"wakeups_per_handoff":…}
+//! {"scenario":"waiters","waiters":10000,"connections":…,"rss_growth_mb":…,"all_acquired":true}
+//! ```
+//!
+//! The comparison with the targets goes to stderr. Without `--json`, both are printed as
+//! tables. The exit status is 0 when every selected scenario ran (met targets or not), 1 when
+//! one failed to run, 2 for bad arguments.
+//!
+//! # Scenarios, and how to read them against the targets
+//!
+//! - **`rtt`**: 5000 sequential `PING`s (after 500 untimed) on a
+//!   `redis::aio::ConnectionManager` configured as the library configures its own. It is the
+//!   yardstick: nothing that needs a round trip can beat it.
+//! - **`uncontended`**: one task cycling `acquire_lock` + `release_lock` over 1000 keys, against
+//!   the raw baseline (`SET key token NX PX ttl`, then the compare-and-delete script
+//!   `if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('del',KEYS[1]) else return 0 end`
+//!   by `EVALSHA`) on the same kind of connection. Both take two round trips per cycle, so the
+//!   difference is redfour's own cost (client-side work, the heavier scripts).
+//!   Six A/B rounds of 0.5 s blocks, alternating which side runs first; medians reported.
+//!   **Target: `cycles_per_s ≥ 0.9 × raw_cycles_per_s`.**
+//! - **`parallel`**: the same with 64 tasks on one client, one key per task, so that the
+//!   connection is pipelined. Client-side overhead per operation (allocations, spawned tasks)
+//!   shows up here more than round trips. **Target: `cycles_per_s ≥ 0.8 × raw_cycles_per_s`.**
+//! - **`handoff`**: the time from the holder's `release_lock` call to the moment an
+//!   already-waiting `wait_acquire_lock` on another client returns with the lock; 500 samples
+//!   after 20 untimed, both instants from one monotonic clock in one process. Each sample
+//!   starts only when the waiter is registered and the server has executed its first attempt.
+//!   With release-notice-then-retry, expect about 1.5 RTT (the notice travels half a round
+//!   trip after the release, then the retry takes a full one); a release that hands the lock
+//!   to the queued waiter directly costs about one. **Targets: `p50_us ≤ 1.2 × rtt_p50_us`;
+//!   `p99_us ≤ 3 ×` the PING p99 of the same run.**
+//! - **`contention`**: 8 workers, each with its own client (as 8 processes would have), looping
+//!   `wait_acquire_lock` (no limit) → `release_lock` on one key for 5 s, with no work in
+//!   between. Every acquisition is a handoff. **Targets:**
+//!   - `handoffs_per_s × rtt_p50 ≥ 0.5` (at most two round trips per handoff, with the PING p50
+//!     measured just before);
+//!   - `max_acquisitions / min_acquisitions ≤ 1.5` (fairness between workers);
+//!   - `max_wait_ms ≤ 3 × workers × mean cycle`, where the mean cycle is `seconds / total
+//!     acquisitions` (nobody waits much longer than a full turn of the queue);
+//!   - `wakeups_per_handoff ≤ 1.1`: release notices handed to waiters (the sum of the clients'
+//!     `notices_delivered()`) per acquisition; a broadcast to every waiter makes it about
+//!     `workers − 1`, a notice to the next in line makes it 1.
+//! - **`waiters`**: a holder takes 10,000 locks; a second client starts 10,000 waiters (tokio
+//!   tasks, one per lock, no wait limit). Measured once all are registered and have made their
+//!   first attempt: the connections the waiting client opened (new `CLIENT LIST` ids) and the
+//!   growth of the process's resident memory. Then the holder releases everything and every
+//!   waiter must get its lock within the scenario's 120 s bound. **Targets: `connections ≤ 3`,
+//!   `rss_growth_mb ≤ 30`, `all_acquired` true.**
+//!
+//! `--quick` shrinks every scenario (200 `PING`s, 0.1 s blocks, 20 handoffs, 1 s of contention,
+//! 200 waiters) for a smoke test: its numbers are not worth comparing with the targets.
+//!
+//! The noise floor: on a loaded machine (other builds running) rates move by 10–20 % between
+//! runs; the A/B interleaving keeps the *ratios* much steadier than the absolute numbers.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+mod plot;
+mod report;
+mod scenarios;
+mod stack;
+mod stats;
+
+use report::Report;
+use scenarios::{Ctx, Params, Scenario};
+use stack::{Admin, Target};
+
+/// Any error; the bench only reports them.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The bench's result type.
+pub type Result<T> = std::result::Result<T, BoxError>;
+
+/// Benchmarks of redfour against a real Redis (see the crate docs for the scenarios and the
+/// targets).
+#[derive(Debug, Parser)]
+#[command(name = "redfour-bench", version)]
+struct Args {
+    /// The Redis to measure against, e.g. redis://127.0.0.1:6379/. Without it, a private
+    /// redis-server (from PATH) is started on a free port for the run.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+
+    /// Print one JSON object per scenario per line on stdout (the target comparison goes to
+    /// stderr).
+    #[arg(long)]
+    json: bool,
+
+    /// Draw the handoff latency distribution (CDF) into this SVG file. Needs the handoff
+    /// scenario.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+
+    /// Run only these scenarios (comma-separated); they always run in the order listed below.
+    /// Default: all.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "NAMES")]
+    scenarios: Vec<Scenario>,
+
+    /// Tiny sizes for a smoke run: checks that everything works in a few seconds; the numbers
+    /// mean little.
+    #[arg(long)]
+    quick: bool,
+
+    /// Build every redfour client with the fair queue on (FIFO waiters, direct handoff at
+    /// release). Default: the library's default (off). The baselines are unaffected.
+    #[arg(long)]
+    fair: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut selected = if args.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        args.scenarios.clone()
+    };
+    selected.sort_unstable();
+    selected.dedup();
+    if args.plot.is_some() && !selected.contains(&Scenario::Handoff) {
+        Args::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--plot draws the handoff scenario, which --scenarios leaves out",
+            )
+            .exit();
+    }
+    match run(&args, &selected).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("redfour-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the selected scenarios and prints their reports; false when one of them failed.
+async fn run(args: &Args, selected: &[Scenario]) -> Result<bool> {
+    // Kept alive until the end of the run; dropping it kills the server.
+    let mut own_server = None;
+    let url = match &args.url {
+        Some(url) => url.clone(),
+        None => {
+            let server = tokio::task::spawn_blocking(redfour_test::RedisServer::try_start)
+                .await?
+                .map_err(|e| format!("cannot start a redis-server for the run: {e}"))?;
+            let url = server.url();
+            own_server = Some(server);
+            url
+        }
+    };
+    let target = Target {
+        url,
+        prefix: format!("rfbench{}", std::process::id()),
+        fair: args.fair,
+    };
+    // The URL may carry a password: show it the way the library redacts it.
+    let shown = redfour::Client::new(&target.url)?.address().to_owned();
+    let mut ctx = Ctx {
+        admin: Admin::connect(&target).await?,
+        target,
+        params: if args.quick {
+            Params::quick()
+        } else {
+            Params::full()
+        },
+    };
+
+    if !args.json {
+        let origin = if own_server.is_some() {
+            "started for this run"
+        } else {
+            "given by --url"
+        };
+        let mode = if args.fair { "fair queue" } else { "default" };
+        println!("redis: {shown} ({origin}); redfour clients: {mode}\n");
+        println!("scenario     result");
+    }
+    let mut reports = Vec::new();
+    let mut all_ran = true;
+    for &scenario in selected {
+        let outcome = scenario.run(&mut ctx).await;
+        // Whether the scenario succeeded or not: a failure may leave locks and queues behind.
+        if let Err(e) = ctx.cleanup(scenario.name()).await {
+            eprintln!("redfour-bench: cleaning up after {}: {e}", scenario.name());
+        }
+        match outcome {
+            Ok(report) => {
+                if args.json {
+                    println!("{}", report.json());
+                } else {
+                    println!("{:<12} {}", report.name(), report.summary());
+                }
+                std::io::stdout().flush()?;
+                reports.push(report);
+            }
+            Err(e) => {
+                eprintln!("redfour-bench: scenario {} failed: {e}", scenario.name());
+                all_ran = false;
+            }
+        }
+    }
+
+    let targets = report::targets(&reports);
+    if args.json {
+        eprint!("{targets}");
+    } else if !targets.is_empty() {
+        println!("\n{targets}");
+    }
+    if let Some(path) = &args.plot {
+        match reports.iter().find_map(|r| match r {
+            Report::Handoff {
+                samples_us,
+                rtt_p50_us,
+                ..
+            } => Some((samples_us, *rtt_p50_us)),
+            _ => None,
+        }) {
+            Some((samples, rtt)) => {
+                plot::handoff_cdf(path, samples, rtt)?;
+                eprintln!("handoff latency plot written to {}", path.display());
+            }
+            None => {
+                eprintln!("redfour-bench: no handoff results to plot");
+                all_ran = false;
+            }
+        }
+    }
+    drop(own_server);
+    Ok(all_ran)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_parse() {
+        Args::command().debug_assert();
+        let args = Args::try_parse_from([
+            "redfour-bench",
+            "--scenarios",
+            "handoff,rtt",
+            "--quick",
+            "--json",
+        ])
+        .expect("valid arguments");
+        assert_eq!(args.scenarios, [Scenario::Handoff, Scenario::Rtt]);
+        assert!(args.quick && args.json);
+        assert!(Args::try_parse_from(["redfour-bench", "--scenarios", "nope"]).is_err());
+    }
+}

@@ -1,0 +1,365 @@
+//! What each scenario reports: one JSON object per line (the contract other tools read), a
+//! human-readable table, and the comparison with the performance targets.
+
+use serde::Serialize;
+
+use crate::stats::round_to;
+
+/// One scenario's result. Serialized with `scenario` first and exactly the fields listed in the
+/// crate docs; fields marked `skip` feed the target checks and the plot only.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "scenario", rename_all = "lowercase")]
+pub enum Report {
+    /// Sequential `PING` on the library's connection stack.
+    Rtt {
+        /// Median round trip, µs.
+        p50_us: f64,
+        /// 99th percentile round trip, µs.
+        p99_us: f64,
+    },
+    /// Sequential acquire + release on varying keys, redfour and the raw baseline.
+    Uncontended {
+        /// redfour cycles per second (median of the blocks).
+        cycles_per_s: f64,
+        /// Raw baseline cycles per second (median of the blocks).
+        raw_cycles_per_s: f64,
+    },
+    /// Many tasks on one client, one key each.
+    Parallel {
+        /// How many tasks ran concurrently.
+        tasks: usize,
+        /// redfour cycles per second, all tasks together (median of the blocks).
+        cycles_per_s: f64,
+        /// Raw baseline cycles per second, all tasks together (median of the blocks).
+        raw_cycles_per_s: f64,
+    },
+    /// From the holder's release call to the already-waiting waiter holding the lock.
+    Handoff {
+        /// Median handoff latency, µs.
+        p50_us: f64,
+        /// 99th percentile handoff latency, µs.
+        p99_us: f64,
+        /// Median `PING` round trip measured in the same run, µs.
+        rtt_p50_us: f64,
+        /// 99th percentile `PING` round trip of the same run, µs.
+        #[serde(skip)]
+        rtt_p99_us: f64,
+        /// Every handoff latency, µs, ascending (for the plot).
+        #[serde(skip)]
+        samples_us: Vec<f64>,
+    },
+    /// Several clients looping wait-acquire → release on one key.
+    Contention {
+        /// How many workers (each with its own client).
+        workers: usize,
+        /// How long the loop ran, s.
+        seconds: f64,
+        /// Acquisitions per second, all workers together.
+        handoffs_per_s: f64,
+        /// The fewest acquisitions one worker made.
+        min_acquisitions: u64,
+        /// The most acquisitions one worker made.
+        max_acquisitions: u64,
+        /// The longest single wait-acquire call, ms.
+        max_wait_ms: f64,
+        /// Release notices handed to waiters per acquisition.
+        wakeups_per_handoff: f64,
+        /// Median `PING` round trip measured just before, µs.
+        #[serde(skip)]
+        rtt_p50_us: f64,
+    },
+    /// Thousands of waiters on one client: connections, memory, and whether all get through.
+    Waiters {
+        /// How many waiters (one lock each).
+        waiters: usize,
+        /// Connections the waiting client opened on the server.
+        connections: usize,
+        /// Resident memory added by the registered waiters, MiB (`null` if unknown).
+        rss_growth_mb: Option<f64>,
+        /// Whether every waiter acquired its lock after the holder released them all.
+        all_acquired: bool,
+    },
+}
+
+/// One comparison of a result with its target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    /// What is compared, e.g. `uncontended redfour/raw`.
+    pub what: &'static str,
+    /// The measured value (a ratio, or a plain value).
+    pub value: f64,
+    /// The target, as text (`≥ 0.90`).
+    pub goal: String,
+    /// Whether the target is met.
+    pub met: bool,
+}
+
+impl Check {
+    fn at_least(what: &'static str, value: f64, min: f64) -> Check {
+        Check {
+            what,
+            value,
+            goal: format!("≥ {min:.2}"),
+            met: value >= min,
+        }
+    }
+
+    fn at_most(what: &'static str, value: f64, max: f64) -> Check {
+        Check {
+            what,
+            value,
+            goal: format!("≤ {max:.2}"),
+            met: value <= max,
+        }
+    }
+}
+
+/// `a / b`; for `b` zero, infinity when `a` is positive and NaN otherwise, so that a missing
+/// denominator never passes an "at most" target (NaN passes no comparison at all).
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else if a > 0.0 {
+        f64::INFINITY
+    } else {
+        f64::NAN
+    }
+}
+
+impl Report {
+    /// The scenario's name, as in the JSON `scenario` field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Report::Rtt { .. } => "rtt",
+            Report::Uncontended { .. } => "uncontended",
+            Report::Parallel { .. } => "parallel",
+            Report::Handoff { .. } => "handoff",
+            Report::Contention { .. } => "contention",
+            Report::Waiters { .. } => "waiters",
+        }
+    }
+
+    /// The JSON line of the contract.
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            // Serializing plain numbers and booleans cannot fail; say so loudly if it ever does.
+            format!("{{\"scenario\":\"{}\",\"error\":\"{e}\"}}", self.name())
+        })
+    }
+
+    /// One human-readable line of measurements.
+    pub fn summary(&self) -> String {
+        match self {
+            Report::Rtt { p50_us, p99_us } => format!("PING p50 {p50_us} µs, p99 {p99_us} µs"),
+            Report::Uncontended {
+                cycles_per_s,
+                raw_cycles_per_s,
+            } => format!("redfour {cycles_per_s:.0} cycles/s, raw {raw_cycles_per_s:.0} cycles/s"),
+            Report::Parallel {
+                tasks,
+                cycles_per_s,
+                raw_cycles_per_s,
+            } => format!(
+                "{tasks} tasks: redfour {cycles_per_s:.0} cycles/s, raw {raw_cycles_per_s:.0} cycles/s"
+            ),
+            Report::Handoff {
+                p50_us,
+                p99_us,
+                rtt_p50_us,
+                rtt_p99_us,
+                samples_us,
+            } => format!(
+                "{} samples: p50 {p50_us} µs, p99 {p99_us} µs (PING p50 {rtt_p50_us} µs, p99 {rtt_p99_us} µs)",
+                samples_us.len()
+            ),
+            Report::Contention {
+                workers,
+                seconds,
+                handoffs_per_s,
+                min_acquisitions,
+                max_acquisitions,
+                max_wait_ms,
+                wakeups_per_handoff,
+                ..
+            } => format!(
+                "{workers} workers, {seconds} s: {handoffs_per_s:.0} handoffs/s, acquisitions per worker {min_acquisitions}..{max_acquisitions}, longest wait {max_wait_ms} ms, {wakeups_per_handoff} wakeups/handoff"
+            ),
+            Report::Waiters {
+                waiters,
+                connections,
+                rss_growth_mb,
+                all_acquired,
+            } => format!(
+                "{waiters} waiters: {connections} connections, RSS +{} MiB, all acquired: {all_acquired}",
+                rss_growth_mb.map_or("?".to_owned(), |m| m.to_string())
+            ),
+        }
+    }
+
+    /// The scenario's targets (see the crate docs), compared with its result.
+    pub fn checks(&self) -> Vec<Check> {
+        match self {
+            Report::Rtt { .. } => Vec::new(),
+            Report::Uncontended {
+                cycles_per_s,
+                raw_cycles_per_s,
+            } => vec![Check::at_least(
+                "uncontended redfour/raw",
+                ratio(*cycles_per_s, *raw_cycles_per_s),
+                0.9,
+            )],
+            Report::Parallel {
+                cycles_per_s,
+                raw_cycles_per_s,
+                ..
+            } => vec![Check::at_least(
+                "parallel redfour/raw",
+                ratio(*cycles_per_s, *raw_cycles_per_s),
+                0.8,
+            )],
+            Report::Handoff {
+                p50_us,
+                p99_us,
+                rtt_p50_us,
+                rtt_p99_us,
+                ..
+            } => vec![
+                Check::at_most("handoff p50 / rtt p50", ratio(*p50_us, *rtt_p50_us), 1.2),
+                Check::at_most("handoff p99 / rtt p99", ratio(*p99_us, *rtt_p99_us), 3.0),
+            ],
+            Report::Contention {
+                workers,
+                seconds,
+                handoffs_per_s,
+                min_acquisitions,
+                max_acquisitions,
+                max_wait_ms,
+                wakeups_per_handoff,
+                rtt_p50_us,
+            } => {
+                let total = handoffs_per_s * seconds;
+                // The mean time from one acquisition to the next, all workers together.
+                let mean_cycle_ms = ratio(seconds * 1e3, total);
+                vec![
+                    Check::at_least(
+                        "contention handoffs/s × rtt p50",
+                        handoffs_per_s * rtt_p50_us / 1e6,
+                        0.5,
+                    ),
+                    Check::at_most(
+                        "contention max/min acquisitions",
+                        ratio(*max_acquisitions as f64, *min_acquisitions as f64),
+                        1.5,
+                    ),
+                    Check::at_most(
+                        "contention max wait / (workers × mean cycle)",
+                        ratio(*max_wait_ms, *workers as f64 * mean_cycle_ms),
+                        3.0,
+                    ),
+                    Check::at_most("contention wakeups/handoff", *wakeups_per_handoff, 1.1),
+                ]
+            }
+            Report::Waiters {
+                connections,
+                rss_growth_mb,
+                all_acquired,
+                ..
+            } => {
+                let mut checks = vec![Check::at_most(
+                    "waiters connections",
+                    *connections as f64,
+                    3.0,
+                )];
+                if let Some(mb) = rss_growth_mb {
+                    checks.push(Check::at_most("waiters RSS growth (MiB)", *mb, 30.0));
+                }
+                checks.push(Check {
+                    what: "waiters all acquired",
+                    value: if *all_acquired { 1.0 } else { 0.0 },
+                    goal: "= 1 (true)".to_owned(),
+                    met: *all_acquired,
+                });
+                checks
+            }
+        }
+    }
+}
+
+/// Every target check of every report, with a verdict per line.
+pub fn targets(reports: &[Report]) -> String {
+    let checks: Vec<Check> = reports.iter().flat_map(Report::checks).collect();
+    if checks.is_empty() {
+        return String::new();
+    }
+    let width = checks.iter().map(|c| c.what.len()).max().unwrap_or(0);
+    let mut out = format!(
+        "{:<width$}  {:>9}  {:<10}  met\n",
+        "target", "value", "goal"
+    );
+    for c in &checks {
+        out.push_str(&format!(
+            "{:<width$}  {:>9}  {:<10}  {}\n",
+            c.what,
+            round_to(c.value, 3),
+            c.goal,
+            if c.met { "yes" } else { "NO" }
+        ));
+    }
+    let met = checks.iter().filter(|c| c.met).count();
+    out.push_str(&format!("{met} of {} targets met\n", checks.len()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_the_scenario_first_and_no_internal_fields() {
+        let r = Report::Handoff {
+            p50_us: 1.5,
+            p99_us: 2.0,
+            rtt_p50_us: 1.0,
+            rtt_p99_us: 1.0,
+            samples_us: vec![1.0, 2.0],
+        };
+        assert_eq!(
+            r.json(),
+            r#"{"scenario":"handoff","p50_us":1.5,"p99_us":2.0,"rtt_p50_us":1.0}"#
+        );
+        let w = Report::Waiters {
+            waiters: 3,
+            connections: 2,
+            rss_growth_mb: None,
+            all_acquired: true,
+        };
+        assert_eq!(
+            w.json(),
+            r#"{"scenario":"waiters","waiters":3,"connections":2,"rss_growth_mb":null,"all_acquired":true}"#
+        );
+    }
+
+    #[test]
+    fn checks_compare_with_targets() {
+        let u = Report::Uncontended {
+            cycles_per_s: 850.0,
+            raw_cycles_per_s: 1000.0,
+        };
+        let c = &u.checks()[0];
+        assert!(!c.met);
+        assert!((c.value - 0.85).abs() < 1e-9);
+        let c = Report::Contention {
+            workers: 8,
+            seconds: 1.0,
+            handoffs_per_s: 1000.0,
+            min_acquisitions: 100,
+            max_acquisitions: 140,
+            max_wait_ms: 20.0,
+            wakeups_per_handoff: 1.0,
+            rtt_p50_us: 600.0,
+        };
+        // mean cycle 1 ms: 20 ms ≤ 3 × 8 × 1 ms.
+        assert!(c.checks().iter().all(|c| c.met), "{:?}", c.checks());
+        assert!(ratio(0.0, 0.0).is_nan());
+    }
+}

@@ -1,0 +1,105 @@
+//! `handoff`: how long after the holder lets go the next waiter holds the lock.
+//!
+//! Each sample: client A takes the lock; a task waits for it on client B
+//! (`wait_acquire_lock`, no wait limit); once B's waiter is registered *and* its first attempt
+//! has been executed by the server (the server's `EVALSHA` count moved) and a settle time has
+//! passed, A notes `Instant::now()` and calls `release_lock`. The waiter task notes
+//! `Instant::now()` as soon as `wait_acquire_lock` returns. Both instants come from the same
+//! monotonic clock in the same process, so their difference is the handoff latency, with
+//! nothing estimated. B then releases, and the next sample starts.
+
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+use crate::report::Report;
+use crate::scenarios::{poll_until, Ctx};
+use crate::stack::{ping_latencies, BENCH_TTL};
+use crate::stats::{round_to, Latencies};
+use crate::Result;
+
+const NAME: &str = "handoff";
+const ID: &str = "handoff";
+
+/// How long to wait for one step of a sample before calling the harness (or the library)
+/// stuck.
+const STEP_LIMIT: Duration = Duration::from_secs(10);
+
+/// Measures the round trip, then the handoffs.
+pub async fn run(ctx: &mut Ctx) -> Result<Report> {
+    let holder = ctx.target.client(NAME)?;
+    let waiter = ctx.target.client(NAME)?;
+    holder.ping().await?;
+    waiter.ping().await?;
+
+    let mut conn = ctx.target.connection().await?;
+    let rtt = ping_latencies(&mut conn, ctx.params.rtt_warmup, ctx.params.rtt_samples).await?;
+    // Time for the first attempt's answer to travel back and the waiter to park, once the
+    // server has executed it.
+    let settle = (rtt.percentile(99.0) * 2).max(Duration::from_millis(1));
+
+    let p = &ctx.params;
+    let mut samples = Vec::with_capacity(p.handoff_samples);
+    for i in 0..p.handoff_warmup + p.handoff_samples {
+        let held = holder.acquire_lock(ID, BENCH_TTL).await?;
+        if !held.success {
+            return Err(format!("the holder could not take the free lock {ID}").into());
+        }
+        let attempts_before = ctx.admin.evalsha_calls().await?;
+
+        // In a JoinSet so that an early return (an error) aborts the waiter instead of leaving
+        // it behind to disturb the next scenario.
+        let mut task = JoinSet::new();
+        task.spawn({
+            let waiter = waiter.clone();
+            async move {
+                let got = waiter.wait_acquire_lock(ID, BENCH_TTL, None).await;
+                (got, Instant::now())
+            }
+        });
+        if !poll_until(STEP_LIMIT, || waiter.waiter_registrations() >= 1).await {
+            return Err("the waiter did not register within 10 s".into());
+        }
+        let attempted = match attempts_before {
+            Some(n) => ctx.admin.wait_for_evalsha_calls(n + 1, STEP_LIMIT).await?,
+            None => false,
+        };
+        // Without command statistics, fall back to a generous pause for the first attempt.
+        tokio::time::sleep(if attempted { settle } else { settle * 20 }).await;
+
+        let released_at = Instant::now();
+        let released = holder.release_lock(ID, held.index).await?;
+        if released.result != redfour::ReleaseOutcome::Released {
+            return Err(format!("the holder's release answered {}", released.result).into());
+        }
+        let (got, holds_at) = tokio::time::timeout(STEP_LIMIT, task.join_next())
+            .await
+            .map_err(|_| "the waiter did not get the lock within 10 s of the release")?
+            .ok_or("the waiter task vanished")??;
+        let got = got?;
+        if !got.success || got.immediate {
+            return Err(format!(
+                "the waiter's answer does not fit a handoff: success {}, immediate {}",
+                got.success, got.immediate
+            )
+            .into());
+        }
+        if i >= p.handoff_warmup {
+            samples.push(holds_at.saturating_duration_since(released_at));
+        }
+        waiter.release_lock(ID, got.index).await?;
+    }
+
+    let handoff = Latencies::new(samples);
+    Ok(Report::Handoff {
+        p50_us: handoff.p50_us(),
+        p99_us: handoff.p99_us(),
+        rtt_p50_us: rtt.p50_us(),
+        rtt_p99_us: rtt.p99_us(),
+        samples_us: handoff
+            .sorted_us()
+            .into_iter()
+            .map(|us| round_to(us, 1))
+            .collect(),
+    })
+}

@@ -1,0 +1,206 @@
+//! `uncontended` and `parallel`: how many acquire + release cycles per second redfour does on
+//! free keys, against the raw baseline (`SET NX PX` + compare-and-delete) on the same stack.
+//!
+//! Both sides run in alternating blocks (A B, B A, A B, …) so that slow drifts of the machine
+//! (another build starting, CPU frequency) hit both alike, and the medians of the per-block
+//! rates are reported. A short untimed block of each side comes first: it opens the
+//! connections and loads the scripts.
+
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+use crate::report::Report;
+use crate::scenarios::{Ctx, Params};
+use crate::stack::{redfour_cycle, RawLock};
+use crate::stats::{median, round_to};
+use crate::Result;
+
+/// Which side of the comparison a block measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Redfour,
+    Raw,
+}
+
+/// One block of the schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Block {
+    side: Side,
+    len: Duration,
+    /// False for the warm-up blocks.
+    timed: bool,
+}
+
+/// An untimed warm-up block of each side, then `ab_rounds` rounds of one block per side in
+/// the order A B, B A, A B, … so that neither side always runs first.
+fn schedule(p: &Params) -> Vec<Block> {
+    let warmup = p.ab_block / 4;
+    let mut blocks = vec![
+        Block {
+            side: Side::Redfour,
+            len: warmup,
+            timed: false,
+        },
+        Block {
+            side: Side::Raw,
+            len: warmup,
+            timed: false,
+        },
+    ];
+    for round in 0..p.ab_rounds {
+        let sides = if round % 2 == 0 {
+            [Side::Redfour, Side::Raw]
+        } else {
+            [Side::Raw, Side::Redfour]
+        };
+        blocks.extend(sides.map(|side| Block {
+            side,
+            len: p.ab_block,
+            timed: true,
+        }));
+    }
+    blocks
+}
+
+/// The per-block rates of each side, reduced to their medians.
+#[derive(Default)]
+struct Rates {
+    redfour: Vec<f64>,
+    raw: Vec<f64>,
+}
+
+impl Rates {
+    fn record(&mut self, block: Block, cycles: u64, elapsed: Duration) {
+        if !block.timed {
+            return;
+        }
+        let rate = cycles as f64 / elapsed.as_secs_f64();
+        match block.side {
+            Side::Redfour => self.redfour.push(rate),
+            Side::Raw => self.raw.push(rate),
+        }
+    }
+
+    /// (redfour, raw) median cycles per second.
+    fn medians(&self) -> (f64, f64) {
+        (
+            round_to(median(&self.redfour), 1),
+            round_to(median(&self.raw), 1),
+        )
+    }
+}
+
+/// One client, one cycle at a time, on keys `u0`, `u1`, … `u{n-1}`, `u0`, …
+pub async fn uncontended(ctx: &mut Ctx) -> Result<Report> {
+    const NAME: &str = "uncontended";
+    let client = ctx.target.client(NAME)?;
+    client.ping().await?;
+    let mut raw = RawLock::connect(&ctx.target).await?;
+    let ids: Vec<String> = (0..ctx.params.uncontended_keys)
+        .map(|i| format!("u{i}"))
+        .collect();
+    let raw_ns = ctx.target.namespace(&format!("{NAME}-raw"));
+    let raw_keys: Vec<String> = ids.iter().map(|id| format!("{raw_ns}:{id}")).collect();
+
+    let mut rates = Rates::default();
+    // Goes on across blocks: it rotates the keys and makes every raw token unique.
+    let mut cycle = 0u64;
+    for block in schedule(&ctx.params) {
+        let start = Instant::now();
+        let end = start + block.len;
+        let first = cycle;
+        while Instant::now() < end {
+            let slot = (cycle % ids.len() as u64) as usize;
+            match block.side {
+                Side::Redfour => redfour_cycle(&client, &ids[slot]).await?,
+                Side::Raw => raw.cycle(&raw_keys[slot], cycle).await?,
+            }
+            cycle += 1;
+        }
+        rates.record(block, cycle - first, start.elapsed());
+    }
+
+    let (cycles_per_s, raw_cycles_per_s) = rates.medians();
+    Ok(Report::Uncontended {
+        cycles_per_s,
+        raw_cycles_per_s,
+    })
+}
+
+/// `tasks` tokio tasks sharing one client (one connection), each cycling on its own key.
+pub async fn parallel(ctx: &mut Ctx) -> Result<Report> {
+    const NAME: &str = "parallel";
+    let tasks = ctx.params.parallel_tasks;
+    let client = ctx.target.client(NAME)?;
+    client.ping().await?;
+    let raw = RawLock::connect(&ctx.target).await?;
+    let raw_ns = ctx.target.namespace(&format!("{NAME}-raw"));
+
+    let mut rates = Rates::default();
+    for block in schedule(&ctx.params) {
+        let start = Instant::now();
+        let end = start + block.len;
+        let mut set = JoinSet::new();
+        for task in 0..tasks {
+            let id = format!("p{task}");
+            match block.side {
+                Side::Redfour => {
+                    let client = client.clone();
+                    set.spawn(async move {
+                        let mut n = 0u64;
+                        while Instant::now() < end {
+                            redfour_cycle(&client, &id).await?;
+                            n += 1;
+                        }
+                        Ok::<u64, crate::BoxError>(n)
+                    });
+                }
+                Side::Raw => {
+                    let mut raw = raw.clone();
+                    let key = format!("{raw_ns}:{id}");
+                    // Tokens unique per task and cycle: the task number in the high bits.
+                    let base = (task as u64) << 40;
+                    set.spawn(async move {
+                        let mut n = 0u64;
+                        while Instant::now() < end {
+                            raw.cycle(&key, base + n).await?;
+                            n += 1;
+                        }
+                        Ok::<u64, crate::BoxError>(n)
+                    });
+                }
+            }
+        }
+        let mut cycles = 0;
+        while let Some(done) = set.join_next().await {
+            cycles += done??;
+        }
+        rates.record(block, cycles, start.elapsed());
+    }
+
+    let (cycles_per_s, raw_cycles_per_s) = rates.medians();
+    Ok(Report::Parallel {
+        tasks,
+        cycles_per_s,
+        raw_cycles_per_s,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_alternates_after_warmup() {
+        let blocks = schedule(&Params::full());
+        let timed: Vec<Side> = blocks.iter().filter(|b| b.timed).map(|b| b.side).collect();
+        assert_eq!(blocks.iter().filter(|b| !b.timed).count(), 2);
+        assert_eq!(
+            &timed[..4],
+            &[Side::Redfour, Side::Raw, Side::Raw, Side::Redfour]
+        );
+        let redfour = timed.iter().filter(|s| **s == Side::Redfour).count();
+        assert_eq!(redfour * 2, timed.len());
+    }
+}
