@@ -52,6 +52,8 @@ pub(crate) struct ClientInner {
     pub(crate) token: String,
     /// `{ns}-handoff:{token}`.
     pub(crate) handoff_channel: String,
+    /// Numbers this client's acquire attempts.
+    pub(crate) attempts: std::sync::atomic::AtomicU64,
     address: String,
 }
 
@@ -265,6 +267,7 @@ impl ClientBuilder {
                 config: self.config,
                 token,
                 handoff_channel,
+                attempts: std::sync::atomic::AtomicU64::new(0),
                 holder: HolderIdentity::of_this_process(),
                 address,
             }),

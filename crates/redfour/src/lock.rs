@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::client::Client;
@@ -182,15 +182,6 @@ pub(crate) enum Attempt {
     },
 }
 
-impl Attempt {
-    fn won_index(&self) -> Option<i64> {
-        match self {
-            Attempt::Acquired { index, .. } | Attempt::HandedOver { index, .. } => Some(*index),
-            Attempt::Held { .. } => None,
-        }
-    }
-}
-
 /// What a wait ended with.
 pub(crate) enum Waited {
     Acquired {
@@ -213,21 +204,37 @@ pub(crate) struct Meta {
     pub(crate) description: Option<Arc<str>>,
 }
 
-/// Refuses a receiver dropped with an acquisition inside: releases it in the background.
-struct PendingAttempt {
-    rx: oneshot::Receiver<Result<Attempt>>,
-    client: Client,
-    key: String,
+/// Cleans up after an attempt whose outcome its caller will never learn: the future was
+/// dropped while the request was in flight, or the request failed in transit. Each attempt
+/// writes its own id into the lock hash, so the clean-up releases the lock only if that very
+/// attempt won it. On a multiplexed connection the clean-up is sent after the attempt, so it
+/// runs after it on the server.
+struct InFlight<'a> {
+    client: &'a Client,
+    key: &'a str,
+    attempt_id: &'a str,
+    armed: bool,
 }
 
-impl Drop for PendingAttempt {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        // The attempt finished, but its caller went away before reading the answer.
-        if let Ok(Ok(attempt)) = self.rx.try_recv() {
-            if let Some(index) = attempt.won_index() {
-                release_in_background(&self.client, &self.key, index);
-            }
+        if !self.armed {
+            return;
         }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let client = self.client.clone();
+        let key = self.key.to_owned();
+        let attempt_id = self.attempt_id.to_owned();
+        handle.spawn(
+            async move {
+                if let Err(e) = client.release_attempt(&key, &attempt_id).await {
+                    tracing::debug!(key, error = %e, "could not clean up after an abandoned attempt; a lock it won expires by its ttl");
+                }
+            }
+            .in_current_span(),
+        );
     }
 }
 
@@ -338,8 +345,9 @@ pub(crate) fn parse_index(s: &str) -> Option<i64> {
 }
 
 impl Client {
-    /// One attempt on the server, immune to cancellation: the request runs in its own task,
-    /// and if the caller is gone when it wins, the lock is released rather than left to expire.
+    /// One attempt on the server, safe to cancel: if the caller goes away while the request
+    /// is in flight (or the request fails in transit) and the attempt won, the lock is released
+    /// rather than left to expire.
     pub(crate) async fn attempt(
         &self,
         key: &str,
@@ -347,42 +355,39 @@ impl Client {
         meta: &Meta,
         token: Option<&str>,
     ) -> Result<Attempt> {
-        let (tx, rx) = oneshot::channel();
-        let mut pending = PendingAttempt {
-            rx,
-            client: self.clone(),
-            key: key.to_owned(),
+        let seq = self.inner.attempts.fetch_add(1, Ordering::Relaxed);
+        let attempt_id = format!("{}#{seq}", self.inner.token);
+        let mut in_flight = InFlight {
+            client: self,
+            key,
+            attempt_id: &attempt_id,
+            armed: true,
         };
-        let client = self.clone();
-        let key_owned = key.to_owned();
-        let meta = meta.clone();
-        let token = token.map(str::to_owned);
-        tokio::spawn(
-            async move {
-                let result = client
-                    .attempt_now(&key_owned, ttl_ms, &meta, token.as_deref())
-                    .await;
-                if let Err(Ok(attempt)) = tx.send(result) {
-                    if let Some(index) = attempt.won_index() {
-                        // The caller was dropped while the request was in flight.
-                        tracing::debug!(key = key_owned, index, "acquire won after its caller was dropped; releasing");
-                        if let Err(e) = client.release_key(&key_owned, index).await {
-                            tracing::warn!(key = key_owned, index, error = %e, "could not release an abandoned acquisition; it will expire by its ttl");
-                        }
-                    }
-                }
+        let result = self
+            .attempt_now(key, ttl_ms, meta, token, &attempt_id)
+            .await;
+        // After a transient error the attempt may or may not have run: stay armed.
+        in_flight.armed = matches!(&result, Err(e) if e.is_transient());
+        result
+    }
+
+    /// Releases the lock at `key` if the attempt `attempt_id` holds it.
+    async fn release_attempt(&self, key: &str, attempt_id: &str) -> Result<()> {
+        let mut conn = self.connection().await?;
+        let (owner, index): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(key)
+            .arg("attempt")
+            .arg("index")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::from_redis(e, Some(key)))?;
+        if owner.as_deref() == Some(attempt_id) {
+            if let Some(index) = index.as_deref().and_then(parse_index) {
+                tracing::debug!(key, index, "releasing a lock won by an abandoned attempt");
+                self.release_key(key, index).await?;
             }
-            .in_current_span(),
-        );
-        // Once the answer is read, the drop guard finds nothing left to clean up.
-        match (&mut pending.rx).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::new(
-                ErrorKind::Timeout,
-                "the acquire request was abandoned (runtime shutting down?); outcome unknown",
-            )
-            .with_key(key)),
         }
+        Ok(())
     }
 
     async fn attempt_now(
@@ -391,6 +396,7 @@ impl Client {
         ttl_ms: u64,
         meta: &Meta,
         token: Option<&str>,
+        attempt_id: &str,
     ) -> Result<Attempt> {
         let mut conn = self.connection().await?;
         let inner = &self.inner;
@@ -412,7 +418,12 @@ impl Client {
             inv = scripts::ACQUIRE.prepare_invoke();
             inv.key(key).key(inner.ns.counter()).arg(ttl_ms);
         }
-        inv.arg("host").arg(&holder.host).arg("pid").arg(holder.pid);
+        inv.arg("host")
+            .arg(&holder.host)
+            .arg("pid")
+            .arg(holder.pid)
+            .arg("attempt")
+            .arg(attempt_id);
         if let Some(desc) = &meta.description {
             inv.arg("description").arg(&**desc);
         }

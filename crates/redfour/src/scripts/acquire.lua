@@ -4,24 +4,29 @@
 -- ARGV[1] ttl in milliseconds
 -- ARGV[2..] holder metadata as field, value pairs
 -- Returns {1, index, ttl} when acquired, {0, -1, pttl} when held by someone else.
-local kind = redis.call('TYPE', KEYS[1])['ok']
-if kind == 'hash' then
-  local pttl = redis.call('PTTL', KEYS[1])
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl ~= -2 then
+  -- Something is there: a lock, or foreign data that must be left alone.
+  local kind = redis.call('TYPE', KEYS[1])['ok']
+  if kind ~= 'hash' then
+    return redis.error_reply('REDFOUR_WRONGTYPE the lock key holds a ' .. kind .. ', not a hash')
+  end
   if pttl < 0 then
     return redis.error_reply('REDFOUR_CORRUPT the lock hash has no expiry')
   end
   return {0, -1, pttl}
-elseif kind ~= 'none' then
-  return redis.error_reply('REDFOUR_WRONGTYPE the lock key holds a ' .. kind .. ', not a hash')
 end
 
 -- The counter may be gone (restart without persistence) or may have been reset by someone:
 -- floor the next index at the server clock in microseconds so that indexes keep increasing.
 -- That stays below 2^53, so JavaScript numbers (Node redfour) still hold it exactly.
+local raw = redis.pcall('GET', KEYS[2])
+if type(raw) == 'table' then
+  return redis.error_reply('REDFOUR_WRONGTYPE the counter key holds a '
+    .. redis.call('TYPE', KEYS[2])['ok'] .. ', not a string')
+end
 local current = nil
-local ckind = redis.call('TYPE', KEYS[2])['ok']
-if ckind == 'string' then
-  local raw = redis.call('GET', KEYS[2])
+if raw then
   if string.len(raw) > 17 or not string.match(raw, '^%-?%d+$') then
     return redis.error_reply('REDFOUR_CORRUPT the counter is not an integer')
   end
@@ -29,8 +34,6 @@ if ckind == 'string' then
   if current >= 9007199254740991 then
     return redis.error_reply('REDFOUR_CORRUPT the counter is at or beyond 2^53-1')
   end
-elseif ckind ~= 'none' then
-  return redis.error_reply('REDFOUR_WRONGTYPE the counter key holds a ' .. ckind .. ', not a string')
 end
 
 local now = redis.call('TIME')
