@@ -10,13 +10,14 @@ end
 
 -- The lock's remaining ttl, or -2 when there is no lock; errors on foreign data.
 local function redfour_lock_pttl(key)
-  local kind = redis.call('TYPE', key)['ok']
-  if kind == 'none' then
+  local pttl = redis.call('PTTL', key)
+  if pttl == -2 then
     return -2
-  elseif kind ~= 'hash' then
+  end
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'hash' then
     error({err = 'REDFOUR_WRONGTYPE the lock key holds a ' .. kind .. ', not a hash'})
   end
-  local pttl = redis.call('PTTL', key)
   if pttl < 0 then
     error({err = 'REDFOUR_CORRUPT the lock hash has no expiry'})
   end
@@ -26,9 +27,12 @@ end
 -- The next fencing index: the counter plus one, floored at the server clock in microseconds.
 local function redfour_next_index(counter, now_us)
   local current = nil
-  local ckind = redis.call('TYPE', counter)['ok']
-  if ckind == 'string' then
-    local raw = redis.call('GET', counter)
+  local raw = redis.pcall('GET', counter)
+  if type(raw) == 'table' then
+    error({err = 'REDFOUR_WRONGTYPE the counter key holds a '
+      .. redis.call('TYPE', counter)['ok'] .. ', not a string'})
+  end
+  if raw then
     if string.len(raw) > 17 or not string.match(raw, '^%-?%d+$') then
       error({err = 'REDFOUR_CORRUPT the counter is not an integer'})
     end
@@ -36,8 +40,6 @@ local function redfour_next_index(counter, now_us)
     if current >= 9007199254740991 then
       error({err = 'REDFOUR_CORRUPT the counter is at or beyond 2^53-1'})
     end
-  elseif ckind ~= 'none' then
-    error({err = 'REDFOUR_WRONGTYPE the counter key holds a ' .. ckind .. ', not a string'})
   end
   local index = now_us
   if current ~= nil and current >= now_us then
@@ -47,18 +49,19 @@ local function redfour_next_index(counter, now_us)
   return index
 end
 
--- Writes the lock for a new holder.
+-- Writes the lock for a new holder (the key is known to be free).
 local function redfour_grant(key, counter, now_us, ttl, meta, token)
   local index = redfour_next_index(counter, now_us)
-  redis.call('DEL', key)
-  redis.call('HSET', key, 'index', string.format('%d', index),
-    'acquired_at', string.format('%d', math.floor(now_us / 1000)))
-  if #meta > 0 then
-    redis.call('HSET', key, unpack(meta))
+  local fields = {'index', string.format('%d', index),
+    'acquired_at', string.format('%d', math.floor(now_us / 1000))}
+  for i = 1, #meta do
+    fields[#fields + 1] = meta[i]
   end
   if token then
-    redis.call('HSET', key, 'handoff', token)
+    fields[#fields + 1] = 'handoff'
+    fields[#fields + 1] = token
   end
+  redis.call('HSET', key, unpack(fields))
   redis.call('PEXPIRE', key, ttl)
   return index
 end

@@ -4,13 +4,18 @@
 -- ARGV[1] the caller's index; ARGV[2] the release channel; ARGV[3] claim window ms.
 -- Returns {1, 'released', index}, {1, 'expired', -1} or {0, 'conflict', holder's index}.
 local key, counter, queue, entries = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local kind = redis.call('TYPE', key)['ok']
-if kind == 'none' then
-  return {1, 'expired', -1}
-elseif kind ~= 'hash' then
-  return redis.error_reply('REDFOUR_WRONGTYPE the lock key holds a ' .. kind .. ', not a hash')
+local raw = redis.pcall('HGET', key, 'index')
+if type(raw) == 'table' then
+  return redis.error_reply('REDFOUR_WRONGTYPE the lock key holds a '
+    .. redis.call('TYPE', key)['ok'] .. ', not a hash')
 end
-local stored = tonumber(redis.call('HGET', key, 'index'))
+if not raw then
+  if redis.call('EXISTS', key) == 0 then
+    return {1, 'expired', -1}
+  end
+  return redis.error_reply('REDFOUR_CORRUPT the lock hash has no index field')
+end
+local stored = tonumber(raw)
 if stored == nil then
   return redis.error_reply('REDFOUR_CORRUPT the lock hash has no numeric index field')
 end
