@@ -137,6 +137,7 @@ impl Shared {
                     index,
                     "handoff to a waiter that is gone; passing it on"
                 );
+                eprintln!("PROBE late notice for gone waiter {token} index {index}");
                 self.pass_on(key, index);
             }
         }
@@ -285,7 +286,15 @@ impl Registration {
     }
 
     /// The waiter's token in the fair queue, when the client uses it.
+    ///
+    /// Once the token is handed out, an attempt may queue the waiter on the server even if
+    /// nobody reads its answer (the wait is dropped while the attempt is in flight), so from
+    /// then on dropping the registration leaves the queue (a no-op if it never joined). The
+    /// leave goes out on the same multiplexed connection after the attempt, so it runs after it.
     pub(crate) fn token(&self) -> Option<&str> {
+        if self.token.is_some() {
+            self.queued.store(true, Ordering::Relaxed);
+        }
         self.token.as_deref()
     }
 
@@ -317,10 +326,15 @@ impl Drop for Registration {
                 }
             }
         }
-        if let Some(handoff) = self.take_handoff() {
+        let handoff = self.take_handoff();
+        if self.done.load(Ordering::Relaxed) {
+            // The waiter has the lock. A notice still stored here is for that very lock (it
+            // was settled from the attempt that found it handed over): passing it on would
+            // release the lock under its new holder.
+        } else if let Some(handoff) = handoff {
             // Handed a lock it will never use (the wait gave up or was dropped meanwhile).
             self.shared.pass_on(&self.key, handoff.index);
-        } else if !self.done.load(Ordering::Relaxed) && self.queued.load(Ordering::Relaxed) {
+        } else if self.queued.load(Ordering::Relaxed) {
             if let (Some(janitor), Some(token)) = (&self.shared.janitor, self.token.take()) {
                 let (queue, entries) = self.shared.ns.queue_keys(&self.key);
                 let _ = janitor.send(Chore::Leave {
@@ -386,58 +400,189 @@ async fn janitor(
 ///
 /// It holds only a weak reference to the hub, so it never keeps its owner alive; the hub also
 /// aborts it on drop.
+///
+/// On Redis 6 and later the subscription is a RESP3 connection whose push messages are
+/// dispatched right in the connection's reader, one task hop less between a release and the
+/// waiter than the RESP2 pub/sub stream, which older servers get.
 async fn run(
     shared: Weak<Shared>,
     client: redis::Client,
     channels: Vec<String>,
     connect_timeout: Duration,
 ) {
+    let resp3 = resp3_client(&client);
+    let mut use_resp3 = resp3.is_some();
     let mut backoff = Duration::from_millis(25);
     loop {
-        let connected = tokio::time::timeout(connect_timeout, subscribe(&client, &channels)).await;
-        match connected {
-            Ok(Ok(pubsub)) => {
-                backoff = Duration::from_millis(25);
-                {
-                    let Some(shared) = shared.upgrade() else {
-                        return;
-                    };
-                    shared.state.send_modify(|s| {
-                        s.subscribed = true;
-                        s.generation += 1;
-                    });
-                    tracing::debug!(?channels, "subscribed");
-                    shared.wake_all();
-                }
-                let mut messages = pubsub.into_on_message();
-                while let Some(msg) = messages.next().await {
-                    let Some(shared) = shared.upgrade() else {
-                        return;
-                    };
-                    if shared.handoff_channel.as_deref() == Some(msg.get_channel_name()) {
-                        shared.dispatch_handoff(msg.get_payload_bytes());
-                    } else {
-                        shared.dispatch_release(msg.get_payload_bytes());
-                    }
-                }
-                let Some(shared) = shared.upgrade() else {
-                    return;
-                };
-                shared.state.send_modify(|s| s.subscribed = false);
-                tracing::warn!(?channels, "subscription lost; reconnecting");
+        let outcome = match (&resp3, use_resp3) {
+            (Some(resp3), true) => run_resp3(&shared, resp3, &channels, connect_timeout).await,
+            _ => run_resp2(&shared, &client, &channels, connect_timeout).await,
+        };
+        match outcome {
+            Session::Ended => backoff = Duration::from_millis(25),
+            Session::Failed => {}
+            Session::NoResp3 => {
+                tracing::debug!("the server does not speak RESP3; subscribing with RESP2");
+                use_resp3 = false;
+                continue;
             }
-            Ok(Err(err)) => {
-                tracing::warn!(?channels, error = %err, "cannot subscribe");
-            }
-            Err(_) => {
-                tracing::warn!(?channels, "subscribing timed out");
-            }
+            Session::HubGone => return,
         }
         if shared.strong_count() == 0 {
             return;
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// How one subscription session ended.
+enum Session {
+    /// It was up and then dropped.
+    Ended,
+    /// It never came up.
+    Failed,
+    /// The server refused RESP3.
+    NoResp3,
+    /// Nobody needs the hub any more.
+    HubGone,
+}
+
+fn mark_subscribed(shared: &Weak<Shared>, channels: &[String]) -> bool {
+    let Some(shared) = shared.upgrade() else {
+        return false;
+    };
+    shared.state.send_modify(|s| {
+        s.subscribed = true;
+        s.generation += 1;
+    });
+    tracing::debug!(?channels, "subscribed");
+    shared.wake_all();
+    true
+}
+
+fn mark_unsubscribed(shared: &Weak<Shared>, channels: &[String]) -> Session {
+    let Some(shared) = shared.upgrade() else {
+        return Session::HubGone;
+    };
+    shared.state.send_modify(|s| s.subscribed = false);
+    tracing::warn!(?channels, "subscription lost; reconnecting");
+    Session::Ended
+}
+
+fn dispatch(shared: &Shared, channel: &[u8], payload: &[u8]) {
+    if shared.handoff_channel.as_deref().map(str::as_bytes) == Some(channel) {
+        shared.dispatch_handoff(payload);
+    } else {
+        shared.dispatch_release(payload);
+    }
+}
+
+/// The same server and credentials, speaking RESP3.
+fn resp3_client(client: &redis::Client) -> Option<redis::Client> {
+    let info = client.get_connection_info().clone();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    redis::Client::open(info.set_redis_settings(settings)).ok()
+}
+
+async fn run_resp3(
+    shared: &Weak<Shared>,
+    client: &redis::Client,
+    channels: &[String],
+    connect_timeout: Duration,
+) -> Session {
+    let disconnected = Arc::new(Notify::new());
+    let sender = {
+        let shared = shared.clone();
+        let disconnected = disconnected.clone();
+        move |info: redis::PushInfo| -> Result<(), ()> {
+            match info.kind {
+                redis::PushKind::Message => {
+                    if let (Some(shared), [channel, payload]) = (shared.upgrade(), &info.data[..]) {
+                        if let (redis::Value::BulkString(c), redis::Value::BulkString(p)) =
+                            (channel, payload)
+                        {
+                            dispatch(&shared, c, p);
+                        }
+                    }
+                }
+                // `notify_one` keeps a permit, so a disconnection before the wait is not lost.
+                redis::PushKind::Disconnection => disconnected.notify_one(),
+                _ => {}
+            }
+            Ok(())
+        }
+    };
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(connect_timeout))
+        .set_response_timeout(Some(connect_timeout))
+        .set_push_sender(sender);
+    let connect = async {
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        conn.subscribe(channels).await?;
+        Ok::<_, redis::RedisError>(conn)
+    };
+    match tokio::time::timeout(connect_timeout, connect).await {
+        Ok(Ok(conn)) => {
+            if !mark_subscribed(shared, channels) {
+                return Session::HubGone;
+            }
+            disconnected.notified().await;
+            drop(conn);
+            mark_unsubscribed(shared, channels)
+        }
+        Ok(Err(err)) => {
+            let text = err.to_string();
+            if err.code() == Some("NOPROTO") || text.contains("HELLO") {
+                return Session::NoResp3;
+            }
+            tracing::warn!(?channels, error = %err, "cannot subscribe");
+            Session::Failed
+        }
+        Err(_) => {
+            tracing::warn!(?channels, "subscribing timed out");
+            Session::Failed
+        }
+    }
+}
+
+async fn run_resp2(
+    shared: &Weak<Shared>,
+    client: &redis::Client,
+    channels: &[String],
+    connect_timeout: Duration,
+) -> Session {
+    match tokio::time::timeout(connect_timeout, subscribe(client, channels)).await {
+        Ok(Ok(pubsub)) => {
+            if !mark_subscribed(shared, channels) {
+                return Session::HubGone;
+            }
+            let mut messages = pubsub.into_on_message();
+            while let Some(msg) = messages.next().await {
+                let Some(shared) = shared.upgrade() else {
+                    return Session::HubGone;
+                };
+                dispatch(
+                    &shared,
+                    msg.get_channel_name().as_bytes(),
+                    msg.get_payload_bytes(),
+                );
+            }
+            mark_unsubscribed(shared, channels)
+        }
+        Ok(Err(err)) => {
+            tracing::warn!(?channels, error = %err, "cannot subscribe");
+            Session::Failed
+        }
+        Err(_) => {
+            tracing::warn!(?channels, "subscribing timed out");
+            Session::Failed
+        }
     }
 }
 

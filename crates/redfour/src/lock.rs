@@ -569,8 +569,12 @@ impl Client {
         ttl: Duration,
         until: Instant,
     ) -> Result<Option<Waited>> {
-        let claim = ttl > self.inner.config.claim_window;
-        if !claim || until.saturating_duration_since(Instant::now()) >= Duration::from_millis(50) {
+        // `until` counts the server's window from this waiter's last attempt, which can be up
+        // to a poll interval older than the handoff: when that leaves less than half the ttl
+        // (or nothing), claim the full ttl, as for a ttl longer than the claim window.
+        let remaining = until.saturating_duration_since(Instant::now());
+        let claim = ttl > self.inner.config.claim_window || remaining < ttl / 2;
+        if !claim || remaining >= Duration::from_millis(50) {
             return Ok(Some(Waited::Acquired {
                 index,
                 ttl,
