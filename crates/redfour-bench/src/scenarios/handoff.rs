@@ -90,12 +90,24 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
         waiter.release_lock(ID, got.index).await?;
     }
 
+    // The same PING, each after the pause that precedes every release above: the round trip
+    // a parked runtime really pays, the fair yardstick for a handoff.
+    let mut cold = Vec::with_capacity(p.handoff_samples);
+    for _ in 0..p.handoff_samples {
+        tokio::time::sleep(settle).await;
+        let start = Instant::now();
+        redis::cmd("PING").query_async::<()>(&mut conn).await?;
+        cold.push(start.elapsed());
+    }
+    let cold = Latencies::new(cold);
+
     let handoff = Latencies::new(samples);
     Ok(Report::Handoff {
         p50_us: handoff.p50_us(),
         p99_us: handoff.p99_us(),
         rtt_p50_us: rtt.p50_us(),
         rtt_p99_us: rtt.p99_us(),
+        cold_rtt_p50_us: cold.p50_us(),
         samples_us: handoff
             .sorted_us()
             .into_iter()
