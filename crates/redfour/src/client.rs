@@ -11,6 +11,9 @@ use crate::error::{Error, Result};
 use crate::hub::{FairSetup, Hub};
 use crate::keys::Namespace;
 
+/// Acquire attempts one client keeps in flight at most.
+const MAX_ATTEMPTS_IN_FLIGHT: usize = 256;
+
 /// The default namespace, the same as Node redfour's.
 pub const DEFAULT_NAMESPACE: &str = "lock";
 
@@ -54,6 +57,9 @@ pub(crate) struct ClientInner {
     pub(crate) handoff_channel: String,
     /// Numbers this client's acquire attempts.
     pub(crate) attempts: std::sync::atomic::AtomicU64,
+    /// Bounds the acquire attempts in flight: thousands of waiters starting at once queue here
+    /// instead of all holding a request buffer in the connection's pipeline.
+    pub(crate) attempt_slots: tokio::sync::Semaphore,
     address: String,
 }
 
@@ -268,6 +274,7 @@ impl ClientBuilder {
                 token,
                 handoff_channel,
                 attempts: std::sync::atomic::AtomicU64::new(0),
+                attempt_slots: tokio::sync::Semaphore::new(MAX_ATTEMPTS_IN_FLIGHT),
                 holder: HolderIdentity::of_this_process(),
                 address,
             }),

@@ -398,6 +398,9 @@ impl Client {
         token: Option<&str>,
         attempt_id: &str,
     ) -> Result<Attempt> {
+        // Taken before the request is built, so that waiting attempts hold no buffers. The
+        // semaphore is never closed; without a permit the attempt would only go unbounded.
+        let _slot = self.inner.attempt_slots.acquire().await.ok();
         let mut conn = self.connection().await?;
         let inner = &self.inner;
         let holder = &inner.holder;
@@ -498,7 +501,7 @@ impl Client {
                 Ok(Attempt::HandedOver { index, pttl, sent }) => {
                     let until = crate::guard::lease_deadline(sent, pttl);
                     if let Some(waited) = self.settle_handoff(key, index, ttl, until).await? {
-                        registration.finish();
+                        registration.finish_handed_over();
                         return Ok(waited);
                     }
                     Duration::ZERO
