@@ -144,7 +144,7 @@ impl ClientBuilder {
                 response_timeout: Duration::from_secs(3),
                 reconnect_retries: 3,
                 max_poll: Duration::from_secs(2),
-                fair: false,
+                fair: true,
                 claim_window: Duration::from_secs(5),
             },
         }
@@ -198,19 +198,24 @@ impl ClientBuilder {
     /// Queue waiters in FIFO order on the server, and hand the lock directly to the first live
     /// waiter at release (a fresh index and ttl, and a notice to that waiter only).
     ///
-    /// Without it, a release wakes every waiter of the lock and the fastest wins, as in Node
-    /// redfour. With it, waiters are served in the order they arrived, a handoff costs one
-    /// notice instead of a notice plus an attempt, and there is no stampede. Node redfour
-    /// clients on the same keys keep working but do not queue: they take a free lock when
-    /// they see one, and they learn of a lock handed over to a queued waiter only through
-    /// their own ttl timer. Every client that waits on the same locks should use the same
-    /// setting.
+    /// With it (the default), waiters are served in the order they arrived, a handoff costs
+    /// one notice instead of a notice plus an attempt, and a release wakes one waiter instead
+    /// of all of them. Without it, a release wakes every waiter of the lock and the fastest
+    /// wins, exactly as Node redfour does.
+    ///
+    /// Node redfour clients on the same keys keep working either way, but they do not queue:
+    /// they take a free lock when they see one (a one-shot acquire of this library does not:
+    /// it leaves a free lock to the first queued waiter), and they learn of a lock handed to a
+    /// queued waiter only through their own ttl timer. A Node release wakes this library's
+    /// waiters as usual.
     ///
     /// Waiters that die stay in the queue until their entry expires on the server (three
     /// [poll intervals](ClientBuilder::max_poll_interval)); a lock handed to a waiter that
-    /// never claims it expires after the [claim window](ClientBuilder::claim_window).
+    /// never claims it expires after the [claim window](ClientBuilder::claim_window). The
+    /// queue lives in two more keys per lock with waiters, `{ns}-queue:{id}` and
+    /// `{ns}-waiters:{id}`, which vanish when nobody waits.
     ///
-    /// Default: off.
+    /// Default: on.
     pub fn fair(mut self, on: bool) -> Self {
         self.config.fair = on;
         self

@@ -464,7 +464,21 @@ impl Client {
     ) -> Result<Waited> {
         let started = Instant::now();
         let deadline = wait.filter(|w| !w.is_zero()).map(|w| started + w);
-        let hub = self.hub().await?;
+        // The fair queue's hub needs the command connection: while Redis is unreachable,
+        // retry as the attempts below would, until the wait runs out.
+        let mut backoff = Duration::from_millis(50);
+        let hub = loop {
+            match self.hub().await {
+                Ok(hub) => break hub,
+                Err(e) if e.is_transient() && deadline.is_none_or(|d| Instant::now() < d) => {
+                    tracing::warn!(key, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach redis to wait; retrying");
+                    let wake = Instant::now() + backoff;
+                    tokio::time::sleep_until(deadline.map_or(wake, |d| d.min(wake)).into()).await;
+                    backoff = (backoff * 2).min(self.inner.config.max_poll);
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let registration = hub.register(key);
         let mut state = hub.state();
         if !state.borrow().subscribed {
@@ -481,7 +495,7 @@ impl Client {
         let ttl = Duration::from_millis(ttl_ms);
         let token = registration.token().map(str::to_owned);
         let mut first = true;
-        let mut backoff = Duration::from_millis(50);
+        backoff = Duration::from_millis(50);
         let mut last_pttl = Duration::ZERO;
         // The send time of the last attempt that found the lock held by someone else: it ran
         // before any handoff to this waiter, so a lease counted from it is never too long.

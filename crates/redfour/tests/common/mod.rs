@@ -22,10 +22,19 @@ pub fn client(server: &RedisServer) -> redfour::Client {
 }
 
 /// The builder behind [`client`], for tests that change one more setting.
+///
+/// `REDFOUR_TEST_FAIR=0` runs the suites with the fair queue off (Node redfour's wake-everyone
+/// waiting); `./scripts/test` runs them both ways.
 pub fn builder(server: &RedisServer) -> redfour::ClientBuilder {
     redfour::Client::builder(server.url())
         .connect_timeout(Duration::from_secs(1))
         .response_timeout(Duration::from_secs(3))
+        .fair(fair_mode())
+}
+
+/// Whether the suites run with the fair queue (the library's default) or without it.
+pub fn fair_mode() -> bool {
+    std::env::var("REDFOUR_TEST_FAIR").map_or(true, |v| v != "0")
 }
 
 /// Runs a command that answers an integer.
