@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p redfour-bench -- [--url redis://HOST:PORT/] [--json] [--plot handoff.svg]
-//!                                          [--scenarios rtt,handoff,...] [--quick] [--fair]
+//!                                          [--scenarios rtt,handoff,...] [--quick] [--no-fair]
 //! ```
 //!
 //! Without `--url`, a private `redis-server` is started on a free port through the test kit
@@ -12,7 +12,8 @@
 //! the bench's process id, and deletes their keys when done, so a run against a shared server
 //! leaves nothing behind and never touches other keys. Locks are taken with a 10 s ttl (60 s
 //! for the holder of the `waiters` scenario), so none expires during a measurement. The redfour
-//! clients use the library's defaults; `--fair` turns the fair queue on for all of them.
+//! clients use the library's defaults (the fair queue on); `--no-fair` turns the queue off for
+//! all of them, to measure Node redfour's wake-everyone waiting.
 //!
 //! # Output
 //!
@@ -133,10 +134,11 @@ struct Args {
     #[arg(long)]
     quick: bool,
 
-    /// Build every redfour client with the fair queue on (FIFO waiters, direct handoff at
-    /// release). Default: the library's default (off). The baselines are unaffected.
+    /// Build every redfour client with the fair queue off (every waiter woken at a release,
+    /// as in Node redfour). Default: the library's default, the fair queue on. The baselines
+    /// are unaffected.
     #[arg(long)]
-    fair: bool,
+    no_fair: bool,
 }
 
 #[tokio::main]
@@ -185,7 +187,7 @@ async fn run(args: &Args, selected: &[Scenario]) -> Result<bool> {
     let target = Target {
         url,
         prefix: format!("rfbench{}", std::process::id()),
-        fair: args.fair,
+        fair: !args.no_fair,
     };
     // The URL may carry a password: show it the way the library redacts it.
     let shown = redfour::Client::new(&target.url)?.address().to_owned();
@@ -205,7 +207,11 @@ async fn run(args: &Args, selected: &[Scenario]) -> Result<bool> {
         } else {
             "given by --url"
         };
-        let mode = if args.fair { "fair queue" } else { "default" };
+        let mode = if args.no_fair {
+            "fair queue off (--no-fair)"
+        } else {
+            "fair queue (default)"
+        };
         println!("redis: {shown} ({origin}); redfour clients: {mode}\n");
         println!("scenario     result");
     }

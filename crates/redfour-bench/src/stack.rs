@@ -33,7 +33,7 @@ impl Target {
     }
 
     /// A redfour client in the scenario's namespace, with the library's default settings but
-    /// for the fair queue, which `--fair` turns on.
+    /// for the fair queue, which `--no-fair` turns off.
     pub fn client(&self, name: &str) -> Result<redfour::Client> {
         Ok(redfour::Client::builder(self.url.clone())
             .namespace(self.namespace(name))
