@@ -56,9 +56,21 @@
 //! | — | [`Client::status`]`(id)` | [`LockStatus`]: holder, index, remaining ttl, metadata |
 //!
 //! The keys are Node's: the lock is the hash `{ns}:{id}` with the field `index` (plus `host`,
-//! `pid`, `acquired_at` and an optional `description`, which Node ignores), the counter is
-//! `{ns}index`, and releases are announced on the channel `{ns}-release` with the lock key as
-//! the message.
+//! `pid`, `acquired_at`, `attempt` and an optional `description`, which Node ignores), the
+//! counter is `{ns}index`, and releases are announced on the channel `{ns}-release` with the lock
+//! key as the message.
+//!
+//! # Waiting in line
+//!
+//! By default ([`ClientBuilder::fair`]) waiters queue in FIFO order on the server, in the list
+//! `{ns}-queue:{id}` with their entries in the hash `{ns}-waiters:{id}` (both vanish when nobody
+//! waits). A release hands the lock straight to the first live waiter, with a fresh index, and
+//! notifies only that waiter (on its client's channel `{ns}-handoff:{client}`): it holds the lock
+//! when the notice arrives, with no stampede and no waiter passed over. Entries expire on the
+//! server's clock, so a waiter that died is skipped; a lock handed to a waiter that never claims
+//! it expires after the [claim window](ClientBuilder::claim_window). Node redfour clients keep
+//! working beside the queue, without its fairness: they take a free lock when they see one. With
+//! `fair(false)` a release wakes every waiter and the fastest wins, as in Node redfour.
 //!
 //! # What is guaranteed, and what is not
 //!
@@ -76,6 +88,7 @@
 //! - **Only the holder releases or renews**: both compare the index on the server.
 //! - **No lost wake-ups**: a waiter is registered on the client's single subscription before its
 //!   first attempt; it also wakes when the holder's ttl runs out, and after a reconnect.
+//! - **First come, first served** among this library's waiters (with the fair queue).
 //! - **Cancel safety**: dropping a pending acquire deregisters it, and if the acquire already won
 //!   on the server, the lock is released in the background.
 //! - **Foreign data is never touched**: a key of the wrong type, a corrupt counter, a lock
