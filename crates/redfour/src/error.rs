@@ -20,7 +20,10 @@ pub enum ErrorKind {
     /// Redis accepts, a bad URL or namespace. Nothing was sent to Redis.
     InvalidInput,
     /// Redis could not be reached (connection refused, dropped, authentication failed, the
-    /// server is loading or read-only). Nothing is known to have changed on the server.
+    /// server is loading or read-only). If the connection dropped while the command was in
+    /// flight, it may have run: an acquire that won this way is released in the background;
+    /// a release or renewal can simply be retried. The command connection reconnects by itself
+    /// for the next command.
     Unavailable,
     /// Redis did not answer in time. **The outcome is unknown**: the command may have run.
     Timeout,
