@@ -129,7 +129,7 @@ impl Error {
         let (kind, message) = match (err.kind(), code.as_deref()) {
             (_, Some("REDFOUR_WRONGTYPE" | "REDFOUR_CORRUPT")) => (
                 ErrorKind::CorruptData,
-                err.detail().unwrap_or("corrupt data").to_owned(),
+                script_detail(err.detail().unwrap_or("corrupt data")).to_owned(),
             ),
             (_, Some("WRONGTYPE")) => (
                 ErrorKind::CorruptData,
@@ -243,6 +243,15 @@ impl Error {
     }
 }
 
+/// The message of an error raised inside a script, without the location Redis appends
+/// (`script: <sha>, on @user_script:12.`).
+fn script_detail(detail: &str) -> &str {
+    detail
+        .split_once(" script: ")
+        .map_or(detail, |(message, _)| message)
+        .trim_end()
+}
+
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("redfour::Error");
@@ -320,6 +329,15 @@ mod tests {
         let err = Error::from_redis(e, Some("lock:x"));
         assert!(err.is_corrupt_data(), "{err:?}");
         assert!(err.to_string().contains("holds a string"));
+    }
+
+    #[test]
+    fn script_locations_are_trimmed() {
+        assert_eq!(
+            script_detail("the counter is not an integer script: 1a2b, on @user_script:40."),
+            "the counter is not an integer"
+        );
+        assert_eq!(script_detail("plain message"), "plain message");
     }
 
     #[test]

@@ -4,20 +4,9 @@
 -- ARGV[1] the caller's index; ARGV[2] the release channel; ARGV[3] claim window ms.
 -- Returns {1, 'released', index}, {1, 'expired', -1} or {0, 'conflict', holder's index}.
 local key, counter, queue, entries = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local raw = redis.pcall('HGET', key, 'index')
-if type(raw) == 'table' then
-  return redis.error_reply('REDFOUR_WRONGTYPE the lock key holds a '
-    .. redis.call('TYPE', key)['ok'] .. ', not a hash')
-end
-if not raw then
-  if redis.call('EXISTS', key) == 0 then
-    return {1, 'expired', -1}
-  end
-  return redis.error_reply('REDFOUR_CORRUPT the lock hash has no index field')
-end
-local stored = tonumber(raw)
+local stored = redfour_held_index(key)
 if stored == nil then
-  return redis.error_reply('REDFOUR_CORRUPT the lock hash has no numeric index field')
+  return {1, 'expired', -1}
 end
 if stored ~= tonumber(ARGV[1]) then
   return {0, 'conflict', stored}
