@@ -55,7 +55,12 @@ EXIT STATUS:
   other    run: the command's own exit status
 
 Every command but `run` prints exactly one JSON object on one line to stdout; `run`'s
-stdout is the command's. Errors are one line on stderr, starting with `redfour: `.";
+stdout is the command's. Errors are one line on stderr, starting with `redfour: `.
+
+ENVIRONMENT:
+  REDIS_URL, REDFOUR_NAMESPACE  defaults for --url and --namespace
+  REDFOUR_LOG                   diagnostics on stderr: a level (`debug`) or a filter
+                                (`redfour=trace`), e.g. to watch renewals during `run`";
 
 /// A failure that ends the process: a one-line message for stderr and an exit status.
 #[derive(Debug)]

@@ -19,6 +19,23 @@ use clap::Parser;
 
 use crate::exit::Failure;
 
+/// `REDFOUR_LOG=debug` (or any `tracing` filter) prints the library's spans and events
+/// (acquire, wait, renewals, lost leases) on stderr. Off by default: stderr stays one line per
+/// error for scripts.
+fn init_diagnostics() {
+    let Ok(filter) = std::env::var("REDFOUR_LOG") else {
+        return;
+    };
+    match tracing_subscriber::EnvFilter::try_new(&filter) {
+        Ok(filter) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        Err(e) => eprintln!("redfour: ignoring REDFOUR_LOG={filter:?}: {e}"),
+    }
+}
+
 fn main() -> ExitCode {
     let flags = match flags::Flags::try_parse() {
         Ok(flags) => flags,
@@ -28,6 +45,7 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(exit::USAGE));
         }
     };
+    init_diagnostics();
     let settings = match flags.resolve() {
         Ok(settings) => settings,
         Err(failure) => return failure.report(),

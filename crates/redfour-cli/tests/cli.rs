@@ -1030,3 +1030,20 @@ fn run_shows_who_holds_the_lock_on_a_terminal() {
     assert!(text.contains(&format!("(index {index}) for ")), "{text:?}");
     assert!(text.contains("\r\x1b[2K"), "the line is cleared: {text:?}");
 }
+
+#[test]
+fn redfour_log_shows_the_library_events_on_stderr() {
+    let server = redfour_test::RedisServer::start();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redfour"))
+        .args(["--url", &server.url(), "acquire", "logged", "--ttl", "5s"])
+        .env("REDFOUR_LOG", "redfour=debug")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("redfour.acquire"), "{stderr}");
+    // stdout is still exactly one JSON line.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with('{'), "{stdout}");
+}

@@ -441,6 +441,17 @@ impl Client {
                 }
             })?;
         let ttl = parse_pttl(ttl);
+        tracing::debug!(
+            key,
+            outcome = match won {
+                1 => "acquired",
+                2 => "handed over",
+                _ => "held",
+            },
+            index,
+            ttl_ms = ttl.as_millis() as u64,
+            "acquire attempt"
+        );
         Ok(match won {
             1 => Attempt::Acquired { index, ttl, sent },
             2 => Attempt::HandedOver {
@@ -843,7 +854,11 @@ impl Client {
         let key = self.inner.ns.lock_key(id)?;
         check_index(index)?;
         let span = tracing::debug_span!("redfour.release", key, index);
-        let (result, idx) = self.release_key(&key, index).instrument(span).await?;
+        let (result, idx) = self
+            .release_key(&key, index)
+            .instrument(span.clone())
+            .await?;
+        span.in_scope(|| tracing::debug!(%result, holder_index = idx, "release"));
         Ok(ReleaseResponse {
             id: id.to_owned(),
             success: result != ReleaseOutcome::Conflict,
@@ -868,7 +883,11 @@ impl Client {
         check_index(index)?;
         let ttl_ms = ttl_millis(ttl)?;
         let span = tracing::debug_span!("redfour.renew", key, index, ttl_ms);
-        let result = self.renew_key(&key, index, ttl_ms).instrument(span).await?;
+        let result = self
+            .renew_key(&key, index, ttl_ms)
+            .instrument(span.clone())
+            .await?;
+        span.in_scope(|| tracing::debug!(%result, "renew"));
         let success = result == RenewOutcome::Renewed;
         Ok(RenewResponse {
             id: id.to_owned(),
