@@ -132,7 +132,9 @@ pub struct LockStatus {
     pub index: i64,
     /// The holder's remaining ttl, `None` when not held.
     pub ttl: Option<Duration>,
-    /// Every field of the lock hash but `index`: `host`, `pid`, `acquired_at` (Unix ms) and
+    /// Every field of the lock hash but `index`: `host`, `pid`, `acquired_at` (Unix ms by the
+    /// server's clock), `attempt` (the acquire attempt that won, which makes a cancelled
+    /// acquire's clean-up exact), `handoff` (the queue token, for a lock handed to a waiter) and
     /// `description` when the holder is this library; empty for a Node holder.
     pub holder: BTreeMap<String, String>,
 }
