@@ -189,7 +189,7 @@ impl ClientBuilder {
     ///
     /// A waiter normally wakes on the holder's release notice, or when the holder's ttl runs
     /// out; this bound covers notices lost to a network fault the client has not noticed yet.
-    /// Must be at least 10 ms. Default: 2 s.
+    /// Between 10 ms and 1 hour. Default: 2 s.
     pub fn max_poll_interval(mut self, interval: Duration) -> Self {
         self.config.max_poll = interval;
         self
@@ -224,7 +224,7 @@ impl ClientBuilder {
     /// With [`fair`](ClientBuilder::fair): how long a lock handed to a queued waiter lives
     /// before that waiter claims it (renews it to its full ttl, which it does in the
     /// background). A waiter that died just before its turn blocks the lock this long at most.
-    /// Must be at least 100 ms. Default: 5 s.
+    /// Between 100 ms and 1 hour. Default: 5 s.
     pub fn claim_window(mut self, window: Duration) -> Self {
         self.config.claim_window = window;
         self
@@ -246,8 +246,15 @@ impl ClientBuilder {
         if self.config.claim_window < Duration::from_millis(100) {
             return Err(Error::invalid("the claim window must be at least 100 ms"));
         }
-        if self.config.max_poll < Duration::from_millis(10) {
-            return Err(Error::invalid("the poll interval must be at least 10 ms"));
+        if self.config.max_poll < Duration::from_millis(10)
+            || self.config.max_poll > Duration::from_secs(3600)
+        {
+            return Err(Error::invalid(
+                "the poll interval must be between 10 ms and 1 hour",
+            ));
+        }
+        if self.config.claim_window > Duration::from_secs(3600) {
+            return Err(Error::invalid("the claim window must be at most 1 hour"));
         }
         let (redis, address) = match self.source {
             Source::Url(url) => {
@@ -511,6 +518,11 @@ mod tests {
             .is_invalid_input());
         assert!(Client::builder("redis://h/")
             .max_poll_interval(Duration::from_millis(1))
+            .build()
+            .unwrap_err()
+            .is_invalid_input());
+        assert!(Client::builder("redis://h/")
+            .max_poll_interval(Duration::MAX)
             .build()
             .unwrap_err()
             .is_invalid_input());

@@ -54,6 +54,7 @@ enum Chore {
         queue: String,
         entries: String,
         index: i64,
+        token: String,
     },
 }
 
@@ -148,12 +149,14 @@ impl Shared {
                     index,
                     "handoff to a waiter that is gone; passing it on"
                 );
-                self.pass_on(key, index);
+                self.pass_on(key, index, token);
             }
         }
     }
 
-    fn pass_on(&self, key: &str, index: i64) {
+    /// Passes on a lock handed to `token` (index `index`): on the server, only while that
+    /// handoff is still unclaimed, so a waiter that did take it never loses it this way.
+    fn pass_on(&self, key: &str, index: i64, token: &str) {
         if let Some(janitor) = &self.janitor {
             let (queue, entries) = self.ns.queue_keys(key);
             let _ = janitor.send(Chore::PassOn {
@@ -161,6 +164,7 @@ impl Shared {
                 queue,
                 entries,
                 index,
+                token: token.to_owned(),
             });
         }
     }
@@ -359,7 +363,9 @@ impl Drop for Registration {
             // that very lock: passing it on would release the lock under its new holder.
         } else if let Some(handoff) = handoff {
             // Handed a lock it will never use (the wait gave up or was dropped meanwhile).
-            self.shared.pass_on(&self.key, handoff.index);
+            if let Some(token) = &self.token {
+                self.shared.pass_on(&self.key, handoff.index, token);
+            }
         } else if self.queued.load(Ordering::Relaxed) {
             if let (Some(janitor), Some(token)) = (&self.shared.janitor, self.token.take()) {
                 let (queue, entries) = self.shared.ns.queue_keys(&self.key);
@@ -403,6 +409,7 @@ async fn janitor(
                 queue,
                 entries,
                 index,
+                token,
             } => {
                 let r: redis::RedisResult<redis::Value> = scripts::FAIR_RELEASE
                     .key(&key)
@@ -412,6 +419,7 @@ async fn janitor(
                     .arg(index)
                     .arg(&release_channel)
                     .arg(claim_window_ms)
+                    .arg(&token)
                     .invoke_async(&mut conn)
                     .await;
                 if let Err(e) = r {

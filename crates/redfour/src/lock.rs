@@ -181,6 +181,8 @@ pub(crate) enum Attempt {
     Held {
         pttl: Duration,
         sent: Instant,
+        /// The holder's index, when the script tells it (fair queue).
+        holder: Option<i64>,
     },
 }
 
@@ -237,6 +239,23 @@ impl Drop for InFlight<'_> {
             }
             .in_current_span(),
         );
+    }
+}
+
+/// A handed-over lock whose claim is in flight; released by index if the claim never
+/// completes.
+struct Unclaimed<'a> {
+    client: &'a Client,
+    key: &'a str,
+    index: i64,
+    armed: bool,
+}
+
+impl Drop for Unclaimed<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            release_in_background(self.client, self.key, self.index);
+        }
     }
 }
 
@@ -433,15 +452,22 @@ impl Client {
             inv.arg("description").arg(&**desc);
         }
         let sent = Instant::now();
-        let (won, index, ttl): (i64, i64, i64) =
-            inv.invoke_async(&mut conn).await.map_err(|e| {
-                let err = Error::from_redis(e, Some(key));
-                if err.is_corrupt_data() && err.message().contains("counter") {
-                    err.with_key(inner.ns.counter())
-                } else {
-                    err
-                }
-            })?;
+        let reply: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(|e| {
+            let err = Error::from_redis(e, Some(key));
+            if err.is_corrupt_data() && err.message().contains("counter") {
+                err.with_key(inner.ns.counter())
+            } else {
+                err
+            }
+        })?;
+        let (won, index, ttl) = match reply[..] {
+            [won, index, ttl, ..] => (won, index, ttl),
+            _ => {
+                return Err(Error::new(ErrorKind::Script, "unexpected acquire reply").with_key(key))
+            }
+        };
+        // The fair script adds the holder's index to a "held" answer; -1 when unknown.
+        let holder = reply.get(3).copied().filter(|i| *i > 0);
         let ttl = parse_pttl(ttl);
         tracing::debug!(
             key,
@@ -461,7 +487,11 @@ impl Client {
                 pttl: ttl,
                 sent,
             },
-            _ => Attempt::Held { pttl: ttl, sent },
+            _ => Attempt::Held {
+                pttl: ttl,
+                sent,
+                holder,
+            },
         })
     }
 
@@ -474,9 +504,13 @@ impl Client {
         ttl_ms: u64,
         meta: &Meta,
         wait: Option<Duration>,
+        force_claim: bool,
     ) -> Result<Waited> {
         let started = Instant::now();
-        let deadline = wait.filter(|w| !w.is_zero()).map(|w| started + w);
+        // A wait too long to represent is a wait forever.
+        let deadline = wait
+            .filter(|w| !w.is_zero())
+            .and_then(|w| started.checked_add(w));
         // The fair queue's hub needs the command connection: while Redis is unreachable,
         // retry as the attempts below would, until the wait runs out.
         let mut backoff = Duration::from_millis(50);
@@ -510,9 +544,13 @@ impl Client {
         let mut first = true;
         backoff = Duration::from_millis(50);
         let mut last_pttl = Duration::ZERO;
-        // The send time of the last attempt that found the lock held by someone else: it ran
-        // before any handoff to this waiter, so a lease counted from it is never too long.
+        // The send time of the last attempt that found the lock held by someone else, and the
+        // newest holder index such attempts saw. A handoff notice with an index above every
+        // holder seen is newer than all those attempts, so a lease counted from the last one's
+        // send time is never too long; a notice with an index at or below one of them is stale
+        // (that handoff ran out unclaimed and someone else took the lock).
         let mut last_held_sent = started;
+        let mut newest_holder_seen = 0_i64;
         loop {
             let pause = match self.attempt(key, ttl_ms, meta, token.as_deref()).await {
                 Ok(Attempt::Acquired { index, ttl, sent }) => {
@@ -527,17 +565,22 @@ impl Client {
                 }
                 Ok(Attempt::HandedOver { index, pttl, sent }) => {
                     let until = crate::guard::lease_deadline(sent, pttl);
-                    if let Some(waited) = self.settle_handoff(key, index, ttl, until).await? {
+                    if let Some(waited) = self
+                        .settle_handoff(key, index, ttl, until, force_claim)
+                        .await?
+                    {
                         registration.finish_handed_over();
                         return Ok(waited);
                     }
                     Duration::ZERO
                 }
-                Ok(Attempt::Held { pttl, sent }) => {
+                Ok(Attempt::Held { pttl, sent, holder }) => {
                     if token.is_some() {
                         registration.mark_queued();
                     }
                     last_held_sent = sent;
+                    // Unknown holder: treat any later notice as possibly stale.
+                    newest_holder_seen = newest_holder_seen.max(holder.unwrap_or(i64::MAX));
                     backoff = Duration::from_millis(50);
                     last_pttl = pttl;
                     // Wake just after the holder's expiry, in case it never releases.
@@ -568,11 +611,19 @@ impl Client {
             tokio::select! {
                 _ = registration.notified() => {
                     if let Some(handoff) = registration.take_handoff() {
-                        tracing::trace!(key, index = handoff.index, "the lock was handed over");
-                        let until = crate::guard::lease_deadline(last_held_sent, handoff.window);
-                        if let Some(waited) = self.settle_handoff(key, handoff.index, ttl, until).await? {
-                            registration.finish();
-                            return Ok(waited);
+                        if handoff.index <= newest_holder_seen {
+                            // Either way the next attempt tells where the lock is.
+                            tracing::debug!(key, index = handoff.index, "ignoring a stale handoff notice");
+                        } else {
+                            tracing::trace!(key, index = handoff.index, "the lock was handed over");
+                            let until = crate::guard::lease_deadline(last_held_sent, handoff.window);
+                            if let Some(waited) = self
+                                .settle_handoff(key, handoff.index, ttl, until, force_claim)
+                                .await?
+                            {
+                                registration.finish();
+                                return Ok(waited);
+                            }
                         }
                     } else {
                         tracing::trace!(key, "woken by a release notice");
@@ -591,20 +642,23 @@ impl Client {
 
     /// Turns a lock handed to this waiter into a lease. The server keeps a handed-over lock
     /// for the claim window only; when the lease counted from `until` is too short to claim
-    /// the full ttl in the background, claim it now. `None`: the handoff was lost meanwhile.
+    /// the full ttl in the background (or the caller has no guard to do it, `force_claim`),
+    /// claim it now. `None`: the handoff was lost meanwhile, or the claim's outcome is unknown
+    /// (the lock is then released by its index, which passes it on); keep waiting.
     async fn settle_handoff(
         &self,
         key: &str,
         index: i64,
         ttl: Duration,
         until: Instant,
+        force_claim: bool,
     ) -> Result<Option<Waited>> {
         // `until` counts the server's window from this waiter's last attempt, which can be up
         // to a poll interval older than the handoff: when that leaves less than half the ttl
         // (or nothing), claim the full ttl, as for a ttl longer than the claim window.
         let remaining = until.saturating_duration_since(Instant::now());
         let claim = ttl > self.inner.config.claim_window || remaining < ttl / 2;
-        if !claim || remaining >= Duration::from_millis(50) {
+        if !claim || (!force_claim && remaining >= Duration::from_millis(50)) {
             return Ok(Some(Waited::Acquired {
                 index,
                 ttl,
@@ -613,16 +667,30 @@ impl Client {
                 immediate: false,
             }));
         }
+        // Until the answer is read, nobody else knows this lock is ours: if this future is
+        // dropped, or the claim fails in transit, release it by index (it goes to the next
+        // waiter) rather than leave it held for a full ttl with no holder.
+        let mut unclaimed = Unclaimed {
+            client: self,
+            key,
+            index,
+            armed: true,
+        };
         let sent = Instant::now();
-        match self.renew_key(key, index, ttl.as_millis() as u64).await? {
-            RenewOutcome::Renewed => Ok(Some(Waited::Acquired {
-                index,
-                ttl,
-                deadline: crate::guard::lease_deadline(sent, ttl),
-                claim: false,
-                immediate: false,
-            })),
-            _ => {
+        let claimed = self.renew_key(key, index, ttl.as_millis() as u64).await;
+        match claimed {
+            Ok(RenewOutcome::Renewed) => {
+                unclaimed.armed = false;
+                Ok(Some(Waited::Acquired {
+                    index,
+                    ttl,
+                    deadline: crate::guard::lease_deadline(sent, ttl),
+                    claim: false,
+                    immediate: false,
+                }))
+            }
+            Ok(_) => {
+                unclaimed.armed = false;
                 tracing::debug!(
                     key,
                     index,
@@ -630,23 +698,12 @@ impl Client {
                 );
                 Ok(None)
             }
-        }
-    }
-
-    /// Renews a handed-over lock to its full ttl for a caller without a guard.
-    fn claim_in_background(&self, key: &str, index: i64, ttl: Duration) {
-        let client = self.clone();
-        let key = key.to_owned();
-        tokio::spawn(
-            async move {
-                match client.renew_key(&key, index, ttl.as_millis() as u64).await {
-                    Ok(RenewOutcome::Renewed) => {}
-                    Ok(other) => tracing::warn!(key, index, result = %other, "could not claim a handed-over lock"),
-                    Err(e) => tracing::warn!(key, index, error = %e, "could not claim a handed-over lock"),
-                }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(key, index, error = %e, "claiming a handed-over lock failed; passing it on");
+                Ok(None)
             }
-            .in_current_span(),
-        );
+            Err(e) => Err(e),
+        }
     }
 
     pub(crate) async fn release_key(&self, key: &str, index: i64) -> Result<(ReleaseOutcome, i64)> {
@@ -804,28 +861,23 @@ impl Client {
             wait_ms = wait.map(|w| w.as_millis() as u64)
         );
         let waited = self
-            .wait_for(&key, ttl_ms, &Meta::default(), wait)
+            .wait_for(&key, ttl_ms, &Meta::default(), wait, true)
             .instrument(span)
             .await?;
         Ok(match waited {
+            // Claimed already (`force_claim`): the ttl is what the server keeps.
             Waited::Acquired {
                 index,
                 ttl,
                 immediate,
-                claim,
                 ..
-            } => {
-                if claim {
-                    self.claim_in_background(&key, index, ttl);
-                }
-                AcquireResponse {
-                    id: id.to_owned(),
-                    success: true,
-                    index,
-                    ttl,
-                    immediate,
-                }
-            }
+            } => AcquireResponse {
+                id: id.to_owned(),
+                success: true,
+                index,
+                ttl,
+                immediate,
+            },
             Waited::GaveUp { pttl, .. } => AcquireResponse {
                 id: id.to_owned(),
                 success: false,
@@ -1060,7 +1112,7 @@ impl LockBuilder {
         );
         let waited = self
             .client
-            .wait_for(&key, ttl_ms, &self.meta, self.wait)
+            .wait_for(&key, ttl_ms, &self.meta, self.wait, false)
             .instrument(span)
             .await?;
         match waited {

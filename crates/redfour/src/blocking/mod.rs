@@ -37,11 +37,24 @@ use crate::guard::LeaseLost;
 use crate::lock::{AcquireResponse, LockStatus, ReleaseResponse, RenewResponse};
 
 #[derive(Debug)]
-struct Rt(Runtime);
+struct Rt(Option<Runtime>);
 
 impl Rt {
     fn block_on<F: Future>(&self, fut: F) -> F::Output {
-        self.0.block_on(fut)
+        match &self.0 {
+            Some(rt) => rt.block_on(fut),
+            None => unreachable!("the runtime is only taken in drop"),
+        }
+    }
+}
+
+impl Drop for Rt {
+    fn drop(&mut self) {
+        // Dropping a runtime waits for its tasks, which Tokio forbids inside another runtime
+        // (the last handle may well be dropped from async code): shut down without waiting.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
@@ -107,7 +120,7 @@ impl ClientBuilder {
             })?;
         Ok(Client {
             inner,
-            rt: Arc::new(Rt(rt)),
+            rt: Arc::new(Rt(Some(rt))),
         })
     }
 }

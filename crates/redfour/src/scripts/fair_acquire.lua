@@ -5,19 +5,29 @@
 -- ARGV[3] entry lifetime ms; ARGV[4] the waiter's handoff channel; ARGV[5] claim window ms;
 -- ARGV[6..] holder metadata as field, value pairs.
 -- Returns {1, index, ttl} acquired; {2, index, pttl} the lock was already handed to this
--- waiter (its notice was lost); {0, -1, pttl} held by someone else.
+-- waiter (its notice was lost or is late; the lock is marked as taken, so that the notice, when
+-- it comes, cannot pass it on); {0, -1, pttl, holder's index} held by someone else.
 local key, counter, queue, entries = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ttl = tonumber(ARGV[1])
 local token = ARGV[2]
 local now_us = redfour_now_us()
 local now_ms = math.floor(now_us / 1000)
 local meta = {}
-for i = 6, #ARGV do
+-- What a queue entry keeps for a handoff: the metadata without this attempt's id, which must
+-- only ever name a lock that this very attempt won.
+local entry_meta = {}
+for i = 6, #ARGV, 2 do
   meta[#meta + 1] = ARGV[i]
+  meta[#meta + 1] = ARGV[i + 1]
+  if ARGV[i] ~= 'attempt' then
+    entry_meta[#entry_meta + 1] = ARGV[i]
+    entry_meta[#entry_meta + 1] = ARGV[i + 1]
+  end
 end
 
 local pttl = redfour_lock_pttl(key)
 if pttl >= 0 and token ~= '' and redis.call('HGET', key, 'handoff') == token then
+  redis.call('HDEL', key, 'handoff')
   return {2, tonumber(redis.call('HGET', key, 'index')), pttl}
 end
 if pttl < 0 then
@@ -40,9 +50,14 @@ if token ~= '' then
     redis.call('RPUSH', queue, token)
   end
   redis.call('HSET', entries, token,
-    cjson.encode({t = ttl, e = now_ms + life, c = ARGV[4], m = meta}))
-  -- The queue disappears by itself once every waiter has stopped refreshing.
-  redis.call('PEXPIRE', queue, life * 2)
-  redis.call('PEXPIRE', entries, life * 2)
+    cjson.encode({t = ttl, e = now_ms + life, c = ARGV[4], m = entry_meta}))
+  -- The queue disappears by itself once every waiter has stopped refreshing; a waiter with a
+  -- shorter lifetime never shortens it for the others.
+  if redis.call('PTTL', queue) < life * 2 then
+    redis.call('PEXPIRE', queue, life * 2)
+    redis.call('PEXPIRE', entries, life * 2)
+  end
 end
-return {0, -1, pttl}
+-- The holder's index tells the waiter whether a handoff notice it reads later is stale.
+local holder = tonumber(redis.call('HGET', key, 'index')) or -1
+return {0, -1, pttl, holder}

@@ -3,6 +3,36 @@
 -- to the waiter's entry (KEYS[4]): {t = ttl ms, e = expiry in server ms, c = handoff channel,
 -- m = holder metadata as field, value pairs}. Entries expire on the server's clock.
 
+-- Whether a decoded queue entry is live and usable. Everything is checked before the first
+-- write, so that a malformed entry (written by hand, or by a bug) is dropped as dead instead of
+-- failing a script halfway (scripts do not roll back).
+local redfour_reserved = {index = true, acquired_at = true, handoff = true, attempt = true}
+local function redfour_usable_entry(entry, now_ms)
+  if type(entry) ~= 'table' then
+    return false
+  end
+  local e, t = tonumber(entry.e), tonumber(entry.t)
+  if not e or e <= now_ms or not t or t < 1 or t ~= math.floor(t) or t > 9007199254740991 then
+    return false
+  end
+  if type(entry.c) ~= 'string' or entry.c == '' then
+    return false
+  end
+  local m = entry.m
+  if m == nil then
+    return true
+  end
+  if type(m) ~= 'table' or #m % 2 ~= 0 then
+    return false
+  end
+  for i = 1, #m do
+    if type(m[i]) ~= 'string' or (i % 2 == 1 and redfour_reserved[m[i]]) then
+      return false
+    end
+  end
+  return true
+end
+
 -- The first live waiter (token, entry), dropping dead ones; false when nobody waits.
 local function redfour_live_head(queue, entries, now_ms)
   while true do
@@ -15,8 +45,7 @@ local function redfour_live_head(queue, entries, now_ms)
     if raw then
       ok, entry = pcall(cjson.decode, raw)
     end
-    if ok and type(entry) == 'table' and tonumber(entry.e) and tonumber(entry.e) > now_ms
-        and tonumber(entry.t) and type(entry.c) == 'string' then
+    if ok and redfour_usable_entry(entry, now_ms) then
       return head, entry
     end
     redis.call('LPOP', queue)

@@ -1,7 +1,9 @@
 -- redfour fair release: only the holder (by index) releases; the lock goes straight to the
 -- first live waiter in the queue, or, when nobody queues, is deleted and announced.
 -- KEYS: lock, counter, queue list, queue entries.
--- ARGV[1] the caller's index; ARGV[2] the release channel; ARGV[3] claim window ms.
+-- ARGV[1] the caller's index; ARGV[2] the release channel; ARGV[3] claim window ms;
+-- ARGV[4] (optional) a waiter token: pass on a lock handed to that waiter only while it is
+-- still unclaimed (the waiter left without using it).
 -- Returns {1, 'released', index}, {1, 'expired', -1} or {0, 'conflict', holder's index}.
 local key, counter, queue, entries = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local stored = redfour_held_index(key)
@@ -9,6 +11,9 @@ if stored == nil then
   return {1, 'expired', -1}
 end
 if stored ~= tonumber(ARGV[1]) then
+  return {0, 'conflict', stored}
+end
+if ARGV[4] and redis.call('HGET', key, 'handoff') ~= ARGV[4] then
   return {0, 'conflict', stored}
 end
 redis.call('DEL', key)
