@@ -49,7 +49,7 @@
 //!   connection is pipelined. Client-side overhead per operation (allocations, spawned tasks)
 //!   shows up here more than round trips. **Target: `cycles_per_s ≥ 0.8 × raw_cycles_per_s`.**
 //! - **`handoff`**: the time from the holder's `release_lock` call to the moment an
-//!   already-waiting `wait_acquire_lock` on another client returns with the lock; 500 samples
+//!   already-waiting `lock(id).acquire()` on another client returns its guard; 500 samples
 //!   after 20 untimed, both instants from one monotonic clock in one process. Each sample
 //!   starts only when the waiter is registered and the server has executed its first attempt.
 //!   With release-notice-then-retry, expect about 1.5 RTT (the notice travels half a round
@@ -57,7 +57,7 @@
 //!   to the queued waiter directly costs about one. **Targets: `p50_us ≤ 1.2 × rtt_p50_us`;
 //!   `p99_us ≤ 3 ×` the PING p99 of the same run.**
 //! - **`contention`**: 8 workers, each with its own client (as 8 processes would have), looping
-//!   `wait_acquire_lock` (no limit) → `release_lock` on one key for 5 s, with no work in
+//!   `lock(id).acquire()` (no limit) → `release()` on one key for 5 s, with no work in
 //!   between. Every acquisition is a handoff. **Targets:**
 //!   - `handoffs_per_s × rtt_p50 ≥ 0.5` (at most two round trips per handoff, with the PING p50
 //!     measured just before);

@@ -1,8 +1,8 @@
 //! `contention`: several processes' worth of clients fighting over one lock.
 //!
 //! Each worker has its own [`redfour::Client`] (its own connection and subscription, as
-//! separate processes would) and loops `wait_acquire_lock` (no wait limit) → `release_lock`
-//! with nothing in between, until the run time is over; a worker that is waiting when the time
+//! separate processes would) and loops `lock(id).acquire()` (the guard API, no wait limit)
+//! → `release()` with nothing in between, until the run time is over; a worker that is waiting when the time
 //! runs out finishes that wait. Every release therefore hands the lock to one of the others,
 //! so the acquisition rate is the handoff rate. Per worker, the acquisitions and the longest
 //! single wait are kept; the clients' `notices_delivered()` counters give the wakeups.
@@ -64,13 +64,10 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
             };
             while Instant::now() < end {
                 let asked = Instant::now();
-                let got = client.wait_acquire_lock(ID, BENCH_TTL, None).await?;
+                let guard = client.lock(ID).ttl(BENCH_TTL).acquire().await?;
                 tally.longest_wait = tally.longest_wait.max(asked.elapsed());
-                if !got.success {
-                    return Err(format!("an unbounded wait ended without the lock: {got:?}").into());
-                }
                 tally.acquisitions += 1;
-                client.release_lock(ID, got.index).await?;
+                guard.release().await?;
             }
             Ok::<Tally, BoxError>(tally)
         });

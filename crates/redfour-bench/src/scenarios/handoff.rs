@@ -1,10 +1,10 @@
 //! `handoff`: how long after the holder lets go the next waiter holds the lock.
 //!
 //! Each sample: client A takes the lock; a task waits for it on client B
-//! (`wait_acquire_lock`, no wait limit); once B's waiter is registered *and* its first attempt
+//! (`lock(id).acquire()`, the guard API, no wait limit); once B's waiter is registered *and* its first attempt
 //! has been executed by the server (the server's `EVALSHA` count moved) and a settle time has
 //! passed, A notes `Instant::now()` and calls `release_lock`. The waiter task notes
-//! `Instant::now()` as soon as `wait_acquire_lock` returns. Both instants come from the same
+//! `Instant::now()` as soon as `acquire` returns its guard. Both instants come from the same
 //! monotonic clock in the same process, so their difference is the handoff latency, with
 //! nothing estimated. B then releases, and the next sample starts.
 
@@ -53,7 +53,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
         task.spawn({
             let waiter = waiter.clone();
             async move {
-                let got = waiter.wait_acquire_lock(ID, BENCH_TTL, None).await;
+                let got = waiter.lock(ID).ttl(BENCH_TTL).acquire().await;
                 (got, Instant::now())
             }
         });
@@ -77,17 +77,13 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
             .map_err(|_| "the waiter did not get the lock within 10 s of the release")?
             .ok_or("the waiter task vanished")??;
         let got = got?;
-        if !got.success || got.immediate {
-            return Err(format!(
-                "the waiter's answer does not fit a handoff: success {}, immediate {}",
-                got.success, got.immediate
-            )
-            .into());
+        if got.acquired_immediately() {
+            return Err("the waiter got the lock at its first attempt: not a handoff".into());
         }
         if i >= p.handoff_warmup {
             samples.push(holds_at.saturating_duration_since(released_at));
         }
-        waiter.release_lock(ID, got.index).await?;
+        got.release().await?;
     }
 
     // The same PING, each after the pause that precedes every release above: the round trip
