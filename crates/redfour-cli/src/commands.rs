@@ -120,17 +120,7 @@ async fn release(client: &Client, id: &str, index: i64) -> Result<u8, Failure> {
         .release_lock(id, index)
         .await
         .map_err(|e| Failure::from_lib(&e, &doing, client.address()))?;
-    print_json(&OutcomeJson {
-        id,
-        success: r.success,
-        result: r.result.as_str(),
-        index: r.index,
-    })?;
-    Ok(if r.success {
-        exit::SUCCESS
-    } else {
-        exit::OUTCOME
-    })
+    print_outcome(id, r.success, r.result.as_str(), r.index)
 }
 
 async fn renew(client: &Client, id: &str, index: i64, ttl: Duration) -> Result<u8, Failure> {
@@ -139,13 +129,18 @@ async fn renew(client: &Client, id: &str, index: i64, ttl: Duration) -> Result<u
         .renew_lock(id, index, ttl)
         .await
         .map_err(|e| Failure::from_lib(&e, &doing, client.address()))?;
+    print_outcome(id, r.success, r.result.as_str(), r.index)
+}
+
+/// The answer of `release` and `renew`: one JSON line, exit 0 on success, 1 otherwise.
+fn print_outcome(id: &str, success: bool, result: &'static str, index: i64) -> Result<u8, Failure> {
     print_json(&OutcomeJson {
         id,
-        success: r.success,
-        result: r.result.as_str(),
-        index: r.index,
+        success,
+        result,
+        index,
     })?;
-    Ok(if r.success {
+    Ok(if success {
         exit::SUCCESS
     } else {
         exit::OUTCOME

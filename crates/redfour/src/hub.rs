@@ -2,7 +2,7 @@
 //! with the fair queue, to the client's own handoff channel), fanned out to the waiters
 //! registered for each lock key.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -72,10 +72,6 @@ struct Slot {
 struct Waiters {
     by_key: HashMap<Box<[u8]>, HashMap<u64, Arc<Slot>>>,
     by_id: HashMap<u64, (Box<str>, Arc<Slot>)>,
-    /// Waiters gone with a lock they found handed over by an attempt, before its notice
-    /// arrived: that notice, when it comes, is for a lock in use and must not be passed on.
-    /// Cleared on resubscription (notices sent meanwhile are lost).
-    settled: HashSet<u64>,
 }
 
 struct Shared {
@@ -128,26 +124,21 @@ impl Shared {
             .strip_prefix(self.client_token.as_str())
             .and_then(|rest| rest.strip_prefix('/'))
             .and_then(|id| id.parse::<u64>().ok());
-        // The waiters lock is held while the notice is stored: a registration being dropped
-        // either sees the notice in its slot or has put itself in `settled` (see its `Drop`).
-        let mut waiters = lock(&self.waiters);
-        if let Some((_, slot)) = id.and_then(|id| waiters.by_id.get(&id)) {
-            self.notices.fetch_add(1, Ordering::Relaxed);
-            *lock(&slot.handoff) = Some(handoff);
-            slot.notify.notify_one();
-            return;
-        }
-        match id {
-            Some(id) if waiters.settled.remove(&id) => {
-                tracing::trace!(key, index, "late notice of a handoff already taken");
+        let slot = id.and_then(|id| lock(&self.waiters).by_id.get(&id).map(|(_, s)| s.clone()));
+        match slot {
+            Some(slot) => {
+                self.notices.fetch_add(1, Ordering::Relaxed);
+                *lock(&slot.handoff) = Some(handoff);
+                slot.notify.notify_one();
             }
-            _ => {
-                drop(waiters);
-                // The waiter left while the lock was being handed to it: pass it on.
+            None => {
+                // The waiter is gone: it left while the lock was being handed to it, or it
+                // took the lock by its own attempt before this notice came. The server tells
+                // the two apart (a taken handoff is no longer marked), so passing on is safe.
                 tracing::debug!(
                     key,
                     index,
-                    "handoff to a waiter that is gone; passing it on"
+                    "handoff notice for a waiter that is gone; passing it on if unclaimed"
                 );
                 self.pass_on(key, index, token);
             }
@@ -263,7 +254,6 @@ impl Hub {
             token,
             queued: AtomicBool::new(false),
             done: AtomicBool::new(false),
-            handed_over: AtomicBool::new(false),
         }
     }
 
@@ -291,8 +281,6 @@ pub(crate) struct Registration {
     token: Option<String>,
     queued: AtomicBool,
     done: AtomicBool,
-    /// Got the lock from an attempt that found it handed over (its notice may still come).
-    handed_over: AtomicBool,
 }
 
 impl Registration {
@@ -315,11 +303,6 @@ impl Registration {
         self.token.as_deref()
     }
 
-    /// The waiter may now be in the server's queue.
-    pub(crate) fn mark_queued(&self) {
-        self.queued.store(true, Ordering::Relaxed);
-    }
-
     /// A lock handed to this waiter, if one arrived.
     pub(crate) fn take_handoff(&self) -> Option<Handoff> {
         lock(&self.slot.handoff).take()
@@ -329,19 +312,12 @@ impl Registration {
     pub(crate) fn finish(&self) {
         self.done.store(true, Ordering::Relaxed);
     }
-
-    /// The waiter got the lock from an attempt that found it handed over: the handoff notice
-    /// may still be on its way, and must then be ignored rather than passed on.
-    pub(crate) fn finish_handed_over(&self) {
-        self.handed_over.store(true, Ordering::Relaxed);
-        self.finish();
-    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         let done = self.done.load(Ordering::Relaxed);
-        let handoff = {
+        {
             let mut waiters = lock(&self.shared.waiters);
             waiters.by_id.remove(&self.id);
             if let Some(entries) = waiters.by_key.get_mut(self.key.as_bytes()) {
@@ -350,17 +326,13 @@ impl Drop for Registration {
                     waiters.by_key.remove(self.key.as_bytes());
                 }
             }
-            // Under the waiters lock: a notice is either in the slot now, or will find the
-            // id in `settled`.
-            let handoff = self.take_handoff();
-            if done && handoff.is_none() && self.handed_over.load(Ordering::Relaxed) {
-                waiters.settled.insert(self.id);
-            }
-            handoff
-        };
+        }
+        // Unregistered: a notice from now on finds no slot and goes to `dispatch_handoff`'s
+        // pass-on, which the server refuses for a handoff already taken.
+        let handoff = self.take_handoff();
         if done {
-            // The waiter has the lock. A notice for it (stored here, or still to come) is for
-            // that very lock: passing it on would release the lock under its new holder.
+            // The waiter has the lock. A notice stored here is for that very lock: never pass
+            // it on from here (one still to come is refused by the server, see above).
         } else if let Some(handoff) = handoff {
             // Handed a lock it will never use (the wait gave up or was dropped meanwhile).
             if let Some(token) = &self.token {
@@ -491,7 +463,6 @@ fn mark_subscribed(shared: &Weak<Shared>, channels: &[String]) -> bool {
         s.generation += 1;
     });
     tracing::debug!(?channels, "subscribed");
-    lock(&shared.waiters).settled.clear();
     shared.wake_all();
     true
 }

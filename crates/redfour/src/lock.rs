@@ -569,15 +569,12 @@ impl Client {
                         .settle_handoff(key, index, ttl, until, force_claim)
                         .await?
                     {
-                        registration.finish_handed_over();
+                        registration.finish();
                         return Ok(waited);
                     }
                     Duration::ZERO
                 }
                 Ok(Attempt::Held { pttl, sent, holder }) => {
-                    if token.is_some() {
-                        registration.mark_queued();
-                    }
                     last_held_sent = sent;
                     // Unknown holder: treat any later notice as possibly stale.
                     newest_holder_seen = newest_holder_seen.max(holder.unwrap_or(i64::MAX));
