@@ -13,7 +13,7 @@ use crate::client::Client;
 use crate::error::{Error, ErrorKind, Result};
 use crate::guard::LockGuard;
 use crate::keys::{check_index, ttl_millis};
-use crate::scripts;
+use crate::scripts::{self, Eval};
 
 /// The answer to an acquire: Node redfour's `acquireLock` / `waitAcquireLock` response.
 ///
@@ -428,19 +428,18 @@ impl Client {
         let mut inv;
         if inner.config.fair {
             let (queue, entries) = inner.ns.queue_keys(key);
-            inv = scripts::FAIR_ACQUIRE.prepare_invoke();
-            inv.key(key)
-                .key(inner.ns.counter())
-                .key(queue)
-                .key(entries)
-                .arg(ttl_ms)
+            inv = Eval::new(
+                &scripts::FAIR_ACQUIRE,
+                &[key, inner.ns.counter(), &queue, &entries],
+            );
+            inv.arg(ttl_ms)
                 .arg(token.unwrap_or(""))
                 .arg(inner.config.entry_lifetime().as_millis() as u64)
                 .arg(&inner.handoff_channel)
                 .arg(inner.config.claim_window.as_millis() as u64);
         } else {
-            inv = scripts::ACQUIRE.prepare_invoke();
-            inv.key(key).key(inner.ns.counter()).arg(ttl_ms);
+            inv = Eval::new(&scripts::ACQUIRE, &[key, inner.ns.counter()]);
+            inv.arg(ttl_ms);
         }
         inv.arg("host")
             .arg(&holder.host)
@@ -452,7 +451,7 @@ impl Client {
             inv.arg("description").arg(&**desc);
         }
         let sent = Instant::now();
-        let reply: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(|e| {
+        let reply: Vec<i64> = inv.invoke(&mut conn).await.map_err(|e| {
             let err = Error::from_redis(e, Some(key));
             if err.is_corrupt_data() && err.message().contains("counter") {
                 err.with_key(inner.ns.counter())
@@ -709,20 +708,19 @@ impl Client {
         let mut inv;
         if inner.config.fair {
             let (queue, entries) = inner.ns.queue_keys(key);
-            inv = scripts::FAIR_RELEASE.prepare_invoke();
-            inv.key(key)
-                .key(inner.ns.counter())
-                .key(queue)
-                .key(entries)
-                .arg(index)
+            inv = Eval::new(
+                &scripts::FAIR_RELEASE,
+                &[key, inner.ns.counter(), &queue, &entries],
+            );
+            inv.arg(index)
                 .arg(inner.ns.channel())
                 .arg(inner.config.claim_window.as_millis() as u64);
         } else {
-            inv = scripts::RELEASE.prepare_invoke();
-            inv.key(key).arg(index).arg(inner.ns.channel());
+            inv = Eval::new(&scripts::RELEASE, &[key]);
+            inv.arg(index).arg(inner.ns.channel());
         }
         let (ok, word, idx): (i64, String, i64) = inv
-            .invoke_async(&mut conn)
+            .invoke(&mut conn)
             .await
             .map_err(|e| Error::from_redis(e, Some(key)))?;
         let outcome = match (ok, word.as_str()) {
@@ -747,11 +745,10 @@ impl Client {
         ttl_ms: u64,
     ) -> Result<RenewOutcome> {
         let mut conn = self.connection().await?;
-        let (ok, word, _idx, _extra): (i64, String, i64, i64) = scripts::RENEW
-            .key(key)
+        let (ok, word, _idx, _extra): (i64, String, i64, i64) = Eval::new(&scripts::RENEW, &[key])
             .arg(index)
             .arg(ttl_ms)
-            .invoke_async(&mut conn)
+            .invoke(&mut conn)
             .await
             .map_err(|e| Error::from_redis(e, Some(key)))?;
         match (ok, word.as_str()) {

@@ -3,6 +3,52 @@
 
 use std::sync::LazyLock;
 
+use redis::aio::ConnectionLike;
+use redis::{Cmd, FromRedisValue, RedisResult, Script, ToRedisArgs};
+
+/// One `EVALSHA` of a script, built straight into a command (one buffer for all arguments;
+/// `redis::ScriptInvocation` allocates each argument on its own and copies them again, which
+/// costs more than the rest of an acquire on the client), and reloaded on `NOSCRIPT`.
+pub(crate) struct Eval {
+    script: &'static Script,
+    cmd: Cmd,
+}
+
+impl Eval {
+    /// An invocation of `script` with these KEYS; ARGV follows with [`arg`](Eval::arg).
+    pub(crate) fn new(script: &'static Script, keys: &[&str]) -> Eval {
+        let mut cmd = Cmd::with_capacity(16, 256);
+        cmd.arg("EVALSHA")
+            .arg(script.get_hash())
+            .arg(keys.len())
+            .arg(keys);
+        Eval { script, cmd }
+    }
+
+    /// Appends one ARGV value.
+    pub(crate) fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Eval {
+        self.cmd.arg(arg);
+        self
+    }
+
+    /// Runs the script; when the server has lost it (`SCRIPT FLUSH`, a restart), loads it and
+    /// runs it once more.
+    pub(crate) async fn invoke<T: FromRedisValue>(
+        &self,
+        conn: &mut impl ConnectionLike,
+    ) -> RedisResult<T> {
+        match self.cmd.query_async(conn).await {
+            Err(err)
+                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                self.script.load_async(conn).await?;
+                self.cmd.query_async(conn).await
+            }
+            other => other,
+        }
+    }
+}
+
 /// A script made of shared Lua functions followed by its own body.
 macro_rules! script {
     ($($part:literal),+) => {

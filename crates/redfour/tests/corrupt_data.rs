@@ -89,18 +89,48 @@ async fn lock_key_holding_a_list() {
 async fn counter_that_is_not_a_number() {
     let server = RedisServer::start();
     let locks = client(&server);
-    server.cmd(&["SET", "lockindex", "notanumber"]);
+    // With an expiry of its own, which must survive too.
+    server.cmd(&["SET", "lockindex", "notanumber", "PX", "600000"]);
 
     let err = locks.acquire_lock("x", TTL).await.unwrap_err();
     assert!(err.is_corrupt_data(), "{err:?}");
     let err = locks.lock("x").try_acquire().await.unwrap_err();
+    assert!(err.is_corrupt_data(), "{err:?}");
+    let err = locks
+        .lock("x")
+        .wait(Duration::from_millis(300))
+        .acquire()
+        .await
+        .unwrap_err();
     assert!(err.is_corrupt_data(), "{err:?}");
 
     assert_eq!(
         text(&server, &["GET", "lockindex"]).as_deref(),
         Some("notanumber")
     );
+    let left = pttl(&server, "lockindex");
+    assert!(
+        left > 500_000 && left <= 600_000,
+        "the counter's expiry changed: {left}"
+    );
     assert!(!exists(&server, "lock:x"), "a lock was created anyway");
+}
+
+#[tokio::test]
+async fn counter_that_is_too_long_a_number() {
+    let server = RedisServer::start();
+    let locks = client(&server);
+    let digits = "1".repeat(40);
+    server.cmd(&["SET", "lockindex", &digits]);
+
+    let err = locks.acquire_lock("x", TTL).await.unwrap_err();
+    assert!(err.is_corrupt_data(), "{err:?}");
+    assert_eq!(
+        text(&server, &["GET", "lockindex"]).as_deref(),
+        Some(digits.as_str())
+    );
+    assert_eq!(pttl(&server, "lockindex"), -1, "an expiry was added");
+    assert!(!exists(&server, "lock:x"));
 }
 
 #[tokio::test]

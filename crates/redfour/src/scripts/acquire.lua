@@ -8,11 +8,7 @@ local pttl = redfour_lock_pttl(KEYS[1])
 if pttl >= 0 then
   return {0, -1, pttl}
 end
-local meta = {}
-for i = 2, #ARGV do
-  meta[#meta + 1] = ARGV[i]
-end
 -- The counter may be gone (restart without persistence) or may have been reset by someone:
 -- the index is floored at the server clock, so indexes keep increasing.
-local index = redfour_grant(KEYS[1], KEYS[2], redfour_now_us(), ARGV[1], meta, false)
+local index = redfour_grant(KEYS[1], KEYS[2], redfour_now_us(), ARGV[1], ARGV, 2, false)
 return {1, index, tonumber(ARGV[1])}

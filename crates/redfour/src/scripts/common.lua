@@ -24,43 +24,50 @@ local function redfour_lock_pttl(key)
 end
 
 -- The next fencing index: the counter plus one, floored at the server clock in microseconds.
+-- One call in the usual case: the counter is behind the clock, so the clock is the index and is
+-- written while the old value is read (`SET ... GET`). Foreign contents are put back as they
+-- were (value and expiry) before the error is raised, all inside this atomic script, so that
+-- nobody ever sees them changed; a key of another type is refused by Redis before any write.
 local function redfour_next_index(counter, now_us)
-  local current = nil
-  local raw = redis.pcall('GET', counter)
-  if type(raw) == 'table' then
+  local now = string.format('%d', now_us)
+  local raw = redis.pcall('SET', counter, now, 'KEEPTTL', 'GET')
+  if type(raw) == 'table' and raw.err then
     error({err = 'REDFOUR_WRONGTYPE the counter key holds a '
       .. redis.call('TYPE', counter)['ok'] .. ', not a string'})
   end
-  if raw then
-    if string.len(raw) > 17 or not string.match(raw, '^%-?%d+$') then
+  if not raw then
+    return now_us
+  end
+  local current = nil
+  if string.len(raw) <= 17 and string.match(raw, '^%-?%d+$') then
+    current = tonumber(raw)
+  end
+  if current == nil or current >= 9007199254740991 then
+    redis.call('SET', counter, raw, 'KEEPTTL')
+    if current == nil then
       error({err = 'REDFOUR_CORRUPT the counter is not an integer'})
     end
-    current = tonumber(raw)
-    if current >= 9007199254740991 then
-      error({err = 'REDFOUR_CORRUPT the counter is at or beyond 2^53-1'})
-    end
+    error({err = 'REDFOUR_CORRUPT the counter is at or beyond 2^53-1'})
   end
-  local index = now_us
-  if current ~= nil and current >= now_us then
-    index = current + 1
+  if current < now_us then
+    return now_us
   end
-  redis.call('SET', counter, string.format('%d', index))
-  return index
+  redis.call('SET', counter, string.format('%d', current + 1), 'KEEPTTL')
+  return current + 1
 end
 
--- Writes the lock for a new holder (the key is known to be free).
-local function redfour_grant(key, counter, now_us, ttl, meta, token)
+-- Writes the lock for a new holder (the key is known to be free). The holder metadata are the
+-- field, value pairs of `meta` from position `first` on (ARGV itself, or a queue entry's list),
+-- so that nothing is copied on the way.
+local function redfour_grant(key, counter, now_us, ttl, meta, first, token)
   local index = redfour_next_index(counter, now_us)
-  local fields = {'index', string.format('%d', index),
-    'acquired_at', string.format('%d', math.floor(now_us / 1000))}
-  for i = 1, #meta do
-    fields[#fields + 1] = meta[i]
-  end
+  local idx = string.format('%d', index)
+  local at = string.format('%d', math.floor(now_us / 1000))
   if token then
-    fields[#fields + 1] = 'handoff'
-    fields[#fields + 1] = token
+    redis.call('HSET', key, 'index', idx, 'acquired_at', at, 'handoff', token, unpack(meta, first))
+  else
+    redis.call('HSET', key, 'index', idx, 'acquired_at', at, unpack(meta, first))
   end
-  redis.call('HSET', key, unpack(fields))
   redis.call('PEXPIRE', key, ttl)
   return index
 end

@@ -8,43 +8,43 @@
 -- waiter (its notice was lost or is late; the lock is marked as taken, so that the notice, when
 -- it comes, cannot pass it on); {0, -1, pttl, holder's index} held by someone else.
 local key, counter, queue, entries = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local ttl = tonumber(ARGV[1])
 local token = ARGV[2]
-local now_us = redfour_now_us()
-local now_ms = math.floor(now_us / 1000)
-local meta = {}
--- What a queue entry keeps for a handoff: the metadata without this attempt's id, which must
--- only ever name a lock that this very attempt won.
-local entry_meta = {}
-for i = 6, #ARGV, 2 do
-  meta[#meta + 1] = ARGV[i]
-  meta[#meta + 1] = ARGV[i + 1]
-  if ARGV[i] ~= 'attempt' then
-    entry_meta[#entry_meta + 1] = ARGV[i]
-    entry_meta[#entry_meta + 1] = ARGV[i + 1]
-  end
+-- The usual case first: the lock is free and nobody queues.
+if redis.call('EXISTS', key, queue) == 0 then
+  local index = redfour_grant(key, counter, redfour_now_us(), ARGV[1], ARGV, 6, false)
+  return {1, index, tonumber(ARGV[1])}
 end
 
+local ttl = tonumber(ARGV[1])
+local now_us = nil
 local pttl = redfour_lock_pttl(key)
 if pttl >= 0 and token ~= '' and redis.call('HGET', key, 'handoff') == token then
   redis.call('HDEL', key, 'handoff')
   return {2, tonumber(redis.call('HGET', key, 'index')), pttl}
 end
 if pttl < 0 then
-  local head, entry = redfour_live_head(queue, entries, now_ms)
+  local head, entry
+  head, entry, now_us = redfour_pop_live_head(queue, entries, nil)
   if not head or head == token then
-    if head then
-      redis.call('LPOP', queue)
-      redis.call('HDEL', entries, head)
-    end
-    local index = redfour_grant(key, counter, now_us, ttl, meta, false)
+    local index = redfour_grant(key, counter, now_us or redfour_now_us(), ttl, ARGV, 6, false)
     return {1, index, ttl}
   end
   -- Free, but someone is first in line (the last holder expired): hand it over now.
-  redfour_handoff(key, counter, queue, entries, head, entry, now_us, tonumber(ARGV[5]))
+  redfour_handoff(key, counter, head, entry, now_us, tonumber(ARGV[5]))
   pttl = redis.call('PTTL', key)
 end
 if token ~= '' then
+  now_us = now_us or redfour_now_us()
+  local now_ms = math.floor(now_us / 1000)
+  -- What a queue entry keeps for a handoff: the metadata without this attempt's id, which
+  -- must only ever name a lock that this very attempt won.
+  local entry_meta = {}
+  for i = 6, #ARGV, 2 do
+    if ARGV[i] ~= 'attempt' then
+      entry_meta[#entry_meta + 1] = ARGV[i]
+      entry_meta[#entry_meta + 1] = ARGV[i + 1]
+    end
+  end
   local life = tonumber(ARGV[3])
   if redis.call('HEXISTS', entries, token) == 0 then
     redis.call('RPUSH', queue, token)

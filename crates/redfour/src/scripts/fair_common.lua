@@ -33,38 +33,38 @@ local function redfour_usable_entry(entry, now_ms)
   return true
 end
 
--- The first live waiter (token, entry), dropping dead ones; false when nobody waits.
-local function redfour_live_head(queue, entries, now_ms)
+-- Takes the first live waiter off the queue: (token, entry, now_us), dropping dead entries on
+-- the way; (false, nil, now_us or nil) when nobody waits. The clock is read only once there is
+-- an entry to judge, so that a release with an empty queue stays cheap.
+local function redfour_pop_live_head(queue, entries, now_us)
   while true do
-    local head = redis.call('LINDEX', queue, 0)
+    local head = redis.call('LPOP', queue)
     if not head then
-      return false, nil
+      return false, nil, now_us
     end
+    now_us = now_us or redfour_now_us()
     local raw = redis.call('HGET', entries, head)
+    redis.call('HDEL', entries, head)
     local ok, entry = false, nil
     if raw then
       ok, entry = pcall(cjson.decode, raw)
     end
-    if ok and redfour_usable_entry(entry, now_ms) then
-      return head, entry
+    if ok and redfour_usable_entry(entry, math.floor(now_us / 1000)) then
+      return head, entry, now_us
     end
-    redis.call('LPOP', queue)
-    redis.call('HDEL', entries, head)
   end
 end
 
--- Hands the free lock to the waiter at the head of the queue and tells only that waiter.
+-- Hands the free lock to `head`, a waiter just taken off the queue, and tells only that waiter.
 -- The lock lives for the claim window until the new holder claims it (renews to its ttl),
 -- so a waiter that died after its last refresh blocks the queue for that window at most.
-local function redfour_handoff(key, counter, queue, entries, head, entry, now_us, claim_ms)
-  redis.call('LPOP', queue)
-  redis.call('HDEL', entries, head)
+local function redfour_handoff(key, counter, head, entry, now_us, claim_ms)
   local window = math.min(tonumber(entry.t), claim_ms)
   local meta = {}
   if type(entry.m) == 'table' then
     meta = entry.m
   end
-  local index = redfour_grant(key, counter, now_us, window, meta, head)
+  local index = redfour_grant(key, counter, now_us, window, meta, 1, head)
   redis.call('PUBLISH', entry.c, head .. ' ' .. string.format('%d', index) .. ' ' .. window .. ' ' .. key)
   return index
 end

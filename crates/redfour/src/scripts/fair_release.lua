@@ -17,10 +17,9 @@ if ARGV[4] and redis.call('HGET', key, 'handoff') ~= ARGV[4] then
   return {0, 'conflict', stored}
 end
 redis.call('DEL', key)
-local now_us = redfour_now_us()
-local head, entry = redfour_live_head(queue, entries, math.floor(now_us / 1000))
+local head, entry, now_us = redfour_pop_live_head(queue, entries, nil)
 if head then
-  redfour_handoff(key, counter, queue, entries, head, entry, now_us, tonumber(ARGV[3]))
+  redfour_handoff(key, counter, head, entry, now_us, tonumber(ARGV[3]))
 else
   -- Nobody queues (Node waiters never do): wake everyone listening, as Node redfour does.
   redis.call('PUBLISH', ARGV[2], key)
