@@ -23,6 +23,10 @@ pub enum Report {
         cycles_per_s: f64,
         /// Raw baseline cycles per second (median of the blocks).
         raw_cycles_per_s: f64,
+        /// Server execution time per cycle, µs, (redfour, raw), medians of the blocks, from
+        /// `INFO commandstats`; `None` when the server does not report it. Informational.
+        #[serde(skip)]
+        server_us: Option<(f64, f64)>,
     },
     /// Many tasks on one client, one key each.
     Parallel {
@@ -32,6 +36,9 @@ pub enum Report {
         cycles_per_s: f64,
         /// Raw baseline cycles per second, all tasks together (median of the blocks).
         raw_cycles_per_s: f64,
+        /// Server execution time per cycle, µs, (redfour, raw), as for `Uncontended`.
+        #[serde(skip)]
+        server_us: Option<(f64, f64)>,
     },
     /// From the holder's release call to the already-waiting waiter holding the lock.
     Handoff {
@@ -71,6 +78,9 @@ pub enum Report {
         /// Median `PING` round trip measured just before, µs.
         #[serde(skip)]
         rtt_p50_us: f64,
+        /// The 99th percentile of all waits, ms. Informational.
+        #[serde(skip)]
+        wait_p99_ms: f64,
     },
     /// Thousands of waiters on one client: connections, memory, and whether all get through.
     Waiters {
@@ -175,13 +185,19 @@ impl Report {
             Report::Uncontended {
                 cycles_per_s,
                 raw_cycles_per_s,
-            } => format!("redfour {cycles_per_s:.0} cycles/s, raw {raw_cycles_per_s:.0} cycles/s"),
+                server_us,
+            } => format!(
+                "redfour {cycles_per_s:.0} cycles/s, raw {raw_cycles_per_s:.0} cycles/s{}",
+                server_summary(*server_us)
+            ),
             Report::Parallel {
                 tasks,
                 cycles_per_s,
                 raw_cycles_per_s,
+                server_us,
             } => format!(
-                "{tasks} tasks: redfour {cycles_per_s:.0} cycles/s, raw {raw_cycles_per_s:.0} cycles/s"
+                "{tasks} tasks: redfour {cycles_per_s:.0} cycles/s, raw {raw_cycles_per_s:.0} cycles/s{}",
+                server_summary(*server_us)
             ),
             Report::Handoff {
                 p50_us,
@@ -225,20 +241,41 @@ impl Report {
             Report::Uncontended {
                 cycles_per_s,
                 raw_cycles_per_s,
-            } => vec![Check::at_least(
-                "uncontended redfour/raw",
-                ratio(*cycles_per_s, *raw_cycles_per_s),
-                0.9,
-            )],
+                server_us,
+            } => {
+                let mut checks = vec![Check::at_least(
+                    "uncontended redfour/raw",
+                    ratio(*cycles_per_s, *raw_cycles_per_s),
+                    0.9,
+                )];
+                if let Some((redfour, raw)) = server_us {
+                    checks.push(Check::info(
+                        "(info) uncontended server µs/cycle redfour - raw",
+                        redfour - raw,
+                    ));
+                }
+                checks
+            }
             Report::Parallel {
                 cycles_per_s,
                 raw_cycles_per_s,
+                server_us,
                 ..
-            } => vec![Check::at_least(
-                "parallel redfour/raw",
-                ratio(*cycles_per_s, *raw_cycles_per_s),
-                0.8,
-            )],
+            } => {
+                let mut checks = vec![Check::at_least(
+                    "parallel redfour/raw",
+                    ratio(*cycles_per_s, *raw_cycles_per_s),
+                    0.8,
+                )];
+                if let Some((redfour, raw)) = server_us {
+                    // With the server saturated, its time per cycle bounds the rate.
+                    checks.push(Check::info(
+                        "(info) parallel server µs/cycle raw/redfour",
+                        ratio(*raw, *redfour),
+                    ));
+                }
+                checks
+            }
             Report::Handoff {
                 p50_us,
                 p99_us,
@@ -263,6 +300,7 @@ impl Report {
                 max_wait_ms,
                 wakeups_per_handoff,
                 rtt_p50_us,
+                wait_p99_ms,
             } => {
                 let total = handoffs_per_s * seconds;
                 // The mean time from one acquisition to the next, all workers together.
@@ -284,6 +322,10 @@ impl Report {
                         3.0,
                     ),
                     Check::at_most("contention wakeups/handoff", *wakeups_per_handoff, 1.1),
+                    Check::info(
+                        "(info) contention wait p99 / (workers × mean cycle)",
+                        ratio(*wait_p99_ms, *workers as f64 * mean_cycle_ms),
+                    ),
                 ]
             }
             Report::Waiters {
@@ -310,6 +352,13 @@ impl Report {
             }
         }
     }
+}
+
+/// The server time per cycle, for a summary line.
+fn server_summary(server_us: Option<(f64, f64)>) -> String {
+    server_us.map_or(String::new(), |(redfour, raw)| {
+        format!(" (server time per cycle: redfour {redfour} µs, raw {raw} µs)")
+    })
 }
 
 /// Every target check of every report, with a verdict per line.
@@ -379,10 +428,14 @@ mod tests {
         let u = Report::Uncontended {
             cycles_per_s: 850.0,
             raw_cycles_per_s: 1000.0,
+            server_us: Some((12.0, 4.0)),
         };
         let c = &u.checks()[0];
         assert!(!c.met);
         assert!((c.value - 0.85).abs() < 1e-9);
+        let info = &u.checks()[1];
+        assert!(info.is_info());
+        assert!((info.value - 8.0).abs() < 1e-9);
         let c = Report::Contention {
             workers: 8,
             seconds: 1.0,
@@ -392,6 +445,7 @@ mod tests {
             max_wait_ms: 20.0,
             wakeups_per_handoff: 1.0,
             rtt_p50_us: 600.0,
+            wait_p99_ms: 9.0,
         };
         // mean cycle 1 ms: 20 ms ≤ 3 × 8 × 1 ms.
         assert!(c.checks().iter().all(|c| c.met), "{:?}", c.checks());

@@ -195,6 +195,18 @@ impl Admin {
         Ok(parse_evalsha_calls(&info))
     }
 
+    /// Microseconds the server has spent executing the commands `names` since its start
+    /// (lower case, from `INFO commandstats`); `None` when the server does not say. A script's
+    /// figure includes the commands it calls, which Redis also counts on their own lines: name
+    /// only the commands a client sent.
+    pub async fn command_usec(&mut self, names: &[&str]) -> Result<Option<u64>> {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut self.conn)
+            .await?;
+        Ok(parse_command_usec(&info, names))
+    }
+
     /// Waits until the server has executed at least `calls` `EVALSHA`s in all, polling; false
     /// when `limit` passed first or the server does not report command statistics.
     pub async fn wait_for_evalsha_calls(&mut self, calls: u64, limit: Duration) -> Result<bool> {
@@ -252,6 +264,32 @@ fn parse_evalsha_calls(info: &str) -> Option<u64> {
         .and_then(|n| n.trim().parse().ok())
 }
 
+/// The sum of `usec=` over the `cmdstat_{name}` lines of `INFO commandstats` for `names` (0
+/// for a command that has not run: Redis omits its line); `None` when the text is not a
+/// commandstats section or a line cannot be read.
+fn parse_command_usec(info: &str, names: &[&str]) -> Option<u64> {
+    if !info.contains("# Commandstats") {
+        return None;
+    }
+    let mut total = 0u64;
+    for line in info.lines() {
+        let Some((name, fields)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        if !names.contains(&name) {
+            continue;
+        }
+        total += fields
+            .split(',')
+            .find_map(|f| f.strip_prefix("usec="))
+            .and_then(|n| n.trim().parse::<u64>().ok())?;
+    }
+    Some(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +304,17 @@ mod tests {
             Some(0)
         );
         assert_eq!(parse_evalsha_calls(""), None);
+    }
+
+    #[test]
+    fn sums_the_named_commands() {
+        let info = "# Commandstats\r\ncmdstat_evalsha:calls=10,usec=120,usec_per_call=12.00\r\n\
+                    cmdstat_hset:calls=10,usec=20,usec_per_call=2.00\r\n\
+                    cmdstat_set:calls=5,usec=5,usec_per_call=1.00\r\n\
+                    cmdstat_info:calls=3,usec=300,usec_per_call=100.00\r\n";
+        assert_eq!(parse_command_usec(info, &["evalsha"]), Some(120));
+        assert_eq!(parse_command_usec(info, &["evalsha", "set"]), Some(125));
+        assert_eq!(parse_command_usec(info, &["ping"]), Some(0));
+        assert_eq!(parse_command_usec("nope", &["set"]), None);
     }
 }

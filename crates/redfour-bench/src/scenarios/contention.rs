@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use crate::report::Report;
 use crate::scenarios::Ctx;
 use crate::stack::{ping_latencies, BENCH_TTL};
-use crate::stats::{millis, round_to};
+use crate::stats::{millis, round_to, Latencies};
 use crate::{BoxError, Result};
 
 const NAME: &str = "contention";
@@ -24,6 +24,8 @@ const ID: &str = "contended";
 struct Tally {
     acquisitions: u64,
     longest_wait: Duration,
+    /// Every wait, for the distribution (the longest alone says little on a shared machine).
+    waits: Vec<Duration>,
 }
 
 /// Runs the workers for `contention_time`.
@@ -61,11 +63,14 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
             let mut tally = Tally {
                 acquisitions: 0,
                 longest_wait: Duration::ZERO,
+                waits: Vec::new(),
             };
             while Instant::now() < end {
                 let asked = Instant::now();
                 let guard = client.lock(ID).ttl(BENCH_TTL).acquire().await?;
-                tally.longest_wait = tally.longest_wait.max(asked.elapsed());
+                let waited = asked.elapsed();
+                tally.longest_wait = tally.longest_wait.max(waited);
+                tally.waits.push(waited);
                 tally.acquisitions += 1;
                 guard.release().await?;
             }
@@ -87,6 +92,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
     let notices: u64 = clients.iter().map(redfour::Client::notices_delivered).sum();
     let total: u64 = tallies.iter().map(|t| t.acquisitions).sum();
     let per_worker = tallies.iter().map(|t| t.acquisitions);
+    let waits = Latencies::new(tallies.iter().flat_map(|t| t.waits.clone()).collect());
     Ok(Report::Contention {
         workers,
         seconds: round_to(elapsed.as_secs_f64(), 3),
@@ -106,5 +112,6 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
             round_to((notices - notices_before) as f64 / total as f64, 3)
         },
         rtt_p50_us: rtt.p50_us(),
+        wait_p99_ms: millis(waits.percentile(99.0)),
     })
 }

@@ -63,23 +63,42 @@ fn schedule(p: &Params) -> Vec<Block> {
     blocks
 }
 
-/// The per-block rates of each side, reduced to their medians.
+impl Side {
+    /// The commands this side sends (lower case, as `INFO commandstats` names them): the
+    /// server time they took is this side's server time. Commands that scripts call are
+    /// included in the script's own figure.
+    fn commands(self) -> &'static [&'static str] {
+        match self {
+            Side::Redfour => &["evalsha"],
+            Side::Raw => &["set", "evalsha"],
+        }
+    }
+}
+
+/// The per-block rates and server times of each side, reduced to their medians.
 #[derive(Default)]
 struct Rates {
     redfour: Vec<f64>,
     raw: Vec<f64>,
+    redfour_server_us: Vec<f64>,
+    raw_server_us: Vec<f64>,
 }
 
 impl Rates {
-    fn record(&mut self, block: Block, cycles: u64, elapsed: Duration) {
-        if !block.timed {
+    /// Records one block: `cycles` in `elapsed`, and the server's execution time for the
+    /// block's commands, µs, when the server reports it.
+    fn record(&mut self, block: Block, cycles: u64, elapsed: Duration, server_us: Option<u64>) {
+        if !block.timed || cycles == 0 {
             return;
         }
         let rate = cycles as f64 / elapsed.as_secs_f64();
-        match block.side {
-            Side::Redfour => self.redfour.push(rate),
-            Side::Raw => self.raw.push(rate),
-        }
+        let per_cycle = server_us.map(|us| us as f64 / cycles as f64);
+        let (rates, server) = match block.side {
+            Side::Redfour => (&mut self.redfour, &mut self.redfour_server_us),
+            Side::Raw => (&mut self.raw, &mut self.raw_server_us),
+        };
+        rates.push(rate);
+        server.extend(per_cycle);
     }
 
     /// (redfour, raw) median cycles per second.
@@ -89,6 +108,31 @@ impl Rates {
             round_to(median(&self.raw), 1),
         )
     }
+
+    /// (redfour, raw) median server µs per cycle, when every block reported it.
+    fn server_medians(&self) -> Option<(f64, f64)> {
+        if self.redfour_server_us.len() != self.redfour.len()
+            || self.raw_server_us.len() != self.raw.len()
+            || self.redfour.is_empty()
+            || self.raw.is_empty()
+        {
+            return None;
+        }
+        Some((
+            round_to(median(&self.redfour_server_us), 2),
+            round_to(median(&self.raw_server_us), 2),
+        ))
+    }
+}
+
+/// The server's execution time for `side`'s commands so far, µs.
+async fn server_usec(ctx: &mut Ctx, side: Side) -> Result<Option<u64>> {
+    ctx.admin.command_usec(side.commands()).await
+}
+
+/// The server time spent between two readings, when both exist.
+fn spent(before: Option<u64>, after: Option<u64>) -> Option<u64> {
+    Some(after?.saturating_sub(before?))
 }
 
 /// One client, one cycle at a time, on keys `u0`, `u1`, … `u{n-1}`, `u0`, …
@@ -107,6 +151,7 @@ pub async fn uncontended(ctx: &mut Ctx) -> Result<Report> {
     // Goes on across blocks: it rotates the keys and makes every raw token unique.
     let mut cycle = 0u64;
     for block in schedule(&ctx.params) {
+        let usec_before = server_usec(ctx, block.side).await?;
         let start = Instant::now();
         let end = start + block.len;
         let first = cycle;
@@ -118,13 +163,16 @@ pub async fn uncontended(ctx: &mut Ctx) -> Result<Report> {
             }
             cycle += 1;
         }
-        rates.record(block, cycle - first, start.elapsed());
+        let elapsed = start.elapsed();
+        let usec = spent(usec_before, server_usec(ctx, block.side).await?);
+        rates.record(block, cycle - first, elapsed, usec);
     }
 
     let (cycles_per_s, raw_cycles_per_s) = rates.medians();
     Ok(Report::Uncontended {
         cycles_per_s,
         raw_cycles_per_s,
+        server_us: rates.server_medians(),
     })
 }
 
@@ -139,6 +187,7 @@ pub async fn parallel(ctx: &mut Ctx) -> Result<Report> {
 
     let mut rates = Rates::default();
     for block in schedule(&ctx.params) {
+        let usec_before = server_usec(ctx, block.side).await?;
         let start = Instant::now();
         let end = start + block.len;
         let mut set = JoinSet::new();
@@ -176,7 +225,9 @@ pub async fn parallel(ctx: &mut Ctx) -> Result<Report> {
         while let Some(done) = set.join_next().await {
             cycles += done??;
         }
-        rates.record(block, cycles, start.elapsed());
+        let elapsed = start.elapsed();
+        let usec = spent(usec_before, server_usec(ctx, block.side).await?);
+        rates.record(block, cycles, elapsed, usec);
     }
 
     let (cycles_per_s, raw_cycles_per_s) = rates.medians();
@@ -184,6 +235,7 @@ pub async fn parallel(ctx: &mut Ctx) -> Result<Report> {
         tasks,
         cycles_per_s,
         raw_cycles_per_s,
+        server_us: rates.server_medians(),
     })
 }
 
