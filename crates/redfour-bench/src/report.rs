@@ -55,6 +55,11 @@ pub enum Report {
         /// release does (threads parked, as for a handoff), µs. Informational.
         #[serde(skip)]
         cold_rtt_p50_us: f64,
+        /// The medians of the two parts of a handoff, µs: from the release call to the notice
+        /// reaching the waiter's connection reader, and from there to the waiter holding the
+        /// guard. `None` when the notices could not be timed. Informational.
+        #[serde(skip)]
+        split_p50_us: Option<(f64, f64)>,
         /// Every handoff latency, µs, ascending (for the plot).
         #[serde(skip)]
         samples_us: Vec<f64>,
@@ -205,10 +210,14 @@ impl Report {
                 rtt_p50_us,
                 rtt_p99_us,
                 cold_rtt_p50_us,
+                split_p50_us,
                 samples_us,
             } => format!(
-                "{} samples: p50 {p50_us} µs, p99 {p99_us} µs (PING p50 {rtt_p50_us} µs, p99 {rtt_p99_us} µs; after an idle pause p50 {cold_rtt_p50_us} µs)",
-                samples_us.len()
+                "{} samples: p50 {p50_us} µs, p99 {p99_us} µs (PING p50 {rtt_p50_us} µs, p99 {rtt_p99_us} µs; after an idle pause p50 {cold_rtt_p50_us} µs){}",
+                samples_us.len(),
+                split_p50_us.map_or(String::new(), |(to, after)| format!(
+                    "; release to notice p50 {to} µs, notice to guard p50 {after} µs"
+                ))
             ),
             Report::Contention {
                 workers,
@@ -282,15 +291,26 @@ impl Report {
                 rtt_p50_us,
                 rtt_p99_us,
                 cold_rtt_p50_us,
+                split_p50_us,
                 ..
-            } => vec![
-                Check::at_most("handoff p50 / rtt p50", ratio(*p50_us, *rtt_p50_us), 1.2),
-                Check::at_most("handoff p99 / rtt p99", ratio(*p99_us, *rtt_p99_us), 3.0),
-                Check::info(
-                    "(info) handoff p50 / idle-pause rtt p50",
-                    ratio(*p50_us, *cold_rtt_p50_us),
-                ),
-            ],
+            } => {
+                let mut checks = vec![
+                    Check::at_most("handoff p50 / rtt p50", ratio(*p50_us, *rtt_p50_us), 1.2),
+                    Check::at_most("handoff p99 / rtt p99", ratio(*p99_us, *rtt_p99_us), 3.0),
+                    Check::info(
+                        "(info) handoff p50 / idle-pause rtt p50",
+                        ratio(*p50_us, *cold_rtt_p50_us),
+                    ),
+                ];
+                if let Some((to_notice, after)) = split_p50_us {
+                    checks.push(Check::info(
+                        "(info) handoff release→notice p50 (µs)",
+                        *to_notice,
+                    ));
+                    checks.push(Check::info("(info) handoff notice→guard p50 (µs)", *after));
+                }
+                checks
+            }
             Report::Contention {
                 workers,
                 seconds,
@@ -405,6 +425,7 @@ mod tests {
             rtt_p50_us: 1.0,
             rtt_p99_us: 1.0,
             cold_rtt_p50_us: 1.0,
+            split_p50_us: None,
             samples_us: vec![1.0, 2.0],
         };
         assert_eq!(

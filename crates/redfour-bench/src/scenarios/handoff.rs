@@ -7,6 +7,11 @@
 //! `Instant::now()` as soon as `acquire` returns its guard. Both instants come from the same
 //! monotonic clock in the same process, so their difference is the handoff latency, with
 //! nothing estimated. B then releases, and the next sample starts.
+//!
+//! The instant the notice reaches B's connection reader is taken too (from the library's
+//! `redfour::handoff_notice` trace event), which splits each sample into the part before the
+//! notice arrives (release request, server, notice) and the part after (the library waking
+//! the waiter).
 
 use std::time::{Duration, Instant};
 
@@ -38,8 +43,12 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
     // server has executed it.
     let settle = (rtt.percentile(99.0) * 2).max(Duration::from_millis(1));
 
+    // Times the notice's arrival in the waiter's connection reader (see `notice_clock`).
+    let clocked = crate::notice_clock::install();
     let p = &ctx.params;
     let mut samples = Vec::with_capacity(p.handoff_samples);
+    let mut to_notice = Vec::with_capacity(p.handoff_samples);
+    let mut notice_to_holder = Vec::with_capacity(p.handoff_samples);
     for i in 0..p.handoff_warmup + p.handoff_samples {
         let held = holder.acquire_lock(ID, BENCH_TTL).await?;
         if !held.success {
@@ -67,6 +76,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
         // Without command statistics, fall back to a generous pause for the first attempt.
         tokio::time::sleep(if attempted { settle } else { settle * 20 }).await;
 
+        crate::notice_clock::take();
         let released_at = Instant::now();
         let released = holder.release_lock(ID, held.index).await?;
         if released.result != redfour::ReleaseOutcome::Released {
@@ -82,6 +92,10 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
         }
         if i >= p.handoff_warmup {
             samples.push(holds_at.saturating_duration_since(released_at));
+            if let Some(notice) = crate::notice_clock::take().filter(|_| clocked) {
+                to_notice.push(notice.saturating_duration_since(released_at));
+                notice_to_holder.push(holds_at.saturating_duration_since(notice));
+            }
         }
         got.release().await?;
     }
@@ -97,6 +111,13 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
     }
     let cold = Latencies::new(cold);
 
+    // Only when every sample had its notice timed: a partial split would mislead.
+    let split = (to_notice.len() == samples.len()).then(|| {
+        (
+            Latencies::new(to_notice).p50_us(),
+            Latencies::new(notice_to_holder).p50_us(),
+        )
+    });
     let handoff = Latencies::new(samples);
     Ok(Report::Handoff {
         p50_us: handoff.p50_us(),
@@ -104,6 +125,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
         rtt_p50_us: rtt.p50_us(),
         rtt_p99_us: rtt.p99_us(),
         cold_rtt_p50_us: cold.p50_us(),
+        split_p50_us: split,
         samples_us: handoff
             .sorted_us()
             .into_iter()
