@@ -139,3 +139,49 @@ fn panics_inside_a_runtime() {
         let _ = locks.ping();
     });
 }
+
+/// The queue settings reach the async client: with `fair(false)` a waiter leaves no queue on
+/// the server; with the default it queues (and a claim window out of range is refused).
+#[test]
+fn fair_queue_settings() {
+    let server = RedisServer::start();
+    for fair in [false, true] {
+        let ns = if fair { "fair" } else { "unfair" };
+        let locks = Client::builder(server.url())
+            .namespace(ns)
+            .fair(fair)
+            .claim_window(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let held = locks.acquire_lock("q", Duration::from_secs(20)).unwrap();
+        assert!(held.success);
+        let gave_up = locks
+            .wait_acquire_lock(
+                "q",
+                Duration::from_secs(20),
+                Some(Duration::from_millis(300)),
+            )
+            .unwrap();
+        assert!(!gave_up.success);
+        // The queue is there only while a waiter waits: look while one does.
+        let waiter = thread::spawn({
+            let locks = locks.clone();
+            move || {
+                locks.wait_acquire_lock("q", Duration::from_secs(20), Some(Duration::from_secs(10)))
+            }
+        });
+        let queue = format!("{ns}-queue:q");
+        let queued = wait_until(Duration::from_secs(3), || {
+            matches!(server.cmd(&["EXISTS", &queue]), redis::Value::Int(1))
+        });
+        assert_eq!(queued, fair, "fair({fair}): queue key present: {queued}");
+        locks.release_lock("q", held.index).unwrap();
+        let got = waiter.join().unwrap().unwrap();
+        assert!(got.success);
+        locks.release_lock("q", got.index).unwrap();
+    }
+    let refused = Client::builder(server.url())
+        .claim_window(Duration::from_millis(1))
+        .build();
+    assert!(refused.unwrap_err().is_invalid_input());
+}

@@ -101,6 +101,21 @@ impl ClientBuilder {
         }
     }
 
+    /// See [`crate::ClientBuilder::fair`]: waiters queue in FIFO order and a release hands the
+    /// lock straight to the first of them. Default: on.
+    pub fn fair(self, on: bool) -> Self {
+        ClientBuilder {
+            inner: self.inner.fair(on),
+        }
+    }
+
+    /// See [`crate::ClientBuilder::claim_window`]. Default: 5 s.
+    pub fn claim_window(self, window: Duration) -> Self {
+        ClientBuilder {
+            inner: self.inner.claim_window(window),
+        }
+    }
+
     /// Checks the settings, starts the runtime thread and creates the client. No connection
     /// is opened yet.
     ///
