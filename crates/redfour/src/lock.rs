@@ -719,10 +719,23 @@ impl Client {
             inv = Eval::new(&scripts::RELEASE, &[key]);
             inv.arg(index).arg(inner.ns.channel());
         }
-        let (ok, word, idx): (i64, String, i64) = inv
-            .invoke(&mut conn)
-            .await
-            .map_err(|e| Error::from_redis(e, Some(key)))?;
+        // A release is safe to repeat (it acts only for `index`), so a connection that broke
+        // under it (a Redis restart, a dropped connection) gets one more try on the
+        // reconnected one instead of leaving the lock to its ttl. If the first try did run,
+        // the second answers `expired`, or `conflict` once someone else took the lock.
+        let (ok, word, idx): (i64, String, i64) = match inv.invoke(&mut conn).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                let err = Error::from_redis(e, Some(key));
+                if !err.is_transient() {
+                    return Err(err);
+                }
+                tracing::debug!(key, index, error = %err, "release failed; trying once more");
+                inv.invoke(&mut conn)
+                    .await
+                    .map_err(|e| Error::from_redis(e, Some(key)))?
+            }
+        };
         let outcome = match (ok, word.as_str()) {
             (1, "released") => ReleaseOutcome::Released,
             (1, "expired") => ReleaseOutcome::Expired,
@@ -891,8 +904,11 @@ impl Client {
     ///
     /// [`ErrorKind::InvalidInput`] for an empty id or an index under 1;
     /// [`ErrorKind::CorruptData`] when the key holds foreign data (left untouched);
-    /// [`ErrorKind::Unavailable`] / [`ErrorKind::Timeout`] for Redis faults (after a timeout the
-    /// lock may or may not have been released; retrying is safe).
+    /// [`ErrorKind::Unavailable`] / [`ErrorKind::Timeout`] for Redis faults, after one more try
+    /// on a fresh connection (after a timeout the lock may or may not have been released;
+    /// retrying is safe). When the first try broke off and the second answers, the second's
+    /// answer is returned: `expired` or `conflict` may then mean that the first one released
+    /// the lock.
     ///
     /// # Cancel safety
     ///

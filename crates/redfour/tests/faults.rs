@@ -380,3 +380,34 @@ async fn a_peer_that_is_not_redis_is_unavailable() {
     assert!(started.elapsed() >= Duration::from_millis(450));
     http.abort();
 }
+
+/// Found by the chaos suite (`restart-aof`): a release sent just after Redis restarted (with
+/// its data kept) failed with a broken connection and left the lock to its ttl. A release is
+/// safe to repeat, so it now tries once more on the reconnected connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_right_after_a_restart_releases() {
+    let mut server =
+        RedisServer::start_with_args(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let locks = client(&server);
+    for round in 0..3 {
+        let guard = locks
+            .lock("durable")
+            .ttl(Duration::from_secs(60))
+            .try_acquire()
+            .await
+            .unwrap()
+            .expect("free lock");
+        tokio::task::block_in_place(|| server.restart());
+        assert!(
+            exists(&server, "lock:durable"),
+            "round {round}: the lock did not survive the restart:\n{}",
+            server.log()
+        );
+        let released = guard.release().await;
+        assert!(
+            matches!(&released, Ok(r) if r.result == ReleaseOutcome::Released),
+            "round {round}: {released:?}"
+        );
+        assert!(!exists(&server, "lock:durable"), "round {round}");
+    }
+}
