@@ -15,6 +15,9 @@
 //! functions and from `#[tokio::test]` ones. Waiting for a condition is done by polling with a
 //! deadline: [`wait_until`] and, inside a runtime, [`wait_until_async`].
 //!
+//! [`RedisServer::start_tls`] starts a server that speaks TLS only, with a private CA and
+//! certificates made at test time ([`TlsCerts`]); its [`url`](RedisServer::url) is `rediss://`.
+//!
 //! `redis-server` must be on `PATH` ([`which_redis_server`]).
 //!
 //! # Examples
@@ -46,8 +49,12 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod proxy;
 mod server;
+mod tls;
 mod wait;
 
+pub use proxy::Proxy;
 pub use server::{which_redis_server, RedisServer};
+pub use tls::TlsCerts;
 pub use wait::{wait_until, wait_until_async};

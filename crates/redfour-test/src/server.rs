@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::tls::{self, TlsCerts};
 use crate::wait::wait_until;
 
 /// Fresh ports tried by `try_start` before giving up; each failure is a lost port race.
@@ -68,11 +69,15 @@ fn find_redis_server() -> Option<PathBuf> {
 /// [`client`](Self::client), [`connection`](Self::connection) and [`cmd`](Self::cmd) log in with
 /// it, while [`url`](Self::url) stays without credentials so tests can check that they are
 /// required. `Debug` output does not show the password.
+///
+/// [`start_tls`](Self::start_tls) starts a server that speaks TLS only, with certificates made
+/// for it ([`tls`](Self::tls)); everything else works the same, over TLS.
 pub struct RedisServer {
     port: u16,
     binary: PathBuf,
     extra_args: Vec<String>,
     password: Option<String>,
+    tls: Option<TlsCerts>,
     dir: TempDir,
     process: Mutex<Process>,
 }
@@ -142,15 +147,68 @@ impl RedisServer {
     /// another kind if the process could not be spawned or exited (a bad argument, say). The
     /// message includes the server log.
     pub fn try_start_with_args(args: &[&str]) -> io::Result<RedisServer> {
+        Self::try_start_inner(args, false)
+    }
+
+    /// Starts a server that speaks TLS only, with certificates made for it, and waits until it
+    /// answers `PING` over TLS.
+    ///
+    /// A private CA is generated, and with it a server certificate for `127.0.0.1` and
+    /// `localhost` and a client certificate, all written into [`dir`](Self::dir)
+    /// (see [`TlsCerts`]). The server listens with `--tls-port` on a free port and no plain TCP
+    /// port (`--port 0`), and does not ask for client certificates (`--tls-auth-clients no`).
+    /// [`url`](Self::url) is then `rediss://127.0.0.1:PORT`, and a client must trust
+    /// [`TlsCerts::ca_pem`] to connect; the kit's own connections ([`client`](Self::client),
+    /// [`cmd`](Self::cmd), ...) do, and present the client certificate when asked.
+    ///
+    /// # Panics
+    ///
+    /// Panics when [`try_start_tls_with_args`](Self::try_start_tls_with_args) fails.
+    pub fn start_tls() -> RedisServer {
+        Self::start_tls_with_args(&[])
+    }
+
+    /// [`start_tls`](Self::start_tls) with extra configuration, e.g.
+    /// `&["--tls-auth-clients", "yes"]` to require client certificates.
+    ///
+    /// # Panics
+    ///
+    /// Panics when [`try_start_tls_with_args`](Self::try_start_tls_with_args) fails; the message
+    /// includes the server log.
+    pub fn start_tls_with_args(args: &[&str]) -> RedisServer {
+        match Self::try_start_tls_with_args(args) {
+            Ok(server) => server,
+            Err(err) => panic!("failed to start redis-server with TLS: {err}"),
+        }
+    }
+
+    /// [`start_tls`](Self::start_tls) with extra configuration, without panicking.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_start_with_args`](Self::try_start_with_args); also an error if the certificates
+    /// cannot be made or written, and an error of another kind if this `redis-server` was built
+    /// without TLS (it exits at once, and its output says so).
+    pub fn try_start_tls_with_args(args: &[&str]) -> io::Result<RedisServer> {
+        Self::try_start_inner(args, true)
+    }
+
+    fn try_start_inner(args: &[&str], with_tls: bool) -> io::Result<RedisServer> {
         let binary = find_redis_server()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, NOT_FOUND))?;
         let dir = tempfile::Builder::new().prefix("redfour-test-").tempdir()?;
         let extra_args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
         let password = requirepass(&extra_args);
+        let tls = if with_tls {
+            tls::install_crypto_provider();
+            Some(TlsCerts::generate(dir.path())?)
+        } else {
+            None
+        };
 
         for _ in 0..START_ATTEMPTS {
             let port = free_port()?;
-            match spawn_ready(&binary, port, dir.path(), &extra_args) {
+            match spawn_ready(&binary, port, dir.path(), tls.as_ref(), &extra_args) {
                 Ok(child) => {
                     let pid = child.id();
                     return Ok(RedisServer {
@@ -158,6 +216,7 @@ impl RedisServer {
                         binary,
                         extra_args,
                         password,
+                        tls,
                         dir,
                         process: Mutex::new(Process {
                             child: Some(child),
@@ -178,9 +237,16 @@ impl RedisServer {
         ))
     }
 
-    /// The TCP port the server listens on; it stays the same across [`restart`](Self::restart).
+    /// The TCP port the server listens on (its TLS port for a [TLS server](Self::start_tls));
+    /// it stays the same across [`restart`](Self::restart).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The certificates of a server started with [`start_tls`](Self::start_tls); `None` for a
+    /// plain one.
+    pub fn tls(&self) -> Option<&TlsCerts> {
+        self.tls.as_ref()
     }
 
     /// The process id of the current server, or of the last one if it is stopped.
@@ -188,9 +254,18 @@ impl RedisServer {
         self.process().pid
     }
 
-    /// `redis://127.0.0.1:PORT`, without credentials even if the server requires a password.
+    /// `redis://127.0.0.1:PORT` (`rediss://` for a [TLS server](Self::start_tls)), without
+    /// credentials even if the server requires a password.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.port)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        }
     }
 
     /// The `--requirepass` given at start, if any.
@@ -202,7 +277,8 @@ impl RedisServer {
     pub fn url_with_password(&self) -> String {
         match &self.password {
             Some(password) => format!(
-                "redis://:{}@127.0.0.1:{}",
+                "{}://:{}@127.0.0.1:{}",
+                self.scheme(),
                 percent_encode(password),
                 self.port
             ),
@@ -225,13 +301,23 @@ impl RedisServer {
 
     /// A client for this server, logged in with the [`password`](Self::password) if any.
     ///
+    /// For a [TLS server](Self::start_tls) it trusts the server's CA (and no other) and presents
+    /// the client certificate when asked.
+    ///
     /// # Panics
     ///
-    /// Cannot fail in practice: the URL is built here and always parses.
+    /// Cannot fail in practice: the URL and the certificates are made here and always parse.
     pub fn client(&self) -> redis::Client {
-        redis::Client::open(self.url_with_password()).unwrap_or_else(|err| {
+        let client = match &self.tls {
+            Some(tls) => redis::Client::build_with_tls(
+                self.url_with_password(),
+                tls.redis_certificates(true),
+            ),
+            None => redis::Client::open(self.url_with_password()),
+        };
+        client.unwrap_or_else(|err| {
             panic!(
-                "invalid URL for the test server on port {}: {err}",
+                "invalid settings for the test server on port {}: {err}",
                 self.port
             )
         })
@@ -369,7 +455,13 @@ impl RedisServer {
                 port_deadline.saturating_duration_since(Instant::now()),
                 || TcpListener::bind((Ipv4Addr::LOCALHOST, self.port)).is_ok(),
             );
-            match spawn_ready(&self.binary, self.port, self.dir.path(), &self.extra_args) {
+            match spawn_ready(
+                &self.binary,
+                self.port,
+                self.dir.path(),
+                self.tls.as_ref(),
+                &self.extra_args,
+            ) {
                 Ok(child) => {
                     let mut process = self.process();
                     process.pid = child.id();
@@ -423,6 +515,7 @@ impl fmt::Debug for RedisServer {
             .field("pid", &self.pid())
             .field("dir", &self.dir.path())
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -455,14 +548,23 @@ fn percent_encode(text: &str) -> String {
         .collect()
 }
 
-fn spawn(binary: &Path, port: u16, dir: &Path, extra_args: &[String]) -> io::Result<Child> {
+fn spawn(
+    binary: &Path,
+    port: u16,
+    dir: &Path,
+    tls: Option<&TlsCerts>,
+    extra_args: &[String],
+) -> io::Result<Child> {
     let stdio = OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join(STDIO_FILE))?;
+    let listen = match tls {
+        Some(tls) => tls.server_args(port),
+        None => vec!["--port".to_owned(), port.to_string()],
+    };
     Command::new(binary)
-        .arg("--port")
-        .arg(port.to_string())
+        .args(listen)
         .args(["--bind", "127.0.0.1"])
         .args(["--save", ""])
         .args(["--appendonly", "no"])
@@ -485,12 +587,13 @@ fn spawn_ready(
     binary: &Path,
     port: u16,
     dir: &Path,
+    tls: Option<&TlsCerts>,
     extra_args: &[String],
 ) -> Result<Child, SpawnError> {
     // Earlier runs share the log file; only what this process writes counts.
     let offset = file_len(&dir.join(LOG_FILE));
     let stdio_offset = file_len(&dir.join(STDIO_FILE));
-    let mut child = spawn(binary, port, dir, extra_args).map_err(|err| {
+    let mut child = spawn(binary, port, dir, tls, extra_args).map_err(|err| {
         SpawnError::Fatal(io::Error::new(
             err.kind(),
             format!("cannot spawn {}: {err}", binary.display()),
@@ -508,7 +611,7 @@ fn spawn_ready(
                 return Err(SpawnError::Fatal(err));
             }
         }
-        if read_from(&dir.join(LOG_FILE), offset).contains(READY_LINE) && answers_ping(port) {
+        if read_from(&dir.join(LOG_FILE), offset).contains(READY_LINE) && answers_ping(port, tls) {
             return Ok(child);
         }
         if Instant::now() >= deadline {
@@ -538,18 +641,29 @@ fn exited(status: ExitStatus, port: u16, dir: &Path, offset: u64, stdio_offset: 
     )))
 }
 
-/// Whether something on `port` answers `PING` like a Redis server: `+PONG`, or `-NOAUTH` when a
-/// password is required. `-LOADING` and silence mean not yet.
-fn answers_ping(port: u16) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let timeout = Some(Duration::from_millis(500));
-    if stream.set_read_timeout(timeout).is_err()
-        || stream.set_write_timeout(timeout).is_err()
-        || stream.write_all(b"PING\r\n").is_err()
-    {
+/// Whether something on `port` answers `PING` like a Redis server (over TLS with `tls`):
+/// `+PONG`, or `-NOAUTH` when a password is required. `-LOADING` and silence mean not yet.
+fn answers_ping(port: u16, tls: Option<&TlsCerts>) -> bool {
+    match tls {
+        Some(tls) => tls.probe(port).is_some_and(|mut stream| pongs(&mut stream)),
+        None => {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+                return false;
+            };
+            let timeout = Some(Duration::from_millis(500));
+            if stream.set_read_timeout(timeout).is_err()
+                || stream.set_write_timeout(timeout).is_err()
+            {
+                return false;
+            }
+            pongs(&mut &stream)
+        }
+    }
+}
+
+fn pongs(stream: &mut (impl Read + Write)) -> bool {
+    if stream.write_all(b"PING\r\n").is_err() || stream.flush().is_err() {
         return false;
     }
     let mut reply = Vec::new();

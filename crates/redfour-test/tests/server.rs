@@ -258,3 +258,98 @@ async fn usable_from_tokio_tests() {
         .expect("GET");
     assert_eq!(value, None);
 }
+
+// ---- TLS servers --------------------------------------------------------------------------
+
+/// Whether something answers `PING` on `port` in plain RESP, without TLS.
+fn answers_plain_ping(port: u16) -> bool {
+    redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+        .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn))
+        .is_ok()
+}
+
+#[test]
+fn tls_server_speaks_tls_only_and_trusts_its_own_ca() {
+    let mut server = RedisServer::start_tls();
+    let tls = server.tls().expect("a TLS server has certificates");
+    assert_eq!(
+        server.url(),
+        format!("rediss://127.0.0.1:{}", server.port())
+    );
+    assert!(tls.ca_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+    assert_eq!(
+        std::fs::read_to_string(tls.ca_path()).expect("CA file"),
+        tls.ca_pem()
+    );
+    assert!(!format!("{server:?}").contains("PRIVATE KEY"));
+    assert!(!format!("{tls:?}").contains("PRIVATE KEY"));
+
+    // The kit's connections go over TLS.
+    server.cmd(&["SET", "key", "value"]);
+    let mut conn = server.connection();
+    assert_eq!(get(&server, &mut conn, "key").as_deref(), Some("value"));
+    // The port does not speak plain RESP, and there is no plain port.
+    assert!(!answers_plain_ping(server.port()));
+    assert_eq!(
+        server.cmd(&["CONFIG", "GET", "port"]),
+        redis::Value::Array(vec![
+            redis::Value::BulkString(b"port".to_vec()),
+            redis::Value::BulkString(b"0".to_vec()),
+        ])
+    );
+
+    // A client that trusts only the system's roots refuses the certificate.
+    let untrusting = redis::Client::open(server.url()).expect("client");
+    let Err(err) = untrusting.get_connection_with_timeout(DEADLINE) else {
+        panic!("connected without trusting the CA");
+    };
+    assert!(err.to_string().contains("certificate"), "{err}");
+    // By name or by address, the server certificate is valid for the CA.
+    for host in ["127.0.0.1", "localhost"] {
+        let url = format!("rediss://{host}:{}", server.port());
+        let client = redis::Client::build_with_tls(url, tls.redis_certificates(false))
+            .expect("client with the CA");
+        let mut conn = client
+            .get_connection_with_timeout(DEADLINE)
+            .unwrap_or_else(|e| panic!("{host}: {e}\n{}", server.log()));
+        assert_eq!(get(&server, &mut conn, "key").as_deref(), Some("value"));
+    }
+
+    // A restart keeps TLS and the certificates.
+    let ca = tls.ca_pem().to_owned();
+    server.restart();
+    assert_eq!(server.tls().map(|t| t.ca_pem()), Some(ca.as_str()));
+    assert_eq!(
+        server.cmd(&["PING"]),
+        redis::Value::SimpleString("PONG".to_owned())
+    );
+}
+
+#[test]
+fn tls_server_can_require_client_certificates() {
+    let server = RedisServer::start_tls_with_args(&["--tls-auth-clients", "yes"]);
+    let tls = server.tls().expect("certificates");
+    // The kit presents its client certificate.
+    assert_eq!(
+        server.cmd(&["PING"]),
+        redis::Value::SimpleString("PONG".to_owned())
+    );
+    // Without one, the handshake or the first command fails.
+    let anonymous =
+        redis::Client::build_with_tls(server.url(), tls.redis_certificates(false)).expect("client");
+    let refused = anonymous
+        .get_connection_with_timeout(DEADLINE)
+        .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn));
+    assert!(refused.is_err(), "{refused:?}");
+}
+
+#[test]
+fn tls_server_with_a_password() {
+    let server = RedisServer::start_tls_with_args(&["--requirepass", "tls-pw"]);
+    assert!(server.url_with_password().starts_with("rediss://:tls-pw@"));
+    assert_eq!(
+        server.cmd(&["PING"]),
+        redis::Value::SimpleString("PONG".to_owned())
+    );
+}
