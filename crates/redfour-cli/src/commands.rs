@@ -20,12 +20,23 @@ const RECONNECT_RETRIES: usize = 1;
 
 /// Runs the resolved command and returns its exit status.
 pub async fn execute(settings: Settings) -> Result<u8, Failure> {
-    let client = Client::builder(settings.url)
+    let mut builder = Client::builder(settings.url)
         .namespace(settings.namespace)
         .connect_timeout(CONNECT_TIMEOUT)
-        .reconnect_retries(RECONNECT_RETRIES)
-        .build()
-        .map_err(|e| Failure::usage(format!("{}: {}", exit::summary(&e), exit::root_cause(&e))))?;
+        .reconnect_retries(RECONNECT_RETRIES);
+    if let Some(pem) = settings.tls_ca {
+        builder = builder.tls_root_certificates(pem);
+    }
+    let client = builder.build().map_err(|e| {
+        let cause = exit::root_cause(&e);
+        let what = exit::summary(&e);
+        // Without a source, the root cause is the error itself: say it once.
+        if std::error::Error::source(&e).is_some() {
+            Failure::usage(format!("{what}: {cause}"))
+        } else {
+            Failure::usage(what)
+        }
+    })?;
     match settings.action {
         Action::Acquire { id, ttl } => acquire(&client, &id, ttl).await,
         Action::Wait { id, ttl, wait } => wait_for(&client, &id, ttl, wait).await,

@@ -5,6 +5,7 @@
 //! bad value gets a one-line reason and exit status 2 from this crate, not a clap usage dump.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -19,7 +20,9 @@ use crate::exit::{Failure, EXIT_CODES_HELP};
 #[derive(Debug, Parser)]
 #[command(name = "redfour", version, after_help = EXIT_CODES_HELP, max_term_width = 100)]
 pub struct Flags {
-    /// Redis to use: redis://[user][:password@]host[:port][/db], or rediss:// for TLS.
+    /// Redis to use: redis://[user][:password@]host[:port][/db], or rediss:// for TLS (which
+    /// trusts the system's root certificates, or the CA of --tls-ca; rediss://...#insecure
+    /// skips certificate verification, for tests only).
     #[arg(
         long,
         global = true,
@@ -40,6 +43,11 @@ pub struct Flags {
         default_value = redfour::DEFAULT_NAMESPACE
     )]
     namespace: String,
+
+    /// Trust the CA certificate(s) in FILE (PEM), and only those, for a rediss:// --url: for a
+    /// Redis whose certificate comes from a private CA.
+    #[arg(long, global = true, env = "REDFOUR_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -175,6 +183,8 @@ pub struct Settings {
     pub url: String,
     /// The key namespace.
     pub namespace: String,
+    /// The PEM contents of `--tls-ca`: the only CAs trusted for `rediss://`.
+    pub tls_ca: Option<Vec<u8>>,
     /// What to do.
     pub action: Action,
 }
@@ -240,6 +250,10 @@ impl Flags {
         if self.namespace.is_empty() {
             return Err(Failure::usage("invalid --namespace: it must not be empty"));
         }
+        let tls_ca = match &self.tls_ca {
+            Some(path) => Some(read_tls_ca(path, &self.url)?),
+            None => None,
+        };
         let action = match self.command {
             Command::Acquire { id, ttl } => Action::Acquire {
                 id: id.check()?,
@@ -283,10 +297,38 @@ impl Flags {
         Ok(Settings {
             url: self.url,
             namespace: self.namespace,
+            tls_ca,
             action,
         })
     }
 }
+
+/// The PEM text in the `--tls-ca` file. The library parses the certificates; this only makes
+/// sure that the file is there and looks like one, to name the file when it is not.
+fn read_tls_ca(path: &std::path::Path, url: &str) -> Result<Vec<u8>, Failure> {
+    let shown = path.display();
+    let is_tls = url
+        .get(.."rediss://".len())
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"));
+    if !is_tls {
+        return Err(Failure::usage(format!(
+            "invalid --tls-ca `{shown}`: it is for rediss:// URLs, and --url is not one"
+        )));
+    }
+    let pem = std::fs::read(path)
+        .map_err(|e| Failure::usage(format!("invalid --tls-ca `{shown}`: cannot read it: {e}")))?;
+    if !pem
+        .windows(PEM_CERTIFICATE.len())
+        .any(|w| w == PEM_CERTIFICATE.as_bytes())
+    {
+        return Err(Failure::usage(format!(
+            "invalid --tls-ca `{shown}`: no PEM certificate in it (expected {PEM_CERTIFICATE})"
+        )));
+    }
+    Ok(pem)
+}
+
+const PEM_CERTIFICATE: &str = "-----BEGIN CERTIFICATE-----";
 
 impl IdArg {
     fn check(self) -> Result<String, Failure> {
@@ -476,6 +518,46 @@ mod tests {
         }
         let huge = format!("{}ms", redfour::MAX_TTL.as_millis() + 1);
         assert!(usage_error(&["acquire", "x", "--ttl", &huge]).contains("at most"));
+    }
+
+    #[test]
+    fn tls_ca_is_read_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = dir.path().join("ca.pem");
+        let pem = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        std::fs::write(&ca, pem).unwrap();
+        let ca_arg = ca.to_str().unwrap();
+        let s = resolve(&["--url", "rediss://h:1", "--tls-ca", ca_arg, "status", "x"]).unwrap();
+        assert_eq!(s.tls_ca.as_deref(), Some(pem.as_bytes()));
+        let s = resolve(&["--url", "REDISS://h:1", "status", "x", "--tls-ca", ca_arg]).unwrap();
+        assert!(s.tls_ca.is_some());
+
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\n").unwrap();
+        let missing = dir.path().join("missing.pem");
+        for (args, needle) in [
+            (vec!["--url", "redis://h:1", "--tls-ca", ca_arg], "not one"),
+            (
+                vec![
+                    "--url",
+                    "rediss://h:1",
+                    "--tls-ca",
+                    missing.to_str().unwrap(),
+                ],
+                "cannot read",
+            ),
+            (
+                vec!["--url", "rediss://h:1", "--tls-ca", key.to_str().unwrap()],
+                "no PEM certificate",
+            ),
+        ] {
+            let mut args = args;
+            args.extend(["status", "x"]);
+            let message = usage_error(&args);
+            assert!(message.contains(needle), "{args:?}: {message}");
+            assert!(message.contains("--tls-ca `"), "{args:?}: {message}");
+            assert!(!message.contains('\n'), "{args:?}: {message}");
+        }
     }
 
     #[test]

@@ -23,6 +23,8 @@ fn redfour() -> Command {
     // The caller's environment must not pick the server or the namespace.
     cmd.env_remove("REDIS_URL")
         .env_remove("REDFOUR_NAMESPACE")
+        .env_remove("REDFOUR_TLS_CA")
+        .env_remove("REDFOUR_LOG")
         .stdin(Stdio::null());
     cmd
 }
@@ -628,13 +630,51 @@ fn unreachable_redis_exits_69_quickly() {
 
 #[test]
 fn the_password_is_not_shown_when_redis_is_unreachable() {
-    let (_server, url) = dead_url();
-    let url = url.replace("redis://", "redis://:hunter2@");
-    let mut cmd = redfour();
-    cmd.args(["--url", &url, "status", "x"]);
-    let ran = ok(cmd);
-    ran.assert_code(69);
-    assert!(!ran.stderr.contains("hunter2"), "{ran:?}");
+    let (server, url) = dead_url();
+    let port = format!("127.0.0.1:{}", server.port());
+    for userinfo in [":hunter2@", "locker:hunter2@", "hunter2@"] {
+        let url = url.replace("redis://", &format!("redis://{userinfo}"));
+        for args in every_command() {
+            // With the library's diagnostics on too: they must not show it either.
+            for log in [None, Some("trace")] {
+                let mut cmd = redfour();
+                cmd.args(["--url", &url]).args(&args);
+                if let Some(level) = log {
+                    cmd.env("REDFOUR_LOG", level);
+                }
+                let ran = ok(cmd);
+                ran.assert_code(69);
+                assert!(ran.stderr.contains(&port), "the address: {ran:?}");
+                assert!(!ran.stderr.contains("hunter2"), "{args:?} {log:?}: {ran:?}");
+                assert!(ran.stdout.is_empty(), "{ran:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_password_is_not_shown_when_it_is_wrong() {
+    let server = RedisServer::start_with_args(&["--requirepass", "right-one"]);
+    let url = server.url().replace("redis://", "redis://:hunter2@");
+    for args in every_command() {
+        let mut cmd = redfour();
+        cmd.args(["--url", &url]).args(&args);
+        let ran = ok(cmd);
+        ran.assert_code(69).assert_one_line_reason();
+        assert!(!ran.stderr.contains("hunter2"), "{args:?}: {ran:?}");
+    }
+}
+
+/// One invocation of every command that talks to Redis.
+fn every_command() -> Vec<Vec<&'static str>> {
+    vec![
+        vec!["acquire", "x", "--ttl", "1s"],
+        vec!["wait", "x", "--ttl", "1s", "--wait", "1s"],
+        vec!["release", "x", "--index", "1"],
+        vec!["renew", "x", "--index", "1", "--ttl", "1s"],
+        vec!["status", "x"],
+        vec!["run", "x", "--ttl", "1s", "--", "true"],
+    ]
 }
 
 // ---- corrupt data -----------------------------------------------------------------------
@@ -1046,4 +1086,262 @@ fn redfour_log_shows_the_library_events_on_stderr() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(stdout.starts_with('{'), "{stdout}");
+}
+
+// ---- TLS --------------------------------------------------------------------------------
+
+/// The CA file of a TLS server, as `--tls-ca` takes it.
+fn ca_path(server: &RedisServer) -> String {
+    path_arg(&server.tls().expect("a TLS server").ca_path()).to_owned()
+}
+
+#[test]
+fn tls_ca_trusts_a_private_ca_for_every_command() {
+    let server = RedisServer::start_tls();
+    let ca = ca_path(&server);
+    let tls = |args: &[&str]| {
+        let mut cmd = cli(&server, &["--tls-ca", &ca]);
+        cmd.args(args);
+        cmd
+    };
+    let acquired = ok(tls(&["acquire", "x", "--ttl", "30s"]));
+    acquired.assert_code(0);
+    let index = acquired.json()["index"].as_i64().expect("index");
+    let status = ok(tls(&["status", "x"]));
+    status.assert_code(0);
+    assert_eq!(status.json()["index"], index);
+    ok(tls(&[
+        "renew",
+        "x",
+        "--index",
+        &index.to_string(),
+        "--ttl",
+        "30s",
+    ]))
+    .assert_code(0);
+
+    // A waiter over TLS gets the lock once the holder releases it.
+    let before = evalsha_calls(&server);
+    let waiter = spawn(tls(&["wait", "x", "--ttl", "5s", "--wait", "20s"]));
+    assert!(
+        wait_until(DEADLINE, || evalsha_calls(&server) > before),
+        "the waiter never tried"
+    );
+    ok(tls(&["release", "x", "--index", &index.to_string()])).assert_code(0);
+    let waited = finish(waiter, DEADLINE);
+    waited.assert_code(0);
+    assert_eq!(waited.json()["immediate"], false, "{waited:?}");
+    let second = waited.json()["index"].as_i64().expect("index");
+    ok(tls(&["release", "x", "--index", &second.to_string()])).assert_code(0);
+
+    // The CA from the environment, for `run`.
+    let mut run = cli(
+        &server,
+        &[
+            "run",
+            "x",
+            "--ttl",
+            "5s",
+            "--",
+            "sh",
+            "-c",
+            "echo $REDFOUR_INDEX",
+        ],
+    );
+    run.env("REDFOUR_TLS_CA", &ca);
+    let ran = ok(run);
+    ran.assert_code(0);
+    assert!(
+        ran.stdout.trim().parse::<i64>().expect("index") > second,
+        "{ran:?}"
+    );
+    assert!(!is_held_over_tls(&server, &ca, "x"));
+}
+
+fn is_held_over_tls(server: &RedisServer, ca: &str, id: &str) -> bool {
+    let ran = ok(cli(server, &["--tls-ca", ca, "status", id]));
+    ran.assert_code(0);
+    ran.json()["held"] == Json::Bool(true)
+}
+
+/// Without the CA (the system's roots only, or another server's CA), every command exits 69
+/// quickly with one line that says why, and never shows the password.
+#[test]
+fn tls_without_trusting_the_ca_exits_69_quickly() {
+    let server = RedisServer::start_tls_with_args(&["--requirepass", "hunter2"]);
+    let other = RedisServer::start_tls();
+    let other_ca = ca_path(&other);
+    let url = server.url_with_password();
+    for trust in [None, Some(other_ca.as_str())] {
+        for args in every_command() {
+            let mut cmd = redfour();
+            cmd.args(["--url", &url]);
+            if let Some(ca) = trust {
+                cmd.args(["--tls-ca", ca]);
+            }
+            cmd.args(&args);
+            let ran = ok(cmd);
+            ran.assert_code(69).assert_one_line_reason();
+            assert!(
+                ran.stderr.contains("certificate"),
+                "{args:?} {trust:?}: {ran:?}"
+            );
+            assert!(ran.stderr.contains(&server.port().to_string()), "{ran:?}");
+            assert!(!ran.stderr.contains("hunter2"), "{ran:?}");
+            assert!(
+                ran.took < Duration::from_secs(6),
+                "{args:?} took {:?}",
+                ran.took
+            );
+            assert!(ran.stdout.is_empty(), "{ran:?}");
+        }
+    }
+}
+
+#[test]
+fn unusable_tls_ca_exits_2() {
+    let server = RedisServer::start_tls();
+    let dir = temp();
+    let not_pem = dir.path().join("key.pem");
+    std::fs::write(
+        &not_pem,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("write");
+    let corrupt = dir.path().join("corrupt.pem");
+    std::fs::write(
+        &corrupt,
+        "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write");
+    let missing = dir.path().join("missing.pem");
+    let plain_url = server.url().replace("rediss://", "redis://");
+    let tls_url = server.url();
+    let ca = ca_path(&server);
+    let cases: [(&str, &str, &str); 4] = [
+        (&tls_url, path_arg(&missing), "cannot read"),
+        (&tls_url, path_arg(&not_pem), "no PEM certificate"),
+        (&tls_url, path_arg(&corrupt), "PEM"),
+        (&plain_url, &ca, "rediss://"),
+    ];
+    for (url, file, needle) in cases {
+        let mut cmd = redfour();
+        cmd.args(["--url", url, "--tls-ca", file, "status", "x"]);
+        let ran = ok(cmd);
+        ran.assert_code(2).assert_one_line_reason();
+        assert!(ran.stderr.contains(needle), "{file}: {ran:?}");
+        assert!(ran.stdout.is_empty(), "{ran:?}");
+    }
+    // From the environment too.
+    let mut cmd = redfour();
+    cmd.env("REDFOUR_TLS_CA", &missing)
+        .args(["--url", &tls_url, "status", "x"]);
+    ok(cmd).assert_code(2).assert_one_line_reason();
+}
+
+#[test]
+fn insecure_url_skips_certificate_verification() {
+    let server = RedisServer::start_tls();
+    let url = format!("{}/#insecure", server.url());
+    let mut cmd = redfour();
+    cmd.args(["--url", &url, "acquire", "x", "--ttl", "30s"]);
+    let ran = ok(cmd);
+    ran.assert_code(0);
+    let index = ran.json()["index"].as_i64().expect("index");
+    let mut cmd = redfour();
+    cmd.args(["--url", &url, "release", "x", "--index", &index.to_string()]);
+    ok(cmd).assert_code(0);
+}
+
+#[test]
+fn help_documents_tls_ca() {
+    let ran = ok({
+        let mut c = redfour();
+        c.arg("--help");
+        c
+    });
+    ran.assert_code(0);
+    for needle in ["--tls-ca", "REDFOUR_TLS_CA", "#insecure"] {
+        assert!(
+            ran.stdout.contains(needle),
+            "{needle:?} missing:\n{}",
+            ran.stdout
+        );
+    }
+}
+
+// ---- ACL --------------------------------------------------------------------------------
+
+/// The minimal ACL rule for namespace `lock`; the same as in
+/// `crates/redfour/tests/connection.rs` (where each command is explained) and the README.
+const ACL_RULE: &str = "resetkeys ~lock* resetchannels &lock* -@all \
+    +ping +evalsha +script|load +hmget +subscribe \
+    +time +type +exists +pttl +hget +hgetall +hset +hdel +hexists +pexpire +set +del \
+    +publish +rpush +lpop +lrem";
+
+#[test]
+fn every_command_works_for_a_user_with_the_minimal_acl_rule() {
+    let server = RedisServer::start();
+    let mut setuser = vec!["ACL", "SETUSER", "locker", "reset", "on", ">locker-pw"];
+    setuser.extend(ACL_RULE.split_whitespace());
+    server.cmd(&setuser);
+    let url = format!("redis://locker:locker-pw@127.0.0.1:{}/", server.port());
+    let as_locker = |args: &[&str]| {
+        let mut cmd = redfour();
+        cmd.args(["--url", &url]).args(args);
+        cmd
+    };
+
+    let acquired = ok(as_locker(&["acquire", "x", "--ttl", "30s"]));
+    acquired.assert_code(0);
+    let index = acquired.json()["index"].as_i64().expect("index");
+    ok(as_locker(&["status", "x"])).assert_code(0);
+    ok(as_locker(&[
+        "renew",
+        "x",
+        "--index",
+        &index.to_string(),
+        "--ttl",
+        "30s",
+    ]))
+    .assert_code(0);
+    let before = evalsha_calls(&server);
+    let waiter = spawn(as_locker(&["wait", "x", "--ttl", "5s", "--wait", "20s"]));
+    assert!(
+        wait_until(DEADLINE, || evalsha_calls(&server) > before),
+        "the waiter never tried"
+    );
+    ok(as_locker(&["release", "x", "--index", &index.to_string()])).assert_code(0);
+    let waited = finish(waiter, DEADLINE);
+    waited.assert_code(0);
+    let second = waited.json()["index"].as_i64().expect("index");
+    ok(as_locker(&["release", "x", "--index", &second.to_string()])).assert_code(0);
+    // `run` renews the lock (keep-alive) while its command runs past the ttl.
+    let dir = temp();
+    let marker = dir.path().join("ran");
+    let ran = ok(as_locker(&[
+        "run",
+        "x",
+        "--ttl",
+        "300ms",
+        "--",
+        "sh",
+        "-c",
+        &format!("sleep 1 && touch {}", path_arg(&marker)),
+    ]));
+    ran.assert_code(0);
+    assert!(marker.exists(), "{ran:?}");
+
+    // Nothing was refused (`client|setinfo`, which the redis crate sends and ignores the
+    // answer of, is refused and logged by Redis 7.2 and later).
+    let log = match server.cmd(&["ACL", "LOG"]) {
+        Value::Array(entries) => entries,
+        other => panic!("ACL LOG: {other:?}"),
+    };
+    let refused: Vec<String> = log
+        .iter()
+        .map(|entry| format!("{entry:?}"))
+        .filter(|entry| entry.contains("locker") && !entry.contains("client|setinfo"))
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
 }

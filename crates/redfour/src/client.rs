@@ -118,6 +118,9 @@ pub struct ClientBuilder {
     source: Source,
     namespace: String,
     config: Config,
+    /// PEM certificates to trust instead of the system's, for `rediss://` URLs.
+    #[cfg(feature = "tls")]
+    tls_root_certificates: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -126,11 +129,16 @@ impl fmt::Debug for ClientBuilder {
             Source::Url(url) => redact_url(url),
             Source::Client(c) => describe_connection(c),
         };
-        f.debug_struct("ClientBuilder")
-            .field("address", &address)
+        let mut d = f.debug_struct("ClientBuilder");
+        d.field("address", &address)
             .field("namespace", &self.namespace)
-            .field("config", &self.config)
-            .finish()
+            .field("config", &self.config);
+        #[cfg(feature = "tls")]
+        d.field(
+            "tls_root_certificates",
+            &self.tls_root_certificates.as_ref().map(|_| "<set>"),
+        );
+        d.finish()
     }
 }
 
@@ -147,6 +155,8 @@ impl ClientBuilder {
                 fair: true,
                 claim_window: Duration::from_secs(5),
             },
+            #[cfg(feature = "tls")]
+            tls_root_certificates: None,
         }
     }
 
@@ -230,6 +240,43 @@ impl ClientBuilder {
         self
     }
 
+    /// Trusts these certificate authorities, and only these, for a `rediss://` URL: for a
+    /// server whose certificate comes from a private CA.
+    ///
+    /// `pem` holds one or more PEM certificates (`-----BEGIN CERTIFICATE-----`), as in a CA
+    /// file. Without this setting the system's root certificates are trusted. The subscription
+    /// connection of waiters uses the same settings as the command connection.
+    ///
+    /// To present a client certificate as well (mutual TLS), build a
+    /// [`redis::Client`] with [`redis::Client::build_with_tls`] and pass it to
+    /// [`Client::from_redis_client`] instead.
+    ///
+    /// # Errors
+    ///
+    /// [`build`](ClientBuilder::build) reports
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) if `pem` holds no
+    /// certificate or an unparsable one, if the URL is not `rediss://`, or if the builder came
+    /// from [`Client::from_redis_client`] (that client carries its own TLS settings).
+    ///
+    /// Default: none (the system's root certificates).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = std::fs::read("/etc/redis/tls/ca.crt")?;
+    /// let locks = redfour::Client::builder("rediss://redis.internal:6380/")
+    ///     .tls_root_certificates(ca)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_certificates = Some(pem.into());
+        self
+    }
+
     /// Checks the settings and creates the client. No connection is opened yet.
     ///
     /// Needs no runtime: it can be called from synchronous code.
@@ -237,7 +284,9 @@ impl ClientBuilder {
     /// # Errors
     ///
     /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for an unparsable URL, an
-    /// empty namespace, zero timeouts or a poll interval under 10 ms.
+    /// empty namespace, zero timeouts or a poll interval under 10 ms; a `rediss://` URL without
+    /// the `tls` feature, or with `#insecure` without the `tls-insecure` feature; unusable
+    /// [TLS root certificates](ClientBuilder::tls_root_certificates).
     pub fn build(self) -> Result<Client> {
         let ns = Namespace::new(&self.namespace)?;
         if self.config.connect_timeout.is_zero() || self.config.response_timeout.is_zero() {
@@ -262,13 +311,26 @@ impl ClientBuilder {
                 let client = redis::Client::open(url.as_str()).map_err(|e| {
                     Error::invalid(format!("invalid redis URL `{shown}`")).with_source(e)
                 })?;
+                #[cfg(feature = "tls")]
+                let client = match self.tls_root_certificates {
+                    Some(pem) => with_root_certificates(client, pem)?,
+                    None => client,
+                };
                 (client, shown)
             }
             Source::Client(client) => {
+                #[cfg(feature = "tls")]
+                if self.tls_root_certificates.is_some() {
+                    return Err(Error::invalid(
+                        "TLS root certificates cannot be added to an existing redis::Client: \
+                         build it with redis::Client::build_with_tls instead",
+                    ));
+                }
                 let shown = describe_connection(&client);
                 (*client, shown)
             }
         };
+        check_tls_support(&redis)?;
         let token = client_token();
         let handoff_channel = ns.handoff_channel(&token);
         #[cfg(feature = "tls")]
@@ -297,8 +359,9 @@ impl ClientBuilder {
 impl Client {
     /// A client for the Redis at `url` with every setting at its default.
     ///
-    /// URLs look like `redis://[user][:password@]host[:port][/db]`; `rediss://` needs the `tls`
-    /// feature.
+    /// URLs look like `redis://[user][:password@]host[:port][/db]`; `rediss://` (TLS) needs the
+    /// `tls` feature, and a private CA is trusted with
+    /// [`ClientBuilder::tls_root_certificates`].
     ///
     /// # Errors
     ///
@@ -460,24 +523,79 @@ fn client_token() -> String {
     format!("{host}.{}.{nanos:x}.{seq}", std::process::id())
 }
 
+/// `client` (a `rediss://` one) trusting the CAs in `pem` instead of the system's.
+#[cfg(feature = "tls")]
+fn with_root_certificates(client: redis::Client, pem: Vec<u8>) -> Result<redis::Client> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    let info = client.get_connection_info().clone();
+    if !matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+        return Err(Error::invalid(
+            "TLS root certificates were given for a URL that is not rediss://",
+        ));
+    }
+    let mut found = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        cert.map_err(|e| {
+            Error::invalid("the TLS root certificates are not valid PEM").with_source(e)
+        })?;
+        found += 1;
+    }
+    if found == 0 {
+        return Err(Error::invalid(
+            "no certificate in the TLS root certificates (expected PEM: -----BEGIN CERTIFICATE-----)",
+        ));
+    }
+    redis::Client::build_with_tls(
+        info,
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        },
+    )
+    .map_err(|e| Error::invalid("unusable TLS root certificates").with_source(e))
+}
+
+/// Rejects at build time what would otherwise fail at the first connection, less clearly: TLS
+/// without the feature that brings it, and `#insecure` (no certificate verification) unless
+/// it was opted into at build time.
+fn check_tls_support(client: &redis::Client) -> Result<()> {
+    let redis::ConnectionAddr::TcpTls { insecure, .. } = client.get_connection_info().addr() else {
+        return Ok(());
+    };
+    if cfg!(not(feature = "tls")) {
+        return Err(Error::invalid(
+            "rediss:// (TLS) needs redfour's `tls` feature",
+        ));
+    }
+    if *insecure && cfg!(not(feature = "tls-insecure")) {
+        return Err(Error::invalid(
+            "`#insecure` in a rediss:// URL (no certificate verification) needs redfour's \
+             `tls-insecure` feature",
+        ));
+    }
+    Ok(())
+}
+
 /// The URL with any password replaced by `***`, for messages and `Debug`.
+///
+/// Everything before the last `@` counts as user info, even past a `/`, `?` or `#`: a password
+/// with such a character left unencoded makes the URL invalid, and its error message shows it
+/// redacted all the same. (A `@` in a path or fragment over-redacts, which is harmless.)
 fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };
     let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
+    let Some(at) = rest.rfind('@') else {
         return url.to_owned();
     };
-    let userinfo = &authority[..at];
-    let user = userinfo.split(':').next().unwrap_or("");
-    let redacted = if userinfo.contains(':') {
-        format!("{user}:***")
-    } else {
+    let userinfo = &rest[..at];
+    let redacted = match userinfo.split_once(':') {
+        Some((user, _)) if !user.contains(['/', '?', '#']) => format!("{user}:***"),
         // `redis://secret@host` puts the password where a user name would be.
-        "***".to_owned()
+        _ => "***".to_owned(),
     };
     format!("{}://{}@{}", &url[..scheme_end], redacted, &rest[at + 1..])
 }
@@ -503,6 +621,15 @@ mod tests {
         );
         assert_eq!(redact_url("redis://:pw@host/0"), "redis://:***@host/0");
         assert_eq!(redact_url("rediss://pw@host"), "rediss://***@host");
+        assert_eq!(
+            redact_url("rediss://u:pw@host:1/0#insecure"),
+            "rediss://u:***@host:1/0#insecure"
+        );
+        // Unencoded `/`, `?`, `#` and `@` in a password (an invalid URL) stay hidden too.
+        assert_eq!(redact_url("redis://:pa/ss@host"), "redis://:***@host");
+        assert_eq!(redact_url("redis://u:p?w#d@host"), "redis://u:***@host");
+        assert_eq!(redact_url("redis://u:p@ss@host"), "redis://u:***@host");
+        assert_eq!(redact_url("redis://pa/ss@host"), "redis://***@host");
     }
 
     #[test]
@@ -535,8 +662,27 @@ mod tests {
 
     #[test]
     fn bad_url_error_does_not_leak_password() {
-        let err = Client::new("redis://:topsecret@host:notaport/").unwrap_err();
-        assert!(err.is_invalid_input());
-        assert!(!err.to_string().contains("topsecret"), "{err}");
+        for url in [
+            "redis://:topsecret@host:notaport/",
+            "redis://user:topsecret@host:notaport/",
+            "redis://topsecret@host:notaport/",
+            "redis://:top/secret@host:1/",
+            "redis://:top#secret@host:1/",
+            "redis://:top?secret@host:1/",
+        ] {
+            let err = Client::new(url).unwrap_err();
+            assert!(err.is_invalid_input(), "{url}: {err:?}");
+            for shown in [err.to_string(), format!("{err:?}")] {
+                assert!(!shown.contains("secret"), "{url}: {shown}");
+            }
+        }
+    }
+
+    #[cfg(all(feature = "tls", not(feature = "tls-insecure")))]
+    #[test]
+    fn insecure_urls_need_the_feature() {
+        let err = Client::new("rediss://127.0.0.1:1/#insecure").unwrap_err();
+        assert!(err.is_invalid_input(), "{err:?}");
+        assert!(err.to_string().contains("tls-insecure"), "{err}");
     }
 }

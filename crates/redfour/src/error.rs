@@ -164,6 +164,18 @@ impl Error {
             (RK::Server(SK::NoPerm), _) => {
                 (ErrorKind::Redis, "redis refused the command".to_owned())
             }
+            // Redis 7.0 reports a command refused inside a script as a plain `ERR` (7.2 and
+            // later as `NOPERM`, above).
+            (RK::Server(SK::ResponseError), _)
+                if err
+                    .detail()
+                    .is_some_and(|d| d.contains("can't run this command")) =>
+            {
+                (
+                    ErrorKind::Redis,
+                    "redis refused a command of a redfour script (ACL)".to_owned(),
+                )
+            }
             (RK::Server(SK::ResponseError), _) | (RK::Extension, _) => {
                 (ErrorKind::Script, "a redfour script failed".to_owned())
             }
@@ -329,6 +341,20 @@ mod tests {
         let err = Error::from_redis(e, Some("lock:x"));
         assert!(err.is_corrupt_data(), "{err:?}");
         assert!(err.to_string().contains("holds a string"));
+    }
+
+    #[test]
+    fn a_command_refused_inside_a_script_is_a_redis_error() {
+        let e = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "An error was signalled by the server",
+            "The user executing the script can't run this command or subcommand script: 1a2b, \
+             on @user_script:182."
+                .to_owned(),
+        ));
+        let err = Error::from_redis(e, Some("lock:x"));
+        assert_eq!(err.kind(), ErrorKind::Redis, "{err:?}");
+        assert!(err.to_string().contains("refused"), "{err}");
     }
 
     #[test]

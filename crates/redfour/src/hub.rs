@@ -486,7 +486,8 @@ fn dispatch(shared: &Shared, channel: &[u8], payload: &[u8]) {
     }
 }
 
-/// The same server and credentials, speaking RESP3.
+/// The same server, credentials and TLS settings (the connection info carries the address with
+/// its certificates and `#insecure` flag), speaking RESP3.
 fn resp3_client(client: &redis::Client) -> Option<redis::Client> {
     let info = client.get_connection_info().clone();
     let settings = info

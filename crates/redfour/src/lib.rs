@@ -106,7 +106,13 @@
 //! # Features
 //!
 //! - `blocking`: [`blocking`], the same API for synchronous code.
-//! - `tls`: `rediss://` URLs.
+//! - `tls`: `rediss://` URLs, verified against the system's root certificates or the private
+//!   CAs given to [`ClientBuilder::tls_root_certificates`]. For mutual TLS, build a
+//!   [`redis::Client`] with [`redis::Client::build_with_tls`] and pass it to
+//!   [`Client::from_redis_client`].
+//! - `tls-insecure`: also honours `rediss://host:port/#insecure`, which turns certificate
+//!   verification off entirely (for tests and debugging; `build()` refuses such a URL without
+//!   this feature).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

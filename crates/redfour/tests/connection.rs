@@ -63,6 +63,7 @@ async fn a_wrong_password_is_unavailable_and_not_leaked() {
     assert!(err.is_unavailable(), "{err:?}");
     let text = err.to_string();
     assert!(!text.contains("wrong-one"), "{text}");
+    assert!(!format!("{err:?}").contains("wrong-one"), "{err:?}");
     assert!(text.contains(&server.port().to_string()), "{text}");
 }
 
@@ -126,4 +127,351 @@ async fn a_user_without_permission_gets_a_redis_error_and_nothing_changes() {
         .unwrap_err();
     assert_eq!(err.kind(), redfour::ErrorKind::Redis, "{err:?}");
     assert_eq!(common::dbsize(&server), 0);
+}
+
+// ---- passwords never shown ----------------------------------------------------------------
+
+/// URLs with the password `pw-SECRET-1` in every place a URL can carry one.
+fn password_urls(port: u16) -> Vec<String> {
+    vec![
+        format!("redis://:pw-SECRET-1@127.0.0.1:{port}/"),
+        format!("redis://locker:pw-SECRET-1@127.0.0.1:{port}/2"),
+        format!("redis://pw-SECRET-1@127.0.0.1:{port}"),
+        format!("redis://:pw-SECRET-1@127.0.0.1:{port}/?protocol=resp3"),
+    ]
+}
+
+fn assert_hidden(what: &str, shown: &str) {
+    assert!(
+        !shown.contains("SECRET"),
+        "{what} shows the password: {shown}"
+    );
+}
+
+#[test]
+fn debug_output_never_shows_the_password() {
+    for url in password_urls(6380) {
+        let builder = redfour::Client::builder(url.clone()).namespace("ns");
+        assert_hidden("ClientBuilder Debug", &format!("{builder:?}"));
+        let locks = builder.build().unwrap();
+        assert_hidden("Client Debug", &format!("{locks:?}"));
+        assert_hidden("Client::address", locks.address());
+        assert!(locks.address().contains("127.0.0.1:6380"), "{locks:?}");
+        assert_hidden("LockBuilder Debug", &format!("{:?}", locks.lock("x")));
+
+        let redis = redis::Client::open(url.as_str()).unwrap();
+        let builder = redfour::Client::from_redis_client(redis);
+        assert_hidden(
+            "ClientBuilder Debug (redis::Client)",
+            &format!("{builder:?}"),
+        );
+        assert_hidden(
+            "Client Debug (redis::Client)",
+            &format!("{:?}", builder.build().unwrap()),
+        );
+    }
+}
+
+#[cfg(feature = "blocking")]
+#[test]
+fn blocking_debug_output_never_shows_the_password() {
+    for url in password_urls(6380) {
+        let builder = redfour::blocking::Client::builder(url);
+        assert_hidden("blocking ClientBuilder Debug", &format!("{builder:?}"));
+        let locks = builder.build().unwrap();
+        assert_hidden("blocking Client Debug", &format!("{locks:?}"));
+        assert_hidden("blocking Client::address", locks.address());
+    }
+}
+
+/// A refused connection (nothing listens on the port any more): every operation reports
+/// `Unavailable` with the address, and neither the message nor `Debug` shows the password.
+#[tokio::test]
+async fn a_refused_connection_does_not_show_the_password() {
+    let mut server = RedisServer::start();
+    server.stop();
+    let port = server.port().to_string();
+    for url in password_urls(server.port()) {
+        let locks = quick(url).build().unwrap();
+        let ttl = Duration::from_secs(1);
+        let errors = [
+            locks.ping().await.unwrap_err(),
+            locks.acquire_lock("x", ttl).await.unwrap_err(),
+            locks
+                .wait_acquire_lock("x", ttl, Some(Duration::from_millis(300)))
+                .await
+                .unwrap_err(),
+            locks.release_lock("x", 1).await.unwrap_err(),
+            locks.renew_lock("x", 1, ttl).await.unwrap_err(),
+            locks.status("x").await.unwrap_err(),
+        ];
+        for err in errors {
+            assert!(err.is_unavailable(), "{err:?}");
+            let text = err.to_string();
+            assert!(text.contains(&port), "the address is missing: {text}");
+            assert_hidden("error message", &text);
+            assert_hidden("error Debug", &format!("{err:?}"));
+        }
+    }
+}
+
+// ---- the minimal ACL rule -----------------------------------------------------------------
+
+/// The least an ACL user needs for every redfour operation in the default namespace `lock`
+/// (README, "Redis ACL"): acquire, wait (with and without the fair queue), release, renew,
+/// status, keep-alive, and the CLI's commands. Keep it in sync with the README and with
+/// `crates/redfour-cli/tests/cli.rs`.
+///
+/// - `ping`: `Client::ping` (the CLI's `wait` and `run` ping first).
+/// - `evalsha`, `script|load`: every operation is a script, reloaded after `NOSCRIPT`.
+/// - `hmget`: releasing a lock won by an acquire whose future was dropped in flight.
+/// - `subscribe`: the waiters' subscription (HELLO and AUTH need no permission).
+/// - the rest are the commands the scripts run, which Redis checks like any other:
+///   `lrem` only when a fair-queue waiter gives up.
+const ACL_RULE: &str = "resetkeys ~lock* resetchannels &lock* -@all \
+    +ping +evalsha +script|load +hmget +subscribe \
+    +time +type +exists +pttl +hget +hgetall +hset +hdel +hexists +pexpire +set +del \
+    +publish +rpush +lpop +lrem";
+
+/// The same commands with the exact keys and channels of namespace `lock` instead of `lock*`.
+const ACL_RULE_EXACT_KEYS: &str = "resetkeys ~lock:* ~lockindex ~lock-queue:* ~lock-waiters:* \
+    resetchannels &lock-release &lock-handoff:* -@all \
+    +ping +evalsha +script|load +hmget +subscribe \
+    +time +type +exists +pttl +hget +hgetall +hset +hdel +hexists +pexpire +set +del \
+    +publish +rpush +lpop +lrem";
+
+/// Creates (or replaces) the user `name` with password `name-pw` and `rule`.
+fn acl_user(server: &RedisServer, name: &str, rule: &str) -> String {
+    let password = format!(">{name}-pw");
+    let mut args = vec!["ACL", "SETUSER", name, "reset", "on", password.as_str()];
+    args.extend(rule.split_whitespace());
+    server.cmd(&args);
+    format!("redis://{name}:{name}-pw@127.0.0.1:{}/", server.port())
+}
+
+/// What `ACL LOG` recorded for `user`, one line per entry: `reason context object`.
+///
+/// `client|setinfo` is left out: the redis crate sends it on connecting and ignores the answer;
+/// Redis 7.2 and later log the refusal (7.0 has no such subcommand).
+fn acl_denials(server: &RedisServer, user: &str) -> Vec<String> {
+    let redis::Value::Array(entries) = server.cmd(&["ACL", "LOG"]) else {
+        panic!("ACL LOG: not an array");
+    };
+    entries
+        .iter()
+        .filter_map(|entry| {
+            let fields = match entry {
+                redis::Value::Array(items) => items
+                    .chunks(2)
+                    .map(|kv| (common::value_text(&kv[0]), common::value_text(&kv[1])))
+                    .collect::<Vec<_>>(),
+                redis::Value::Map(pairs) => pairs
+                    .iter()
+                    .map(|(k, v)| (common::value_text(k), common::value_text(v)))
+                    .collect(),
+                other => panic!("ACL LOG entry: {other:?}"),
+            };
+            let field = |name: &str| {
+                fields
+                    .iter()
+                    .find(|(k, _)| k.as_deref() == Some(name))
+                    .and_then(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            (field("username") == user && field("object") != "client|setinfo").then(|| {
+                format!(
+                    "{} {} {}",
+                    field("reason"),
+                    field("context"),
+                    field("object")
+                )
+            })
+        })
+        .collect()
+}
+
+/// A client for the ACL tests: waiters poll once a minute, so only a notice wakes them quickly.
+fn acl_client(url: &str, fair: bool) -> redfour::Client {
+    quick(url.to_owned())
+        .fair(fair)
+        .max_poll_interval(Duration::from_secs(60))
+        .build()
+        .expect("valid settings")
+}
+
+/// Aborts the task when dropped: a waiter left behind by an operation that failed must not
+/// keep its client (and its subscription) alive into the next case.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Every operation of the library, through `locks`, on locks named after `id`. The first
+/// error ends it.
+async fn every_operation(
+    server: &RedisServer,
+    locks: &redfour::Client,
+    id: &str,
+) -> redfour::Result<()> {
+    const TTL: Duration = Duration::from_secs(30);
+    locks.ping().await?;
+
+    // The guard API: acquire, status, renew, release.
+    let guard = locks.lock(id).ttl(TTL).acquire().await?;
+    let status = locks.status(id).await?;
+    assert!(status.held && status.index == guard.index(), "{status:?}");
+    assert!(guard.renew().await?.success);
+
+    // A waiter queued behind the holder is woken by the release notice, well before its
+    // next poll (a minute away) or the holder's ttl.
+    let attempts = common::command_calls(server, "evalsha");
+    let mut waiter = AbortOnDrop(tokio::spawn({
+        let locks = locks.clone();
+        let id = id.to_owned();
+        async move { locks.lock(id).ttl(TTL).wait(TTL).acquire().await }
+    }));
+    let waiting = redfour_test::wait_until_async(common::DEADLINE, || async {
+        waiter.0.is_finished()
+            || (locks.waiter_registrations() == 1
+                && common::numsub(server, "lock-release") == 1
+                && common::command_calls(server, "evalsha") > attempts)
+    })
+    .await;
+    assert!(waiting, "the waiter did not subscribe and try");
+    if waiter.0.is_finished() {
+        let early = (&mut waiter.0).await.expect("waiter task")?;
+        panic!("the waiter got a held lock: {early:?}");
+    }
+    let notices = locks.notices_delivered();
+    guard.release().await?;
+    let second = tokio::time::timeout(Duration::from_secs(5), &mut waiter.0)
+        .await
+        .expect("the waiter was not woken by the release notice")
+        .expect("waiter task")?;
+    assert!(locks.notices_delivered() > notices);
+
+    // A waiter that gives up (and leaves the fair queue).
+    let gave_up = locks
+        .lock(id)
+        .wait(Duration::from_millis(200))
+        .acquire()
+        .await
+        .expect_err("the lock is held");
+    assert!(gave_up.is_not_acquired(), "{gave_up:?}");
+    // Its queue entry goes away (the janitor's `LREM`), long before it would expire.
+    let left = redfour_test::wait_until_async(Duration::from_secs(2), || async {
+        !common::exists(server, &format!("lock-queue:{id}"))
+    })
+    .await;
+    assert!(left, "the queue entry of a waiter that gave up stayed");
+    second.release().await?;
+
+    // Keep-alive renews a short lease past its ttl.
+    let kept = locks
+        .lock(format!("{id}-kept"))
+        .ttl(Duration::from_millis(300))
+        .keep_alive(true)
+        .acquire()
+        .await?;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(kept.lost_reason(), None);
+    assert!(locks.status(&format!("{id}-kept")).await?.held);
+    kept.release().await?;
+
+    // Node's API, after the server lost its scripts (reloaded on NOSCRIPT).
+    server.cmd(&["SCRIPT", "FLUSH"]);
+    let got = locks.acquire_lock(id, TTL).await?;
+    assert!(got.success);
+    assert!(locks.renew_lock(id, got.index, TTL).await?.success);
+    assert!(locks.release_lock(id, got.index).await?.success);
+    let got = locks.wait_acquire_lock(id, TTL, Some(TTL)).await?;
+    assert!(got.success && got.immediate);
+    assert!(locks.release_lock(id, got.index).await?.success);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_minimal_acl_rule_allows_every_operation() {
+    let server = RedisServer::start();
+    for (user, rule) in [("locker", ACL_RULE), ("exact", ACL_RULE_EXACT_KEYS)] {
+        let url = acl_user(&server, user, rule);
+        for fair in [true, false] {
+            let locks = acl_client(&url, fair);
+            let id = format!("{user}-{fair}");
+            every_operation(&server, &locks, &id)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("{user}, fair {fair}: {e}\n{:?}", acl_denials(&server, user))
+                });
+        }
+        assert_eq!(acl_denials(&server, user), Vec::<String>::new(), "{user}");
+    }
+    // The rule really is that narrow: other keys and other commands are refused.
+    let locks = quick(acl_user(&server, "narrow", ACL_RULE))
+        .namespace("other")
+        .build()
+        .unwrap();
+    let err = locks
+        .acquire_lock("x", Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), redfour::ErrorKind::Redis, "{err:?}");
+    assert_eq!(
+        common::strings(&server, &["KEYS", "other*"]),
+        Vec::<String>::new(),
+        "nothing was written"
+    );
+}
+
+/// A user missing any one command of the rule (but `subscribe`, see below) gets an error of kind
+/// `Redis` saying that Redis refused it, within a few seconds, instead of a hang.
+///
+/// `hmget` and `lrem` run where nobody can receive an error (after a dropped acquire, after a
+/// waiter left), so they are checked through `ACL LOG` by the test above. Without `subscribe`,
+/// waiters still get the lock, later: they fall back to polling (see the report in the
+/// subscription's warning log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_missing_one_command_gets_a_clear_error_quickly() {
+    let server = RedisServer::start();
+    let commands: Vec<&str> = ACL_RULE
+        .split_whitespace()
+        .filter(|part| part.starts_with('+'))
+        .filter(|part| !matches!(*part, "+hmget" | "+lrem" | "+subscribe"))
+        .collect();
+    assert!(commands.len() > 15, "{commands:?}");
+    for missing in commands {
+        let rule: Vec<&str> = ACL_RULE
+            .split_whitespace()
+            .filter(|part| *part != missing)
+            .collect();
+        let rule = rule.join(" ");
+        let user = format!("no-{}", &missing[1..].replace('|', "-"));
+        let locks = acl_client(&acl_user(&server, &user, &rule), true);
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(5),
+            every_operation(&server, &locks, &user),
+        )
+        .await;
+        let took = started.elapsed();
+        let err = match outcome {
+            Ok(Err(err)) => err,
+            Ok(Ok(())) => panic!("everything worked without {missing}"),
+            Err(_) => panic!("without {missing}: still running after {took:?}"),
+        };
+        assert_eq!(
+            err.kind(),
+            redfour::ErrorKind::Redis,
+            "without {missing}: {err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("refused"), "without {missing}: {text}");
+        assert!(
+            !acl_denials(&server, &user).is_empty(),
+            "without {missing}: nothing in ACL LOG"
+        );
+    }
 }

@@ -116,6 +116,24 @@ impl ClientBuilder {
         }
     }
 
+    /// See [`crate::ClientBuilder::tls_root_certificates`]: trust these PEM certificate
+    /// authorities, and only these, for a `rediss://` URL.
+    ///
+    /// # Errors
+    ///
+    /// [`build`](ClientBuilder::build) reports [`ErrorKind::InvalidInput`] for PEM data without
+    /// a usable certificate, a URL that is not `rediss://`, or a builder from
+    /// [`Client::from_redis_client`].
+    ///
+    /// Default: none (the system's root certificates).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls_root_certificates(self, pem: impl Into<Vec<u8>>) -> Self {
+        ClientBuilder {
+            inner: self.inner.tls_root_certificates(pem),
+        }
+    }
+
     /// Checks the settings, starts the runtime thread and creates the client. No connection
     /// is opened yet.
     ///

@@ -2,6 +2,14 @@
 -- Errors are raised as {err = 'CODE message'}: REDFOUR_WRONGTYPE for a key holding another
 -- type, REDFOUR_CORRUPT for unusable contents. Foreign data is never written over.
 
+-- Raises a failed `redis.pcall`'s error as it is unless it says the key holds another type:
+-- a refused command (an ACL without it, OOM) is not foreign data.
+local function redfour_unless_wrongtype(reply)
+  if string.sub(reply.err, 1, 9) ~= 'WRONGTYPE' then
+    error(reply)
+  end
+end
+
 local function redfour_now_us()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -32,6 +40,7 @@ local function redfour_next_index(counter, now_us)
   local now = string.format('%d', now_us)
   local raw = redis.pcall('SET', counter, now, 'KEEPTTL', 'GET')
   if type(raw) == 'table' and raw.err then
+    redfour_unless_wrongtype(raw)
     error({err = 'REDFOUR_WRONGTYPE the counter key holds a '
       .. redis.call('TYPE', counter)['ok'] .. ', not a string'})
   end
@@ -76,6 +85,7 @@ end
 local function redfour_held_index(key)
   local raw = redis.pcall('HGET', key, 'index')
   if type(raw) == 'table' then
+    redfour_unless_wrongtype(raw)
     error({err = 'REDFOUR_WRONGTYPE the lock key holds a '
       .. redis.call('TYPE', key)['ok'] .. ', not a hash'})
   end
