@@ -77,6 +77,18 @@ pub(crate) fn lease_deadline(sent: Instant, ttl: Duration) -> Instant {
     sent + ttl.saturating_sub(drift(ttl))
 }
 
+/// Whether a lock acquired by a request sent at `sent` came back too late to be held: its
+/// lease deadline has passed already. For ttls so short that the drift margin would eat them
+/// whole (a few ms), the ttl itself is the limit.
+pub(crate) fn won_too_late(sent: Instant, ttl: Duration) -> bool {
+    let limit = if ttl > drift(ttl) * 2 {
+        lease_deadline(sent, ttl)
+    } else {
+        sent + ttl
+    };
+    Instant::now() >= limit
+}
+
 /// A held lock. Obtained from [`LockBuilder::acquire`](crate::LockBuilder::acquire) or
 /// [`LockBuilder::try_acquire`](crate::LockBuilder::try_acquire).
 ///

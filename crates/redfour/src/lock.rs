@@ -389,6 +389,27 @@ impl Client {
             .await;
         // After a transient error the attempt may or may not have run: stay armed.
         in_flight.armed = matches!(&result, Err(e) if e.is_transient());
+        // A lock won after its lease had already run out on this process's clock (the reply
+        // was held up for longer than the ttl) is no lock to rely on: release it at once and
+        // answer as if it were held by someone else.
+        if let Ok(Attempt::Acquired { index, ttl, sent }) = &result {
+            if crate::guard::won_too_late(*sent, *ttl) {
+                tracing::warn!(
+                    key,
+                    index,
+                    waited_ms = sent.elapsed().as_millis() as u64,
+                    "the lock was won after its ttl had run out here; releasing it"
+                );
+                if let Err(e) = self.release_key(key, *index).await {
+                    tracing::warn!(key, index, error = %e, "cannot release a lock won too late; it expires by itself");
+                }
+                return Ok(Attempt::Held {
+                    pttl: Duration::ZERO,
+                    sent: *sent,
+                    holder: None,
+                });
+            }
+        }
         result
     }
 

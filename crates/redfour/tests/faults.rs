@@ -411,3 +411,43 @@ async fn release_right_after_a_restart_releases() {
         assert!(!exists(&server, "lock:durable"), "round {round}");
     }
 }
+
+/// Replies held up for longer than the ttl (a proxy delays them): the lease counts from when
+/// the acquire was sent, so a lock won that late is reported as not acquired, and released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_won_after_its_ttl_is_not_held_and_is_released() {
+    let server = RedisServer::start();
+    let proxy = redfour_test::Proxy::start(
+        format!("127.0.0.1:{}", server.port())
+            .parse()
+            .expect("address"),
+    )
+    .unwrap();
+    let slow = redfour::Client::builder(proxy.url()).build().unwrap();
+    slow.ping().await.unwrap();
+
+    proxy.set_reply_delay(Duration::from_millis(400));
+    let ttl = Duration::from_millis(200);
+    let answer = slow.acquire_lock("late", ttl).await.unwrap();
+    assert!(!answer.success, "{answer:?}");
+    let guard = slow.lock("late").ttl(ttl).try_acquire().await.unwrap();
+    assert!(guard.is_none(), "{guard:?}");
+    // Released by the library (or expired on the server): nobody holds it, and a client
+    // without the delay takes it at once.
+    proxy.set_reply_delay(Duration::ZERO);
+    let direct = client(&server);
+    let taken = direct
+        .acquire_lock("late", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(taken.success, "{taken:?}");
+
+    // With a delay shorter than the ttl, the same acquire holds the lock as usual.
+    direct.release_lock("late", taken.index).await.unwrap();
+    proxy.set_reply_delay(Duration::from_millis(50));
+    let held = slow
+        .acquire_lock("late", Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(held.success, "{held:?}");
+}
