@@ -1,0 +1,28 @@
+//! `redfour-chaos`: the fault-injection suite of redfour.
+//!
+//! Worker **processes** (so that a pause or a kill hits exactly one holder) loop acquire →
+//! critical section → one fenced write to a resource server → release on one lock, and append
+//! every step to a log with `CLOCK_MONOTONIC` timestamps. A run injects one kind of fault on a
+//! seeded schedule (freezing or killing the holder, restarting Redis with or without
+//! persistence, killing the subscriptions), and the [checker](check) then merges the logs and
+//! checks exclusion (V), fencing (F), that only the holder releases (R) and liveness (L).
+//!
+//! ```text
+//! cargo run -p redfour-chaos -- list
+//! cargo run -p redfour-chaos -- run freeze-holder --seconds 30 --seed 7
+//! cargo run -p redfour-chaos -- soak --seconds 600
+//! ```
+//!
+//! The scenarios and what each promises are in [`scenario::all`]; `RELIABILITY.md` has the
+//! results.
+
+#![deny(missing_docs)]
+
+pub mod check;
+pub mod events;
+pub mod resource;
+pub mod scenario;
+pub mod worker;
+
+/// The error type of the harness (not of the library under test).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

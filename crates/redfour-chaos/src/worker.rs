@@ -1,0 +1,183 @@
+//! A worker process: loops acquire → enter → hold → one fenced write → exit → release on one
+//! lock, recording every step, until its stop file appears. Faults hit it from outside
+//! (`SIGKILL`, `SIGSTOP`); it never knows it is being tested.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::events::{instant_ns, Log, What};
+use crate::resource::ResourceClient;
+use crate::BoxError;
+
+/// What a worker does, from its command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerConfig {
+    /// The Redis URL.
+    #[arg(long)]
+    pub url: String,
+    /// The lock namespace.
+    #[arg(long)]
+    pub namespace: String,
+    /// The lock id.
+    #[arg(long)]
+    pub lock: String,
+    /// The lock's ttl, ms.
+    #[arg(long)]
+    pub ttl_ms: u64,
+    /// How long to stay in the critical section, ms.
+    #[arg(long)]
+    pub hold_ms: u64,
+    /// How long one wait for the lock may take, ms.
+    #[arg(long)]
+    pub wait_ms: u64,
+    /// The resource server, `host:port`.
+    #[arg(long)]
+    pub resource: String,
+    /// The log file to append to.
+    #[arg(long)]
+    pub log: PathBuf,
+    /// This worker's name in the log.
+    #[arg(long)]
+    pub who: String,
+    /// The fair queue's claim window, ms (the library's default when absent).
+    #[arg(long)]
+    pub claim_window_ms: Option<u64>,
+    /// Every Nth round is a one-shot attempt (`try_acquire`) instead of a wait.
+    #[arg(long)]
+    pub one_shot_every: Option<u64>,
+    /// The worker stops (after its current round) once this file exists.
+    #[arg(long)]
+    pub stop_file: PathBuf,
+}
+
+/// Runs the worker until its stop file appears.
+pub fn run(cfg: WorkerConfig) -> Result<(), BoxError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(rounds(cfg))
+}
+
+async fn rounds(cfg: WorkerConfig) -> Result<(), BoxError> {
+    let log = Log::open(&cfg.log, cfg.who.clone())?;
+    let mut builder = redfour::Client::builder(cfg.url.clone()).namespace(cfg.namespace.clone());
+    if let Some(ms) = cfg.claim_window_ms {
+        builder = builder.claim_window(Duration::from_millis(ms));
+    }
+    let locks = builder.build()?;
+    let mut resource = ResourceClient::connect(&cfg.resource)?;
+    let ttl = Duration::from_millis(cfg.ttl_ms);
+    let hold = Duration::from_millis(cfg.hold_ms);
+    // How often the lease deadline is looked at while holding, to log renewals.
+    let look = (ttl / 10).clamp(Duration::from_millis(1), Duration::from_millis(50));
+
+    let mut round = 0u64;
+    while !cfg.stop_file.exists() {
+        round += 1;
+        let one_shot = cfg
+            .one_shot_every
+            .is_some_and(|n| n > 0 && round.is_multiple_of(n));
+        log.record(What::AcquireInvoked)?;
+        let builder = locks.lock(cfg.lock.clone()).ttl(ttl).keep_alive(true);
+        let acquired = if one_shot {
+            match builder.try_acquire().await {
+                Ok(Some(guard)) => Ok(guard),
+                Ok(None) => {
+                    log.record(What::AcquireFailed {
+                        reason: "held by someone else".to_owned(),
+                    })?;
+                    // A little think time before the next round, as a polling client has.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            builder
+                .wait(Duration::from_millis(cfg.wait_ms))
+                .acquire()
+                .await
+        };
+        let guard = match acquired {
+            Ok(guard) => guard,
+            Err(e) if e.is_not_acquired() => {
+                log.record(What::AcquireFailed {
+                    reason: e.to_string(),
+                })?;
+                continue;
+            }
+            Err(e) => {
+                // Anything else may have reached the server: the outcome is unknown.
+                log.record(What::AcquireUnknown {
+                    reason: e.to_string(),
+                })?;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let index = guard.index();
+        let mut deadline = guard.deadline();
+        log.record(What::AcquireOk {
+            index,
+            deadline: instant_ns(deadline),
+        })?;
+        log.record(What::Enter { index })?;
+        let before = resource.read_unfenced()?;
+
+        // The critical section: time passes (faults strike here), the lease is watched.
+        let lost = guard.lost();
+        tokio::pin!(lost);
+        let until = Instant::now() + hold;
+        let mut lost_logged = false;
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            tokio::select! {
+                why = &mut lost => {
+                    log.record(What::LeaseLost { index, reason: why.to_string() })?;
+                    lost_logged = true;
+                    break;
+                }
+                _ = tokio::time::sleep(look.min(until - now)) => {}
+            }
+            if guard.deadline() > deadline {
+                deadline = guard.deadline();
+                log.record(What::Renewed {
+                    index,
+                    deadline: instant_ns(deadline),
+                })?;
+            }
+        }
+
+        // A holder frozen through its deadline finds the lease over as soon as it runs again.
+        if !lost_logged {
+            if let Some(why) = guard.lost_reason() {
+                log.record(What::LeaseLost {
+                    index,
+                    reason: why.to_string(),
+                })?;
+            }
+        }
+
+        // The write a holder makes whatever happened meanwhile, as a process that was paused
+        // would: fencing is what must stop it when it is stale.
+        let accepted = resource.write(index, &cfg.who)?;
+        log.record(What::WriteAnswered { index, accepted })?;
+        resource.set_unfenced(before + 1)?;
+        log.record(What::Exit { index })?;
+
+        log.record(What::ReleaseInvoked {
+            index,
+            deadline: instant_ns(guard.deadline()),
+        })?;
+        let outcome = match guard.release().await {
+            Ok(answer) => answer.result.to_string(),
+            Err(e) => format!("error: {e}"),
+        };
+        log.record(What::ReleaseDone { index, outcome })?;
+    }
+    Ok(())
+}
