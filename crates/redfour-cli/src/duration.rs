@@ -44,6 +44,25 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever is typed, the parser answers; it never panics.
+        #[test]
+        fn never_panics(text in any::<String>()) {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn reads_every_unit(
+            n in 0u64..10_000_000,
+            (unit, factor) in prop::sample::select(vec![
+                ("", 1u64), ("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000),
+            ]),
+        ) {
+            prop_assert_eq!(parse(&format!("{n}{unit}")), Ok(Duration::from_millis(n * factor)));
+        }
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

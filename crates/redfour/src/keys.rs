@@ -4,8 +4,10 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// The longest lock id accepted, in bytes.
-pub const MAX_ID_LEN: usize = 4096;
+/// The longest lock id (and namespace) accepted, in bytes: 1 MiB. Ids are data of any content
+/// (quotes, newlines, Lua syntax, braces); the bound only keeps a runaway id from becoming a
+/// runaway key in every request and notice.
+pub const MAX_ID_LEN: usize = 1 << 20;
 
 /// The longest ttl accepted: 2^53 − 1 ms, so that Node (JavaScript numbers) reads it exactly and
 /// Redis never overflows the expiry time.

@@ -1207,6 +1207,39 @@ impl LockBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Any reply Redis (or something posing as it) could send, nested a little.
+    fn any_value() -> impl Strategy<Value = redis::Value> {
+        use redis::Value;
+        let leaf = prop_oneof![
+            Just(Value::Nil),
+            any::<i64>().prop_map(Value::Int),
+            prop::collection::vec(any::<u8>(), 0..24).prop_map(Value::BulkString),
+            prop::sample::select(vec!["hash", "none", "string", "index", "-1", "7", "1e300"])
+                .prop_map(|s| Value::BulkString(s.as_bytes().to_vec())),
+            any::<String>().prop_map(Value::SimpleString),
+            any::<f64>().prop_map(Value::Double),
+        ];
+        leaf.prop_recursive(2, 16, 4, |inner| {
+            prop::collection::vec(inner, 0..4).prop_map(Value::Array)
+        })
+    }
+
+    proptest! {
+        /// Status replies are data from the server: whatever they hold, parsing answers a
+        /// status or an error, never a panic.
+        #[test]
+        fn status_parsing_never_panics(reply in prop::collection::vec(any_value(), 0..8)) {
+            let _ = parse_status("a", "lock:a", reply);
+        }
+
+        #[test]
+        fn index_parsing_never_panics_and_reads_decimals(text in any::<String>(), n in any::<i64>()) {
+            let _ = parse_index(&text);
+            prop_assert_eq!(parse_index(&n.to_string()), Some(n));
+        }
+    }
 
     #[test]
     fn index_parsing_accepts_node_float_notation() {
