@@ -39,6 +39,15 @@ pub enum Fault {
     /// The workers reach Redis through a proxy that now and then holds the server's replies
     /// for longer than the ttl.
     DelayReplies,
+    /// redis-server itself is frozen (`SIGSTOP`) for 1.5 ttl, then continued.
+    FreezeRedis,
+    /// Through a proxy, all traffic is held (a black hole) for longer than the response
+    /// timeout, then delivered.
+    BlackHole,
+    /// Through a proxy, every connection is dropped at once.
+    DropConnections,
+    /// `SCRIPT FLUSH`: the server forgets the scripts, every client must reload them.
+    ScriptFlush,
     /// A worker that is waiting (not the holder) is killed: its attempt is cut off mid-flight
     /// and its queue entry stays behind until it expires.
     KillWaiter,
@@ -151,6 +160,41 @@ pub fn all() -> Vec<Scenario> {
             fault: Fault::DelayReplies,
             one_shot_every: Some(2),
             free_bound: Duration::from_millis(3000),
+            ..base.clone()
+        },
+        Scenario {
+            name: "freeze-redis",
+            about: "redis-server frozen (SIGSTOP) past the ttl: leases end on the client's clock, nobody holds an expired lock",
+            ttl: Duration::from_millis(500),
+            hold: Duration::from_millis(100),
+            fault: Fault::FreezeRedis,
+            free_bound: Duration::from_millis(3000),
+            ..base.clone()
+        },
+        Scenario {
+            name: "black-hole",
+            about: "all traffic held past the response timeout (proxy): outcomes unknown, no double grant",
+            ttl: Duration::from_millis(2000),
+            hold: Duration::from_millis(100),
+            wait: Duration::from_secs(10),
+            fault: Fault::BlackHole,
+            one_shot_every: Some(2),
+            free_bound: Duration::from_millis(6000),
+            ..base.clone()
+        },
+        Scenario {
+            name: "drop-connections",
+            about: "every connection dropped at once (proxy): clients reconnect, resubscribe and go on",
+            hold: Duration::from_millis(20),
+            fault: Fault::DropConnections,
+            free_bound: Duration::from_millis(2500),
+            ..base.clone()
+        },
+        Scenario {
+            name: "script-flush",
+            about: "SCRIPT FLUSH under contention: scripts are reloaded on NOSCRIPT, nothing else changes",
+            hold: Duration::from_millis(5),
+            fault: Fault::ScriptFlush,
             ..base.clone()
         },
         Scenario {
@@ -333,9 +377,9 @@ pub fn run(
     let mut server = RedisServer::try_start_with_args(scenario.redis_args)?;
     let resource = Resource::start(Log::open(&tmp.path().join("resource.log"), "resource")?)?;
     let proxy = match scenario.fault {
-        Fault::DelayReplies => Some(redfour_test::Proxy::start(
-            format!("127.0.0.1:{}", server.port()).parse()?,
-        )?),
+        Fault::DelayReplies | Fault::BlackHole | Fault::DropConnections => Some(
+            redfour_test::Proxy::start(format!("127.0.0.1:{}", server.port()).parse()?)?,
+        ),
         _ => None,
     };
     let mut run = Run {
@@ -367,6 +411,10 @@ pub fn run(
             Fault::KillSubscriptions => Duration::from_millis(rng.random_range(400..900)),
             Fault::PauseClients => Duration::from_millis(rng.random_range(1000..2000)),
             Fault::DelayReplies => Duration::from_millis(rng.random_range(800..1500)),
+            Fault::FreezeRedis => Duration::from_millis(rng.random_range(1000..2000)),
+            Fault::BlackHole => Duration::from_millis(rng.random_range(1000..2000)),
+            Fault::DropConnections => Duration::from_millis(rng.random_range(500..1000)),
+            Fault::ScriptFlush => Duration::from_millis(rng.random_range(200..600)),
             // Dead waiters' entries live for three poll intervals (6 s): at most two of them
             // stand in the queue at once, each costing one claim window at the head.
             Fault::KillWaiter => Duration::from_millis(rng.random_range(2600..3400)),
@@ -421,6 +469,34 @@ pub fn run(
                     proxy.set_reply_delay(Duration::ZERO);
                     run.fault("delay-off", "proxy")?;
                 }
+            }
+            Fault::FreezeRedis => {
+                let pid = Pid::from_raw(i32::try_from(server.pid())?);
+                kill(pid, Signal::SIGSTOP)?;
+                run.fault("stop", "redis")?;
+                thread::sleep(scenario.ttl * 3 / 2);
+                kill(pid, Signal::SIGCONT)?;
+                run.fault("cont", "redis")?;
+            }
+            Fault::BlackHole => {
+                if let Some(proxy) = &proxy {
+                    proxy.set_black_hole(true);
+                    run.fault("black-hole", "proxy")?;
+                    // Past the library's 3 s response timeout.
+                    thread::sleep(Duration::from_millis(rng.random_range(3200..3800)));
+                    proxy.set_black_hole(false);
+                    run.fault("black-hole-off", "proxy")?;
+                }
+            }
+            Fault::DropConnections => {
+                if let Some(proxy) = &proxy {
+                    proxy.drop_connections();
+                    run.fault("drop-connections", "proxy")?;
+                }
+            }
+            Fault::ScriptFlush => {
+                server.try_cmd(&["SCRIPT", "FLUSH"])?;
+                run.fault("script-flush", "redis")?;
             }
             Fault::KillWaiter => {
                 let holder = run.holder(&server);

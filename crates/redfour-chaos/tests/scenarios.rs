@@ -152,3 +152,44 @@ fn delay_replies() {
     // went on between the delays.
     assert!(o.report.acquisitions >= 10, "{o}");
 }
+
+#[test]
+fn freeze_redis() {
+    let (_, o) = run("freeze-redis");
+    assert!(o.report.faults.get("stop").is_some_and(|n| *n >= 2), "{o}");
+    assert!(o.report.acquisitions >= 10, "{o}");
+}
+
+#[test]
+fn black_hole() {
+    let (_, o) = run("black-hole");
+    assert!(
+        o.report.faults.get("black-hole").is_some_and(|n| *n >= 1),
+        "{o}"
+    );
+    assert!(o.report.acquisitions >= 10, "{o}");
+}
+
+#[test]
+fn drop_connections() {
+    let (_, o) = run("drop-connections");
+    assert!(
+        o.report
+            .faults
+            .get("drop-connections")
+            .is_some_and(|n| *n >= 4),
+        "{o}"
+    );
+    assert!(o.report.acquisitions >= 50, "{o}");
+}
+
+#[test]
+fn script_flush() {
+    let (_, o) = run("script-flush");
+    assert!(
+        o.report.faults.get("script-flush").is_some_and(|n| *n >= 8),
+        "{o}"
+    );
+    assert!(o.report.acquisitions >= 100, "{o}");
+    assert_eq!(o.report.releases.get("error"), None, "{o}");
+}
