@@ -48,6 +48,9 @@ pub enum Fault {
     DropConnections,
     /// `SCRIPT FLUSH`: the server forgets the scripts, every client must reload them.
     ScriptFlush,
+    /// Each step draws one of the faults above (all but restarting a server without
+    /// persistence, where exclusion cannot hold).
+    Mixed,
     /// A worker that is waiting (not the holder) is killed: its attempt is cut off mid-flight
     /// and its queue entry stays behind until it expires.
     KillWaiter,
@@ -195,6 +198,20 @@ pub fn all() -> Vec<Scenario> {
             about: "SCRIPT FLUSH under contention: scripts are reloaded on NOSCRIPT, nothing else changes",
             hold: Duration::from_millis(5),
             fault: Fault::ScriptFlush,
+            ..base.clone()
+        },
+        Scenario {
+            name: "mixed",
+            about: "a random fault at each step (holders and waiters frozen or killed, restarts with appendfsync always, pauses, delays, black holes, dropped connections, lost notices, script flushes)",
+            ttl: Duration::from_millis(500),
+            hold: Duration::from_millis(50),
+            wait: Duration::from_secs(10),
+            fault: Fault::Mixed,
+            redis_args: &["--appendonly", "yes", "--appendfsync", "always"],
+            claim_window: Some(Duration::from_millis(1000)),
+            one_shot_every: Some(3),
+            // A pause or a black hole (up to 3.8 s), then a claim window or two.
+            free_bound: Duration::from_millis(6500),
             ..base.clone()
         },
         Scenario {
@@ -377,7 +394,7 @@ pub fn run(
     let mut server = RedisServer::try_start_with_args(scenario.redis_args)?;
     let resource = Resource::start(Log::open(&tmp.path().join("resource.log"), "resource")?)?;
     let proxy = match scenario.fault {
-        Fault::DelayReplies | Fault::BlackHole | Fault::DropConnections => Some(
+        Fault::DelayReplies | Fault::BlackHole | Fault::DropConnections | Fault::Mixed => Some(
             redfour_test::Proxy::start(format!("127.0.0.1:{}", server.port()).parse()?)?,
         ),
         _ => None,
@@ -401,8 +418,25 @@ pub fn run(
     let end = Instant::now() + duration;
     // Let the workers connect and start contending before the first fault.
     thread::sleep(Duration::from_millis(500));
+    const MIXABLE: [Fault; 11] = [
+        Fault::FreezeHolder,
+        Fault::KillHolder,
+        Fault::KillWaiter,
+        Fault::RestartRedis,
+        Fault::FreezeRedis,
+        Fault::KillSubscriptions,
+        Fault::PauseClients,
+        Fault::DelayReplies,
+        Fault::BlackHole,
+        Fault::DropConnections,
+        Fault::ScriptFlush,
+    ];
     while Instant::now() < end {
-        let pause = match scenario.fault {
+        let fault = match scenario.fault {
+            Fault::Mixed => MIXABLE[rng.random_range(0..MIXABLE.len())],
+            one => one,
+        };
+        let pause = match fault {
             Fault::None => Duration::from_millis(200),
             Fault::FreezeHolder | Fault::KillHolder => {
                 Duration::from_millis(rng.random_range(800..1600))
@@ -418,14 +452,15 @@ pub fn run(
             // Dead waiters' entries live for three poll intervals (6 s): at most two of them
             // stand in the queue at once, each costing one claim window at the head.
             Fault::KillWaiter => Duration::from_millis(rng.random_range(2600..3400)),
+            Fault::Mixed => Duration::from_millis(rng.random_range(500..1500)),
         };
         // The schedule's pacing, not a wait for a condition.
         thread::sleep(pause.min(end.saturating_duration_since(Instant::now())));
         if Instant::now() >= end {
             break;
         }
-        match scenario.fault {
-            Fault::None => {}
+        match fault {
+            Fault::None | Fault::Mixed => {}
             Fault::FreezeHolder => {
                 if let Some(i) = run.holder(&server) {
                     let w = &run.workers[i];

@@ -193,3 +193,11 @@ fn script_flush() {
     assert!(o.report.acquisitions >= 100, "{o}");
     assert_eq!(o.report.releases.get("error"), None, "{o}");
 }
+
+#[test]
+fn mixed() {
+    let (_, o) = run("mixed");
+    let faults: usize = o.report.faults.values().sum();
+    assert!(faults >= 4, "{o}");
+    assert!(o.report.acquisitions >= 10, "{o}");
+}
