@@ -48,6 +48,9 @@ pub enum Fault {
     DropConnections,
     /// `SCRIPT FLUSH`: the server forgets the scripts, every client must reload them.
     ScriptFlush,
+    /// Now and then a `redfour run` of the real CLI joins the contention and is killed
+    /// (`SIGKILL`) a moment later: while waiting, while holding, or after it finished.
+    KillCli,
     /// Each step draws one of the faults above (all but restarting a server without
     /// persistence, where exclusion cannot hold).
     Mixed,
@@ -198,6 +201,17 @@ pub fn all() -> Vec<Scenario> {
             about: "SCRIPT FLUSH under contention: scripts are reloaded on NOSCRIPT, nothing else changes",
             hold: Duration::from_millis(5),
             fault: Fault::ScriptFlush,
+            ..base.clone()
+        },
+        Scenario {
+            name: "kill-cli",
+            about: "the redfour CLI killed in the middle of `run` (waiting or holding): no lock outlives its ttl or the claim window",
+            ttl: Duration::from_millis(500),
+            hold: Duration::from_millis(20),
+            fault: Fault::KillCli,
+            // A CLI killed while queued is handed the lock in its turn and holds it for the
+            // CLI's claim window (the library's default, 5 s); two may stand in line.
+            free_bound: Duration::from_millis(11_000),
             ..base.clone()
         },
         Scenario {
@@ -373,6 +387,21 @@ impl Run<'_> {
     }
 }
 
+/// The `redfour` CLI binary, which cargo builds next to this crate's binary (`cargo build
+/// -p redfour-cli`; a workspace build or test does it).
+pub fn cli_bin(worker_bin: &Path) -> Result<PathBuf, BoxError> {
+    let cli = worker_bin.with_file_name("redfour");
+    if cli.is_file() {
+        Ok(cli)
+    } else {
+        Err(format!(
+            "the kill-cli scenario needs the redfour CLI at {} (cargo build -p redfour-cli)",
+            cli.display()
+        )
+        .into())
+    }
+}
+
 fn signal(child: &Child, sig: Signal) -> Result<(), BoxError> {
     let pid = i32::try_from(child.id())?;
     Ok(kill(Pid::from_raw(pid), sig)?)
@@ -453,6 +482,7 @@ pub fn run(
             // stand in the queue at once, each costing one claim window at the head.
             Fault::KillWaiter => Duration::from_millis(rng.random_range(2600..3400)),
             Fault::Mixed => Duration::from_millis(rng.random_range(500..1500)),
+            Fault::KillCli => Duration::from_millis(rng.random_range(1500..2500)),
         };
         // The schedule's pacing, not a wait for a condition.
         thread::sleep(pause.min(end.saturating_duration_since(Instant::now())));
@@ -528,6 +558,21 @@ pub fn run(
                     proxy.drop_connections();
                     run.fault("drop-connections", "proxy")?;
                 }
+            }
+            Fault::KillCli => {
+                let ttl = format!("{}ms", scenario.ttl.as_millis());
+                let mut cli = Command::new(cli_bin(worker_bin)?)
+                    .args(["--url", &run.url, "--namespace", &run.namespace])
+                    .args(["run", "the-lock", "--ttl", &ttl, "--wait", "10s"])
+                    .args(["--", "sleep", "0.2"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?;
+                thread::sleep(Duration::from_millis(rng.random_range(20..400)));
+                cli.kill()?;
+                run.fault("kill-cli", &cli.id().to_string())?;
+                cli.wait()?;
             }
             Fault::ScriptFlush => {
                 server.try_cmd(&["SCRIPT", "FLUSH"])?;

@@ -201,3 +201,23 @@ fn mixed() {
     assert!(faults >= 4, "{o}");
     assert!(o.report.acquisitions >= 10, "{o}");
 }
+
+/// Needs the `redfour` binary, which a workspace build makes next to this crate's; without it
+/// the test is skipped, unless `REDFOUR_REQUIRE_CLI` is set (`scripts/test` sets it).
+#[test]
+fn kill_cli() {
+    let bin = Path::new(env!("CARGO_BIN_EXE_redfour-chaos"));
+    if scenario::cli_bin(bin).is_err() && std::env::var_os("REDFOUR_REQUIRE_CLI").is_none() {
+        eprintln!(
+            "skipped: no redfour CLI next to {} (cargo build -p redfour-cli)",
+            bin.display()
+        );
+        return;
+    }
+    let (_, o) = run("kill-cli");
+    assert!(
+        o.report.faults.get("kill-cli").is_some_and(|n| *n >= 2),
+        "{o}"
+    );
+    assert!(o.report.acquisitions >= 10, "{o}");
+}
