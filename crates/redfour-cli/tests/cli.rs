@@ -1277,7 +1277,7 @@ fn help_documents_tls_ca() {
 const ACL_RULE: &str = "resetkeys ~lock* resetchannels &lock* -@all \
     +ping +evalsha +script|load +hmget +subscribe \
     +time +type +exists +pttl +hget +hgetall +hset +hdel +hexists +pexpire +set +del \
-    +publish +rpush +lpop +lrem";
+    +publish +rpush +lindex +lpop +lrem";
 
 #[test]
 fn every_command_works_for_a_user_with_the_minimal_acl_rule() {

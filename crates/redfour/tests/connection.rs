@@ -231,14 +231,14 @@ async fn a_refused_connection_does_not_show_the_password() {
 const ACL_RULE: &str = "resetkeys ~lock* resetchannels &lock* -@all \
     +ping +evalsha +script|load +hmget +subscribe \
     +time +type +exists +pttl +hget +hgetall +hset +hdel +hexists +pexpire +set +del \
-    +publish +rpush +lpop +lrem";
+    +publish +rpush +lindex +lpop +lrem";
 
 /// The same commands with the exact keys and channels of namespace `lock` instead of `lock*`.
 const ACL_RULE_EXACT_KEYS: &str = "resetkeys ~lock:* ~lockindex ~lock-queue:* ~lock-waiters:* \
     resetchannels &lock-release &lock-handoff:* -@all \
     +ping +evalsha +script|load +hmget +subscribe \
     +time +type +exists +pttl +hget +hgetall +hset +hdel +hexists +pexpire +set +del \
-    +publish +rpush +lpop +lrem";
+    +publish +rpush +lindex +lpop +lrem";
 
 /// Creates (or replaces) the user `name` with password `name-pw` and `rule`.
 fn acl_user(server: &RedisServer, name: &str, rule: &str) -> String {

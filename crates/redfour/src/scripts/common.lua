@@ -65,11 +65,10 @@ local function redfour_next_index(counter, now_us)
   return current + 1
 end
 
--- Writes the lock for a new holder (the key is known to be free). The holder metadata are the
--- field, value pairs of `meta` from position `first` on (ARGV itself, or a queue entry's list),
--- so that nothing is copied on the way.
-local function redfour_grant(key, counter, now_us, ttl, meta, first, token)
-  local index = redfour_next_index(counter, now_us)
+-- Writes the lock hash of a new holder with `index` (the key is known to be free). The holder
+-- metadata are the field, value pairs of `meta` from position `first` on (ARGV itself, or a
+-- queue entry's list), so that nothing is copied on the way.
+local function redfour_write_holder(key, index, now_us, ttl, meta, first, token)
   local idx = string.format('%d', index)
   local at = string.format('%d', math.floor(now_us / 1000))
   if token then
@@ -78,6 +77,12 @@ local function redfour_grant(key, counter, now_us, ttl, meta, first, token)
     redis.call('HSET', key, 'index', idx, 'acquired_at', at, unpack(meta, first))
   end
   redis.call('PEXPIRE', key, ttl)
+end
+
+-- Takes the next index and writes the lock for a new holder (the key is known to be free).
+local function redfour_grant(key, counter, now_us, ttl, meta, first, token)
+  local index = redfour_next_index(counter, now_us)
+  redfour_write_holder(key, index, now_us, ttl, meta, first, token)
   return index
 end
 

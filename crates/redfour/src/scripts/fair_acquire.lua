@@ -24,13 +24,18 @@ if pttl >= 0 and token ~= '' and redis.call('HGET', key, 'handoff') == token the
 end
 if pttl < 0 then
   local head, entry
-  head, entry, now_us = redfour_pop_live_head(queue, entries, nil)
+  head, entry, now_us = redfour_live_head(queue, entries, nil)
+  now_us = now_us or redfour_now_us()
+  local index = redfour_next_index(counter, now_us)
   if not head or head == token then
-    local index = redfour_grant(key, counter, now_us or redfour_now_us(), ttl, ARGV, 6, false)
+    if head then
+      redfour_take_head(queue, entries, head)
+    end
+    redfour_write_holder(key, index, now_us, ttl, ARGV, 6, false)
     return {1, index, ttl}
   end
   -- Free, but someone is first in line (the last holder expired): hand it over now.
-  redfour_handoff(key, counter, head, entry, now_us, tonumber(ARGV[5]))
+  redfour_handoff(key, queue, entries, head, entry, now_us, tonumber(ARGV[5]), index)
   pttl = redis.call('PTTL', key)
 end
 if token ~= '' then

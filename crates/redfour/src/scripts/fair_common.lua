@@ -33,18 +33,19 @@ local function redfour_usable_entry(entry, now_ms)
   return true
 end
 
--- Takes the first live waiter off the queue: (token, entry, now_us), dropping dead entries on
--- the way; (false, nil, now_us or nil) when nobody waits. The clock is read only once there is
--- an entry to judge, so that a release with an empty queue stays cheap.
-local function redfour_pop_live_head(queue, entries, now_us)
+-- The first live waiter (token, entry, now_us), dropping dead entries on the way; (false, nil,
+-- now_us or nil) when nobody waits. Reads come before any write (LINDEX and HGET fail on keys
+-- of another type before anything changed), and the clock is read only once there is an entry
+-- to judge, so that a release with an empty queue stays cheap. The live head stays queued:
+-- `redfour_take_head` removes it once nothing else can fail.
+local function redfour_live_head(queue, entries, now_us)
   while true do
-    local head = redis.call('LPOP', queue)
+    local head = redis.call('LINDEX', queue, 0)
     if not head then
       return false, nil, now_us
     end
     now_us = now_us or redfour_now_us()
     local raw = redis.call('HGET', entries, head)
-    redis.call('HDEL', entries, head)
     local ok, entry = false, nil
     if raw then
       ok, entry = pcall(cjson.decode, raw)
@@ -52,19 +53,29 @@ local function redfour_pop_live_head(queue, entries, now_us)
     if ok and redfour_usable_entry(entry, math.floor(now_us / 1000)) then
       return head, entry, now_us
     end
+    redis.call('LPOP', queue)
+    redis.call('HDEL', entries, head)
   end
 end
 
--- Hands the free lock to `head`, a waiter just taken off the queue, and tells only that waiter.
--- The lock lives for the claim window until the new holder claims it (renews to its ttl),
--- so a waiter that died after its last refresh blocks the queue for that window at most.
-local function redfour_handoff(key, counter, head, entry, now_us, claim_ms)
+-- Removes the head `head` found by `redfour_live_head` from the queue.
+local function redfour_take_head(queue, entries, head)
+  redis.call('LPOP', queue)
+  redis.call('HDEL', entries, head)
+end
+
+-- Hands the free lock to the queued waiter `head` with the fencing index `index` (taken from
+-- the counter before any other write, so that a corrupt counter fails the script early) and
+-- tells only that waiter. The lock lives for the claim window until the new holder claims it
+-- (renews to its ttl), so a waiter that died after its last refresh blocks the queue for that
+-- window at most.
+local function redfour_handoff(key, queue, entries, head, entry, now_us, claim_ms, index)
+  redfour_take_head(queue, entries, head)
   local window = math.min(tonumber(entry.t), claim_ms)
   local meta = {}
   if type(entry.m) == 'table' then
     meta = entry.m
   end
-  local index = redfour_grant(key, counter, now_us, window, meta, 1, head)
+  redfour_write_holder(key, index, now_us, window, meta, 1, head)
   redis.call('PUBLISH', entry.c, head .. ' ' .. string.format('%d', index) .. ' ' .. window .. ' ' .. key)
-  return index
 end

@@ -16,10 +16,16 @@ end
 if ARGV[4] and redis.call('HGET', key, 'handoff') ~= ARGV[4] then
   return {0, 'conflict', stored}
 end
-redis.call('DEL', key)
-local head, entry, now_us = redfour_pop_live_head(queue, entries, nil)
+-- Everything that can fail on foreign data (the queue's keys, the counter) runs before the
+-- lock is deleted.
+local head, entry, now_us = redfour_live_head(queue, entries, nil)
+local index = nil
 if head then
-  redfour_handoff(key, counter, head, entry, now_us, tonumber(ARGV[3]))
+  index = redfour_next_index(counter, now_us)
+end
+redis.call('DEL', key)
+if head then
+  redfour_handoff(key, queue, entries, head, entry, now_us, tonumber(ARGV[3]), index)
 else
   -- Nobody queues (Node waiters never do): wake everyone listening, as Node redfour does.
   redis.call('PUBLISH', ARGV[2], key)
