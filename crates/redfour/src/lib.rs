@@ -1,7 +1,7 @@
 //! A distributed lock (a binary semaphore with a lease) on Redis, whose waiters are woken by
 //! pub/sub instead of polling. The Rust implementation of the Node library
 //! [`redfour`](https://www.npmjs.com/package/redfour), wire-compatible with it: Node and Rust
-//! processes contend for the same locks on the same Redis.
+//! processes contend for the same locks on the same Redis. Needs Redis 6.2 or later.
 //!
 //! # Quick start
 //!

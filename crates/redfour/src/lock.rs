@@ -400,13 +400,21 @@ impl Client {
                     waited_ms = sent.elapsed().as_millis() as u64,
                     "the lock was won after its ttl had run out here; releasing it"
                 );
-                if let Err(e) = self.release_key(key, *index).await {
-                    tracing::warn!(key, index, error = %e, "cannot release a lock won too late; it expires by itself");
+                // Armed again while the release is out: if this future is dropped meanwhile,
+                // or the release fails, the attempt's cleanup releases the lock by its id.
+                in_flight.armed = true;
+                match self.release_key(key, *index).await {
+                    Ok(_) => in_flight.armed = false,
+                    Err(e) => {
+                        tracing::warn!(key, index, error = %e, "cannot release a lock won too late; cleaning up in the background");
+                    }
                 }
                 return Ok(Attempt::Held {
                     pttl: Duration::ZERO,
                     sent: *sent,
-                    holder: None,
+                    // The lock this attempt just gave up: a handoff notice with a higher index
+                    // is news.
+                    holder: Some(*index),
                 });
             }
         }
@@ -802,7 +810,10 @@ impl Client {
     /// On success the lock is held until `ttl` runs out or it is released with
     /// [`release_lock`](Client::release_lock) and the returned index. When someone else holds
     /// it, `success` is false and `ttl` is the holder's remaining ttl: that is an outcome, not
-    /// an error. Prefer [`lock`](Client::lock), whose guard tracks the lease for you.
+    /// an error. A lock whose reply came back after its lease had run out (counted from the
+    /// request, less the drift margin; the whole ttl for ttls of a few ms) is released at once
+    /// and reported the same way, with `ttl` 0. Prefer [`lock`](Client::lock), whose guard
+    /// tracks the lease for you.
     ///
     /// # Errors
     ///
