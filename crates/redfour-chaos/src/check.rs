@@ -109,9 +109,10 @@ struct Holding {
     index: i64,
     /// Position of the `acquire_ok` event in the timeline.
     at: usize,
-    invoked: u64,
     ok: u64,
     deadline: u64,
+    /// When a renewal of this holding was last seen (after the server made it).
+    renewed: Option<u64>,
     release_invoked: Option<u64>,
     release_done: Option<(u64, String)>,
     lost: Option<u64>,
@@ -134,12 +135,26 @@ impl Holding {
     }
 
     /// When the server had the lock free again, at the latest: the release's answer, or the
-    /// lease's end on the server (the deadline plus the drift margin and the time the acquire
-    /// took, since the deadline counts from the request).
+    /// lock's expiry there, at most one ttl after the last write that set it. That write (the
+    /// grant, a renewal) was made before the holder logged it, or, for a renewal still in
+    /// flight, before the holder's release answered or its process was killed; 50 ms cover a
+    /// request already on the wire at that moment.
     fn freed(&self, ttl_ns: u64) -> u64 {
         match &self.release_done {
             Some((t, outcome)) if outcome == "released" => *t,
-            _ => self.deadline + ttl_ns / 100 + 2_000_000 + self.ok.saturating_sub(self.invoked),
+            done => {
+                let last_write = [
+                    Some(self.ok),
+                    self.renewed,
+                    done.as_ref().map(|(t, _)| *t),
+                    self.killed,
+                ]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or(self.ok);
+                last_write + ttl_ns + 50_000_000
+            }
         }
     }
 }
@@ -178,7 +193,6 @@ pub fn check(events: &[Event], bounds: Bounds) -> Report {
     };
     let mut holdings: Vec<Holding> = Vec::new();
     let mut current: BTreeMap<String, usize> = BTreeMap::new();
-    let mut invoked: BTreeMap<String, u64> = BTreeMap::new();
     let mut waits: Vec<Wait> = Vec::new();
     let mut open_wait: BTreeMap<String, usize> = BTreeMap::new();
     let mut gone: BTreeSet<String> = BTreeSet::new();
@@ -190,7 +204,6 @@ pub fn check(events: &[Event], bounds: Bounds) -> Report {
         let who = e.who.clone();
         match &e.what {
             What::AcquireInvoked => {
-                invoked.insert(who.clone(), e.t);
                 open_wait.insert(who.clone(), waits.len());
                 waits.push(Wait {
                     who,
@@ -208,9 +221,9 @@ pub fn check(events: &[Event], bounds: Bounds) -> Report {
                     who: who.clone(),
                     index: *index,
                     at,
-                    invoked: invoked.get(&who).copied().unwrap_or(e.t),
                     ok: e.t,
                     deadline: *deadline,
+                    renewed: None,
                     release_invoked: None,
                     release_done: None,
                     lost: None,
@@ -231,6 +244,7 @@ pub fn check(events: &[Event], bounds: Bounds) -> Report {
             What::Renewed { deadline, .. } => {
                 if let Some(&h) = current.get(&who) {
                     holdings[h].deadline = holdings[h].deadline.max(*deadline);
+                    holdings[h].renewed = Some(e.t);
                 }
             }
             What::LeaseLost { .. } => {
@@ -249,8 +263,12 @@ pub fn check(events: &[Event], bounds: Bounds) -> Report {
             What::ReleaseInvoked { deadline, .. } => {
                 if let Some(&h) = current.get(&who) {
                     holdings[h].release_invoked = Some(e.t);
-                    // The deadline as it stood then; a late renewal counts.
-                    holdings[h].deadline = holdings[h].deadline.max(*deadline);
+                    // The deadline as it stood then: a renewal not seen before counts, as made
+                    // before this moment.
+                    if *deadline > holdings[h].deadline {
+                        holdings[h].deadline = *deadline;
+                        holdings[h].renewed = Some(e.t);
+                    }
                 }
             }
             What::ReleaseDone { outcome, .. } => {
@@ -393,13 +411,15 @@ pub fn check(events: &[Event], bounds: Bounds) -> Report {
         if b.ok <= freed {
             continue;
         }
-        let waiting = waits
+        // The longest stretch of the gap during which someone (not the old holder) waited.
+        let Some(gap) = waits
             .iter()
-            .any(|w| w.who != a.who && w.from <= freed && w.to.is_some_and(|to| to >= b.ok));
-        if !waiting {
+            .filter(|w| w.who != a.who && w.from < b.ok && w.to.is_some_and(|to| to >= b.ok))
+            .map(|w| b.ok - w.from.max(freed))
+            .max()
+        else {
             continue;
-        }
-        let gap = b.ok - freed;
+        };
         longest = longest.max(gap);
         if gap > bounds.free_while_waiting_ns {
             report.violations.push(Violation {
@@ -659,6 +679,52 @@ mod tests {
         ));
         quick.push(ev(5000, "w2", What::Enter { index: 9 }));
         assert_eq!(check(&quick, bounds()).of('A').count(), 0);
+    }
+
+    #[test]
+    fn a_dead_holder_frees_the_lock_one_ttl_after_its_grant() {
+        // w1 is killed holding; the lock expires at most 1 s (the ttl) + 50 ms after its grant.
+        let mut events = vec![
+            ev(0, "w1", What::AcquireInvoked),
+            ev(
+                1,
+                "w1",
+                What::AcquireOk {
+                    index: 5,
+                    deadline: 900 * MS,
+                },
+            ),
+            ev(
+                10,
+                "chaos",
+                What::Fault {
+                    kind: "kill".into(),
+                    target: "w1".into(),
+                },
+            ),
+            ev(20, "w2", What::AcquireInvoked),
+        ];
+        let mut late = events.clone();
+        events.push(ev(
+            1040,
+            "w2",
+            What::AcquireOk {
+                index: 6,
+                deadline: 2000 * MS,
+            },
+        ));
+        assert_eq!(check(&events, bounds()).of('L').count(), 0);
+        // Taken again only 400 ms after the expiry, while w2 waited (bound 100 ms).
+        late.push(ev(
+            1460,
+            "w2",
+            What::AcquireOk {
+                index: 6,
+                deadline: 2400 * MS,
+            },
+        ));
+        let report = check(&late, bounds());
+        assert_eq!(report.of('L').count(), 1, "{report}");
     }
 
     #[test]

@@ -100,6 +100,12 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.closed.store(true, Ordering::Relaxed);
+        // Let held bytes go, so that no writer thread keeps waiting on a fault.
+        {
+            let mut faults = self.faults();
+            faults.black_hole = false;
+            faults.reply_delay = Duration::ZERO;
+        }
         // Wake the accept loop so that it sees the flag.
         let _ = TcpStream::connect(self.addr);
         self.drop_connections();
