@@ -333,3 +333,32 @@ async fn invalid_input_is_refused_before_reaching_redis() {
     let longest_id = "y".repeat(MAX_ID_LEN);
     assert!(locks.acquire_lock(&longest_id, TTL).await.unwrap().success);
 }
+
+/// Foreign data at the fair queue's keys fails a release before anything is written: the
+/// lock, the queue and the foreign key stay as they were (found in review: the lock used to be
+/// deleted and the head waiter dropped before the failing read).
+#[tokio::test]
+async fn foreign_queue_entries_fail_a_release_before_any_write() {
+    let server = RedisServer::start();
+    let locks = common::builder(&server).fair(true).build().unwrap();
+    let held = locks.acquire_lock("x", TTL).await.unwrap();
+    assert!(held.success);
+    server.cmd(&["RPUSH", "lock-queue:x", "someone"]);
+    server.cmd(&["SET", "lock-waiters:x", "foreign"]);
+
+    let result = locks.release_lock("x", held.index).await;
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(
+        text(&server, &["HGET", "lock:x", "index"]),
+        Some(held.index.to_string()),
+        "the lock was deleted"
+    );
+    assert_eq!(
+        strings(&server, &["LRANGE", "lock-queue:x", "0", "-1"]),
+        ["someone"]
+    );
+    assert_eq!(
+        text(&server, &["GET", "lock-waiters:x"]).as_deref(),
+        Some("foreign")
+    );
+}
