@@ -1088,6 +1088,37 @@ fn redfour_log_shows_the_library_events_on_stderr() {
     assert!(stdout.starts_with('{'), "{stdout}");
 }
 
+/// The everyday commands on lock `x` through `cli` (a `redfour` command line with its
+/// connection options): acquire, status, renew, then a waiter woken by the release, which
+/// releases in turn. Returns the waiter's index.
+fn acquire_status_renew_wait_release(
+    server: &RedisServer,
+    cli: impl Fn(&[&str]) -> Command,
+) -> i64 {
+    let acquired = ok(cli(&["acquire", "x", "--ttl", "30s"]));
+    acquired.assert_code(0);
+    let index = acquired.json()["index"].as_i64().expect("index");
+    let status = ok(cli(&["status", "x"]));
+    status.assert_code(0);
+    assert_eq!(status.json()["index"], index);
+    let index_arg = index.to_string();
+    ok(cli(&["renew", "x", "--index", &index_arg, "--ttl", "30s"])).assert_code(0);
+
+    let before = evalsha_calls(server);
+    let waiter = spawn(cli(&["wait", "x", "--ttl", "5s", "--wait", "20s"]));
+    assert!(
+        wait_until(DEADLINE, || evalsha_calls(server) > before),
+        "the waiter never tried"
+    );
+    ok(cli(&["release", "x", "--index", &index_arg])).assert_code(0);
+    let waited = finish(waiter, DEADLINE);
+    waited.assert_code(0);
+    assert_eq!(waited.json()["immediate"], false, "{waited:?}");
+    let second = waited.json()["index"].as_i64().expect("index");
+    ok(cli(&["release", "x", "--index", &second.to_string()])).assert_code(0);
+    second
+}
+
 // ---- TLS --------------------------------------------------------------------------------
 
 /// The CA file of a TLS server, as `--tls-ca` takes it.
@@ -1104,35 +1135,8 @@ fn tls_ca_trusts_a_private_ca_for_every_command() {
         cmd.args(args);
         cmd
     };
-    let acquired = ok(tls(&["acquire", "x", "--ttl", "30s"]));
-    acquired.assert_code(0);
-    let index = acquired.json()["index"].as_i64().expect("index");
-    let status = ok(tls(&["status", "x"]));
-    status.assert_code(0);
-    assert_eq!(status.json()["index"], index);
-    ok(tls(&[
-        "renew",
-        "x",
-        "--index",
-        &index.to_string(),
-        "--ttl",
-        "30s",
-    ]))
-    .assert_code(0);
-
     // A waiter over TLS gets the lock once the holder releases it.
-    let before = evalsha_calls(&server);
-    let waiter = spawn(tls(&["wait", "x", "--ttl", "5s", "--wait", "20s"]));
-    assert!(
-        wait_until(DEADLINE, || evalsha_calls(&server) > before),
-        "the waiter never tried"
-    );
-    ok(tls(&["release", "x", "--index", &index.to_string()])).assert_code(0);
-    let waited = finish(waiter, DEADLINE);
-    waited.assert_code(0);
-    assert_eq!(waited.json()["immediate"], false, "{waited:?}");
-    let second = waited.json()["index"].as_i64().expect("index");
-    ok(tls(&["release", "x", "--index", &second.to_string()])).assert_code(0);
+    let second = acquire_status_renew_wait_release(&server, tls);
 
     // The CA from the environment, for `run`.
     let mut run = cli(
@@ -1292,30 +1296,7 @@ fn every_command_works_for_a_user_with_the_minimal_acl_rule() {
         cmd
     };
 
-    let acquired = ok(as_locker(&["acquire", "x", "--ttl", "30s"]));
-    acquired.assert_code(0);
-    let index = acquired.json()["index"].as_i64().expect("index");
-    ok(as_locker(&["status", "x"])).assert_code(0);
-    ok(as_locker(&[
-        "renew",
-        "x",
-        "--index",
-        &index.to_string(),
-        "--ttl",
-        "30s",
-    ]))
-    .assert_code(0);
-    let before = evalsha_calls(&server);
-    let waiter = spawn(as_locker(&["wait", "x", "--ttl", "5s", "--wait", "20s"]));
-    assert!(
-        wait_until(DEADLINE, || evalsha_calls(&server) > before),
-        "the waiter never tried"
-    );
-    ok(as_locker(&["release", "x", "--index", &index.to_string()])).assert_code(0);
-    let waited = finish(waiter, DEADLINE);
-    waited.assert_code(0);
-    let second = waited.json()["index"].as_i64().expect("index");
-    ok(as_locker(&["release", "x", "--index", &second.to_string()])).assert_code(0);
+    acquire_status_renew_wait_release(&server, as_locker);
     // `run` renews the lock (keep-alive) while its command runs past the ttl.
     let dir = temp();
     let marker = dir.path().join("ran");
