@@ -2,7 +2,7 @@
 //! redis-server processes and worker processes. One at a time: they share two cores, and their
 //! bounds are about timing.
 //!
-//! `REDFOUR_CHAOS_SECONDS` sets the fault time per scenario (default 8).
+//! `REDFOUR_CHAOS_SECONDS` sets the fault time per scenario (default 10).
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -18,7 +18,7 @@ fn run(name: &str) -> (Scenario, Outcome) {
     let seconds = std::env::var("REDFOUR_CHAOS_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(8);
+        .unwrap_or(10);
     let outcome = scenario::run(
         &scenario,
         Path::new(env!("CARGO_BIN_EXE_redfour-chaos")),
