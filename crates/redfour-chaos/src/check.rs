@@ -53,6 +53,9 @@ pub struct Report {
     pub acquire_failed: usize,
     /// Acquires with an unknown outcome.
     pub acquire_unknown: usize,
+    /// Acquisitions logged with their lease already over (a holder frozen between the reply
+    /// and its log line; or a library that returned a lock won too late).
+    pub acquired_expired: usize,
     /// Fenced writes the resource accepted.
     pub writes_accepted: usize,
     /// Fenced writes the resource rejected (a stale holder stopped by fencing).
@@ -80,11 +83,12 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} events: {} acquisitions ({} failed, {} unknown), writes {} accepted / {} rejected, {} leases lost, releases {:?}, faults {:?}, longest free while waiting {:.1} ms",
+            "{} events: {} acquisitions ({} failed, {} unknown, {} expired on arrival), writes {} accepted / {} rejected, {} leases lost, releases {:?}, faults {:?}, longest free while waiting {:.1} ms",
             self.events,
             self.acquisitions,
             self.acquire_failed,
             self.acquire_unknown,
+            self.acquired_expired,
             self.writes_accepted,
             self.writes_rejected,
             self.leases_lost,
@@ -339,8 +343,25 @@ pub fn check(events: &[Event], bounds: Bounds) -> Report {
         }
     }
 
-    // V and F over the holdings that had any validity at all (a holder frozen between the
-    // reply and its log line may log an acquisition whose lease already ended).
+    // F: no index is handed out twice, whatever became of the holdings.
+    let mut seen: BTreeMap<i64, &Holding> = BTreeMap::new();
+    for h in &holdings {
+        if let Some(first) = seen.insert(h.index, h) {
+            report.violations.push(Violation {
+                rule: 'F',
+                message: format!(
+                    "index {} acquired twice, by {} and by {}",
+                    h.index, first.who, h.who
+                ),
+                context: context(events, h.at),
+            });
+        }
+    }
+    // Acquisitions whose lease was over when they were logged: the library answers those as
+    // not acquired, unless the holder was frozen between the reply and its log line.
+    report.acquired_expired = holdings.iter().filter(|h| h.end() <= h.ok).count();
+
+    // V and F over the holdings that had any validity at all.
     let mut valid: Vec<&Holding> = holdings.iter().filter(|h| h.end() > h.ok).collect();
     valid.sort_by_key(|h| h.ok);
     let mut latest: Option<&Holding> = None;
@@ -568,6 +589,15 @@ mod tests {
             },
         ));
         let report = check(&sorted(events), bounds());
+        assert_eq!(report.of('F').count(), 2, "{report}");
+    }
+
+    #[test]
+    fn an_index_handed_out_twice_is_an_f_violation() {
+        let mut events = round(0, "w1", 7);
+        events.extend(round(20, "w2", 7));
+        let report = check(&sorted(events), bounds());
+        // Twice the same index, and not increasing.
         assert_eq!(report.of('F').count(), 2, "{report}");
     }
 
