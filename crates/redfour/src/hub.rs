@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::keys::Namespace;
-use crate::scripts;
+use crate::scripts::{self, Eval};
 
 /// Whether the subscription is live, and how many times it (re)started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -368,12 +368,11 @@ async fn janitor(
                 entries,
                 token,
             } => {
-                let r: redis::RedisResult<i64> = scripts::FAIR_LEAVE
-                    .key(&queue)
-                    .key(&entries)
-                    .arg(&token)
-                    .invoke_async(&mut conn)
-                    .await;
+                let r: redis::RedisResult<i64> =
+                    Eval::new(&scripts::FAIR_LEAVE, &[&queue, &entries])
+                        .arg(&token)
+                        .invoke(&mut conn)
+                        .await;
                 if let Err(e) = r {
                     tracing::debug!(queue, token, error = %e, "could not leave the queue; the entry will expire");
                 }
@@ -385,17 +384,14 @@ async fn janitor(
                 index,
                 token,
             } => {
-                let r: redis::RedisResult<redis::Value> = scripts::FAIR_RELEASE
-                    .key(&key)
-                    .key(&counter)
-                    .key(&queue)
-                    .key(&entries)
-                    .arg(index)
-                    .arg(&release_channel)
-                    .arg(claim_window_ms)
-                    .arg(&token)
-                    .invoke_async(&mut conn)
-                    .await;
+                let r: redis::RedisResult<redis::Value> =
+                    Eval::new(&scripts::FAIR_RELEASE, &[&key, &counter, &queue, &entries])
+                        .arg(index)
+                        .arg(&release_channel)
+                        .arg(claim_window_ms)
+                        .arg(&token)
+                        .invoke(&mut conn)
+                        .await;
                 if let Err(e) = r {
                     tracing::warn!(key, index, error = %e, "could not pass on an unclaimed handoff; it expires after the claim window");
                 }

@@ -456,11 +456,7 @@ impl Client {
         let holder = &inner.holder;
         let mut inv;
         if inner.config.fair {
-            let (queue, entries) = inner.ns.queue_keys(key);
-            inv = Eval::new(
-                &scripts::FAIR_ACQUIRE,
-                &[key, inner.ns.counter(), &queue, &entries],
-            );
+            inv = self.queue_eval(&scripts::FAIR_ACQUIRE, key);
             inv.arg(ttl_ms)
                 .arg(token.unwrap_or(""))
                 .arg(inner.config.entry_lifetime().as_millis() as u64)
@@ -731,16 +727,20 @@ impl Client {
         }
     }
 
+    /// An invocation of a fair-queue script on the lock at `key`: its KEYS are the lock, the
+    /// counter, the queue list and the queue entries.
+    fn queue_eval(&self, script: &'static redis::Script, key: &str) -> Eval {
+        let ns = &self.inner.ns;
+        let (queue, entries) = ns.queue_keys(key);
+        Eval::new(script, &[key, ns.counter(), &queue, &entries])
+    }
+
     pub(crate) async fn release_key(&self, key: &str, index: i64) -> Result<(ReleaseOutcome, i64)> {
         let mut conn = self.connection().await?;
         let inner = &self.inner;
         let mut inv;
         if inner.config.fair {
-            let (queue, entries) = inner.ns.queue_keys(key);
-            inv = Eval::new(
-                &scripts::FAIR_RELEASE,
-                &[key, inner.ns.counter(), &queue, &entries],
-            );
+            inv = self.queue_eval(&scripts::FAIR_RELEASE, key);
             inv.arg(index)
                 .arg(inner.ns.channel())
                 .arg(inner.config.claim_window.as_millis() as u64);
@@ -1007,9 +1007,8 @@ impl Client {
     pub async fn status(&self, id: &str) -> Result<LockStatus> {
         let key = self.inner.ns.lock_key(id)?;
         let mut conn = self.connection().await?;
-        let reply: Vec<redis::Value> = scripts::STATUS
-            .key(&key)
-            .invoke_async(&mut conn)
+        let reply: Vec<redis::Value> = Eval::new(&scripts::STATUS, &[&key])
+            .invoke(&mut conn)
             .await
             .map_err(|e| Error::from_redis(e, Some(&key)))?;
         parse_status(id, &key, reply)

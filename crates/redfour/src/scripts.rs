@@ -6,7 +6,8 @@ use std::sync::LazyLock;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, FromRedisValue, RedisResult, Script, ToRedisArgs};
 
-/// One `EVALSHA` of a script, built straight into a command (one buffer for all arguments;
+/// One `EVALSHA` of a script (every script call of the crate goes through it), built straight
+/// into a command (one buffer for all arguments;
 /// `redis::ScriptInvocation` allocates each argument on its own and copies them again, which
 /// costs more than the rest of an acquire on the client), and reloaded on `NOSCRIPT`.
 pub(crate) struct Eval {
