@@ -23,6 +23,10 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 
+// The bench's own reader of `INFO commandstats` (the bench is a binary crate).
+#[path = "../src/commandstats.rs"]
+mod commandstats;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const TTL: Duration = Duration::from_secs(30);
@@ -189,30 +193,13 @@ fn report(what: &str, usec: u64, n: usize) {
     println!("{what:<34} {:>7.2}", usec as f64 / n as f64);
 }
 
-/// The summed `usec=` of the `cmdstat_{name}` lines for `names` (commands called inside
-/// scripts are counted in the script's line too, so only what the client sent is named).
+/// The summed `usec=` of the `cmdstat_{name}` lines for `names`.
 async fn usec(conn: &mut MultiplexedConnection, names: &[&str]) -> Result<u64, BoxError> {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(conn)
         .await?;
-    let mut total = 0;
-    for line in info.lines() {
-        let Some((name, fields)) = line
-            .strip_prefix("cmdstat_")
-            .and_then(|l| l.split_once(':'))
-        else {
-            continue;
-        };
-        if names.contains(&name) {
-            total += fields
-                .split(',')
-                .find_map(|f| f.strip_prefix("usec="))
-                .and_then(|n| n.trim().parse::<u64>().ok())
-                .ok_or_else(|| format!("unreadable commandstats line `{line}`"))?;
-        }
-    }
-    Ok(total)
+    commandstats::sum(&info, names, "usec").ok_or_else(|| "unreadable INFO commandstats".into())
 }
 
 /// Deletes every key of the namespace: the handed-over locks, the counters.

@@ -88,6 +88,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
+mod commandstats;
 mod notice_clock;
 mod plot;
 mod report;

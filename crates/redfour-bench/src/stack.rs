@@ -192,7 +192,7 @@ impl Admin {
             .arg("commandstats")
             .query_async(&mut self.conn)
             .await?;
-        Ok(parse_evalsha_calls(&info))
+        Ok(crate::commandstats::sum(&info, &["evalsha"], "calls"))
     }
 
     /// Microseconds the server has spent executing the commands `names` since its start
@@ -204,7 +204,7 @@ impl Admin {
             .arg("commandstats")
             .query_async(&mut self.conn)
             .await?;
-        Ok(parse_command_usec(&info, names))
+        Ok(crate::commandstats::sum(&info, names, "usec"))
     }
 
     /// Waits until the server has executed at least `calls` `EVALSHA`s in all, polling; false
@@ -246,75 +246,5 @@ impl Admin {
             }
             cursor = next;
         }
-    }
-}
-
-/// `calls=` of the `cmdstat_evalsha` line of `INFO commandstats`; 0 when the command has not
-/// run yet (Redis omits its line), `None` when the text is not a commandstats section at all.
-fn parse_evalsha_calls(info: &str) -> Option<u64> {
-    if !info.contains("# Commandstats") {
-        return None;
-    }
-    let Some(line) = info.lines().find(|l| l.starts_with("cmdstat_evalsha:")) else {
-        return Some(0);
-    };
-    line.trim_start_matches("cmdstat_evalsha:")
-        .split(',')
-        .find_map(|field| field.strip_prefix("calls="))
-        .and_then(|n| n.trim().parse().ok())
-}
-
-/// The sum of `usec=` over the `cmdstat_{name}` lines of `INFO commandstats` for `names` (0
-/// for a command that has not run: Redis omits its line); `None` when the text is not a
-/// commandstats section or a line cannot be read.
-fn parse_command_usec(info: &str, names: &[&str]) -> Option<u64> {
-    if !info.contains("# Commandstats") {
-        return None;
-    }
-    let mut total = 0u64;
-    for line in info.lines() {
-        let Some((name, fields)) = line
-            .strip_prefix("cmdstat_")
-            .and_then(|l| l.split_once(':'))
-        else {
-            continue;
-        };
-        if !names.contains(&name) {
-            continue;
-        }
-        total += fields
-            .split(',')
-            .find_map(|f| f.strip_prefix("usec="))
-            .and_then(|n| n.trim().parse::<u64>().ok())?;
-    }
-    Some(total)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_commandstats() {
-        let info = "# Commandstats\r\ncmdstat_eval:calls=2,usec=10,usec_per_call=5.00\r\n\
-                    cmdstat_evalsha:calls=1234,usec=99,usec_per_call=0.08,rejected_calls=0\r\n";
-        assert_eq!(parse_evalsha_calls(info), Some(1234));
-        assert_eq!(
-            parse_evalsha_calls("# Commandstats\r\ncmdstat_ping:calls=1\r\n"),
-            Some(0)
-        );
-        assert_eq!(parse_evalsha_calls(""), None);
-    }
-
-    #[test]
-    fn sums_the_named_commands() {
-        let info = "# Commandstats\r\ncmdstat_evalsha:calls=10,usec=120,usec_per_call=12.00\r\n\
-                    cmdstat_hset:calls=10,usec=20,usec_per_call=2.00\r\n\
-                    cmdstat_set:calls=5,usec=5,usec_per_call=1.00\r\n\
-                    cmdstat_info:calls=3,usec=300,usec_per_call=100.00\r\n";
-        assert_eq!(parse_command_usec(info, &["evalsha"]), Some(120));
-        assert_eq!(parse_command_usec(info, &["evalsha", "set"]), Some(125));
-        assert_eq!(parse_command_usec(info, &["ping"]), Some(0));
-        assert_eq!(parse_command_usec("nope", &["set"]), None);
     }
 }
