@@ -116,10 +116,7 @@ async fn waiter_gets_the_lock_after_a_redis_restart() {
 async fn waiter_resubscribes_after_its_subscription_is_killed() {
     let server = RedisServer::start();
     let holder = client(&server);
-    let waiter = common::builder(&server)
-        .max_poll_interval(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let waiter = common::slow_poll_client(&server);
 
     let held = holder
         .acquire_lock("pubsub", Duration::from_secs(30))
@@ -167,10 +164,7 @@ async fn waiter_resubscribes_after_its_subscription_is_killed() {
 async fn release_while_unsubscribed_is_not_lost() {
     let server = RedisServer::start();
     let holder = client(&server);
-    let waiter = common::builder(&server)
-        .max_poll_interval(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let waiter = common::slow_poll_client(&server);
 
     let held = holder
         .acquire_lock("gap", Duration::from_secs(30))

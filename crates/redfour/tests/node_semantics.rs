@@ -87,12 +87,8 @@ async fn release_only_with_the_valid_index() {
 async fn wait_acquires_after_a_release() {
     let server = RedisServer::start();
     let holder = client(&server);
-    // A poll interval far beyond the test's duration: only the release notice can explain
-    // a wake-up right after the release.
-    let waiter = common::builder(&server)
-        .max_poll_interval(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    // Only the release notice can explain a wake-up right after the release.
+    let waiter = common::slow_poll_client(&server);
 
     let held = holder
         .acquire_lock("testLock", Duration::from_secs(10))

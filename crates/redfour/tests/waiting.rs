@@ -107,10 +107,7 @@ async fn sixteen_tasks_increment_exactly() {
 async fn waiter_is_woken_by_the_holders_expiry() {
     let server = RedisServer::start();
     let holder = client(&server);
-    let waiter = common::builder(&server)
-        .max_poll_interval(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let waiter = common::slow_poll_client(&server);
 
     let held = holder
         .acquire_lock("abandoned", Duration::from_millis(800))

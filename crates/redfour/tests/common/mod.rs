@@ -21,6 +21,15 @@ pub fn client(server: &RedisServer) -> redfour::Client {
     builder(server).build().expect("client settings are valid")
 }
 
+/// A client of `server` whose waiters poll only every 10 s: within a test, only a release
+/// notice, the holder's expiry or a resubscription can explain their wake-up.
+pub fn slow_poll_client(server: &RedisServer) -> redfour::Client {
+    builder(server)
+        .max_poll_interval(Duration::from_secs(10))
+        .build()
+        .expect("client settings are valid")
+}
+
 /// The builder behind [`client`], for tests that change one more setting.
 ///
 /// `REDFOUR_TEST_FAIR=0` runs the suites with the fair queue off (Node redfour's wake-everyone
