@@ -64,6 +64,11 @@ impl Resource {
             .unfenced
     }
 
+    /// The highest index the resource has accepted a write with (0 before the first).
+    pub fn highest(&self) -> i64 {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).highest
+    }
+
     /// Increments of the unfenced counter that were lost: the writes it received (each one
     /// holder's read + 1) minus its value. Zero when no two holders overlapped.
     pub fn lost_updates(&self) -> i64 {

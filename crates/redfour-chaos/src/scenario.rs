@@ -445,8 +445,10 @@ pub fn run(
 
     let mut rng = StdRng::seed_from_u64(seed);
     let end = Instant::now() + duration;
-    // Let the workers connect and start contending before the first fault.
-    thread::sleep(Duration::from_millis(500));
+    // The first fault waits for the workers to be at work: a first fenced write accepted.
+    if !redfour_test::wait_until(Duration::from_secs(15), || resource.highest() > 0) {
+        return Err("no worker got through a critical section within 15 s of starting".into());
+    }
     const MIXABLE: [Fault; 11] = [
         Fault::FreezeHolder,
         Fault::KillHolder,
