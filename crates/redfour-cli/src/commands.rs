@@ -20,10 +20,13 @@ const RECONNECT_RETRIES: usize = 1;
 
 /// Runs the resolved command and returns its exit status.
 pub async fn execute(settings: Settings) -> Result<u8, Failure> {
-    let mut builder = Client::builder(settings.url)
+    let mut builder = Client::builder_with_topology(settings.topology, settings.urls)
         .namespace(settings.namespace)
         .connect_timeout(CONNECT_TIMEOUT)
         .reconnect_retries(RECONNECT_RETRIES);
+    if let Some((replicas, timeout)) = settings.replica_acks {
+        builder = builder.replica_acks(replicas, timeout);
+    }
     if let Some(pem) = settings.tls_ca {
         builder = builder.tls_root_certificates(pem);
     }

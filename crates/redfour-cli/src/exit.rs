@@ -59,6 +59,7 @@ stdout is the command's. Errors are one line on stderr, starting with `redfour: 
 
 ENVIRONMENT:
   REDIS_URL, REDFOUR_NAMESPACE  defaults for --url and --namespace
+  REDFOUR_TOPOLOGY, REDFOUR_SERVICE  defaults for --topology and --service
   REDFOUR_TLS_CA                default for --tls-ca
   REDFOUR_LOG                   diagnostics on stderr: a level (`debug`) or a filter
                                 (`redfour=trace`), e.g. to watch renewals during `run`";
@@ -94,6 +95,10 @@ impl Failure {
             ErrorKind::CorruptData => Failure::new(
                 DATA,
                 format!("{doing}: foreign or corrupt data in Redis at {address}, left untouched: {what}"),
+            ),
+            ErrorKind::Unavailable if what.contains("quorum") => Failure::new(
+                UNAVAILABLE,
+                format!("{doing}: {what} ({address}): {}", root_cause(err)),
             ),
             ErrorKind::Unavailable => Failure::new(
                 UNAVAILABLE,

@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::duration;
 use crate::exit::{Failure, EXIT_CODES_HELP};
@@ -22,16 +22,46 @@ use crate::exit::{Failure, EXIT_CODES_HELP};
 pub struct Flags {
     /// Redis to use: redis://[user][:password@]host[:port][/db], or rediss:// for TLS (which
     /// trusts the system's root certificates, or the CA of --tls-ca; rediss://...#insecure
-    /// skips certificate verification, for tests only).
+    /// skips certificate verification, for tests only). Repeat it for the other topologies:
+    /// the sentinels for `sentinel`, seed nodes for `cluster`, every master for `redlock`.
     #[arg(
         long,
         global = true,
         env = "REDIS_URL",
         hide_env_values = true,
         value_name = "URL",
-        default_value = "redis://127.0.0.1:6379"
+        default_value = DEFAULT_URL,
+        action = clap::ArgAction::Append
     )]
-    url: String,
+    url: Vec<String>,
+
+    /// How the Redis behind --url is laid out: one server (standalone), a master watched by
+    /// Redis Sentinel (sentinel, with --service), Redis Cluster (cluster; its keys are
+    /// {NS:ID}... and are not Node redfour's), or independent masters locked with the Redlock
+    /// algorithm (redlock).
+    #[arg(
+        long,
+        global = true,
+        env = "REDFOUR_TOPOLOGY",
+        value_name = "TOPOLOGY",
+        value_enum,
+        default_value_t = TopologyArg::Standalone
+    )]
+    topology: TopologyArg,
+
+    /// With --topology sentinel: the name the sentinels monitor the master under.
+    #[arg(long, global = true, env = "REDFOUR_SERVICE", value_name = "NAME")]
+    service: Option<String>,
+
+    /// After each acquire, wait until N replicas acknowledged it (WAIT); when fewer did within
+    /// --replica-ack-timeout, the lock is released and the acquire fails (exit 69; a wait keeps
+    /// trying). For sentinel, cluster, or a standalone master with replicas.
+    #[arg(long, global = true, value_name = "N")]
+    replica_acks: Option<u32>,
+
+    /// How long --replica-acks waits for the acknowledgements.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "100ms")]
+    replica_ack_timeout: String,
 
     /// Namespace of the keys: the lock is NS:ID, the counter NSindex.
     #[arg(
@@ -51,6 +81,15 @@ pub struct Flags {
 
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--topology`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TopologyArg {
+    Standalone,
+    Sentinel,
+    Cluster,
+    Redlock,
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,11 +215,18 @@ struct IndexArg {
     index: String,
 }
 
+/// `--url`'s default.
+const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+
 /// The validated command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    /// Where Redis is.
-    pub url: String,
+    /// Where Redis is (one address for standalone).
+    pub urls: Vec<String>,
+    /// How it is laid out.
+    pub topology: redfour::Topology,
+    /// `--replica-acks` and `--replica-ack-timeout`.
+    pub replica_acks: Option<(u32, Duration)>,
     /// The key namespace.
     pub namespace: String,
     /// The PEM contents of `--tls-ca`: the only CAs trusted for `rediss://`.
@@ -250,8 +296,50 @@ impl Flags {
         if self.namespace.is_empty() {
             return Err(Failure::usage("invalid --namespace: it must not be empty"));
         }
+        let topology = match (self.topology, self.service) {
+            (TopologyArg::Sentinel, Some(service)) if !service.is_empty() => {
+                redfour::Topology::Sentinel { service }
+            }
+            (TopologyArg::Sentinel, _) => {
+                return Err(Failure::usage(
+                    "--topology sentinel needs --service NAME (the name the sentinels monitor the master under)",
+                ))
+            }
+            (_, Some(_)) => {
+                return Err(Failure::usage(
+                    "--service applies to --topology sentinel only",
+                ))
+            }
+            (TopologyArg::Standalone, None) => redfour::Topology::Standalone,
+            (TopologyArg::Cluster, None) => redfour::Topology::Cluster,
+            (TopologyArg::Redlock, None) => redfour::Topology::Redlock,
+        };
+        let urls = self.url;
+        if topology == redfour::Topology::Standalone && urls.len() != 1 {
+            return Err(Failure::usage(format!(
+                "--url was given {} times: the standalone topology takes one (see --topology)",
+                urls.len()
+            )));
+        }
         let tls_ca = match &self.tls_ca {
-            Some(path) => Some(read_tls_ca(path, &self.url)?),
+            Some(_) if topology != redfour::Topology::Standalone => {
+                return Err(Failure::usage(
+                    "--tls-ca applies to the standalone topology only",
+                ))
+            }
+            Some(path) => Some(read_tls_ca(path, &urls[0])?),
+            None => None,
+        };
+        let replica_acks = match self.replica_acks {
+            Some(_) if topology == redfour::Topology::Redlock => {
+                return Err(Failure::usage(
+                    "--replica-acks does not apply to --topology redlock (its masters have no replicas of each other)",
+                ))
+            }
+            Some(n) => Some((
+                n,
+                parse_duration("--replica-ack-timeout", &self.replica_ack_timeout)?,
+            )),
             None => None,
         };
         let action = match self.command {
@@ -295,7 +383,9 @@ impl Flags {
             }
         };
         Ok(Settings {
-            url: self.url,
+            urls,
+            topology,
+            replica_acks,
             namespace: self.namespace,
             tls_ca,
             action,
@@ -406,6 +496,92 @@ mod tests {
             .resolve()
     }
 
+    #[test]
+    fn topologies() {
+        let s = resolve(&["status", "x"]).unwrap();
+        assert_eq!(s.urls, [DEFAULT_URL]);
+        let s = resolve(&[
+            "--topology",
+            "sentinel",
+            "--service",
+            "mymaster",
+            "--url",
+            "redis://s1:26379",
+            "--url",
+            "redis://s2:26379",
+            "status",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(s.urls, ["redis://s1:26379", "redis://s2:26379"]);
+        assert_eq!(
+            s.topology,
+            redfour::Topology::Sentinel {
+                service: "mymaster".into()
+            }
+        );
+        let s = resolve(&[
+            "--topology",
+            "cluster",
+            "--url",
+            "redis://c:1",
+            "status",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(s.topology, redfour::Topology::Cluster);
+        let s = resolve(&[
+            "--topology",
+            "redlock",
+            "--url",
+            "redis://a",
+            "--url",
+            "redis://b",
+            "--url",
+            "redis://c",
+            "status",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(s.topology, redfour::Topology::Redlock);
+        assert_eq!(s.urls.len(), 3);
+        let s = resolve(&["--replica-acks", "1", "status", "x"]).unwrap();
+        assert_eq!(s.replica_acks, Some((1, Duration::from_millis(100))));
+        for (args, says) in [
+            (&["--topology", "sentinel", "status", "x"][..], "--service"),
+            (&["--service", "m", "status", "x"][..], "sentinel only"),
+            (
+                &["--url", "redis://a", "--url", "redis://b", "status", "x"][..],
+                "takes one",
+            ),
+            (
+                &[
+                    "--topology",
+                    "redlock",
+                    "--replica-acks",
+                    "1",
+                    "status",
+                    "x",
+                ][..],
+                "--replica-acks",
+            ),
+            (
+                &[
+                    "--replica-acks",
+                    "1",
+                    "--replica-ack-timeout",
+                    "soon",
+                    "status",
+                    "x",
+                ][..],
+                "--replica-ack-timeout",
+            ),
+        ] {
+            let err = usage_error(args);
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
+    }
+
     fn usage_error(args: &[&str]) -> String {
         let err = resolve(args).expect_err("rejected");
         assert_eq!(err.code(), USAGE, "{err}");
@@ -421,7 +597,8 @@ mod tests {
     #[test]
     fn resolves_every_command() {
         let s = resolve(&["--url", "redis://h:1", "acquire", "x", "--ttl", "10s"]).unwrap();
-        assert_eq!(s.url, "redis://h:1");
+        assert_eq!(s.urls, ["redis://h:1"]);
+        assert_eq!(s.topology, redfour::Topology::Standalone);
         // The default, unless the environment running the tests sets one.
         let default_ns = std::env::var("REDFOUR_NAMESPACE").unwrap_or_else(|_| "lock".into());
         assert_eq!(s.namespace, default_ns);

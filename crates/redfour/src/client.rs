@@ -7,15 +7,52 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
+use crate::conn::{Conn, SentinelConn, SentinelShared};
 use crate::error::{Error, Result};
-use crate::hub::{FairSetup, Hub};
-use crate::keys::Namespace;
+use crate::hub::{FairSetup, Hub, SubSource};
+use crate::keys::{Layout, Namespace};
 
 /// Acquire attempts one client keeps in flight at most.
 const MAX_ATTEMPTS_IN_FLIGHT: usize = 256;
 
 /// The default namespace, the same as Node redfour's.
 pub const DEFAULT_NAMESPACE: &str = "lock";
+
+/// How the Redis deployment behind a [`Client`] is laid out, and so how the client reaches it.
+///
+/// Every topology offers the same API and the same answers; what differs is what survives a
+/// fault (see the README's section per topology).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Topology {
+    /// One Redis server (the default): Node redfour's key layout, wire-compatible with it.
+    Standalone,
+    /// A master and its replicas watched by Redis Sentinel: the addresses are the sentinels',
+    /// and the client follows the master they name, through failovers. Node redfour's layout.
+    Sentinel {
+        /// The name the sentinels monitor the master under (`sentinel monitor <name> …`).
+        service: String,
+    },
+    /// Redis Cluster: the addresses are seed nodes. Every key of one lock shares a hash tag
+    /// (`{namespace:id}`) and notices go out on sharded pub/sub, so this layout is not Node
+    /// redfour's (which cannot run on a cluster anyway). Needs Redis 7.
+    Cluster,
+    /// The Redlock algorithm over independent masters (no replication between them): a lock is
+    /// held when a majority of them granted it in time. Node redfour's layout on each master.
+    Redlock,
+}
+
+impl Topology {
+    /// The name used on the command line: `standalone`, `sentinel`, `cluster` or `redlock`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Topology::Standalone => "standalone",
+            Topology::Sentinel { .. } => "sentinel",
+            Topology::Cluster => "cluster",
+            Topology::Redlock => "redlock",
+        }
+    }
+}
 
 /// A cheap-to-clone handle to a Redis server, through which locks are taken.
 ///
@@ -45,8 +82,8 @@ pub struct Client {
 }
 
 pub(crate) struct ClientInner {
-    pub(crate) redis: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    pub(crate) backend: Backend,
+    conn: OnceCell<Conn>,
     pub(crate) hub: OnceCell<Hub>,
     pub(crate) ns: Namespace,
     pub(crate) config: Config,
@@ -63,6 +100,24 @@ pub(crate) struct ClientInner {
     address: String,
 }
 
+/// Where a client's connections go.
+// One per client, behind its `Arc`: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Backend {
+    Single(redis::Client),
+    Sentinel(Arc<SentinelShared>),
+    Cluster {
+        client: redis::cluster::ClusterClient,
+        /// The seed nodes, for the subscription's own cluster client.
+        urls: Vec<String>,
+    },
+    /// One standalone client per master, and how many must agree.
+    Redlock {
+        nodes: Vec<Client>,
+        quorum: usize,
+    },
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) connect_timeout: Duration,
@@ -71,6 +126,11 @@ pub(crate) struct Config {
     pub(crate) max_poll: Duration,
     pub(crate) fair: bool,
     pub(crate) claim_window: Duration,
+    /// `WAIT` for this many replicas (and this long) after an acquire; 0 for no wait.
+    pub(crate) replica_acks: u32,
+    pub(crate) replica_ack_timeout: Duration,
+    /// Redlock: how long one master may take to answer one step.
+    pub(crate) node_timeout: Duration,
 }
 
 impl Config {
@@ -105,7 +165,7 @@ impl HolderIdentity {
 }
 
 enum Source {
-    Url(String),
+    Urls(Topology, Vec<String>),
     Client(Box<redis::Client>),
 }
 
@@ -126,7 +186,7 @@ pub struct ClientBuilder {
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let address = match &self.source {
-            Source::Url(url) => redact_url(url),
+            Source::Urls(topology, urls) => describe_urls(topology, urls),
             Source::Client(c) => describe_connection(c),
         };
         let mut d = f.debug_struct("ClientBuilder");
@@ -154,6 +214,9 @@ impl ClientBuilder {
                 max_poll: Duration::from_secs(2),
                 fair: true,
                 claim_window: Duration::from_secs(5),
+                replica_acks: 0,
+                replica_ack_timeout: Duration::from_millis(100),
+                node_timeout: Duration::from_millis(500),
             },
             #[cfg(feature = "tls")]
             tls_root_certificates: None,
@@ -240,6 +303,35 @@ impl ClientBuilder {
         self
     }
 
+    /// After each acquire, waits (`WAIT replicas timeout`) until `replicas` replicas of the
+    /// master acknowledged it; when fewer did in time, the lock is released and the acquire
+    /// fails with [`ErrorKind::NotReplicated`](crate::ErrorKind::NotReplicated) (a transient
+    /// error: a waiting acquire keeps trying until its wait runs out).
+    ///
+    /// For [`Topology::Sentinel`] and [`Topology::Cluster`] (or a standalone master with
+    /// replicas). Replication stays asynchronous: this narrows the window in which a failover
+    /// loses a just-granted lock to the time between the grant and the acknowledgement, and
+    /// a failover that promotes a replica which had not acknowledged can still lose it. A lock
+    /// handed to a queued waiter by a [fair](ClientBuilder::fair) release is acknowledged when
+    /// that waiter claims it, not before. `0` turns it off.
+    ///
+    /// Default: 0 (no wait); the timeout defaults to 100 ms.
+    pub fn replica_acks(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.config.replica_acks = replicas;
+        self.config.replica_ack_timeout = timeout;
+        self
+    }
+
+    /// With [`Topology::Redlock`]: how long one master may take to answer one step of an
+    /// acquire (or a renewal, or a release) before it counts as not granting. Short compared
+    /// with the ttl, so that a dead master costs little of the lock's validity.
+    ///
+    /// Default: 500 ms (and never more than the [response timeout](ClientBuilder::response_timeout)).
+    pub fn node_timeout(mut self, timeout: Duration) -> Self {
+        self.config.node_timeout = timeout;
+        self
+    }
+
     /// Trusts these certificate authorities, and only these, for a `rediss://` URL: for a
     /// server whose certificate comes from a private CA.
     ///
@@ -288,7 +380,6 @@ impl ClientBuilder {
     /// the `tls` feature, or with `#insecure` without the `tls-insecure` feature; unusable
     /// [TLS root certificates](ClientBuilder::tls_root_certificates).
     pub fn build(self) -> Result<Client> {
-        let ns = Namespace::new(&self.namespace)?;
         if self.config.connect_timeout.is_zero() || self.config.response_timeout.is_zero() {
             return Err(Error::invalid("timeouts must be greater than zero"));
         }
@@ -305,46 +396,167 @@ impl ClientBuilder {
         if self.config.claim_window > Duration::from_secs(3600) {
             return Err(Error::invalid("the claim window must be at most 1 hour"));
         }
-        let (redis, address) = match self.source {
-            Source::Url(url) => {
-                let shown = redact_url(&url);
-                let client = redis::Client::open(url.as_str()).map_err(|e| {
-                    Error::invalid(format!("invalid redis URL `{shown}`")).with_source(e)
-                })?;
-                #[cfg(feature = "tls")]
-                let client = match self.tls_root_certificates {
-                    Some(pem) => with_root_certificates(client, pem)?,
-                    None => client,
-                };
-                (client, shown)
-            }
-            Source::Client(client) => {
-                #[cfg(feature = "tls")]
-                if self.tls_root_certificates.is_some() {
-                    return Err(Error::invalid(
-                        "TLS root certificates cannot be added to an existing redis::Client: \
-                         build it with redis::Client::build_with_tls instead",
-                    ));
-                }
-                let shown = describe_connection(&client);
-                (*client, shown)
-            }
-        };
-        check_tls_support(&redis)?;
-        let token = client_token();
-        let handoff_channel = ns.handoff_channel(&token);
+        if self.config.replica_ack_timeout.is_zero() && self.config.replica_acks > 0 {
+            return Err(Error::invalid(
+                "the replica acknowledgement timeout must be greater than zero",
+            ));
+        }
+        if self.config.node_timeout.is_zero() {
+            return Err(Error::invalid("the node timeout must be greater than zero"));
+        }
         #[cfg(feature = "tls")]
         {
             // rustls needs a process-wide crypto provider; installing it twice is harmless.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
+        let mut config = self.config;
+        let (topology, urls, given) = match self.source {
+            Source::Urls(topology, urls) => (topology, urls, None),
+            Source::Client(client) => (Topology::Standalone, Vec::new(), Some(client)),
+        };
+        let layout = match topology {
+            Topology::Cluster => Layout::Cluster,
+            _ => Layout::Node,
+        };
+        let ns = Namespace::with_layout(&self.namespace, layout)?;
+        if !matches!(topology, Topology::Standalone) {
+            if urls.is_empty() {
+                return Err(Error::invalid(format!(
+                    "the {} topology needs at least one address",
+                    topology.name()
+                )));
+            }
+            #[cfg(feature = "tls")]
+            if self.tls_root_certificates.is_some() {
+                return Err(Error::invalid(
+                    "TLS root certificates are only supported for the standalone topology",
+                ));
+            }
+        }
+        let address = match &given {
+            Some(client) => describe_connection(client),
+            None => describe_urls(&topology, &urls),
+        };
+        let backend = match topology {
+            Topology::Standalone => {
+                let client = match given {
+                    Some(client) => {
+                        #[cfg(feature = "tls")]
+                        if self.tls_root_certificates.is_some() {
+                            return Err(Error::invalid(
+                                "TLS root certificates cannot be added to an existing redis::Client: \
+                                 build it with redis::Client::build_with_tls instead",
+                            ));
+                        }
+                        *client
+                    }
+                    None => {
+                        let [url] = &urls[..] else {
+                            return Err(Error::invalid(format!(
+                                "the standalone topology takes one address, not {}",
+                                urls.len()
+                            )));
+                        };
+                        let client = open_url(url)?;
+                        #[cfg(feature = "tls")]
+                        let client = match self.tls_root_certificates {
+                            Some(pem) => with_root_certificates(client, pem)?,
+                            None => client,
+                        };
+                        client
+                    }
+                };
+                check_tls_support(&client)?;
+                Backend::Single(client)
+            }
+            Topology::Sentinel { service } => {
+                if service.is_empty() {
+                    return Err(Error::invalid(
+                        "the sentinel service name must not be empty",
+                    ));
+                }
+                let mut infos = Vec::with_capacity(urls.len());
+                for url in &urls {
+                    let client = open_url(url)?;
+                    check_tls_support(&client)?;
+                    infos.push(client.get_connection_info().clone());
+                }
+                let mut node = redis::sentinel::SentinelNodeConnectionInfo::default();
+                if let redis::ConnectionAddr::TcpTls { insecure, .. } = infos[0].addr() {
+                    node = node.set_tls_mode(if *insecure {
+                        redis::TlsMode::Insecure
+                    } else {
+                        redis::TlsMode::Secure
+                    });
+                }
+                // The master gets the credentials and database of the first sentinel address
+                // (sentinels and masters usually share them; `redis://:pw@sentinel/2`).
+                let settings = infos[0].redis_settings().clone();
+                let db = settings.db();
+                node = node.set_redis_connection_info(settings);
+                let sentinel = redis::sentinel::SentinelClient::build(
+                    infos,
+                    service.clone(),
+                    Some(node),
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(|e| Error::invalid("invalid sentinel addresses").with_source(e))?;
+                Backend::Sentinel(Arc::new(SentinelShared::new(
+                    sentinel,
+                    service,
+                    config.connect_timeout,
+                    config.response_timeout,
+                    config.reconnect_retries,
+                    db,
+                )))
+            }
+            Topology::Cluster => {
+                for url in &urls {
+                    check_tls_support(&open_url(url)?)?;
+                }
+                let client = cluster_builder(&urls, &config)
+                    .build()
+                    .map_err(|e| Error::invalid("invalid cluster addresses").with_source(e))?;
+                Backend::Cluster { client, urls }
+            }
+            Topology::Redlock => {
+                if config.replica_acks > 0 {
+                    return Err(Error::invalid(
+                        "replica acknowledgements do not apply to Redlock (its masters have no replicas of each other)",
+                    ));
+                }
+                // Waiters poll or are woken by any master's release notice; a fair queue would
+                // need the masters to agree on its order, which Redlock cannot give.
+                config.fair = false;
+                let mut nodes = Vec::with_capacity(urls.len());
+                for url in &urls {
+                    let node = ClientBuilder {
+                        source: Source::Urls(Topology::Standalone, vec![url.clone()]),
+                        namespace: self.namespace.clone(),
+                        config: config.clone(),
+                        #[cfg(feature = "tls")]
+                        tls_root_certificates: None,
+                    }
+                    .build()?;
+                    nodes.push(node);
+                }
+                let quorum = nodes.len() / 2 + 1;
+                Backend::Redlock { nodes, quorum }
+            }
+        };
+        let token = client_token();
+        let handoff_channel = match layout {
+            Layout::Node => ns.handoff_channel(&token, "").into_owned(),
+            // Per lock in the cluster layout; see `ClientInner::handoff_channel_for`.
+            Layout::Cluster => String::new(),
+        };
         Ok(Client {
             inner: Arc::new(ClientInner {
-                redis,
+                backend,
                 conn: OnceCell::new(),
                 hub: OnceCell::new(),
                 ns,
-                config: self.config,
+                config,
                 token,
                 handoff_channel,
                 attempts: std::sync::atomic::AtomicU64::new(0),
@@ -354,6 +566,46 @@ impl ClientBuilder {
             }),
         })
     }
+}
+
+impl ClientInner {
+    /// The channel on which this client hears that the lock at `key` was handed to one of its
+    /// waiters.
+    pub(crate) fn handoff_channel_for<'a>(&'a self, key: &str) -> std::borrow::Cow<'a, str> {
+        match self.ns.layout() {
+            Layout::Node => std::borrow::Cow::Borrowed(&self.handoff_channel),
+            Layout::Cluster => self.ns.handoff_channel(&self.token, key),
+        }
+    }
+
+    /// The scripts of this client's layout.
+    pub(crate) fn scripts(&self) -> &'static crate::scripts::ScriptSet {
+        match self.ns.layout() {
+            Layout::Node => &crate::scripts::NODE,
+            Layout::Cluster => &crate::scripts::CLUSTER,
+        }
+    }
+
+    /// The masters of a Redlock client, and how many of them make a majority.
+    pub(crate) fn redlock(&self) -> Option<(&[Client], usize)> {
+        match &self.backend {
+            Backend::Redlock { nodes, quorum } => Some((nodes, *quorum)),
+            _ => None,
+        }
+    }
+}
+
+fn open_url(url: &str) -> Result<redis::Client> {
+    redis::Client::open(url).map_err(|e| {
+        Error::invalid(format!("invalid redis URL `{}`", redact_url(url))).with_source(e)
+    })
+}
+
+fn cluster_builder(urls: &[String], config: &Config) -> redis::cluster::ClusterClientBuilder {
+    redis::cluster::ClusterClientBuilder::new(urls.to_vec())
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.response_timeout)
+        .retries(config.reconnect_retries.min(u32::MAX as usize) as u32)
 }
 
 impl Client {
@@ -381,7 +633,69 @@ impl Client {
 
     /// A builder for a client of the Redis at `url`.
     pub fn builder(url: impl Into<String>) -> ClientBuilder {
-        ClientBuilder::with_source(Source::Url(url.into()))
+        ClientBuilder::with_source(Source::Urls(Topology::Standalone, vec![url.into()]))
+    }
+
+    /// A builder for a client of the given topology at these addresses: the server's for
+    /// [`Topology::Standalone`] (exactly one), the sentinels' for [`Topology::Sentinel`], seed
+    /// nodes for [`Topology::Cluster`], every master for [`Topology::Redlock`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use redfour::{Client, Topology};
+    /// # async fn example() -> redfour::Result<()> {
+    /// let locks = Client::builder_with_topology(
+    ///     Topology::Sentinel { service: "mymaster".into() },
+    ///     ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379", "redis://10.0.0.3:26379"],
+    /// )
+    /// .build()?;
+    /// let guard = locks.lock("nightly-report").acquire().await?;
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder_with_topology<I, S>(topology: Topology, urls: I) -> ClientBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let urls = urls.into_iter().map(Into::into).collect();
+        ClientBuilder::with_source(Source::Urls(topology, urls))
+    }
+
+    /// A builder for a client of the master that these sentinels monitor as `service`.
+    /// Shorthand for [`builder_with_topology`](Client::builder_with_topology).
+    pub fn sentinel<I, S>(sentinels: I, service: impl Into<String>) -> ClientBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Client::builder_with_topology(
+            Topology::Sentinel {
+                service: service.into(),
+            },
+            sentinels,
+        )
+    }
+
+    /// A builder for a client of the Redis Cluster reached through these seed nodes.
+    /// Shorthand for [`builder_with_topology`](Client::builder_with_topology).
+    pub fn cluster<I, S>(seeds: I) -> ClientBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Client::builder_with_topology(Topology::Cluster, seeds)
+    }
+
+    /// A builder for a Redlock client over these independent masters (an odd number, 3 or 5
+    /// usually). Shorthand for [`builder_with_topology`](Client::builder_with_topology).
+    pub fn redlock<I, S>(masters: I) -> ClientBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Client::builder_with_topology(Topology::Redlock, masters)
     }
 
     /// A builder that reuses the connection settings of an existing [`redis::Client`].
@@ -413,6 +727,27 @@ impl Client {
     ///
     /// Cancel safe: `PING` changes nothing.
     pub async fn ping(&self) -> Result<()> {
+        if let Some((nodes, quorum)) = self.inner.redlock() {
+            // Reachable when a majority is: that is what an acquire needs.
+            let replies =
+                futures_util::future::join_all(nodes.iter().map(|node| node.ping())).await;
+            let up = replies.iter().filter(|r| r.is_ok()).count();
+            if up >= quorum {
+                return Ok(());
+            }
+            let first = replies.into_iter().find_map(|r| r.err());
+            let err = Error::new(
+                crate::ErrorKind::Unavailable,
+                format!(
+                    "only {up} of {} Redlock masters answered (a majority is {quorum})",
+                    nodes.len()
+                ),
+            );
+            return Err(match first {
+                Some(e) => err.with_source(e),
+                None => err,
+            });
+        }
         let mut conn = self.connection().await?;
         redis::cmd("PING")
             .query_async::<()>(&mut conn)
@@ -421,32 +756,52 @@ impl Client {
     }
 
     /// The shared command connection, opened on first use.
-    pub(crate) async fn connection(&self) -> Result<ConnectionManager> {
+    pub(crate) async fn connection(&self) -> Result<Conn> {
         let conn = self
             .inner
             .conn
             .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.inner.config.connect_timeout))
-                    .set_response_timeout(Some(self.inner.config.response_timeout))
-                    .set_number_of_retries(self.inner.config.reconnect_retries)
-                    .set_max_delay(Duration::from_secs(2));
-                ConnectionManager::new_with_config(self.inner.redis.clone(), config)
-                    .await
-                    .map_err(|e| {
-                        let err = Error::from_redis(e, None);
-                        // A handshake reply that does not parse means the peer is not a Redis
-                        // server (a wrong port, an HTTP proxy): it cannot be reached, and no key
-                        // was read, so it is not CorruptData.
-                        if err.is_timeout() || err.is_unavailable() || err.is_corrupt_data() {
-                            err.reclassify(
-                                crate::ErrorKind::Unavailable,
-                                format!("cannot connect to redis at {}", self.inner.address),
-                            )
-                        } else {
-                            err
-                        }
-                    })
+                let config = &self.inner.config;
+                let opened = match &self.inner.backend {
+                    Backend::Single(client) => {
+                        let manager = ConnectionManagerConfig::new()
+                            .set_connection_timeout(Some(config.connect_timeout))
+                            .set_response_timeout(Some(config.response_timeout))
+                            .set_number_of_retries(config.reconnect_retries)
+                            .set_max_delay(Duration::from_secs(2));
+                        ConnectionManager::new_with_config(client.clone(), manager)
+                            .await
+                            .map(Conn::Single)
+                    }
+                    // Resolved through the sentinels at the first command, and again after a
+                    // failure that may mean the master moved.
+                    Backend::Sentinel(shared) => Ok(Conn::Sentinel(SentinelConn {
+                        shared: shared.clone(),
+                    })),
+                    Backend::Cluster { client, .. } => {
+                        client.get_async_connection().await.map(Conn::Cluster)
+                    }
+                    Backend::Redlock { .. } => {
+                        return Err(Error::new(
+                            crate::ErrorKind::InvalidInput,
+                            "a Redlock client has no single command connection",
+                        ))
+                    }
+                };
+                opened.map_err(|e| {
+                    let err = Error::from_redis(e, None);
+                    // A handshake reply that does not parse means the peer is not a Redis
+                    // server (a wrong port, an HTTP proxy): it cannot be reached, and no key
+                    // was read, so it is not CorruptData.
+                    if err.is_timeout() || err.is_unavailable() || err.is_corrupt_data() {
+                        err.reclassify(
+                            crate::ErrorKind::Unavailable,
+                            format!("cannot connect to redis at {}", self.inner.address),
+                        )
+                    } else {
+                        err
+                    }
+                })
             })
             .await?;
         Ok(conn.clone())
@@ -459,16 +814,36 @@ impl Client {
             .get_or_try_init(|| async {
                 let fair = if self.inner.config.fair {
                     Some(FairSetup {
-                        handoff_channel: self.inner.handoff_channel.clone(),
+                        handoff_channel: match self.inner.ns.layout() {
+                            Layout::Node => Some(self.inner.handoff_channel.clone()),
+                            Layout::Cluster => None,
+                        },
                         client_token: self.inner.token.clone(),
                         conn: self.connection().await?,
                         claim_window_ms: self.inner.config.claim_window.as_millis() as u64,
+                        scripts: self.inner.scripts(),
                     })
                 } else {
                     None
                 };
+                let source = match &self.inner.backend {
+                    Backend::Single(client) => SubSource::Fixed(vec![client.clone()]),
+                    Backend::Sentinel(shared) => SubSource::Sentinel(shared.clone()),
+                    Backend::Cluster { urls, .. } => {
+                        SubSource::Cluster(cluster_builder(urls, &self.inner.config))
+                    }
+                    Backend::Redlock { nodes, .. } => SubSource::Fixed(
+                        nodes
+                            .iter()
+                            .filter_map(|node| match &node.inner.backend {
+                                Backend::Single(client) => Some(client.clone()),
+                                _ => None,
+                            })
+                            .collect(),
+                    ),
+                };
                 Ok(Hub::start(
-                    self.inner.redis.clone(),
+                    source,
                     self.inner.ns.clone(),
                     self.inner.config.connect_timeout,
                     fair,
@@ -598,6 +973,17 @@ fn redact_url(url: &str) -> String {
         _ => "***".to_owned(),
     };
     format!("{}://{}@{}", &url[..scheme_end], redacted, &rest[at + 1..])
+}
+
+fn describe_urls(topology: &Topology, urls: &[String]) -> String {
+    let shown: Vec<String> = urls.iter().map(|u| redact_url(u)).collect();
+    match topology {
+        Topology::Standalone => shown.join(","),
+        Topology::Sentinel { service } => {
+            format!("sentinel {service} via {}", shown.join(","))
+        }
+        other => format!("{} {}", other.name(), shown.join(",")),
+    }
 }
 
 fn describe_connection(client: &redis::Client) -> String {

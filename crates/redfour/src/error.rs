@@ -38,6 +38,10 @@ pub enum ErrorKind {
     NotAcquired,
     /// Any other error reported by Redis (for example a missing ACL permission or `OOM`).
     Redis,
+    /// An acquire won on the master was not acknowledged by as many replicas as
+    /// [`ClientBuilder::replica_acks`](crate::ClientBuilder::replica_acks) asks for, in time; the
+    /// lock was released. Transient: a waiting acquire keeps trying.
+    NotReplicated,
 }
 
 impl fmt::Display for ErrorKind {
@@ -50,6 +54,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Script => "script error",
             ErrorKind::NotAcquired => "lock not acquired",
             ErrorKind::Redis => "redis error",
+            ErrorKind::NotReplicated => "not acknowledged by enough replicas",
         })
     }
 }
@@ -251,7 +256,10 @@ impl Error {
 
     /// Errors worth retrying while waiting for a lock: the server may come back.
     pub(crate) fn is_transient(&self) -> bool {
-        matches!(self.kind(), ErrorKind::Unavailable | ErrorKind::Timeout)
+        matches!(
+            self.kind(),
+            ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::NotReplicated
+        )
     }
 }
 

@@ -1,19 +1,24 @@
 //! The notification hub: one subscription per client, to the namespace's release channel (and,
 //! with the fair queue, to the client's own handoff channel), fanned out to the waiters
 //! registered for each lock key.
+//!
+//! With Sentinel the subscription goes to the master the sentinels name (asked again at every
+//! reconnection); with Redlock there is one subscription per master, all feeding the same
+//! waiters; on a cluster, each lock with waiters has its own sharded channels (`SSUBSCRIBE`),
+//! subscribed while the lock has waiters, through a cluster connection that follows the slots.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
+use crate::conn::{Conn, SentinelShared};
 use crate::keys::Namespace;
-use crate::scripts::{self, Eval};
+use crate::scripts::{Eval, ScriptSet};
 
 /// Whether the subscription is live, and how many times it (re)started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,10 +41,31 @@ pub(crate) struct Handoff {
 /// tidy up after waiters that left (leave the queue, pass on a lock handed to a waiter that
 /// is gone).
 pub(crate) struct FairSetup {
-    pub(crate) handoff_channel: String,
+    /// The client's own handoff channel; `None` in the cluster layout, where each lock has
+    /// one.
+    pub(crate) handoff_channel: Option<String>,
     pub(crate) client_token: String,
-    pub(crate) conn: ConnectionManager,
+    pub(crate) conn: Conn,
     pub(crate) claim_window_ms: u64,
+    pub(crate) scripts: &'static ScriptSet,
+}
+
+/// Where the hub subscribes.
+// Built once per hub and consumed at once.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum SubSource {
+    /// These servers (one standalone server, or each Redlock master).
+    Fixed(Vec<redis::Client>),
+    /// The master the sentinels name, asked again at every reconnection.
+    Sentinel(Arc<SentinelShared>),
+    /// A cluster: sharded channels per lock.
+    Cluster(redis::cluster::ClusterClientBuilder),
+}
+
+/// A change to the sharded subscriptions of a cluster hub.
+enum SubChange {
+    Subscribe(Box<str>),
+    Unsubscribe(Box<str>),
 }
 
 /// Work for the janitor task.
@@ -78,11 +104,19 @@ struct Shared {
     waiters: Mutex<Waiters>,
     next_id: AtomicU64,
     state: watch::Sender<HubState>,
+    /// Subscriptions up (several with Redlock).
+    live: AtomicUsize,
     notices: AtomicU64,
+    /// The client's own handoff channel (Node layout with the fair queue).
     handoff_channel: Option<String>,
+    /// Whether waiters queue (and so get tokens and handoffs).
+    fair: bool,
     client_token: String,
     janitor: Option<mpsc::UnboundedSender<Chore>>,
     ns: Namespace,
+    /// Cluster: the subscriber task's orders, and the locks whose channels are subscribed.
+    sharded: Option<mpsc::UnboundedSender<SubChange>>,
+    ready: Mutex<HashSet<Box<str>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -120,10 +154,15 @@ impl Shared {
             index,
             window: Duration::from_millis(window_ms),
         };
-        let id = token
+        let Some(rest) = token
             .strip_prefix(self.client_token.as_str())
             .and_then(|rest| rest.strip_prefix('/'))
-            .and_then(|id| id.parse::<u64>().ok());
+        else {
+            // For a waiter of another client (a cluster's handoff channels are per lock and
+            // shared by every client): not ours to act on.
+            return;
+        };
+        let id = rest.parse::<u64>().ok();
         let slot = id.and_then(|id| lock(&self.waiters).by_id.get(&id).map(|(_, s)| s.clone()));
         match slot {
             Some(slot) => {
@@ -170,6 +209,17 @@ impl Shared {
             }
         }
     }
+
+    /// Wakes the waiters of one lock without a notice (they try again): its sharded
+    /// subscription came (back), and notices may have been lost meanwhile.
+    fn wake_key(&self, key: &[u8]) {
+        let waiters = lock(&self.waiters);
+        if let Some(entries) = waiters.by_key.get(key) {
+            for slot in entries.values() {
+                slot.notify.notify_one();
+            }
+        }
+    }
 }
 
 impl Drop for Hub {
@@ -181,49 +231,84 @@ impl Drop for Hub {
 }
 
 impl Hub {
-    /// Starts the subscriber task (and, for the fair queue, the janitor). Must be called inside
-    /// a Tokio runtime.
+    /// Starts the subscriber task(s) (and, for the fair queue, the janitor). Must be called
+    /// inside a Tokio runtime.
     pub(crate) fn start(
-        client: redis::Client,
+        source: SubSource,
         ns: Namespace,
         connect_timeout: Duration,
         fair: Option<FairSetup>,
     ) -> Hub {
-        let release_channel = ns.channel().to_owned();
         let (state, _) = watch::channel(HubState::default());
-        let mut channels = vec![release_channel];
+        let mut channels = vec![ns.channel("").into_owned()];
         let mut tasks = Vec::new();
+        let fair_on = fair.is_some();
         let (janitor, handoff_channel, client_token) = match fair {
             Some(setup) => {
-                channels.push(setup.handoff_channel.clone());
+                if let Some(channel) = &setup.handoff_channel {
+                    channels.push(channel.clone());
+                }
                 let (tx, rx) = mpsc::unbounded_channel();
                 tasks.push(tokio::spawn(janitor(
                     rx,
                     setup.conn,
-                    ns.counter().to_owned(),
-                    ns.channel().to_owned(),
+                    ns.clone(),
+                    setup.scripts,
                     setup.claim_window_ms,
                 )));
-                (Some(tx), Some(setup.handoff_channel), setup.client_token)
+                (Some(tx), setup.handoff_channel, setup.client_token)
             }
             None => (None, None, String::new()),
+        };
+        let (sharded, orders) = match &source {
+            SubSource::Cluster(_) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+            _ => (None, None),
         };
         let shared = Arc::new(Shared {
             waiters: Mutex::new(Waiters::default()),
             next_id: AtomicU64::new(0),
             state,
+            live: AtomicUsize::new(0),
             notices: AtomicU64::new(0),
             handoff_channel,
+            fair: fair_on,
             client_token,
             janitor,
             ns,
+            sharded,
+            ready: Mutex::new(HashSet::new()),
         });
-        tasks.push(tokio::spawn(run(
-            Arc::downgrade(&shared),
-            client,
-            channels,
-            connect_timeout,
-        )));
+        match source {
+            SubSource::Fixed(clients) => {
+                for client in clients {
+                    tasks.push(tokio::spawn(run(
+                        Arc::downgrade(&shared),
+                        Target::Fixed(client),
+                        channels.clone(),
+                        connect_timeout,
+                    )));
+                }
+            }
+            SubSource::Sentinel(sentinel) => tasks.push(tokio::spawn(run(
+                Arc::downgrade(&shared),
+                Target::Sentinel(sentinel),
+                channels,
+                connect_timeout,
+            ))),
+            SubSource::Cluster(builder) => {
+                if let Some(orders) = orders {
+                    tasks.push(tokio::spawn(run_cluster(
+                        Arc::downgrade(&shared),
+                        builder,
+                        orders,
+                        connect_timeout,
+                    )));
+                }
+            }
+        }
         Hub { shared, tasks }
     }
 
@@ -236,18 +321,22 @@ impl Hub {
         });
         {
             let mut waiters = lock(&self.shared.waiters);
-            waiters
-                .by_key
-                .entry(key.as_bytes().into())
-                .or_default()
-                .insert(id, slot.clone());
+            let entries = waiters.by_key.entry(key.as_bytes().into()).or_default();
+            let first = entries.is_empty();
+            entries.insert(id, slot.clone());
             waiters.by_id.insert(id, (key.into(), slot.clone()));
+            if first {
+                if let Some(orders) = &self.shared.sharded {
+                    // Under the waiters' lock, so that orders for one key go out in the order
+                    // its registrations came and went.
+                    let _ = orders.send(SubChange::Subscribe(key.into()));
+                }
+            }
         }
         let token = self
             .shared
-            .handoff_channel
-            .as_ref()
-            .map(|_| format!("{}/{}", self.shared.client_token, id));
+            .fair
+            .then(|| format!("{}/{}", self.shared.client_token, id));
         Registration {
             shared: self.shared.clone(),
             key: key.into(),
@@ -292,6 +381,22 @@ impl Registration {
         self.slot.notify.notified().await;
     }
 
+    /// Waits (at most `limit`) until notices for this waiter's lock can arrive: the
+    /// subscription is up, and on a cluster the lock's own channels are subscribed. Past
+    /// `limit` the waiter goes on anyway: its fallback timer still wakes it.
+    pub(crate) async fn ready(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            let mut state = self.shared.state.subscribe();
+            let _ = state.wait_for(|s| s.subscribed).await;
+            if self.shared.sharded.is_some() {
+                while !lock(&self.shared.ready).contains(&self.key) {
+                    self.slot.notify.notified().await;
+                }
+            }
+        })
+        .await;
+    }
+
     /// The waiter's token in the fair queue, when the client uses it.
     ///
     /// Once the token is handed out, an attempt may queue the waiter on the server even if
@@ -326,6 +431,9 @@ impl Drop for Registration {
                 entries.remove(&self.id);
                 if entries.is_empty() {
                     waiters.by_key.remove(self.key.as_bytes());
+                    if let Some(orders) = &self.shared.sharded {
+                        let _ = orders.send(SubChange::Unsubscribe(self.key.clone()));
+                    }
                 }
             }
         }
@@ -356,9 +464,9 @@ impl Drop for Registration {
 /// Runs the clean-up commands of waiters that left. Ends when the hub is dropped.
 async fn janitor(
     mut chores: mpsc::UnboundedReceiver<Chore>,
-    mut conn: ConnectionManager,
-    counter: String,
-    release_channel: String,
+    mut conn: Conn,
+    ns: Namespace,
+    scripts: &'static ScriptSet,
     claim_window_ms: u64,
 ) {
     while let Some(chore) = chores.recv().await {
@@ -369,7 +477,7 @@ async fn janitor(
                 token,
             } => {
                 let r: redis::RedisResult<i64> =
-                    Eval::new(&scripts::FAIR_LEAVE, &[&queue, &entries])
+                    Eval::new(&scripts.fair_leave, &[&queue, &entries])
                         .arg(&token)
                         .invoke(&mut conn)
                         .await;
@@ -384,10 +492,11 @@ async fn janitor(
                 index,
                 token,
             } => {
+                let counter = ns.counter(&key);
                 let r: redis::RedisResult<redis::Value> =
-                    Eval::new(&scripts::FAIR_RELEASE, &[&key, &counter, &queue, &entries])
+                    Eval::new(&scripts.fair_release, &[&key, &counter, &queue, &entries])
                         .arg(index)
-                        .arg(&release_channel)
+                        .arg(&*ns.channel(&key))
                         .arg(claim_window_ms)
                         .arg(&token)
                         .invoke(&mut conn)
@@ -410,18 +519,40 @@ async fn janitor(
 /// waiter than the RESP2 pub/sub stream, which older servers get.
 async fn run(
     shared: Weak<Shared>,
-    client: redis::Client,
+    target: Target,
     channels: Vec<String>,
     connect_timeout: Duration,
 ) {
-    let resp3 = resp3_client(&client);
-    let mut use_resp3 = resp3.is_some();
+    let mut use_resp3 = true;
     let mut backoff = Duration::from_millis(25);
     loop {
-        let outcome = match (&resp3, use_resp3) {
-            (Some(resp3), true) => run_resp3(&shared, resp3, &channels, connect_timeout).await,
-            _ => run_resp2(&shared, &client, &channels, connect_timeout).await,
+        let client = match &target {
+            Target::Fixed(client) => Ok(client.clone()),
+            Target::Sentinel(sentinel) => {
+                match tokio::time::timeout(connect_timeout, sentinel.master_client()).await {
+                    Ok(found) => found,
+                    Err(_) => Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "the sentinels did not answer in time",
+                    ))),
+                }
+            }
         };
+        let outcome = match client {
+            Ok(client) => match (resp3_client(&client), use_resp3) {
+                (Some(resp3), true) => run_resp3(&shared, &resp3, &channels, connect_timeout).await,
+                _ => run_resp2(&shared, &client, &channels, connect_timeout).await,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot find the master to subscribe to");
+                Session::Failed
+            }
+        };
+        if let (Target::Sentinel(sentinel), Session::Ended) = (&target, &outcome) {
+            // The master may have moved (a failover drops its clients): let the commands ask
+            // the sentinels again too, instead of finding out by a failure.
+            sentinel.forget();
+        }
         match outcome {
             Session::Ended => backoff = Duration::from_millis(25),
             Session::Failed => {}
@@ -440,6 +571,14 @@ async fn run(
     }
 }
 
+/// The server a subscription goes to.
+// One per subscriber task.
+#[allow(clippy::large_enum_variant)]
+enum Target {
+    Fixed(redis::Client),
+    Sentinel(Arc<SentinelShared>),
+}
+
 /// How one subscription session ended.
 enum Session {
     /// It was up and then dropped.
@@ -456,6 +595,7 @@ fn mark_subscribed(shared: &Weak<Shared>, channels: &[String]) -> bool {
     let Some(shared) = shared.upgrade() else {
         return false;
     };
+    shared.live.fetch_add(1, Ordering::Relaxed);
     shared.state.send_modify(|s| {
         s.subscribed = true;
         s.generation += 1;
@@ -469,13 +609,22 @@ fn mark_unsubscribed(shared: &Weak<Shared>, channels: &[String]) -> Session {
     let Some(shared) = shared.upgrade() else {
         return Session::HubGone;
     };
-    shared.state.send_modify(|s| s.subscribed = false);
+    let live = shared
+        .live
+        .fetch_sub(1, Ordering::Relaxed)
+        .saturating_sub(1);
+    shared.state.send_modify(|s| s.subscribed = live > 0);
     tracing::warn!(?channels, "subscription lost; reconnecting");
     Session::Ended
 }
 
 fn dispatch(shared: &Shared, channel: &[u8], payload: &[u8]) {
-    if shared.handoff_channel.as_deref().map(str::as_bytes) == Some(channel) {
+    let handoff = match &shared.handoff_channel {
+        Some(own) => own.as_bytes() == channel,
+        // A cluster's per-lock channels.
+        None => shared.sharded.is_some() && channel.ends_with(b":handoff"),
+    };
+    if handoff {
         shared.dispatch_handoff(payload);
     } else {
         shared.dispatch_release(payload);
@@ -600,4 +749,147 @@ async fn subscribe(
         pubsub.subscribe(channel).await?;
     }
     Ok(pubsub)
+}
+
+/// The channels of one lock in the cluster layout (`…}:release`, `…}:handoff`).
+fn sharded_channels(key: &str) -> [String; 2] {
+    [format!("{key}:release"), format!("{key}:handoff")]
+}
+
+/// The cluster subscriber: one RESP3 cluster connection whose push messages are dispatched in
+/// its reader. Each lock with waiters has its two sharded channels subscribed (`SSUBSCRIBE`
+/// goes to the master of the lock's slot); the cluster connection subscribes again after a
+/// reconnection or a slot move, and the server's own `SUNSUBSCRIBE` (sent when the slot moves
+/// away from a node) makes this task subscribe again at once. Every (re)subscription wakes
+/// the lock's waiters, since notices may have been lost meanwhile.
+async fn run_cluster(
+    shared: Weak<Shared>,
+    builder: redis::cluster::ClusterClientBuilder,
+    mut orders: mpsc::UnboundedReceiver<SubChange>,
+    connect_timeout: Duration,
+) {
+    let sender = {
+        let shared = shared.clone();
+        move |info: redis::PushInfo| -> Result<(), ()> {
+            let Some(shared) = shared.upgrade() else {
+                return Ok(());
+            };
+            let channel = match info.data.first() {
+                Some(redis::Value::BulkString(c)) => c,
+                _ => return Ok(()),
+            };
+            let key = channel.strip_suffix(b":release");
+            match info.kind {
+                redis::PushKind::SMessage => {
+                    if let Some(redis::Value::BulkString(payload)) = info.data.get(1) {
+                        dispatch(&shared, channel, payload);
+                    }
+                }
+                redis::PushKind::SSubscribe => {
+                    if let Some(key) = key.and_then(|k| std::str::from_utf8(k).ok()) {
+                        lock(&shared.ready).insert(key.into());
+                        shared.wake_key(key.as_bytes());
+                    }
+                }
+                redis::PushKind::SUnsubscribe => {
+                    if let Some(key) = key.and_then(|k| std::str::from_utf8(k).ok()) {
+                        lock(&shared.ready).remove(key);
+                        let wanted = lock(&shared.waiters).by_key.contains_key(key.as_bytes());
+                        if wanted {
+                            tracing::debug!(key, "sharded subscription dropped by the server (slot moved?); subscribing again");
+                            shared.wake_key(key.as_bytes());
+                            if let Some(orders) = &shared.sharded {
+                                let _ = orders.send(SubChange::Subscribe(key.into()));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+    };
+    let client = match builder
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .push_sender(sender)
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the cluster subscription client; waiters will poll");
+            return;
+        }
+    };
+    let mut backoff = Duration::from_millis(25);
+    let mut conn = loop {
+        match tokio::time::timeout(connect_timeout, client.get_async_connection()).await {
+            Ok(Ok(conn)) => break conn,
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot connect to the cluster to subscribe"),
+            Err(_) => tracing::warn!("connecting to the cluster to subscribe timed out"),
+        }
+        if shared.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    };
+    if !mark_subscribed(&shared, &[]) {
+        return;
+    }
+    while let Some(order) = orders.recv().await {
+        let Some(hub) = shared.upgrade() else {
+            return;
+        };
+        match order {
+            SubChange::Subscribe(key) => {
+                let mut backoff = Duration::from_millis(25);
+                loop {
+                    if !lock(&hub.waiters).by_key.contains_key(key.as_bytes()) {
+                        break;
+                    }
+                    let subscribed = tokio::time::timeout(
+                        connect_timeout,
+                        conn.ssubscribe(&sharded_channels(&key)[..]),
+                    )
+                    .await;
+                    match subscribed {
+                        Ok(Ok(())) => {
+                            lock(&hub.ready).insert(key.clone());
+                            hub.wake_key(key.as_bytes());
+                            break;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(key = &*key, error = %e, "cannot subscribe to the lock's channels; retrying")
+                        }
+                        Err(_) => {
+                            tracing::warn!(
+                                key = &*key,
+                                "subscribing to the lock's channels timed out; retrying"
+                            )
+                        }
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+            SubChange::Unsubscribe(key) => {
+                if lock(&hub.waiters).by_key.contains_key(key.as_bytes()) {
+                    // Waiters came back meanwhile.
+                    continue;
+                }
+                lock(&hub.ready).remove(&key);
+                let unsubscribed = tokio::time::timeout(
+                    connect_timeout,
+                    conn.sunsubscribe(&sharded_channels(&key)[..]),
+                )
+                .await;
+                if !matches!(unsubscribed, Ok(Ok(()))) {
+                    tracing::debug!(
+                        key = &*key,
+                        "could not unsubscribe from the lock's channels"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -1,5 +1,7 @@
-//! Key and channel names of the Node-compatible layout, and validation of user input.
+//! Key and channel names of the two layouts (Node redfour's, and the cluster layout whose keys
+//! of one lock share a hash tag), and validation of user input.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -13,15 +15,36 @@ pub const MAX_ID_LEN: usize = 1 << 20;
 /// Redis never overflows the expiry time.
 pub const MAX_TTL: Duration = Duration::from_millis((1 << 53) - 1);
 
+/// Where the keys and channels of a lock live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// Node redfour's, byte for byte: lock `{ns}:{id}`, one counter `{ns}index` and one release
+    /// channel `{ns}-release` for the whole namespace.
+    Node,
+    /// For Redis Cluster: every key and channel of one lock starts with the lock key
+    /// `{` ns `:` id `}`, so they all hash to one slot (the hash tag is the text between the first
+    /// `{` and the next `}`, never empty because the namespace has no braces); a counter per lock
+    /// `…}:index`, the queue `…}:queue` and `…}:waiters`, and the sharded channels `…}:release`
+    /// and `…}:handoff`. Lock keys end with `}` and the others with a fixed suffix, so no two
+    /// locks share a name.
+    Cluster,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Namespace {
     name: String,
     counter: String,
     channel: String,
+    layout: Layout,
 }
 
 impl Namespace {
+    #[cfg(test)]
     pub(crate) fn new(name: &str) -> Result<Self> {
+        Namespace::with_layout(name, Layout::Node)
+    }
+
+    pub(crate) fn with_layout(name: &str, layout: Layout) -> Result<Self> {
         if name.is_empty() {
             return Err(Error::invalid("the namespace must not be empty"));
         }
@@ -30,48 +53,82 @@ impl Namespace {
                 "the namespace is longer than {MAX_ID_LEN} bytes"
             )));
         }
+        if layout == Layout::Cluster && name.contains(['{', '}']) {
+            return Err(Error::invalid(
+                "a namespace for Redis Cluster must not contain `{` or `}` (its keys carry the hash tag `{namespace:id}`)",
+            ));
+        }
         Ok(Namespace {
             name: name.to_owned(),
             counter: format!("{name}index"),
             channel: format!("{name}-release"),
+            layout,
         })
+    }
+
+    pub(crate) fn layout(&self) -> Layout {
+        self.layout
     }
 
     pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
-    /// `{ns}index`: Node redfour's counter key.
-    pub(crate) fn counter(&self) -> &str {
-        &self.counter
+    /// The counter of the lock at `lock_key`: Node redfour's `{ns}index` for the whole
+    /// namespace, or the lock's own in the cluster layout.
+    pub(crate) fn counter(&self, lock_key: &str) -> Cow<'_, str> {
+        match self.layout {
+            Layout::Node => Cow::Borrowed(&self.counter),
+            Layout::Cluster => Cow::Owned(concat(&[lock_key, ":index"])),
+        }
     }
 
-    /// `{ns}-release`: Node redfour's release channel.
-    pub(crate) fn channel(&self) -> &str {
-        &self.channel
+    /// The channel on which the release of the lock at `lock_key` is announced: Node redfour's
+    /// `{ns}-release` (the message names the lock), or the lock's own sharded channel.
+    pub(crate) fn channel(&self, lock_key: &str) -> Cow<'_, str> {
+        match self.layout {
+            Layout::Node => Cow::Borrowed(&self.channel),
+            Layout::Cluster => Cow::Owned(concat(&[lock_key, ":release"])),
+        }
     }
 
-    /// The fair queue of the lock at `lock_key` (`{ns}:{id}`): the FIFO list of waiter tokens
-    /// `{ns}-queue:{id}` and the hash of their entries `{ns}-waiters:{id}`. Node redfour never
-    /// reads them.
+    /// The fair queue of the lock at `lock_key`: the FIFO list of waiter tokens
+    /// (`{ns}-queue:{id}`) and the hash of their entries (`{ns}-waiters:{id}`). Node redfour
+    /// never reads them.
     pub(crate) fn queue_keys(&self, lock_key: &str) -> (String, String) {
-        let id = lock_key.get(self.name.len() + 1..).unwrap_or(lock_key);
-        (
-            concat(&[&self.name, "-queue:", id]),
-            concat(&[&self.name, "-waiters:", id]),
-        )
+        match self.layout {
+            Layout::Node => {
+                let id = lock_key.get(self.name.len() + 1..).unwrap_or(lock_key);
+                (
+                    concat(&[&self.name, "-queue:", id]),
+                    concat(&[&self.name, "-waiters:", id]),
+                )
+            }
+            Layout::Cluster => (
+                concat(&[lock_key, ":queue"]),
+                concat(&[lock_key, ":waiters"]),
+            ),
+        }
     }
 
-    /// `{ns}-handoff:{client}`: the channel on which one client hears that a lock was handed
-    /// to one of its waiters.
-    pub(crate) fn handoff_channel(&self, client_token: &str) -> String {
-        format!("{}-handoff:{}", self.name, client_token)
+    /// The channel on which a client hears that the lock at `lock_key` was handed to one of
+    /// its waiters: the client's own `{ns}-handoff:{client}` for all locks, or, in the cluster
+    /// layout (where a script can only publish in its lock's slot), the lock's own, shared by
+    /// all clients (each notice names the waiter it is for).
+    pub(crate) fn handoff_channel(&self, client_token: &str, lock_key: &str) -> Cow<'_, str> {
+        match self.layout {
+            Layout::Node => Cow::Owned(format!("{}-handoff:{}", self.name, client_token)),
+            Layout::Cluster => Cow::Owned(concat(&[lock_key, ":handoff"])),
+        }
     }
 
-    /// `{ns}:{id}`, after checking the id.
+    /// `{ns}:{id}` (or `{ns:id}` in the cluster layout), after checking the id.
     pub(crate) fn lock_key(&self, id: &str) -> Result<String> {
         check_id(id)?;
-        Ok(concat(&[&self.name, ":", id]))
+        Ok(match self.layout {
+            Layout::Node => concat(&[&self.name, ":", id]),
+            Layout::Cluster => concat(&["{", &self.name, ":", id, "}"]),
+        })
     }
 }
 
@@ -136,12 +193,83 @@ mod tests {
     fn node_layout() {
         let ns = Namespace::new("mylock").unwrap();
         assert_eq!(ns.lock_key("abc").unwrap(), "mylock:abc");
-        assert_eq!(ns.counter(), "mylockindex");
-        assert_eq!(ns.channel(), "mylock-release");
+        assert_eq!(ns.counter("mylock:abc"), "mylockindex");
+        assert_eq!(ns.channel("mylock:abc"), "mylock-release");
         let (queue, entries) = ns.queue_keys("mylock:a:b");
         assert_eq!(queue, "mylock-queue:a:b");
         assert_eq!(entries, "mylock-waiters:a:b");
-        assert_eq!(ns.handoff_channel("c1"), "mylock-handoff:c1");
+        assert_eq!(ns.handoff_channel("c1", "mylock:a:b"), "mylock-handoff:c1");
+    }
+
+    /// The hash tag Redis Cluster hashes for `key`: the text between the first `{` and the
+    /// next `}` when that is not empty, else the whole key.
+    fn hash_tag(key: &str) -> &str {
+        if let Some(open) = key.find('{') {
+            if let Some(len) = key[open + 1..].find('}') {
+                if len > 0 {
+                    return &key[open + 1..open + 1 + len];
+                }
+            }
+        }
+        key
+    }
+
+    #[test]
+    fn cluster_layout() {
+        let ns = Namespace::with_layout("jobs", Layout::Cluster).unwrap();
+        let key = ns.lock_key("a:b").unwrap();
+        assert_eq!(key, "{jobs:a:b}");
+        assert_eq!(ns.counter(&key), "{jobs:a:b}:index");
+        assert_eq!(ns.channel(&key), "{jobs:a:b}:release");
+        assert_eq!(
+            ns.queue_keys(&key),
+            (
+                "{jobs:a:b}:queue".to_owned(),
+                "{jobs:a:b}:waiters".to_owned()
+            )
+        );
+        assert_eq!(ns.handoff_channel("c1", &key), "{jobs:a:b}:handoff");
+        for bad in ["a{b", "a}b", "{x}"] {
+            let err = Namespace::with_layout(bad, Layout::Cluster).unwrap_err();
+            assert!(err.is_invalid_input(), "{bad}: {err}");
+        }
+    }
+
+    proptest! {
+        /// Whatever the id (braces included), every key and channel of one lock hashes to the
+        /// same slot, and two ids never share a key.
+        #[test]
+        fn cluster_keys_share_one_hash_tag(id in "[a-z{}:]{1,12}", other in "[a-z{}:]{1,12}") {
+            let ns = Namespace::with_layout("ns", Layout::Cluster).unwrap();
+            let key = ns.lock_key(&id).unwrap();
+            let (queue, entries) = ns.queue_keys(&key);
+            let names = [
+                key.clone(),
+                ns.counter(&key).into_owned(),
+                ns.channel(&key).into_owned(),
+                ns.handoff_channel("t", &key).into_owned(),
+                queue,
+                entries,
+            ];
+            let tag = hash_tag(&key);
+            prop_assert!(!tag.is_empty());
+            for name in &names {
+                prop_assert_eq!(hash_tag(name), tag, "{}", name);
+            }
+            if id != other {
+                let key2 = ns.lock_key(&other).unwrap();
+                let (q2, e2) = ns.queue_keys(&key2);
+                let names2 = [
+                    key2.clone(),
+                    ns.counter(&key2).into_owned(),
+                    q2,
+                    e2,
+                ];
+                for a in &names[..] {
+                    prop_assert!(!names2.contains(a), "{} shared by {} and {}", a, id, other);
+                }
+            }
+        }
     }
 
     #[test]

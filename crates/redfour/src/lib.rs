@@ -118,17 +118,19 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
+mod conn;
 mod error;
 mod guard;
 mod hub;
 mod keys;
 mod lock;
+mod redlock;
 mod scripts;
 
 #[cfg(feature = "blocking")]
 pub mod blocking;
 
-pub use client::{Client, ClientBuilder, DEFAULT_NAMESPACE};
+pub use client::{Client, ClientBuilder, Topology, DEFAULT_NAMESPACE};
 pub use error::{Error, ErrorKind, Result};
 pub use guard::{LeaseLost, LockGuard};
 pub use keys::{MAX_ID_LEN, MAX_TTL};

@@ -13,7 +13,7 @@ use crate::client::Client;
 use crate::error::{Error, ErrorKind, Result};
 use crate::guard::LockGuard;
 use crate::keys::{check_index, ttl_millis};
-use crate::scripts::{self, Eval};
+use crate::scripts::Eval;
 
 /// The answer to an acquire: Node redfour's `acquireLock` / `waitAcquireLock` response.
 ///
@@ -376,6 +376,9 @@ impl Client {
         meta: &Meta,
         token: Option<&str>,
     ) -> Result<Attempt> {
+        if let Some((nodes, quorum)) = self.inner.redlock() {
+            return crate::redlock::attempt(self, nodes, quorum, key, ttl_ms, meta).await;
+        }
         let seq = self.inner.attempts.fetch_add(1, Ordering::Relaxed);
         let attempt_id = format!("{}#{seq}", self.inner.token);
         let mut in_flight = InFlight {
@@ -417,6 +420,42 @@ impl Client {
                     holder: Some(*index),
                 });
             }
+            let replicas = self.inner.config.replica_acks;
+            if replicas > 0 {
+                // Armed while the acknowledgement is awaited: a dropped future or a failure
+                // releases the lock by the attempt's id.
+                in_flight.armed = true;
+                let timeout = self.inner.config.replica_ack_timeout;
+                let mut conn = self.connection().await?;
+                let acked = conn
+                    .wait_replicas(key, replicas, timeout)
+                    .await
+                    .map_err(|e| Error::from_redis(e, Some(key)))?;
+                if acked < i64::from(replicas) {
+                    tracing::warn!(
+                        key,
+                        index,
+                        acked,
+                        replicas,
+                        "an acquire was not acknowledged by enough replicas; releasing it"
+                    );
+                    match self.release_key(key, *index).await {
+                        Ok(_) => in_flight.armed = false,
+                        Err(e) => {
+                            tracing::warn!(key, index, error = %e, "cannot release an unacknowledged lock; cleaning up in the background");
+                        }
+                    }
+                    return Err(Error::new(
+                        ErrorKind::NotReplicated,
+                        format!(
+                            "the acquire was acknowledged by {acked} of the {replicas} replicas asked for within {} ms; the lock was released",
+                            timeout.as_millis()
+                        ),
+                    )
+                    .with_key(key));
+                }
+                in_flight.armed = false;
+            }
         }
         result
     }
@@ -454,16 +493,17 @@ impl Client {
         let mut conn = self.connection().await?;
         let inner = &self.inner;
         let holder = &inner.holder;
+        let scripts = inner.scripts();
         let mut inv;
         if inner.config.fair {
-            inv = self.queue_eval(&scripts::FAIR_ACQUIRE, key);
+            inv = self.queue_eval(&scripts.fair_acquire, key);
             inv.arg(ttl_ms)
                 .arg(token.unwrap_or(""))
                 .arg(inner.config.entry_lifetime().as_millis() as u64)
-                .arg(&inner.handoff_channel)
+                .arg(&*inner.handoff_channel_for(key))
                 .arg(inner.config.claim_window.as_millis() as u64);
         } else {
-            inv = Eval::new(&scripts::ACQUIRE, &[key, inner.ns.counter()]);
+            inv = Eval::new(&scripts.acquire, &[key, &inner.ns.counter(key)]);
             inv.arg(ttl_ms);
         }
         inv.arg("host")
@@ -479,7 +519,7 @@ impl Client {
         let reply: Vec<i64> = inv.invoke(&mut conn).await.map_err(|e| {
             let err = Error::from_redis(e, Some(key));
             if err.is_corrupt_data() && err.message().contains("counter") {
-                err.with_key(inner.ns.counter())
+                err.with_key(inner.ns.counter(key).into_owned())
             } else {
                 err
             }
@@ -552,14 +592,14 @@ impl Client {
         };
         let registration = hub.register(key);
         let mut state = hub.state();
-        if !state.borrow().subscribed {
+        {
             let mut limit = self.inner.config.connect_timeout;
             if let Some(d) = deadline {
                 limit = limit.min(d.saturating_duration_since(Instant::now()));
             }
             // If the subscription is not up in time, try anyway: the fallback timer still
             // wakes this waiter, and the resubscription will too.
-            let _ = tokio::time::timeout(limit, state.wait_for(|s| s.subscribed)).await;
+            registration.ready(limit).await;
         }
         state.borrow_and_update();
         let max_poll = self.inner.config.max_poll;
@@ -732,21 +772,25 @@ impl Client {
     fn queue_eval(&self, script: &'static redis::Script, key: &str) -> Eval {
         let ns = &self.inner.ns;
         let (queue, entries) = ns.queue_keys(key);
-        Eval::new(script, &[key, ns.counter(), &queue, &entries])
+        Eval::new(script, &[key, &ns.counter(key), &queue, &entries])
     }
 
     pub(crate) async fn release_key(&self, key: &str, index: i64) -> Result<(ReleaseOutcome, i64)> {
+        if let Some((nodes, quorum)) = self.inner.redlock() {
+            return crate::redlock::release(nodes, quorum, key, index).await;
+        }
         let mut conn = self.connection().await?;
         let inner = &self.inner;
+        let scripts = inner.scripts();
         let mut inv;
         if inner.config.fair {
-            inv = self.queue_eval(&scripts::FAIR_RELEASE, key);
+            inv = self.queue_eval(&scripts.fair_release, key);
             inv.arg(index)
-                .arg(inner.ns.channel())
+                .arg(&*inner.ns.channel(key))
                 .arg(inner.config.claim_window.as_millis() as u64);
         } else {
-            inv = Eval::new(&scripts::RELEASE, &[key]);
-            inv.arg(index).arg(inner.ns.channel());
+            inv = Eval::new(&scripts.release, &[key]);
+            inv.arg(index).arg(&*inner.ns.channel(key));
         }
         // A release is safe to repeat (it acts only for `index`), so a connection that broke
         // under it (a Redis restart, a dropped connection) gets one more try on the
@@ -786,13 +830,17 @@ impl Client {
         index: i64,
         ttl_ms: u64,
     ) -> Result<RenewOutcome> {
+        if let Some((nodes, quorum)) = self.inner.redlock() {
+            return crate::redlock::renew(nodes, quorum, key, index, ttl_ms).await;
+        }
         let mut conn = self.connection().await?;
-        let (ok, word, _idx, _extra): (i64, String, i64, i64) = Eval::new(&scripts::RENEW, &[key])
-            .arg(index)
-            .arg(ttl_ms)
-            .invoke(&mut conn)
-            .await
-            .map_err(|e| Error::from_redis(e, Some(key)))?;
+        let (ok, word, _idx, _extra): (i64, String, i64, i64) =
+            Eval::new(&self.inner.scripts().renew, &[key])
+                .arg(index)
+                .arg(ttl_ms)
+                .invoke(&mut conn)
+                .await
+                .map_err(|e| Error::from_redis(e, Some(key)))?;
         match (ok, word.as_str()) {
             (1, "renewed") => Ok(RenewOutcome::Renewed),
             (0, "missing") => Ok(RenewOutcome::Missing),
@@ -1006,8 +1054,11 @@ impl Client {
     /// Cancel safe: it changes nothing.
     pub async fn status(&self, id: &str) -> Result<LockStatus> {
         let key = self.inner.ns.lock_key(id)?;
+        if let Some((nodes, quorum)) = self.inner.redlock() {
+            return crate::redlock::status(nodes, quorum, id).await;
+        }
         let mut conn = self.connection().await?;
-        let reply: Vec<redis::Value> = Eval::new(&scripts::STATUS, &[&key])
+        let reply: Vec<redis::Value> = Eval::new(&self.inner.scripts().status, &[&key])
             .invoke(&mut conn)
             .await
             .map_err(|e| Error::from_redis(e, Some(&key)))?;

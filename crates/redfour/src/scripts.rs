@@ -57,24 +57,51 @@ macro_rules! script {
     };
 }
 
-pub(crate) static ACQUIRE: LazyLock<redis::Script> =
-    script!("scripts/common.lua", "scripts/acquire.lua");
-pub(crate) static RELEASE: LazyLock<redis::Script> =
-    script!("scripts/common.lua", "scripts/release.lua");
-pub(crate) static RENEW: LazyLock<redis::Script> =
-    script!("scripts/common.lua", "scripts/renew.lua");
-pub(crate) static STATUS: LazyLock<redis::Script> = script!("scripts/status.lua");
-pub(crate) static FAIR_ACQUIRE: LazyLock<redis::Script> = script!(
-    "scripts/common.lua",
-    "scripts/fair_common.lua",
-    "scripts/fair_acquire.lua"
-);
-pub(crate) static FAIR_RELEASE: LazyLock<redis::Script> = script!(
-    "scripts/common.lua",
-    "scripts/fair_common.lua",
-    "scripts/fair_release.lua"
-);
-pub(crate) static FAIR_LEAVE: LazyLock<redis::Script> = script!("scripts/fair_leave.lua");
+/// The scripts of one layout: they differ in how notices go out (`PUBLISH`, or `SPUBLISH`
+/// on a cluster).
+pub(crate) struct ScriptSet {
+    pub(crate) acquire: LazyLock<Script>,
+    pub(crate) release: LazyLock<Script>,
+    pub(crate) renew: LazyLock<Script>,
+    pub(crate) status: LazyLock<Script>,
+    pub(crate) fair_acquire: LazyLock<Script>,
+    pub(crate) fair_release: LazyLock<Script>,
+    pub(crate) fair_leave: LazyLock<Script>,
+}
+
+/// The scripts of one layout, `$publish` naming the prelude that defines `redfour_publish`.
+macro_rules! script_set {
+    ($publish:literal) => {
+        ScriptSet {
+            acquire: script!("scripts/common.lua", "scripts/acquire.lua"),
+            release: script!($publish, "scripts/common.lua", "scripts/release.lua"),
+            renew: script!("scripts/common.lua", "scripts/renew.lua"),
+            status: script!("scripts/status.lua"),
+            fair_acquire: script!(
+                $publish,
+                "scripts/common.lua",
+                "scripts/fair_common.lua",
+                "scripts/fair_acquire.lua"
+            ),
+            fair_release: script!(
+                $publish,
+                "scripts/common.lua",
+                "scripts/fair_common.lua",
+                "scripts/fair_release.lua"
+            ),
+            fair_leave: script!("scripts/fair_leave.lua"),
+        }
+    };
+}
+
+/// Node redfour's layout: notices with `PUBLISH`.
+pub(crate) static NODE: ScriptSet = script_set!("scripts/publish.lua");
+/// The cluster layout: notices with `SPUBLISH`, in the lock's slot.
+pub(crate) static CLUSTER: ScriptSet = script_set!("scripts/spublish.lua");
+
+/// Redlock's second step on each granting master (see `redlock_adopt.lua`).
+pub(crate) static REDLOCK_ADOPT: LazyLock<Script> =
+    script!("scripts/common.lua", "scripts/redlock_adopt.lua");
 
 #[cfg(test)]
 mod tests {
@@ -90,6 +117,9 @@ mod tests {
             include_str!("scripts/fair_acquire.lua"),
             include_str!("scripts/fair_release.lua"),
             include_str!("scripts/fair_leave.lua"),
+            include_str!("scripts/publish.lua"),
+            include_str!("scripts/spublish.lua"),
+            include_str!("scripts/redlock_adopt.lua"),
         ] {
             assert!(!src.contains("${"), "a script must not be a template");
             assert!(!src.contains("'lock"), "a script must not name a namespace");

@@ -77,5 +77,5 @@ local function redfour_handoff(key, queue, entries, head, entry, now_us, claim_m
     meta = entry.m
   end
   redfour_write_holder(key, index, now_us, window, meta, 1, head)
-  redis.call('PUBLISH', entry.c, head .. ' ' .. string.format('%d', index) .. ' ' .. window .. ' ' .. key)
+  redfour_publish(entry.c, head .. ' ' .. string.format('%d', index) .. ' ' .. window .. ' ' .. key)
 end

@@ -28,6 +28,6 @@ if head then
   redfour_handoff(key, queue, entries, head, entry, now_us, tonumber(ARGV[3]), index)
 else
   -- Nobody queues (Node waiters never do): wake everyone listening, as Node redfour does.
-  redis.call('PUBLISH', ARGV[2], key)
+  redfour_publish(ARGV[2], key)
 end
 return {1, 'released', stored}

@@ -10,5 +10,5 @@ if stored ~= tonumber(ARGV[1]) then
 end
 redis.call('DEL', KEYS[1])
 -- Waiters (Node's and ours) listen on this channel for the full lock key.
-redis.call('PUBLISH', ARGV[2], KEYS[1])
+redfour_publish(ARGV[2], KEYS[1])
 return {1, 'released', stored}

@@ -1,0 +1,222 @@
+//! The command connection of each topology behind one [`ConnectionLike`]: a reconnecting
+//! connection to one server, a connection to whichever server the sentinels name as master,
+//! or a cluster connection (which follows `MOVED`, `ASK` and `TRYAGAIN` by itself).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::sentinel::SentinelClient;
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+
+/// A command connection, cheap to clone (clones share the underlying connection).
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(ConnectionManager),
+    Sentinel(SentinelConn),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Sentinel(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Conn {
+    /// `WAIT replicas timeout` on the master that holds `key` (on a cluster, the master of the
+    /// key's slot): how many replicas acknowledged every write made so far on this connection
+    /// to that master.
+    pub(crate) async fn wait_replicas(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> RedisResult<i64> {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(replicas).arg(timeout.as_millis() as u64);
+        match self {
+            Conn::Cluster(c) => {
+                let route = Route::with_key(key.as_bytes(), SlotAddr::Master);
+                let reply = c
+                    .route_command(
+                        cmd,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await?;
+                Ok(redis::from_redis_value(reply)?)
+            }
+            other => cmd.query_async(other).await,
+        }
+    }
+}
+
+/// A connection to the master that the sentinels name, re-resolved after a failure that may
+/// mean the master moved: a lost or refused connection, a timeout, or a server that answers
+/// `READONLY` (a demoted master) or `MASTERDOWN`.
+#[derive(Clone)]
+pub(crate) struct SentinelConn {
+    pub(crate) shared: Arc<SentinelShared>,
+}
+
+pub(crate) struct SentinelShared {
+    sentinel: tokio::sync::Mutex<SentinelClient>,
+    /// The connection in use and its generation (so that a failure on an old connection does
+    /// not throw away a newer one).
+    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    generation: AtomicU64,
+    config: AsyncConnectionConfig,
+    retries: usize,
+    service: String,
+    db: i64,
+}
+
+impl SentinelShared {
+    pub(crate) fn new(
+        sentinel: SentinelClient,
+        service: String,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+        retries: usize,
+        db: i64,
+    ) -> SentinelShared {
+        SentinelShared {
+            sentinel: tokio::sync::Mutex::new(sentinel),
+            current: Mutex::new(None),
+            generation: AtomicU64::new(0),
+            config: AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(connect_timeout))
+                .set_response_timeout(Some(response_timeout)),
+            retries,
+            service,
+            db,
+        }
+    }
+
+    /// A client for the current master, asked from the sentinels (which check that it calls
+    /// itself master).
+    pub(crate) async fn master_client(&self) -> RedisResult<redis::Client> {
+        self.sentinel.lock().await.async_get_client().await
+    }
+
+    /// Forgets the current connection, so that the next command asks the sentinels again.
+    pub(crate) fn forget(&self) {
+        *lock(&self.current) = None;
+    }
+
+    async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
+        if let Some(current) = lock(&self.current).clone() {
+            return Ok(current);
+        }
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            let found = async {
+                let client = self.master_client().await?;
+                client
+                    .get_multiplexed_async_connection_with_config(&self.config)
+                    .await
+            }
+            .await;
+            match found {
+                Ok(conn) => {
+                    let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                    let mut current = lock(&self.current);
+                    // Another caller may have connected meanwhile: keep one connection.
+                    if let Some(existing) = current.clone() {
+                        return Ok(existing);
+                    }
+                    *current = Some((generation, conn.clone()));
+                    return Ok((generation, conn));
+                }
+                Err(e) if attempt < self.retries => {
+                    tracing::debug!(service = %self.service, error = %e, "cannot reach the master yet; asking the sentinels again");
+                    attempt += 1;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn after_error(&self, generation: u64, err: &RedisError) {
+        let moved = err.is_io_error()
+            || err.is_connection_dropped()
+            || err.is_connection_refusal()
+            || err.is_timeout()
+            || matches!(err.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"));
+        if moved {
+            let mut current = lock(&self.current);
+            if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+                tracing::debug!(service = %self.service, error = %err, "master connection failed; asking the sentinels at the next command");
+                *current = None;
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ConnectionLike for SentinelConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let (generation, mut conn) = self.shared.connection().await?;
+            let reply = conn.req_packed_command(cmd).await;
+            if let Err(e) = &reply {
+                self.shared.after_error(generation, e);
+            }
+            reply
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let (generation, mut conn) = self.shared.connection().await?;
+            let reply = conn.req_packed_commands(pipeline, offset, count).await;
+            if let Err(e) = &reply {
+                self.shared.after_error(generation, e);
+            }
+            reply
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.shared.db
+    }
+}

@@ -1,0 +1,17 @@
+-- redfour Redlock adopt: once a majority of masters granted the lock, each granting master
+-- stores the one index the holder uses everywhere (the largest any of them granted), and its
+-- counter is raised to at least that index, so that any later majority (which shares a master
+-- with this one) grants a larger index.
+-- KEYS[1] lock key; KEYS[2] counter key; ARGV[1] the index this master granted; ARGV[2] the
+-- adopted index. Returns 1 when adopted, 0 when this master's grant is gone (expired, taken).
+local stored = redfour_held_index(KEYS[1])
+if stored ~= tonumber(ARGV[1]) then
+  return 0
+end
+local adopted = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'index', ARGV[2])
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+if current == nil or current < adopted then
+  redis.call('SET', KEYS[2], ARGV[2], 'KEEPTTL')
+end
+return 1
