@@ -18,6 +18,23 @@
 //! [`RedisServer::start_tls`] starts a server that speaks TLS only, with a private CA and
 //! certificates made at test time ([`TlsCerts`]); its [`url`](RedisServer::url) is `rediss://`.
 //!
+//! [`RedisCluster::start`] starts a Redis Cluster of such servers (masters, optionally with
+//! replicas) and returns once every node agrees on the slot map. Tests can then move a slot
+//! between masters ([`migrate_slot`](RedisCluster::migrate_slot)), or in steps to see `ASK`
+//! redirections mid-way ([`begin_migration`](RedisCluster::begin_migration)), promote a replica
+//! ([`failover`](RedisCluster::failover)), or [`kill`](RedisCluster::kill) and
+//! [`restart`](RedisCluster::restart) nodes; each of these waits until the cluster has converged
+//! again.
+//!
+//! [`SentinelGroup::start`] starts a Redis Sentinel deployment: a master, its replicas and
+//! sentinel processes ([`SentinelProcess`]) monitoring it as
+//! [`service`](SentinelGroup::service), and returns once the sentinels know every node and one
+//! another. Clients take its [`sentinel_urls`](SentinelGroup::sentinel_urls); fault tests move
+//! the master with [`failover`](SentinelGroup::failover), or
+//! [`kill_master`](SentinelGroup::kill_master) and
+//! [`wait_for_new_master`](SentinelGroup::wait_for_new_master), and put
+//! [`logs`](SentinelGroup::logs) into assertion messages.
+//!
 //! `redis-server` must be on `PATH` ([`which_redis_server`]).
 //!
 //! # Examples
@@ -49,12 +66,16 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod cluster;
 mod proxy;
+mod sentinel;
 mod server;
 mod tls;
 mod wait;
 
+pub use cluster::{Migration, RedisCluster, CLUSTER_SLOTS, NODE_TIMEOUT};
 pub use proxy::Proxy;
+pub use sentinel::{SentinelGroup, SentinelProcess};
 pub use server::{which_redis_server, RedisServer};
 pub use tls::TlsCerts;
 pub use wait::{wait_until, wait_until_async};
