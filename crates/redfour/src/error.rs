@@ -166,6 +166,15 @@ impl Error {
                 ErrorKind::Unavailable,
                 "redis cannot serve the request right now".to_owned(),
             ),
+            // A script touched a key its node no longer has: the slot is being migrated.
+            (RK::Server(SK::ResponseError), _)
+                if err.detail().is_some_and(|d| d.contains("non local key")) =>
+            {
+                (
+                    ErrorKind::Unavailable,
+                    "the lock's slot is being migrated to another node; try again".to_owned(),
+                )
+            }
             (RK::Server(SK::NoPerm), _) => {
                 (ErrorKind::Redis, "redis refused the command".to_owned())
             }

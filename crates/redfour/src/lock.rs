@@ -793,20 +793,26 @@ impl Client {
             inv.arg(index).arg(&*inner.ns.channel(key));
         }
         // A release is safe to repeat (it acts only for `index`), so a connection that broke
-        // under it (a Redis restart, a dropped connection) gets one more try on the
-        // reconnected one instead of leaving the lock to its ttl. If the first try did run,
-        // the second answers `expired`, or `conflict` once someone else took the lock.
-        let (ok, word, idx): (i64, String, i64) = match inv.invoke(&mut conn).await {
-            Ok(reply) => reply,
-            Err(e) => {
-                let err = Error::from_redis(e, Some(key));
-                if !err.is_transient() {
-                    return Err(err);
+        // under it (a Redis restart, a dropped connection, a failover) or a slot in migration
+        // gets a few more tries instead of leaving the lock to its ttl. If an earlier try did
+        // run, a later one answers `expired`, or `conflict` once someone else took the lock.
+        let mut retries = [
+            Duration::ZERO,
+            Duration::from_millis(50),
+            Duration::from_millis(200),
+        ]
+        .into_iter();
+        let (ok, word, idx): (i64, String, i64) = loop {
+            match inv.invoke(&mut conn).await {
+                Ok(reply) => break reply,
+                Err(e) => {
+                    let err = Error::from_redis(e, Some(key));
+                    let Some(pause) = retries.next().filter(|_| err.is_transient()) else {
+                        return Err(err);
+                    };
+                    tracing::debug!(key, index, error = %err, "release failed; trying again");
+                    tokio::time::sleep(pause).await;
                 }
-                tracing::debug!(key, index, error = %err, "release failed; trying once more");
-                inv.invoke(&mut conn)
-                    .await
-                    .map_err(|e| Error::from_redis(e, Some(key)))?
             }
         };
         let outcome = match (ok, word.as_str()) {

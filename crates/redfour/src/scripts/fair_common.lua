@@ -64,11 +64,12 @@ local function redfour_take_head(queue, entries, head)
   redis.call('HDEL', entries, head)
 end
 
--- Hands the free lock to the queued waiter `head` with the fencing index `index` (taken from
--- the counter before any other write, so that a corrupt counter fails the script early) and
--- tells only that waiter. The lock lives for the claim window until the new holder claims it
--- (renews to its ttl), so a waiter that died after its last refresh blocks the queue for that
--- window at most.
+-- Hands the lock to the queued waiter `head` with the fencing index `index` (taken from the
+-- counter before any other write, so that a corrupt counter fails the script early) and tells
+-- only that waiter. The lock lives for the claim window until the new holder claims it (renews
+-- to its ttl), so a waiter that died after its last refresh blocks the queue for that window at
+-- most. A lock key that still exists (a release handing over) is rewritten in place rather
+-- than deleted and created again: on a cluster, a slot being migrated refuses to create keys.
 local function redfour_handoff(key, queue, entries, head, entry, now_us, claim_ms, index)
   redfour_take_head(queue, entries, head)
   local window = math.min(tonumber(entry.t), claim_ms)
@@ -76,6 +77,23 @@ local function redfour_handoff(key, queue, entries, head, entry, now_us, claim_m
   if type(entry.m) == 'table' then
     meta = entry.m
   end
+  local old = redis.call('HKEYS', key)
   redfour_write_holder(key, index, now_us, window, meta, 1, head)
+  if #old > 0 then
+    -- The fields of the previous holder that the new one does not set.
+    local kept = {index = true, acquired_at = true, handoff = true}
+    for i = 1, #meta, 2 do
+      kept[meta[i]] = true
+    end
+    local stale = {}
+    for _, field in ipairs(old) do
+      if not kept[field] then
+        stale[#stale + 1] = field
+      end
+    end
+    if #stale > 0 then
+      redis.call('HDEL', key, unpack(stale))
+    end
+  end
   redfour_publish(entry.c, head .. ' ' .. string.format('%d', index) .. ' ' .. window .. ' ' .. key)
 end

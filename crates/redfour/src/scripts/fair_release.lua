@@ -19,14 +19,11 @@ end
 -- Everything that can fail on foreign data (the queue's keys, the counter) runs before the
 -- lock is deleted.
 local head, entry, now_us = redfour_live_head(queue, entries, nil)
-local index = nil
 if head then
-  index = redfour_next_index(counter, now_us)
-end
-redis.call('DEL', key)
-if head then
+  local index = redfour_next_index(counter, now_us)
   redfour_handoff(key, queue, entries, head, entry, now_us, tonumber(ARGV[3]), index)
 else
+  redis.call('DEL', key)
   -- Nobody queues (Node waiters never do): wake everyone listening, as Node redfour does.
   redfour_publish(ARGV[2], key)
 end

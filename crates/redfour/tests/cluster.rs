@@ -1,0 +1,295 @@
+//! Redis Cluster on real servers started by the test kit: the hash-tag layout on many slots,
+//! sharded notices between clients, a busy lock's slot resharded mid-run, and `CLUSTER
+//! FAILOVER` under a held lock.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{fair_mode, value_text, DEADLINE};
+use redfour::Client;
+use redfour_test::{wait_until_async, RedisCluster};
+
+fn cluster_builder(cluster: &RedisCluster) -> redfour::ClientBuilder {
+    Client::cluster(cluster.seed_urls())
+        .connect_timeout(Duration::from_secs(1))
+        .response_timeout(Duration::from_secs(3))
+        .fair(fair_mode())
+}
+
+fn cluster_client(cluster: &RedisCluster) -> Client {
+    cluster_builder(cluster).build().expect("valid settings")
+}
+
+/// Runs a command on the master that serves `key`.
+fn on_owner(cluster: &RedisCluster, key: &str, args: &[&str]) -> redis::Value {
+    let owner = cluster.master_of_slot(cluster.key_slot(key));
+    cluster.nodes()[owner].cmd(args)
+}
+
+fn stored_index(cluster: &RedisCluster, id: &str) -> Option<i64> {
+    let key = format!("{{lock:{id}}}");
+    value_text(&on_owner(cluster, &key, &["HGET", &key, "index"])).map(|s| s.parse().unwrap())
+}
+
+#[tokio::test]
+async fn locks_on_many_slots_keep_every_key_in_one_slot() {
+    let cluster = RedisCluster::start(3, 0);
+    let a = cluster_client(&cluster);
+    let b = cluster_client(&cluster);
+    let mut owners = BTreeSet::new();
+    let mut guards = Vec::new();
+    for n in 0..30 {
+        let id = format!("job-{n}");
+        let guard = a.lock(&id).try_acquire().await.unwrap().expect("free");
+        assert!(b.lock(&id).try_acquire().await.unwrap().is_none());
+        let key = format!("{{lock:{id}}}");
+        owners.insert(cluster.master_of_slot(cluster.key_slot(&key)));
+        assert_eq!(stored_index(&cluster, &id), Some(guard.index()));
+        // The counter is the lock's own, beside it.
+        let counter = format!("{key}:index");
+        let stored = value_text(&on_owner(&cluster, &counter, &["GET", &counter]));
+        assert_eq!(stored, Some(guard.index().to_string()));
+        guards.push(guard);
+    }
+    assert_eq!(owners.len(), 3, "30 locks should spread over the 3 masters");
+    for guard in guards {
+        assert_eq!(
+            guard.release().await.unwrap().result,
+            redfour::ReleaseOutcome::Released
+        );
+    }
+    assert!(!b.status("job-7").await.unwrap().held);
+    // Fencing indexes increase per lock.
+    let mut last = 0;
+    for _ in 0..5 {
+        let guard = a.lock("fenced").acquire().await.unwrap();
+        assert!(guard.index() > last);
+        last = guard.index();
+        guard.release().await.unwrap();
+    }
+}
+
+/// A waiter in another client (its own connections and subscription) is woken by the release,
+/// long before the holder's ttl or its own poll interval.
+#[tokio::test]
+async fn waiters_in_other_clients_are_woken_on_each_slot() {
+    let cluster = RedisCluster::start(3, 0);
+    let holder = cluster_client(&cluster);
+    let waiter = cluster_builder(&cluster)
+        .max_poll_interval(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    for id in ["alpha", "beta", "gamma", "delta"] {
+        let guard = holder
+            .lock(id)
+            .ttl(Duration::from_secs(30))
+            .acquire()
+            .await
+            .unwrap();
+        let w = waiter.clone();
+        let id_owned = id.to_owned();
+        let waiting = tokio::spawn(async move {
+            w.lock(id_owned)
+                .ttl(Duration::from_secs(5))
+                .wait(Duration::from_secs(20))
+                .acquire()
+                .await
+        });
+        assert!(
+            wait_until_async(DEADLINE, || async { waiter.waiter_registrations() == 1 }).await,
+            "the waiter never registered"
+        );
+        // Registered and subscribed: the waiter tried once, after its channels were up.
+        let released = Instant::now();
+        guard.release().await.unwrap();
+        let got = tokio::time::timeout(DEADLINE, waiting)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let took = released.elapsed();
+        assert!(took < Duration::from_secs(3), "{id}: woken after {took:?}");
+        got.release().await.unwrap();
+        assert!(wait_until_async(DEADLINE, || async { waiter.waiter_registrations() == 0 }).await);
+    }
+}
+
+/// Three clients contend for one lock while its slot moves to another master (keys migrated
+/// under them: `ASK`, `TRYAGAIN`, then `MOVED`): never two holders, indexes keep increasing,
+/// every round completes, and a waiter is still woken by a release afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_lock_survives_resharding() {
+    let cluster = RedisCluster::start(3, 0);
+    let key = "{lock:busy}";
+    let slot = cluster.key_slot(key);
+    let source = cluster.master_of_slot(slot);
+    let target = (source + 1) % 3;
+    let inside = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let last = Arc::new(Mutex::new(0_i64));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let client = cluster_client(&cluster);
+        let (inside, rounds, last, stop) =
+            (inside.clone(), rounds.clone(), last.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let guard = client
+                    .lock("busy")
+                    .ttl(Duration::from_secs(5))
+                    .wait(Duration::from_secs(30))
+                    .acquire()
+                    .await
+                    .expect("acquired");
+                assert!(!inside.swap(true, Ordering::SeqCst), "two holders at once");
+                {
+                    let mut last = last.lock().unwrap();
+                    assert!(guard.index() > *last, "{} after {}", guard.index(), *last);
+                    *last = guard.index();
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                inside.store(false, Ordering::SeqCst);
+                guard.release().await.expect("released");
+                rounds.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let before = |n: usize| {
+        let rounds = rounds.clone();
+        async move {
+            wait_until_async(Duration::from_secs(30), || async {
+                rounds.load(Ordering::Relaxed) >= n
+            })
+            .await
+        }
+    };
+    assert!(before(20).await, "no progress before the migration");
+    // As `redis-cli --cluster reshard` does: mark the slot, move its keys, hand the slot over,
+    // all while the contenders run. Meanwhile a script whose keys are split between the nodes,
+    // or missing on the importing node, gets TRYAGAIN (or ASK) and is retried.
+    let migration = cluster.begin_migration(slot, target);
+    migration.move_keys();
+    migration.finish();
+    assert_eq!(cluster.master_of_slot(slot), target);
+    let finished = rounds.load(Ordering::Relaxed);
+    assert!(
+        before(finished + 20).await,
+        "no progress after the migration"
+    );
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("contenders finish")
+            .unwrap();
+    }
+    // The lock's keys live on the new master now.
+    let queued = cluster.nodes()[target].cmd(&["EXISTS", "{lock:busy}:index"]);
+    assert_eq!(queued, redis::Value::Int(1));
+
+    // Notices still arrive: the waiter's sharded subscription follows the slot.
+    let holder = cluster_client(&cluster);
+    let waiter = cluster_builder(&cluster)
+        .max_poll_interval(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let guard = holder
+        .lock("busy")
+        .ttl(Duration::from_secs(30))
+        .acquire()
+        .await
+        .unwrap();
+    let w = waiter.clone();
+    let waiting =
+        tokio::spawn(async move { w.lock("busy").wait(Duration::from_secs(20)).acquire().await });
+    assert!(wait_until_async(DEADLINE, || async { waiter.waiter_registrations() == 1 }).await);
+    let released = Instant::now();
+    guard.release().await.unwrap();
+    tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(released.elapsed() < Duration::from_secs(3));
+}
+
+/// `CLUSTER FAILOVER` of the master that holds a lock (acknowledged by its replica first):
+/// the holder keeps it, its renewals go to the new master, and it can release there.
+#[tokio::test]
+async fn a_held_lock_survives_a_cluster_failover() {
+    let cluster = RedisCluster::start(3, 1);
+    let client = cluster_builder(&cluster)
+        .replica_acks(1, Duration::from_secs(2))
+        .build()
+        .unwrap();
+    // Renewals every third of the ttl: a failover must not stall them for two thirds of it.
+    let ttl = Duration::from_secs(5);
+    let guard = client
+        .lock("steady")
+        .ttl(ttl)
+        .keep_alive(true)
+        .acquire()
+        .await
+        .unwrap();
+    let key = "{lock:steady}";
+    let slot = cluster.key_slot(key);
+    let master = cluster.master_of_slot(slot);
+    let replica = cluster
+        .replica_indexes()
+        .into_iter()
+        .find(|r| cluster.master_of(*r) == Some(master))
+        .expect("every master has a replica");
+    cluster.failover(replica);
+    assert_eq!(cluster.master_of_slot(slot), replica);
+    assert_eq!(stored_index(&cluster, "steady"), Some(guard.index()));
+    // Renewals (every third of the ttl) reach the new master: its expiry moves forward.
+    let pttl = |cluster: &RedisCluster| match on_owner(cluster, key, &["PTTL", key]) {
+        redis::Value::Int(ms) => ms,
+        other => panic!("PTTL: {other:?}"),
+    };
+    let first = pttl(&cluster);
+    let mut renewed = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if pttl(&cluster) > first {
+            renewed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        renewed,
+        "no renewal reached the new master\n{}",
+        cluster.logs()
+    );
+    // A whole ttl after the failover the lease is still held: renewed on the new master.
+    tokio::time::sleep(ttl).await;
+    assert!(!guard.is_lost(), "{:?}", guard.lost_reason());
+    let other = cluster_client(&cluster);
+    assert!(other.lock("steady").try_acquire().await.unwrap().is_none());
+    assert_eq!(
+        guard.release().await.unwrap().result,
+        redfour::ReleaseOutcome::Released
+    );
+    other
+        .lock("steady")
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free again");
+}
+
+#[test]
+fn cluster_namespaces_cannot_hold_braces() {
+    let err = Client::cluster(["redis://127.0.0.1:1"])
+        .namespace("a{b}")
+        .build()
+        .unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+    assert!(err.to_string().contains("hash tag"), "{err}");
+}
