@@ -32,7 +32,8 @@ fn on_owner(cluster: &RedisCluster, key: &str, args: &[&str]) -> redis::Value {
 
 fn stored_index(cluster: &RedisCluster, id: &str) -> Option<i64> {
     let key = format!("{{lock:{id}}}");
-    value_text(&on_owner(cluster, &key, &["HGET", &key, "index"])).map(|s| s.parse().unwrap())
+    value_text(&on_owner(cluster, &key, &["HGET", &key, "index"]))
+        .map(|s| s.parse().expect("a numeric index"))
 }
 
 #[tokio::test]
