@@ -211,7 +211,7 @@ async fn a_busy_lock_survives_resharding() {
     assert!(wait_until_async(DEADLINE, || async { waiter.waiter_registrations() == 1 }).await);
     let released = Instant::now();
     guard.release().await.unwrap();
-    tokio::time::timeout(DEADLINE, waiting)
+    let _got = tokio::time::timeout(DEADLINE, waiting)
         .await
         .unwrap()
         .unwrap()
@@ -277,7 +277,7 @@ async fn a_held_lock_survives_a_cluster_failover() {
         guard.release().await.unwrap().result,
         redfour::ReleaseOutcome::Released
     );
-    other
+    let _again = other
         .lock("steady")
         .try_acquire()
         .await
