@@ -481,6 +481,7 @@ impl ClientBuilder {
                     check_tls_support(&client)?;
                     infos.push(client.get_connection_info().clone());
                 }
+                let sentinels = infos.clone();
                 let mut node = redis::sentinel::SentinelNodeConnectionInfo::default();
                 if let redis::ConnectionAddr::TcpTls { insecure, .. } = infos[0].addr() {
                     node = node.set_tls_mode(if *insecure {
@@ -503,6 +504,7 @@ impl ClientBuilder {
                 .map_err(|e| Error::invalid("invalid sentinel addresses").with_source(e))?;
                 Backend::Sentinel(Arc::new(SentinelShared::new(
                     sentinel,
+                    sentinels,
                     service,
                     config.connect_timeout,
                     config.response_timeout,
@@ -775,9 +777,12 @@ impl Client {
                     }
                     // Resolved through the sentinels at the first command, and again after a
                     // failure that may mean the master moved.
-                    Backend::Sentinel(shared) => Ok(Conn::Sentinel(SentinelConn {
-                        shared: shared.clone(),
-                    })),
+                    Backend::Sentinel(shared) => {
+                        shared.watch_failovers();
+                        Ok(Conn::Sentinel(SentinelConn {
+                            shared: shared.clone(),
+                        }))
+                    }
                     Backend::Cluster { client, .. } => {
                         client.get_async_connection().await.map(Conn::Cluster)
                     }

@@ -89,6 +89,12 @@ pub(crate) struct SentinelConn {
 
 pub(crate) struct SentinelShared {
     sentinel: tokio::sync::Mutex<SentinelClient>,
+    /// The sentinels, for the `+switch-master` watcher.
+    sentinels: Vec<redis::ConnectionInfo>,
+    /// Bumped at every `+switch-master` for this service: subscriptions reconnect.
+    switches: tokio::sync::watch::Sender<u64>,
+    /// The `+switch-master` watcher, started with the first connection, stopped on drop.
+    watcher: Mutex<Option<tokio::task::AbortHandle>>,
     /// The connection in use and its generation (so that a failure on an old connection does
     /// not throw away a newer one).
     current: Mutex<Option<(u64, MultiplexedConnection)>>,
@@ -102,6 +108,7 @@ pub(crate) struct SentinelShared {
 impl SentinelShared {
     pub(crate) fn new(
         sentinel: SentinelClient,
+        sentinels: Vec<redis::ConnectionInfo>,
         service: String,
         connect_timeout: Duration,
         response_timeout: Duration,
@@ -110,6 +117,9 @@ impl SentinelShared {
     ) -> SentinelShared {
         SentinelShared {
             sentinel: tokio::sync::Mutex::new(sentinel),
+            sentinels,
+            switches: tokio::sync::watch::channel(0).0,
+            watcher: Mutex::new(None),
             current: Mutex::new(None),
             generation: AtomicU64::new(0),
             config: AsyncConnectionConfig::new()
@@ -125,6 +135,20 @@ impl SentinelShared {
     /// itself master).
     pub(crate) async fn master_client(&self) -> RedisResult<redis::Client> {
         self.sentinel.lock().await.async_get_client().await
+    }
+
+    /// Changes at every failover the sentinels announce (`+switch-master`).
+    pub(crate) fn switches(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.switches.subscribe()
+    }
+
+    /// Starts the `+switch-master` watcher if it is not running. Inside a Tokio runtime.
+    pub(crate) fn watch_failovers(self: &Arc<Self>) {
+        let mut watcher = lock(&self.watcher);
+        if watcher.is_none() {
+            let task = tokio::spawn(watch_switches(Arc::downgrade(self)));
+            *watcher = Some(task.abort_handle());
+        }
     }
 
     /// Forgets the current connection, so that the next command asks the sentinels again.
@@ -181,6 +205,63 @@ impl SentinelShared {
                 *current = None;
             }
         }
+    }
+}
+
+impl Drop for SentinelShared {
+    fn drop(&mut self) {
+        if let Some(watcher) = lock(&self.watcher).take() {
+            watcher.abort();
+        }
+    }
+}
+
+/// Listens to the sentinels' `+switch-master` announcements (one sentinel at a time, the next
+/// one when it goes away): at a failover of this service, commands and subscriptions move to
+/// the new master at once, instead of writing to the old one until it is demoted (which can
+/// take the sentinels several seconds, long enough for a lock on the new master to expire).
+async fn watch_switches(shared: std::sync::Weak<SentinelShared>) {
+    use futures_util::StreamExt;
+    let sentinels = match shared.upgrade() {
+        Some(s) => s.sentinels.clone(),
+        None => return,
+    };
+    let mut backoff = Duration::from_millis(100);
+    for info in sentinels.iter().cycle() {
+        let Ok(client) = redis::Client::open(info.clone()) else {
+            continue;
+        };
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe("+switch-master").await?;
+            Ok::<_, RedisError>(pubsub)
+        };
+        match tokio::time::timeout(Duration::from_secs(2), subscribed).await {
+            Ok(Ok(pubsub)) => {
+                backoff = Duration::from_millis(100);
+                let mut messages = pubsub.into_on_message();
+                while let Some(msg) = messages.next().await {
+                    let Some(shared) = shared.upgrade() else {
+                        return;
+                    };
+                    let payload = String::from_utf8_lossy(msg.get_payload_bytes()).into_owned();
+                    // "<service> <old ip> <old port> <new ip> <new port>"
+                    if payload.split(' ').next() == Some(shared.service.as_str()) {
+                        tracing::info!(service = %shared.service, switch = %payload, "the sentinels switched the master; following");
+                        shared.forget();
+                        shared.switches.send_modify(|n| *n += 1);
+                    }
+                }
+            }
+            _ => {
+                tracing::debug!(sentinel = %info.addr(), "cannot watch this sentinel for failovers; trying the next");
+            }
+        }
+        if shared.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 

@@ -538,14 +538,44 @@ async fn run(
                 }
             }
         };
-        let outcome = match client {
-            Ok(client) => match (resp3_client(&client), use_resp3) {
-                (Some(resp3), true) => run_resp3(&shared, &resp3, &channels, connect_timeout).await,
-                _ => run_resp2(&shared, &client, &channels, connect_timeout).await,
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot find the master to subscribe to");
-                Session::Failed
+        // A failover the sentinels announce ends the session: subscribe at the new master.
+        let mut switched = match &target {
+            Target::Sentinel(sentinel) => {
+                sentinel.watch_failovers();
+                Some(sentinel.switches())
+            }
+            Target::Fixed(_) => None,
+        };
+        let moved = async {
+            match &mut switched {
+                Some(switches) => {
+                    switches.borrow_and_update();
+                    if switches.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let session = async {
+            match client {
+                Ok(client) => match (resp3_client(&client), use_resp3) {
+                    (Some(resp3), true) => {
+                        run_resp3(&shared, &resp3, &channels, connect_timeout).await
+                    }
+                    _ => run_resp2(&shared, &client, &channels, connect_timeout).await,
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot find the master to subscribe to");
+                    Session::Failed
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = session => outcome,
+            () = moved => {
+                // The session's connection is dropped with it: mark the subscription down.
+                mark_unsubscribed(&shared, &channels)
             }
         };
         if let (Target::Sentinel(sentinel), Session::Ended) = (&target, &outcome) {
@@ -611,8 +641,10 @@ fn mark_unsubscribed(shared: &Weak<Shared>, channels: &[String]) -> Session {
     };
     let live = shared
         .live
-        .fetch_sub(1, Ordering::Relaxed)
-        .saturating_sub(1);
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            Some(n.saturating_sub(1))
+        })
+        .map_or(0, |n| n.saturating_sub(1));
     shared.state.send_modify(|s| s.subscribed = live > 0);
     tracing::warn!(?channels, "subscription lost; reconnecting");
     Session::Ended

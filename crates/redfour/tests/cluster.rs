@@ -221,7 +221,8 @@ async fn a_busy_lock_survives_resharding() {
 
 /// `CLUSTER FAILOVER` of the master that holds a lock (acknowledged by its replica first):
 /// the holder keeps it, its renewals go to the new master, and it can release there.
-#[tokio::test]
+// The kit's failover blocks the test's thread: the library's tasks need worker threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_lock_survives_a_cluster_failover() {
     let cluster = RedisCluster::start(3, 1);
     let client = cluster_builder(&cluster)

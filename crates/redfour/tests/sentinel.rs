@@ -1,0 +1,193 @@
+//! Redis Sentinel on real processes started by the test kit (a master, its replica and three
+//! `redis-sentinel`s): the client follows the master the sentinels name through `SENTINEL
+//! FAILOVER` and a killed master, for commands, renewals and waiters; `WAIT` acknowledgements.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{value_text, DEADLINE};
+use redfour::Client;
+use redfour_test::{wait_until_async, SentinelGroup};
+
+fn sentinel_builder(group: &SentinelGroup) -> redfour::ClientBuilder {
+    Client::sentinel(group.sentinel_urls(), group.service())
+        .connect_timeout(Duration::from_secs(1))
+        .response_timeout(Duration::from_secs(2))
+        .fair(common::fair_mode())
+}
+
+fn stored_index(group: &SentinelGroup, id: &str) -> Option<i64> {
+    value_text(
+        &group
+            .master()
+            .cmd(&["HGET", &format!("lock:{id}"), "index"]),
+    )
+    .map(|s| s.parse().expect("a numeric index"))
+}
+
+fn pttl(group: &SentinelGroup, id: &str) -> i64 {
+    match group.master().cmd(&["PTTL", &format!("lock:{id}")]) {
+        redis::Value::Int(ms) => ms,
+        other => panic!("PTTL: {other:?}"),
+    }
+}
+
+/// Polls until the lock's expiry on the current master moves forward (a renewal reached it).
+async fn renewed_on_master(group: &SentinelGroup, id: &str) -> bool {
+    let first = pttl(group, id);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if pttl(group, id) > first {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn locks_go_to_the_master_the_sentinels_name() {
+    let group = SentinelGroup::start(1, 3);
+    let client = sentinel_builder(&group)
+        .replica_acks(1, Duration::from_secs(2))
+        .build()
+        .unwrap();
+    client.ping().await.unwrap();
+    let guard = client.lock("job").acquire().await.unwrap();
+    assert_eq!(stored_index(&group, "job"), Some(guard.index()));
+    // Acknowledged by the replica before the acquire returned.
+    let replica = group
+        .servers()
+        .iter()
+        .enumerate()
+        .find(|(i, _)| *i != group.master_index())
+        .map(|(_, s)| s)
+        .expect("a replica");
+    let on_replica = value_text(&replica.cmd(&["HGET", "lock:job", "index"]));
+    assert_eq!(on_replica, Some(guard.index().to_string()));
+    let status = client.status("job").await.unwrap();
+    assert_eq!(status.index, guard.index());
+    guard.release().await.unwrap();
+    assert!(!client.status("job").await.unwrap().held);
+
+    // More acknowledgements than there are replicas: released and reported.
+    let demanding = sentinel_builder(&group)
+        .replica_acks(2, Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let err = demanding.lock("job").try_acquire().await.unwrap_err();
+    assert_eq!(err.kind(), redfour::ErrorKind::NotReplicated, "{err}");
+    assert!(err.to_string().contains("1 of the 2 replicas"), "{err}");
+    assert!(
+        wait_until_async(DEADLINE, || async {
+            group.master().cmd(&["EXISTS", "lock:job"]) == redis::Value::Int(0)
+        })
+        .await,
+        "the unacknowledged lock was not released"
+    );
+}
+
+/// `SENTINEL FAILOVER` while a lock is held and another client waits for it: the holder keeps
+/// the lock and its renewals reach the new master; the waiter keeps waiting and gets the lock
+/// when the holder releases it on the new master.
+// The kit's failover blocks the test's thread: the library's tasks need worker threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_keeps_the_holder_and_the_waiter() {
+    let group = SentinelGroup::start(1, 3);
+    let holder = sentinel_builder(&group)
+        .replica_acks(1, Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let waiter = sentinel_builder(&group)
+        .max_poll_interval(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let ttl = Duration::from_secs(5);
+    let guard = holder
+        .lock("job")
+        .ttl(ttl)
+        .keep_alive(true)
+        .acquire()
+        .await
+        .unwrap();
+    let w = waiter.clone();
+    let waiting =
+        tokio::spawn(async move { w.lock("job").wait(Duration::from_secs(90)).acquire().await });
+    assert!(wait_until_async(DEADLINE, || async { waiter.waiter_registrations() == 1 }).await);
+    let old = group.master_index();
+    let new = group.failover();
+    assert_ne!(old, new);
+    assert_eq!(stored_index(&group, "job"), Some(guard.index()));
+    assert!(
+        renewed_on_master(&group, "job").await,
+        "no renewal reached the new master\n{}",
+        group.logs()
+    );
+    assert!(!guard.is_lost(), "{:?}", guard.lost_reason());
+    assert!(!waiting.is_finished(), "the waiter took a held lock");
+    let released = Instant::now();
+    assert_eq!(
+        guard.release().await.unwrap().result,
+        redfour::ReleaseOutcome::Released
+    );
+    let got = tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .expect("the waiter got the lock")
+        .unwrap()
+        .unwrap();
+    assert!(
+        released.elapsed() < Duration::from_secs(4),
+        "waited {:?} after the release",
+        released.elapsed()
+    );
+    assert_eq!(stored_index(&group, "job"), Some(got.index()));
+    got.release().await.unwrap();
+}
+
+/// The master is killed: the sentinels promote the replica (which acknowledged the lock), and
+/// the holder's renewals and release go there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_is_followed() {
+    let mut group = SentinelGroup::start(1, 3);
+    let client = sentinel_builder(&group)
+        .replica_acks(1, Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let ttl = Duration::from_secs(8);
+    let guard = client
+        .lock("job")
+        .ttl(ttl)
+        .keep_alive(true)
+        .acquire()
+        .await
+        .unwrap();
+    let old = group.kill_master();
+    let new = group.wait_for_new_master(old);
+    assert_ne!(old, new);
+    // Acknowledged before the acquire returned, so the promoted replica has it.
+    assert_eq!(stored_index(&group, "job"), Some(guard.index()));
+    assert!(
+        renewed_on_master(&group, "job").await,
+        "no renewal reached the new master\n{}",
+        group.logs()
+    );
+    assert!(!guard.is_lost(), "{:?}", guard.lost_reason());
+    let other = sentinel_builder(&group).build().unwrap();
+    assert!(other.lock("job").try_acquire().await.unwrap().is_none());
+    guard.release().await.unwrap();
+    let again = other.lock("job").try_acquire().await.unwrap();
+    assert!(again.expect("free again").index() > 0);
+}
+
+#[test]
+fn bad_settings_are_refused() {
+    let err = Client::sentinel(Vec::<String>::new(), "svc")
+        .build()
+        .unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+    let err = Client::sentinel(["redis://127.0.0.1:1"], "")
+        .build()
+        .unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+}
