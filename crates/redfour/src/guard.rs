@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use crate::client::Client;
 use crate::error::Result;
-use crate::keys::{drift, ttl_millis};
+use crate::keys::{ttl_millis, Drift};
 use crate::lock::{
     release_in_background, ReleaseOutcome, ReleaseResponse, RenewOutcome, RenewResponse,
 };
@@ -41,6 +41,7 @@ impl fmt::Display for LeaseLost {
 /// Shared between the guard, its keep-alive task and `lost()` futures.
 struct Lease {
     deadline: Mutex<Instant>,
+    drift: Drift,
     lost: watch::Sender<Option<LeaseLost>>,
 }
 
@@ -50,7 +51,8 @@ impl Lease {
     }
 
     fn extend(&self, sent: Instant, ttl: Duration) {
-        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) = lease_deadline(sent, ttl);
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) =
+            lease_deadline(sent, ttl, self.drift);
     }
 
     fn mark_lost(&self, why: LeaseLost) {
@@ -73,16 +75,16 @@ impl Lease {
 }
 
 /// (time the acquire or renewal was sent) + ttl − drift margin, on the monotonic clock.
-pub(crate) fn lease_deadline(sent: Instant, ttl: Duration) -> Instant {
-    sent + ttl.saturating_sub(drift(ttl))
+pub(crate) fn lease_deadline(sent: Instant, ttl: Duration, drift: Drift) -> Instant {
+    sent + ttl.saturating_sub(drift.of(ttl))
 }
 
 /// Whether a lock acquired by a request sent at `sent` came back too late to be held: its
 /// lease deadline has passed already. For ttls so short that the drift margin would eat them
 /// whole (a few ms), the ttl itself is the limit.
-pub(crate) fn won_too_late(sent: Instant, ttl: Duration) -> bool {
-    let limit = if ttl > drift(ttl) * 2 {
-        lease_deadline(sent, ttl)
+pub(crate) fn won_too_late(sent: Instant, ttl: Duration, drift: Drift) -> bool {
+    let limit = if ttl > drift.of(ttl) * 2 {
+        lease_deadline(sent, ttl, drift)
     } else {
         sent + ttl
     };
@@ -144,6 +146,7 @@ impl LockGuard {
         let (lost, _) = watch::channel(None);
         let lease = Arc::new(Lease {
             deadline: Mutex::new(deadline),
+            drift: client.inner.config.drift,
             lost,
         });
         tracing::debug!(

@@ -179,9 +179,36 @@ pub(crate) fn check_index(index: i64) -> Result<()> {
     Ok(())
 }
 
-/// The local safety margin subtracted from a lease: 1% of the ttl plus 2 ms (as Redlock's).
+/// The local safety margin subtracted from a lease: a share of the ttl plus a fixed part
+/// (by default 1% + 2 ms, as Redlock's): clocks of the client and the servers may run at
+/// slightly different rates, and a lease must end here before it ends there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Drift {
+    /// Share of the ttl, in millionths.
+    pub(crate) ppm: u32,
+    pub(crate) fixed: Duration,
+}
+
+impl Default for Drift {
+    fn default() -> Self {
+        Drift {
+            ppm: 10_000,
+            fixed: Duration::from_millis(2),
+        }
+    }
+}
+
+impl Drift {
+    pub(crate) fn of(&self, ttl: Duration) -> Duration {
+        let share = ttl.as_nanos() * u128::from(self.ppm) / 1_000_000;
+        Duration::from_nanos(share.min(u128::from(u64::MAX)) as u64).saturating_add(self.fixed)
+    }
+}
+
+/// The default margin for `ttl` (1% + 2 ms).
+#[cfg(test)]
 pub(crate) fn drift(ttl: Duration) -> Duration {
-    ttl / 100 + Duration::from_millis(2)
+    Drift::default().of(ttl)
 }
 
 #[cfg(test)]
@@ -296,6 +323,8 @@ mod tests {
             let d = drift(ttl);
             prop_assert!(d >= Duration::from_millis(2));
             prop_assert!(d <= ttl / 100 + Duration::from_millis(2));
+            let custom = Drift { ppm: 50_000, fixed: Duration::ZERO }.of(ttl);
+            prop_assert!(custom <= ttl / 20 + Duration::from_nanos(1));
         }
 
         #[test]

@@ -396,7 +396,7 @@ impl Client {
         // was held up for longer than the ttl) is no lock to rely on: release it at once and
         // answer as if it were held by someone else.
         if let Ok(Attempt::Acquired { index, ttl, sent }) = &result {
-            if crate::guard::won_too_late(*sent, *ttl) {
+            if crate::guard::won_too_late(*sent, *ttl, self.inner.config.drift) {
                 tracing::warn!(
                     key,
                     index,
@@ -622,13 +622,13 @@ impl Client {
                     return Ok(Waited::Acquired {
                         index,
                         ttl,
-                        deadline: crate::guard::lease_deadline(sent, ttl),
+                        deadline: crate::guard::lease_deadline(sent, ttl, self.inner.config.drift),
                         claim: false,
                         immediate: first,
                     });
                 }
                 Ok(Attempt::HandedOver { index, pttl, sent }) => {
-                    let until = crate::guard::lease_deadline(sent, pttl);
+                    let until = crate::guard::lease_deadline(sent, pttl, self.inner.config.drift);
                     if let Some(waited) = self
                         .settle_handoff(key, index, ttl, until, force_claim)
                         .await?
@@ -677,7 +677,7 @@ impl Client {
                             tracing::debug!(key, index = handoff.index, "ignoring a stale handoff notice");
                         } else {
                             tracing::trace!(key, index = handoff.index, "the lock was handed over");
-                            let until = crate::guard::lease_deadline(last_held_sent, handoff.window);
+                            let until = crate::guard::lease_deadline(last_held_sent, handoff.window, self.inner.config.drift);
                             if let Some(waited) = self
                                 .settle_handoff(key, handoff.index, ttl, until, force_claim)
                                 .await?
@@ -745,7 +745,7 @@ impl Client {
                 Ok(Some(Waited::Acquired {
                     index,
                     ttl,
-                    deadline: crate::guard::lease_deadline(sent, ttl),
+                    deadline: crate::guard::lease_deadline(sent, ttl, self.inner.config.drift),
                     claim: false,
                     immediate: false,
                 }))
@@ -1254,17 +1254,21 @@ impl LockBuilder {
             .instrument(span)
             .await?
         {
-            Attempt::Acquired { index, ttl, sent } => Ok(Some(LockGuard::new(
-                self.client,
-                self.id,
-                key,
-                index,
-                ttl,
-                crate::guard::lease_deadline(sent, ttl),
-                true,
-                self.keep_alive,
-                false,
-            ))),
+            Attempt::Acquired { index, ttl, sent } => {
+                let deadline =
+                    crate::guard::lease_deadline(sent, ttl, self.client.inner.config.drift);
+                Ok(Some(LockGuard::new(
+                    self.client,
+                    self.id,
+                    key,
+                    index,
+                    ttl,
+                    deadline,
+                    true,
+                    self.keep_alive,
+                    false,
+                )))
+            }
             // Only a waiter with a queue token can be handed a lock.
             Attempt::Held { .. } | Attempt::HandedOver { .. } => Ok(None),
         }

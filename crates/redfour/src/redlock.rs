@@ -158,7 +158,7 @@ pub(crate) async fn attempt(
         }))
         .await;
         let took = steps.iter().filter(|ok| **ok).count();
-        if took >= quorum && !crate::guard::won_too_late(sent, ttl) {
+        if took >= quorum && !crate::guard::won_too_late(sent, ttl, client.inner.config.drift) {
             // Masters that granted but did not adopt hold a stray lock under their own index.
             for (&(i, granted), ok) in candidates.iter().zip(&steps) {
                 if !ok {

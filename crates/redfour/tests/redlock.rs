@@ -306,3 +306,32 @@ fn bad_settings_are_refused() {
             .unwrap_err();
     assert!(err.to_string().contains("takes one"), "{err}");
 }
+
+/// The drift margin is configurable: validity = ttl − elapsed − (share × ttl + fixed).
+#[tokio::test]
+async fn the_drift_margin_is_configurable() {
+    let servers = masters(3);
+    let client = Client::redlock(servers.iter().map(RedisServer::url))
+        .clock_drift(0.1, Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let guard = client
+        .lock("drift")
+        .ttl(Duration::from_secs(5))
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free");
+    let margin = Duration::from_millis(600);
+    assert!(guard.deadline() <= Instant::now() + Duration::from_secs(5) - margin);
+    assert!(guard.deadline() >= started + Duration::from_secs(5) - margin);
+    guard.release().await.unwrap();
+    for share in [-0.1, 0.5, f64::NAN] {
+        let err = Client::redlock(["redis://127.0.0.1:1"])
+            .clock_drift(share, Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert!(err.is_invalid_input(), "{share}: {err}");
+    }
+}
