@@ -24,6 +24,8 @@ fn redfour() -> Command {
     cmd.env_remove("REDIS_URL")
         .env_remove("REDFOUR_NAMESPACE")
         .env_remove("REDFOUR_TLS_CA")
+        .env_remove("REDFOUR_TOPOLOGY")
+        .env_remove("REDFOUR_SERVICE")
         .env_remove("REDFOUR_LOG")
         .stdin(Stdio::null());
     cmd
@@ -1325,4 +1327,160 @@ fn every_command_works_for_a_user_with_the_minimal_acl_rule() {
         .filter(|entry| entry.contains("locker") && !entry.contains("client|setinfo"))
         .collect();
     assert!(refused.is_empty(), "{refused:#?}");
+}
+
+// ---- topologies ---------------------------------------------------------------------------
+
+/// `redfour GLOBAL... ARGS...`
+fn cli_with(global: &[String], args: &[&str]) -> Command {
+    let mut cmd = redfour();
+    cmd.args(global).args(args);
+    cmd
+}
+
+/// `--topology NAME --url U1 --url U2 ...`
+fn topology_flags(name: &str, urls: &[String]) -> Vec<String> {
+    let mut flags = vec!["--topology".to_owned(), name.to_owned()];
+    for url in urls {
+        flags.push("--url".to_owned());
+        flags.push(url.clone());
+    }
+    flags
+}
+
+/// The one-shot commands and `run` with their exit statuses, the same on every topology.
+fn every_command_works(global: &[String]) {
+    let ran = ok(cli_with(global, &["acquire", "job", "--ttl", "10s"]));
+    ran.assert_code(0);
+    let index = ran.json()["index"].as_i64().expect("index");
+    assert!(index > 0, "{ran:?}");
+    ok(cli_with(global, &["acquire", "job", "--ttl", "10s"])).assert_code(1);
+    let held = ok(cli_with(global, &["status", "job"]));
+    held.assert_code(0);
+    assert_eq!(held.json()["index"].as_i64(), Some(index), "{held:?}");
+    ok(cli_with(
+        global,
+        &["wait", "job", "--ttl", "1s", "--wait", "200ms"],
+    ))
+    .assert_code(1);
+    let i = index.to_string();
+    ok(cli_with(
+        global,
+        &["renew", "job", "--index", &i, "--ttl", "10s"],
+    ))
+    .assert_code(0);
+    ok(cli_with(global, &["release", "job", "--index", "1"])).assert_code(1);
+    let released = ok(cli_with(global, &["release", "job", "--index", &i]));
+    released.assert_code(0);
+    assert_eq!(released.json()["result"], "released", "{released:?}");
+    let free = ok(cli_with(global, &["status", "job"]));
+    assert_eq!(free.json()["held"], false, "{free:?}");
+    let ran = ok(cli_with(
+        global,
+        &[
+            "run",
+            "job",
+            "--ttl",
+            "5s",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$REDFOUR_INDEX\"",
+        ],
+    ));
+    ran.assert_code(0);
+    let child_index: i64 = ran.stdout.trim().parse().expect("the child's index");
+    assert!(child_index > index, "{ran:?}");
+}
+
+#[test]
+fn every_command_works_on_a_cluster() {
+    let cluster = redfour_test::RedisCluster::start(3, 0);
+    every_command_works(&topology_flags("cluster", &cluster.seed_urls()[..1]));
+    // The cluster layout: the lock's keys share the hash tag {lock:job}.
+    let slot = cluster.key_slot("{lock:job}");
+    let owner = &cluster.nodes()[cluster.master_of_slot(slot)];
+    assert_eq!(owner.cmd(&["EXISTS", "{lock:job}:index"]), Value::Int(1));
+}
+
+#[test]
+fn every_command_works_with_redlock_and_a_lost_quorum_exits_69() {
+    let mut servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let flags = topology_flags("redlock", &urls);
+    every_command_works(&flags);
+    servers[0].stop();
+    ok(cli_with(&flags, &["acquire", "other", "--ttl", "5s"])).assert_code(0);
+    servers[1].stop();
+    let ran = ok(cli_with(&flags, &["acquire", "third", "--ttl", "5s"]));
+    ran.assert_code(69).assert_one_line_reason();
+    assert!(ran.stderr.contains("quorum"), "{ran:?}");
+}
+
+/// `run` holds a lock through `SENTINEL FAILOVER`: its renewals follow the master the
+/// sentinels name, the command runs to its end, and the lock is released on the new master.
+#[test]
+fn run_survives_a_sentinel_failover() {
+    let group = redfour_test::SentinelGroup::start(1, 3);
+    let mut flags = topology_flags("sentinel", &group.sentinel_urls());
+    flags.extend(["--service".to_owned(), group.service().to_owned()]);
+    flags.extend(
+        ["--replica-acks", "1", "--replica-ack-timeout", "2s"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let dir = temp();
+    let started = dir.path().join("started");
+    let done = dir.path().join("done");
+    let script = format!(
+        "echo \"$REDFOUR_INDEX\" > {s}; while [ ! -e {d} ]; do sleep 0.05; done",
+        s = path_arg(&started),
+        d = path_arg(&done)
+    );
+    let child = spawn(cli_with(
+        &flags,
+        &["run", "job", "--ttl", "4s", "--", "sh", "-c", &script],
+    ));
+    wait_for_file(&started);
+    assert!(wait_until(DEADLINE, || std::fs::read_to_string(&started)
+        .is_ok_and(|s| s.ends_with('\n'))));
+    let index = std::fs::read_to_string(&started).expect("index file");
+    let index = index.trim().to_owned();
+    let old = group.master_index();
+    let new = group.failover();
+    assert_ne!(old, new);
+    let master = group.master();
+    let stored = |m: &RedisServer| match m.cmd(&["HGET", "lock:job", "index"]) {
+        Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("the new master lost the lock: {other:?}\n{}", group.logs()),
+    };
+    assert_eq!(stored(master), index);
+    // Renewals reach the new master: its expiry moves forward.
+    let pttl = |m: &RedisServer| match m.cmd(&["PTTL", "lock:job"]) {
+        Value::Int(ms) => ms,
+        other => panic!("PTTL: {other:?}"),
+    };
+    let first = pttl(master);
+    assert!(
+        wait_until(DEADLINE, || pttl(master) > first),
+        "no renewal reached the new master\n{}",
+        group.logs()
+    );
+    std::fs::write(&done, "").expect("write the done file");
+    let ran = finish(child, DEADLINE);
+    ran.assert_code(0);
+    assert_eq!(
+        master.cmd(&["EXISTS", "lock:job"]),
+        Value::Int(0),
+        "released on the new master: {ran:?}"
+    );
+}
+
+/// The same tour on one server (`--topology standalone`, the default), which also shows that a
+/// `wait` that gives up leaves the fair queue: the release after it frees the lock instead of
+/// handing it to the process that is gone.
+#[test]
+fn every_command_works_standalone() {
+    let server = RedisServer::start();
+    every_command_works(&topology_flags("standalone", &[server.url()]));
 }

@@ -410,6 +410,11 @@ impl Registration {
         self.token.as_deref()
     }
 
+    /// The waiter left the queue itself: dropping the registration need not.
+    pub(crate) fn left(&self) {
+        self.queued.store(false, Ordering::Relaxed);
+    }
+
     /// A lock handed to this waiter, if one arrived.
     pub(crate) fn take_handoff(&self) -> Option<Handoff> {
         lock(&self.slot.handoff).take()

@@ -662,6 +662,14 @@ impl Client {
             let now = Instant::now();
             if let Some(d) = deadline {
                 if now >= d {
+                    if let Some(token) = &token {
+                        // Leave the queue now rather than from the registration's drop (a
+                        // background chore): a process that gives up and exits at once, as
+                        // the CLI's `wait` does, must not leave an entry that a release would
+                        // hand the lock to.
+                        self.leave_queue(key, token).await;
+                        registration.left();
+                    }
                     return Ok(Waited::GaveUp {
                         pttl: last_pttl,
                         waited: now - started,
@@ -764,6 +772,23 @@ impl Client {
                 Ok(None)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Takes the waiter `token` out of the lock's queue (best effort: an entry left behind
+    /// expires on the server).
+    async fn leave_queue(&self, key: &str, token: &str) {
+        let (queue, entries) = self.inner.ns.queue_keys(key);
+        let left = async {
+            let mut conn = self.connection().await?;
+            Eval::new(&self.inner.scripts().fair_leave, &[&queue, &entries])
+                .arg(token)
+                .invoke::<i64>(&mut conn)
+                .await
+                .map_err(|e| Error::from_redis(e, Some(key)))
+        };
+        if let Err(e) = left.await {
+            tracing::debug!(key, error = %e, "could not leave the queue; the entry will expire");
         }
     }
 

@@ -295,3 +295,64 @@ fn cluster_namespaces_cannot_hold_braces() {
     assert!(err.is_invalid_input(), "{err}");
     assert!(err.to_string().contains("hash tag"), "{err}");
 }
+
+/// The README's ACL rule for a cluster: the standalone rule, plus sharded pub/sub, the
+/// `{NS:` key and channel patterns, and `cluster|slots` for the cluster client's slot map.
+#[tokio::test]
+async fn a_user_with_the_documented_cluster_rule_can_do_everything() {
+    let cluster = RedisCluster::start(3, 0);
+    let rule = "resetkeys ~{lock:* resetchannels &{lock:* -@all \
+        +ping +evalsha +script|load +hmget +cluster|slots \
+        +time +type +exists +pttl +hget +hgetall +hset +hdel +hexists +pexpire +set +del \
+        +rpush +lindex +lpop +lrem +spublish +ssubscribe +sunsubscribe";
+    for node in cluster.nodes() {
+        let mut args = vec!["ACL", "SETUSER", "locker", "reset", "on", ">locker-pw"];
+        args.extend(rule.split_whitespace());
+        node.cmd(&args);
+    }
+    let urls: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| format!("redis://locker:locker-pw@127.0.0.1:{}/", n.port()))
+        .collect();
+    let holder = Client::cluster(urls.clone()).build().unwrap();
+    let waiter = Client::cluster(urls)
+        .max_poll_interval(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    holder.ping().await.unwrap();
+    let guard = holder
+        .lock("acl")
+        .ttl(Duration::from_secs(30))
+        .acquire()
+        .await
+        .unwrap();
+    assert_eq!(
+        guard.renew().await.unwrap().result,
+        redfour::RenewOutcome::Renewed
+    );
+    assert!(holder.status("acl").await.unwrap().held);
+    let w = waiter.clone();
+    let waiting =
+        tokio::spawn(async move { w.lock("acl").wait(Duration::from_secs(20)).acquire().await });
+    assert!(wait_until_async(DEADLINE, || async { waiter.waiter_registrations() == 1 }).await);
+    let released = Instant::now();
+    guard.release().await.unwrap();
+    let got = tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        released.elapsed() < Duration::from_secs(3),
+        "woken by the notice"
+    );
+    got.release().await.unwrap();
+    // Nothing was refused along the way.
+    for node in cluster.nodes() {
+        let redis::Value::Array(log) = node.cmd(&["ACL", "LOG"]) else {
+            panic!("ACL LOG");
+        };
+        assert!(log.is_empty(), "refused: {log:?}");
+    }
+}

@@ -70,6 +70,8 @@ end
 -- to its ttl), so a waiter that died after its last refresh blocks the queue for that window at
 -- most. A lock key that still exists (a release handing over) is rewritten in place rather
 -- than deleted and created again: on a cluster, a slot being migrated refuses to create keys.
+-- The previous holder's own fields go first; `index` and `acquired_at` stay until overwritten,
+-- so the key never disappears on the way.
 local function redfour_handoff(key, queue, entries, head, entry, now_us, claim_ms, index)
   redfour_take_head(queue, entries, head)
   local window = math.min(tonumber(entry.t), claim_ms)
@@ -77,23 +79,7 @@ local function redfour_handoff(key, queue, entries, head, entry, now_us, claim_m
   if type(entry.m) == 'table' then
     meta = entry.m
   end
-  local old = redis.call('HKEYS', key)
+  redis.call('HDEL', key, 'attempt', 'handoff', 'host', 'pid', 'description')
   redfour_write_holder(key, index, now_us, window, meta, 1, head)
-  if #old > 0 then
-    -- The fields of the previous holder that the new one does not set.
-    local kept = {index = true, acquired_at = true, handoff = true}
-    for i = 1, #meta, 2 do
-      kept[meta[i]] = true
-    end
-    local stale = {}
-    for _, field in ipairs(old) do
-      if not kept[field] then
-        stale[#stale + 1] = field
-      end
-    end
-    if #stale > 0 then
-      redis.call('HDEL', key, unpack(stale))
-    end
-  end
   redfour_publish(entry.c, head .. ' ' .. string.format('%d', index) .. ' ' .. window .. ' ' .. key)
 end

@@ -10,8 +10,11 @@ if stored ~= tonumber(ARGV[1]) then
 end
 local adopted = tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'index', ARGV[2])
-local current = tonumber(redis.call('GET', KEYS[2]) or '0')
-if current == nil or current < adopted then
-  redis.call('SET', KEYS[2], ARGV[2], 'KEEPTTL')
+-- Raise the counter (SET ... GET, then put a larger value back: the commands of the minimal
+-- ACL rule, no GET). The counter was just used by this master's grant, so it holds a number.
+local previous = redis.call('SET', KEYS[2], ARGV[2], 'KEEPTTL', 'GET')
+local current = tonumber(previous)
+if current ~= nil and current > adopted then
+  redis.call('SET', KEYS[2], previous, 'KEEPTTL')
 end
 return 1
