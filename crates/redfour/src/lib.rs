@@ -60,6 +60,24 @@
 //! counter is `{ns}index`, and releases are announced on the channel `{ns}-release` with the lock
 //! key as the message.
 //!
+//! # Sentinel, Cluster, Redlock
+//!
+//! The same API runs on a master watched by Redis Sentinel ([`Client::sentinel`], following
+//! failovers), on Redis Cluster ([`Client::cluster`]: every key of a lock shares the hash tag
+//! `{ns:id}`, notices on sharded pub/sub) and on independent masters with the Redlock algorithm
+//! ([`Client::redlock`]: a majority within validity = ttl − elapsed − drift). What each of them
+//! can lose in a failover, and what [`ClientBuilder::replica_acks`] narrows, is in the README's
+//! "Topologies" section; [`Topology`] names them for [`Client::builder_with_topology`].
+//!
+//! ```no_run
+//! # async fn example() -> redfour::Result<()> {
+//! let locks = redfour::Client::cluster(["redis://10.0.1.1:7000", "redis://10.0.1.2:7000"])
+//!     .build()?;
+//! let guard = locks.lock("import").acquire().await?;
+//! guard.release().await?;
+//! # Ok(()) }
+//! ```
+//!
 //! # Waiting in line
 //!
 //! By default ([`ClientBuilder::fair`]) waiters queue in FIFO order on the server, in the list

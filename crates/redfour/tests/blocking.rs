@@ -185,3 +185,24 @@ fn fair_queue_settings() {
         .build();
     assert!(refused.unwrap_err().is_invalid_input());
 }
+
+/// The blocking facade takes the other topologies too: Redlock over three masters here.
+#[test]
+fn blocking_redlock_over_three_masters() {
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let locks = Client::redlock(servers.iter().map(RedisServer::url))
+        .node_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let guard = locks.lock("sync").acquire().unwrap();
+    for server in &servers {
+        let stored = server.cmd(&["HGET", "lock:sync", "index"]);
+        assert_eq!(
+            stored,
+            redis::Value::BulkString(guard.index().to_string().into_bytes())
+        );
+    }
+    assert!(locks.lock("sync").try_acquire().unwrap().is_none());
+    guard.release().unwrap();
+    assert!(!locks.status("sync").unwrap().held);
+}

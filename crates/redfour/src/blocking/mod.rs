@@ -116,6 +116,28 @@ impl ClientBuilder {
         }
     }
 
+    /// See [`crate::ClientBuilder::replica_acks`]: `WAIT` for `replicas` acknowledgements after
+    /// each acquire. Default: 0 (no wait).
+    pub fn replica_acks(self, replicas: u32, timeout: Duration) -> Self {
+        ClientBuilder {
+            inner: self.inner.replica_acks(replicas, timeout),
+        }
+    }
+
+    /// See [`crate::ClientBuilder::node_timeout`] (Redlock). Default: 500 ms.
+    pub fn node_timeout(self, timeout: Duration) -> Self {
+        ClientBuilder {
+            inner: self.inner.node_timeout(timeout),
+        }
+    }
+
+    /// See [`crate::ClientBuilder::clock_drift`]. Default: 0.01 and 2 ms.
+    pub fn clock_drift(self, share: f64, fixed: Duration) -> Self {
+        ClientBuilder {
+            inner: self.inner.clock_drift(share, fixed),
+        }
+    }
+
     /// See [`crate::ClientBuilder::tls_root_certificates`]: trust these PEM certificate
     /// authorities, and only these, for a `rediss://` URL.
     ///
@@ -187,6 +209,67 @@ impl Client {
     pub fn builder(url: impl Into<String>) -> ClientBuilder {
         ClientBuilder {
             inner: crate::Client::builder(url),
+        }
+    }
+
+    /// A builder for a client of the given topology at these addresses; see
+    /// [`crate::Client::builder_with_topology`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use redfour::blocking::Client;
+    /// use redfour::Topology;
+    /// # fn example() -> redfour::Result<()> {
+    /// let locks = Client::builder_with_topology(
+    ///     Topology::Redlock,
+    ///     ["redis://10.0.2.1:6379", "redis://10.0.2.2:6379", "redis://10.0.2.3:6379"],
+    /// )
+    /// .build()?;
+    /// let guard = locks.lock("rotate-keys").acquire()?;
+    /// guard.release()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder_with_topology<I, S>(topology: crate::Topology, urls: I) -> ClientBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ClientBuilder {
+            inner: crate::Client::builder_with_topology(topology, urls),
+        }
+    }
+
+    /// A builder for a client that follows the master these sentinels monitor as `service`.
+    pub fn sentinel<I, S>(sentinels: I, service: impl Into<String>) -> ClientBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ClientBuilder {
+            inner: crate::Client::sentinel(sentinels, service),
+        }
+    }
+
+    /// A builder for a client of the Redis Cluster reached through these seed nodes.
+    pub fn cluster<I, S>(seeds: I) -> ClientBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ClientBuilder {
+            inner: crate::Client::cluster(seeds),
+        }
+    }
+
+    /// A builder for a Redlock client over these independent masters.
+    pub fn redlock<I, S>(masters: I) -> ClientBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ClientBuilder {
+            inner: crate::Client::redlock(masters),
         }
     }
 
