@@ -1403,6 +1403,49 @@ fn every_command_works_on_a_cluster() {
     assert_eq!(owner.cmd(&["EXISTS", "{lock:job}:index"]), Value::Int(1));
 }
 
+/// Two processes on a cluster: a `wait` in one is woken by the release of a `run` in the other
+/// (through the lock's sharded channels), long before the holder's ttl.
+#[test]
+fn a_wait_on_a_cluster_is_woken_by_another_process() {
+    let cluster = redfour_test::RedisCluster::start(3, 0);
+    let flags = topology_flags("cluster", &cluster.seed_urls());
+    let dir = temp();
+    let started = dir.path().join("started");
+    let done = dir.path().join("done");
+    let script = format!(
+        "touch {s}; while [ ! -e {d} ]; do sleep 0.05; done",
+        s = path_arg(&started),
+        d = path_arg(&done)
+    );
+    let holder = spawn(cli_with(
+        &flags,
+        &["run", "job", "--ttl", "60s", "--", "sh", "-c", &script],
+    ));
+    wait_for_file(&started);
+    let waiter = spawn(cli_with(
+        &flags,
+        &["wait", "job", "--ttl", "5s", "--wait", "30s"],
+    ));
+    // The waiter has queued (fair queue), so it is subscribed and has tried once.
+    let owner = &cluster.nodes()[cluster.master_of_slot(cluster.key_slot("{lock:job}"))];
+    assert!(
+        wait_until(DEADLINE, || owner.cmd(&["EXISTS", "{lock:job}:queue"])
+            == Value::Int(1)),
+        "the waiter never queued"
+    );
+    let released = Instant::now();
+    std::fs::write(&done, "").expect("write the done file");
+    finish(holder, DEADLINE).assert_code(0);
+    let ran = finish(waiter, DEADLINE);
+    ran.assert_code(0);
+    assert_eq!(ran.json()["success"], true, "{ran:?}");
+    assert!(
+        released.elapsed() < Duration::from_secs(5),
+        "woken {:?} after the release",
+        released.elapsed()
+    );
+}
+
 #[test]
 fn every_command_works_with_redlock_and_a_lost_quorum_exits_69() {
     let mut servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
@@ -1429,6 +1472,8 @@ fn run_survives_a_sentinel_failover() {
             .iter()
             .map(|s| s.to_string()),
     );
+    // The whole contract first, through the sentinels.
+    every_command_works(&flags);
     let dir = temp();
     let started = dir.path().join("started");
     let done = dir.path().join("done");
