@@ -291,6 +291,9 @@ impl ClientBuilder {
     /// queue lives in two more keys per lock with waiters, `{ns}-queue:{id}` and
     /// `{ns}-waiters:{id}`, which vanish when nobody waits.
     ///
+    /// [`Topology::Redlock`] has no queue (its masters cannot agree on one order): the setting
+    /// is ignored there.
+    ///
     /// Default: on.
     pub fn fair(mut self, on: bool) -> Self {
         self.config.fair = on;
