@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
-use crate::conn::{Conn, SentinelConn, SentinelShared};
+use crate::conn::{Conn, Lane, SentinelConn, SentinelShared};
 use crate::error::{Error, Result};
 use crate::hub::{FairSetup, Hub, SubSource};
 use crate::keys::{Layout, Namespace};
@@ -59,7 +59,10 @@ impl Topology {
 /// A `Client` owns two connections at most, whatever the number of locks and waiters: one
 /// multiplexed, reconnecting connection for commands, and (from the first wait on) one
 /// subscription to the namespace's release channel, shared by all waiters. Both are opened
-/// lazily, on first use; [`Client::ping`] opens the command connection eagerly.
+/// lazily, on first use; [`Client::ping`] opens the command connection eagerly. With
+/// [`replica_acks`](ClientBuilder::replica_acks) acquires use a third; with Sentinel each
+/// client also watches one sentinel for failovers; on a cluster each of these is one
+/// connection per node, and with Redlock one per master.
 ///
 /// Clones share everything; the connections close when the last clone and the last
 /// [`LockGuard`](crate::LockGuard) are gone.
@@ -84,6 +87,9 @@ pub struct Client {
 pub(crate) struct ClientInner {
     pub(crate) backend: Backend,
     conn: OnceCell<Conn>,
+    /// For acquires that wait for replica acknowledgements: `WAIT` blocks its connection, so
+    /// it does not share the one that renewals and releases use.
+    ack_conn: OnceCell<Conn>,
     pub(crate) hub: OnceCell<Hub>,
     pub(crate) ns: Namespace,
     pub(crate) config: Config,
@@ -318,8 +324,13 @@ impl ClientBuilder {
     /// replicas). Replication stays asynchronous: this narrows the window in which a failover
     /// loses a just-granted lock to the time between the grant and the acknowledgement, and
     /// a failover that promotes a replica which had not acknowledged can still lose it. A lock
-    /// handed to a queued waiter by a [fair](ClientBuilder::fair) release is acknowledged when
-    /// that waiter claims it, not before. `0` turns it off.
+    /// handed to a queued waiter by a [fair](ClientBuilder::fair) release is claimed at once
+    /// and held only once that claim is acknowledged (otherwise it is passed on). Renewals and
+    /// releases are not acknowledged.
+    ///
+    /// The script and its `WAIT` go out together on a connection of their own (so the count is
+    /// that of this very write, and `WAIT`, which blocks its connection, never holds up
+    /// renewals and releases): the client opens one more connection. `0` turns it off.
     ///
     /// Default: 0 (no wait); the timeout defaults to 100 ms.
     pub fn replica_acks(mut self, replicas: u32, timeout: Duration) -> Self {
@@ -588,6 +599,7 @@ impl ClientBuilder {
             inner: Arc::new(ClientInner {
                 backend,
                 conn: OnceCell::new(),
+                ack_conn: OnceCell::new(),
                 hub: OnceCell::new(),
                 ns,
                 config,
@@ -791,9 +803,20 @@ impl Client {
 
     /// The shared command connection, opened on first use.
     pub(crate) async fn connection(&self) -> Result<Conn> {
-        let conn = self
-            .inner
-            .conn
+        self.connection_on(Lane::Commands).await
+    }
+
+    /// The connection for acquires that `WAIT` for replicas, opened on first use.
+    pub(crate) async fn ack_connection(&self) -> Result<Conn> {
+        self.connection_on(Lane::Acks).await
+    }
+
+    async fn connection_on(&self, lane: Lane) -> Result<Conn> {
+        let cell = match lane {
+            Lane::Commands => &self.inner.conn,
+            Lane::Acks => &self.inner.ack_conn,
+        };
+        let conn = cell
             .get_or_try_init(|| async {
                 let config = &self.inner.config;
                 let opened = match &self.inner.backend {
@@ -813,6 +836,7 @@ impl Client {
                         shared.watch_failovers();
                         Ok(Conn::Sentinel(SentinelConn {
                             shared: shared.clone(),
+                            lane,
                         }))
                     }
                     Backend::Cluster { client, .. } => {

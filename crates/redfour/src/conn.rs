@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
 use redis::sentinel::SentinelClient;
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
@@ -52,30 +52,42 @@ impl ConnectionLike for Conn {
 }
 
 impl Conn {
-    /// `WAIT replicas timeout` on the master that holds `key` (on a cluster, the master of the
-    /// key's slot): how many replicas acknowledged every write made so far on this connection
-    /// to that master.
-    pub(crate) async fn wait_replicas(
+    /// Runs `cmd` and then `WAIT replicas timeout` as one pipeline, so that both go over the
+    /// same connection to the master that holds `key` (on a cluster, the master of the key's
+    /// slot): the answer counts the replicas that acknowledged that very write. Returns `cmd`'s
+    /// reply (an error reply as an `Err`) and the count.
+    pub(crate) async fn query_then_wait(
         &mut self,
+        cmd: &Cmd,
         key: &str,
         replicas: u32,
         timeout: Duration,
-    ) -> RedisResult<i64> {
-        let mut cmd = redis::cmd("WAIT");
-        cmd.arg(replicas).arg(timeout.as_millis() as u64);
-        match self {
+    ) -> RedisResult<(Value, i64)> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd.clone());
+        pipe.cmd("WAIT")
+            .arg(replicas)
+            .arg(timeout.as_millis() as u64);
+        let replies = match self {
             Conn::Cluster(c) => {
                 let route = Route::with_key(key.as_bytes(), SlotAddr::Master);
-                let reply = c
-                    .route_command(
-                        cmd,
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
-                    )
-                    .await?;
-                Ok(redis::from_redis_value(reply)?)
+                c.route_pipeline(pipe, 0, 2, SingleNodeRoutingInfo::SpecificNode(route))
+                    .await?
             }
-            other => cmd.query_async(other).await,
-        }
+            other => other.req_packed_commands(&pipe, 0, 2).await?,
+        };
+        let mut replies = replies.into_iter();
+        let (Some(reply), Some(acked)) = (replies.next(), replies.next()) else {
+            return Err(RedisError::from((
+                redis::ErrorKind::Parse,
+                "a pipeline of two commands answered fewer replies",
+            )));
+        };
+        let reply = match reply {
+            Value::ServerError(e) => return Err(e.into()),
+            other => other,
+        };
+        Ok((reply, redis::from_redis_value(acked)?))
     }
 }
 
@@ -85,6 +97,16 @@ impl Conn {
 #[derive(Clone)]
 pub(crate) struct SentinelConn {
     pub(crate) shared: Arc<SentinelShared>,
+    /// Which of the shared connections this handle uses (see [`Lane`]).
+    pub(crate) lane: Lane,
+}
+
+/// The two command connections of a client: the shared one, and one for acquires that wait
+/// for replica acknowledgements (`WAIT` blocks its connection).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lane {
+    Commands = 0,
+    Acks = 1,
 }
 
 pub(crate) struct SentinelShared {
@@ -97,7 +119,7 @@ pub(crate) struct SentinelShared {
     watcher: Mutex<Option<tokio::task::AbortHandle>>,
     /// The connection in use and its generation (so that a failure on an old connection does
     /// not throw away a newer one).
-    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    current: [Mutex<Option<(u64, MultiplexedConnection)>>; 2],
     generation: AtomicU64,
     config: AsyncConnectionConfig,
     retries: usize,
@@ -120,7 +142,7 @@ impl SentinelShared {
             sentinels,
             switches: tokio::sync::watch::channel(0).0,
             watcher: Mutex::new(None),
-            current: Mutex::new(None),
+            current: [Mutex::new(None), Mutex::new(None)],
             generation: AtomicU64::new(0),
             config: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(connect_timeout))
@@ -153,11 +175,14 @@ impl SentinelShared {
 
     /// Forgets the current connection, so that the next command asks the sentinels again.
     pub(crate) fn forget(&self) {
-        *lock(&self.current) = None;
+        for current in &self.current {
+            *lock(current) = None;
+        }
     }
 
-    async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
-        if let Some(current) = lock(&self.current).clone() {
+    async fn connection(&self, lane: Lane) -> RedisResult<(u64, MultiplexedConnection)> {
+        let slot = &self.current[lane as usize];
+        if let Some(current) = lock(slot).clone() {
             return Ok(current);
         }
         let mut delay = Duration::from_millis(100);
@@ -173,7 +198,7 @@ impl SentinelShared {
             match found {
                 Ok(conn) => {
                     let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-                    let mut current = lock(&self.current);
+                    let mut current = lock(slot);
                     // Another caller may have connected meanwhile: keep one connection.
                     if let Some(existing) = current.clone() {
                         return Ok(existing);
@@ -192,14 +217,14 @@ impl SentinelShared {
         }
     }
 
-    fn after_error(&self, generation: u64, err: &RedisError) {
+    fn after_error(&self, lane: Lane, generation: u64, err: &RedisError) {
         let moved = err.is_io_error()
             || err.is_connection_dropped()
             || err.is_connection_refusal()
             || err.is_timeout()
             || matches!(err.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"));
         if moved {
-            let mut current = lock(&self.current);
+            let mut current = lock(&self.current[lane as usize]);
             if current.as_ref().is_some_and(|(g, _)| *g == generation) {
                 tracing::debug!(service = %self.service, error = %err, "master connection failed; asking the sentinels at the next command");
                 *current = None;
@@ -215,6 +240,9 @@ impl Drop for SentinelShared {
         }
     }
 }
+
+/// How often the `+switch-master` watcher checks that its sentinel still answers.
+const SENTINEL_PING_EVERY: Duration = Duration::from_secs(5);
 
 /// Listens to the sentinels' `+switch-master` announcements (one sentinel at a time, the next
 /// one when it goes away): at a failover of this service, commands and subscriptions move to
@@ -239,8 +267,28 @@ async fn watch_switches(shared: std::sync::Weak<SentinelShared>) {
         match tokio::time::timeout(Duration::from_secs(2), subscribed).await {
             Ok(Ok(pubsub)) => {
                 backoff = Duration::from_millis(100);
-                let mut messages = pubsub.into_on_message();
-                while let Some(msg) = messages.next().await {
+                let (mut sink, mut messages) = pubsub.split();
+                loop {
+                    // A sentinel that stops answering (a partition) would leave this watch
+                    // silent forever: ping it now and then, and move on to the next one.
+                    let msg = tokio::select! {
+                        msg = messages.next() => msg,
+                        () = tokio::time::sleep(SENTINEL_PING_EVERY) => {
+                            let pong = tokio::time::timeout(
+                                Duration::from_secs(2),
+                                sink.ping::<redis::Value>(),
+                            )
+                            .await;
+                            if matches!(pong, Ok(Ok(_))) {
+                                continue;
+                            }
+                            tracing::debug!(sentinel = %info.addr(), "the sentinel stopped answering; watching the next one");
+                            break;
+                        }
+                    };
+                    let Some(msg) = msg else {
+                        break;
+                    };
                     let Some(shared) = shared.upgrade() else {
                         return;
                     };
@@ -272,10 +320,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl ConnectionLike for SentinelConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let (generation, mut conn) = self.shared.connection().await?;
+            let (generation, mut conn) = self.shared.connection(self.lane).await?;
             let reply = conn.req_packed_command(cmd).await;
             if let Err(e) = &reply {
-                self.shared.after_error(generation, e);
+                self.shared.after_error(self.lane, generation, e);
             }
             reply
         })
@@ -288,10 +336,10 @@ impl ConnectionLike for SentinelConn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let (generation, mut conn) = self.shared.connection().await?;
+            let (generation, mut conn) = self.shared.connection(self.lane).await?;
             let reply = conn.req_packed_commands(pipeline, offset, count).await;
             if let Err(e) = &reply {
-                self.shared.after_error(generation, e);
+                self.shared.after_error(self.lane, generation, e);
             }
             reply
         })

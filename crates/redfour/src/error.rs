@@ -147,6 +147,12 @@ impl Error {
             (RK::Io | RK::AuthenticationFailed | RK::ClusterConnectionNotFound, _) => {
                 (ErrorKind::Unavailable, "cannot reach redis".to_owned())
             }
+            // Between a master's failure and its replacement's promotion, the sentinels name
+            // no usable master.
+            (RK::MasterNameNotFoundBySentinel | RK::NoValidReplicasFoundBySentinel, _) => (
+                ErrorKind::Unavailable,
+                "the sentinels name no reachable master for the service right now".to_owned(),
+            ),
             _ if err.is_connection_refusal()
                 || err.is_connection_dropped()
                 || err.is_io_error() =>

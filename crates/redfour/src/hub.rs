@@ -531,6 +531,15 @@ async fn run(
     let mut use_resp3 = true;
     let mut backoff = Duration::from_millis(25);
     loop {
+        // A failover the sentinels announce ends the session: subscribe at the new master.
+        // Watched from before the master is looked up, so that a switch meanwhile counts.
+        let mut switched = match &target {
+            Target::Sentinel(sentinel) => {
+                sentinel.watch_failovers();
+                Some(sentinel.switches())
+            }
+            Target::Fixed(_) => None,
+        };
         let client = match &target {
             Target::Fixed(client) => Ok(client.clone()),
             Target::Sentinel(sentinel) => {
@@ -543,18 +552,9 @@ async fn run(
                 }
             }
         };
-        // A failover the sentinels announce ends the session: subscribe at the new master.
-        let mut switched = match &target {
-            Target::Sentinel(sentinel) => {
-                sentinel.watch_failovers();
-                Some(sentinel.switches())
-            }
-            Target::Fixed(_) => None,
-        };
         let moved = async {
             match &mut switched {
                 Some(switches) => {
-                    switches.borrow_and_update();
                     if switches.changed().await.is_err() {
                         std::future::pending::<()>().await;
                     }
@@ -824,8 +824,11 @@ async fn run_cluster(
                 }
                 redis::PushKind::SSubscribe => {
                     if let Some(key) = key.and_then(|k| std::str::from_utf8(k).ok()) {
-                        lock(&shared.ready).insert(key.into());
-                        shared.wake_key(key.as_bytes());
+                        let wanted = lock(&shared.waiters).by_key.contains_key(key.as_bytes());
+                        if wanted {
+                            lock(&shared.ready).insert(key.into());
+                            shared.wake_key(key.as_bytes());
+                        }
                     }
                 }
                 redis::PushKind::SUnsubscribe => {
@@ -879,34 +882,40 @@ async fn run_cluster(
         };
         match order {
             SubChange::Subscribe(key) => {
-                let mut backoff = Duration::from_millis(25);
-                loop {
-                    if !lock(&hub.waiters).by_key.contains_key(key.as_bytes()) {
-                        break;
+                if !lock(&hub.waiters).by_key.contains_key(key.as_bytes()) {
+                    continue;
+                }
+                let subscribed = tokio::time::timeout(
+                    connect_timeout,
+                    conn.ssubscribe(&sharded_channels(&key)[..]),
+                )
+                .await;
+                match subscribed {
+                    Ok(Ok(())) => {
+                        lock(&hub.ready).insert(key.clone());
+                        hub.wake_key(key.as_bytes());
                     }
-                    let subscribed = tokio::time::timeout(
-                        connect_timeout,
-                        conn.ssubscribe(&sharded_channels(&key)[..]),
-                    )
-                    .await;
-                    match subscribed {
-                        Ok(Ok(())) => {
-                            lock(&hub.ready).insert(key.clone());
-                            hub.wake_key(key.as_bytes());
-                            break;
+                    failed => {
+                        match failed {
+                            Ok(Err(e)) => {
+                                tracing::warn!(key = &*key, error = %e, "cannot subscribe to the lock's channels; retrying")
+                            }
+                            _ => {
+                                tracing::warn!(
+                                    key = &*key,
+                                    "subscribing to the lock's channels timed out; retrying"
+                                )
+                            }
                         }
-                        Ok(Err(e)) => {
-                            tracing::warn!(key = &*key, error = %e, "cannot subscribe to the lock's channels; retrying")
-                        }
-                        Err(_) => {
-                            tracing::warn!(
-                                key = &*key,
-                                "subscribing to the lock's channels timed out; retrying"
-                            )
+                        // Retried later from the queue of orders, so that one unreachable
+                        // slot does not hold up the subscriptions of every other lock.
+                        if let Some(orders) = hub.sharded.clone() {
+                            tokio::spawn(async move {
+                                tokio::time::sleep(Duration::from_millis(250)).await;
+                                let _ = orders.send(SubChange::Subscribe(key));
+                            });
                         }
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
             SubChange::Unsubscribe(key) => {

@@ -420,42 +420,6 @@ impl Client {
                     holder: Some(*index),
                 });
             }
-            let replicas = self.inner.config.replica_acks;
-            if replicas > 0 {
-                // Armed while the acknowledgement is awaited: a dropped future or a failure
-                // releases the lock by the attempt's id.
-                in_flight.armed = true;
-                let timeout = self.inner.config.replica_ack_timeout;
-                let mut conn = self.connection().await?;
-                let acked = conn
-                    .wait_replicas(key, replicas, timeout)
-                    .await
-                    .map_err(|e| Error::from_redis(e, Some(key)))?;
-                if acked < i64::from(replicas) {
-                    tracing::warn!(
-                        key,
-                        index,
-                        acked,
-                        replicas,
-                        "an acquire was not acknowledged by enough replicas; releasing it"
-                    );
-                    match self.release_key(key, *index).await {
-                        Ok(_) => in_flight.armed = false,
-                        Err(e) => {
-                            tracing::warn!(key, index, error = %e, "cannot release an unacknowledged lock; cleaning up in the background");
-                        }
-                    }
-                    return Err(Error::new(
-                        ErrorKind::NotReplicated,
-                        format!(
-                            "the acquire was acknowledged by {acked} of the {replicas} replicas asked for within {} ms; the lock was released",
-                            timeout.as_millis()
-                        ),
-                    )
-                    .with_key(key));
-                }
-                in_flight.armed = false;
-            }
         }
         result
     }
@@ -516,14 +480,29 @@ impl Client {
             inv.arg("description").arg(&**desc);
         }
         let sent = Instant::now();
-        let reply: Vec<i64> = inv.invoke(&mut conn).await.map_err(|e| {
+        let map_err = |e| {
             let err = Error::from_redis(e, Some(key));
             if err.is_corrupt_data() && err.message().contains("counter") {
                 err.with_key(inner.ns.counter(key).into_owned())
             } else {
                 err
             }
-        })?;
+        };
+        let replicas = inner.config.replica_acks;
+        let (reply, acked): (Vec<i64>, Option<i64>) = if replicas > 0 {
+            // The script and `WAIT` go out together on one connection (the acknowledgement
+            // then counts this very write), the connection kept for such acquires: `WAIT`
+            // blocks it, and renewals and releases must not queue behind it.
+            drop(conn);
+            let mut acks = self.ack_connection().await?;
+            let (reply, acked) = inv
+                .invoke_then_wait(&mut acks, key, replicas, inner.config.replica_ack_timeout)
+                .await
+                .map_err(map_err)?;
+            (reply, Some(acked))
+        } else {
+            (inv.invoke(&mut conn).await.map_err(map_err)?, None)
+        };
         let (won, index, ttl) = match reply[..] {
             [won, index, ttl, ..] => (won, index, ttl),
             _ => {
@@ -544,6 +523,30 @@ impl Client {
             ttl_ms = ttl.as_millis() as u64,
             "acquire attempt"
         );
+        if let (1, Some(acked)) = (won, acked) {
+            if acked < i64::from(replicas) {
+                tracing::warn!(
+                    key,
+                    index,
+                    acked,
+                    replicas,
+                    "an acquire was not acknowledged by enough replicas; releasing it"
+                );
+                // If this release fails or is cut off, the caller's attempt cleanup (armed for
+                // this transient error) releases the lock by the attempt's id.
+                if let Err(e) = self.release_key(key, index).await {
+                    tracing::warn!(key, index, error = %e, "cannot release an unacknowledged lock; cleaning up in the background");
+                }
+                return Err(Error::new(
+                    ErrorKind::NotReplicated,
+                    format!(
+                        "the acquire was acknowledged by {acked} of the {replicas} replicas asked for within {} ms; the lock was released",
+                        inner.config.replica_ack_timeout.as_millis()
+                    ),
+                )
+                .with_key(key));
+            }
+        }
         Ok(match won {
             1 => Attempt::Acquired { index, ttl, sent },
             2 => Attempt::HandedOver {
@@ -726,8 +729,11 @@ impl Client {
         // to a poll interval older than the handoff: when that leaves less than half the ttl
         // (or nothing), claim the full ttl, as for a ttl longer than the claim window.
         let remaining = until.saturating_duration_since(Instant::now());
-        let claim = ttl > self.inner.config.claim_window || remaining < ttl / 2;
-        if !claim || (!force_claim && remaining >= Duration::from_millis(50)) {
+        // With replica acknowledgements, a handed-over lock (written by the releaser) is held
+        // only once its claim was acknowledged: claim it now, whatever the ttl.
+        let acks = self.inner.config.replica_acks > 0;
+        let claim = ttl > self.inner.config.claim_window || remaining < ttl / 2 || acks;
+        if !claim || (!force_claim && !acks && remaining >= Duration::from_millis(50)) {
             return Ok(Some(Waited::Acquired {
                 index,
                 ttl,
@@ -746,7 +752,12 @@ impl Client {
             armed: true,
         };
         let sent = Instant::now();
-        let claimed = self.renew_key(key, index, ttl.as_millis() as u64).await;
+        let ttl_ms = ttl.as_millis() as u64;
+        let claimed = if acks {
+            self.renew_acknowledged(key, index, ttl_ms).await
+        } else {
+            self.renew_key(key, index, ttl_ms).await
+        };
         match claimed {
             Ok(RenewOutcome::Renewed) => {
                 unclaimed.armed = false;
@@ -865,13 +876,48 @@ impl Client {
             return crate::redlock::renew(nodes, quorum, key, index, ttl_ms).await;
         }
         let mut conn = self.connection().await?;
-        let (ok, word, _idx, _extra): (i64, String, i64, i64) =
-            Eval::new(&self.inner.scripts().renew, &[key])
-                .arg(index)
-                .arg(ttl_ms)
-                .invoke(&mut conn)
-                .await
-                .map_err(|e| Error::from_redis(e, Some(key)))?;
+        let reply = Eval::new(&self.inner.scripts().renew, &[key])
+            .arg(index)
+            .arg(ttl_ms)
+            .invoke(&mut conn)
+            .await
+            .map_err(|e| Error::from_redis(e, Some(key)))?;
+        Self::renew_outcome(key, reply)
+    }
+
+    /// A renewal followed by `WAIT` for the configured replicas on the acknowledgement
+    /// connection: `NotReplicated` (transient) when fewer acknowledged it in time.
+    async fn renew_acknowledged(&self, key: &str, index: i64, ttl_ms: u64) -> Result<RenewOutcome> {
+        let config = &self.inner.config;
+        let mut conn = self.ack_connection().await?;
+        let (reply, acked) = Eval::new(&self.inner.scripts().renew, &[key])
+            .arg(index)
+            .arg(ttl_ms)
+            .invoke_then_wait(
+                &mut conn,
+                key,
+                config.replica_acks,
+                config.replica_ack_timeout,
+            )
+            .await
+            .map_err(|e| Error::from_redis(e, Some(key)))?;
+        let outcome = Self::renew_outcome(key, reply)?;
+        if outcome == RenewOutcome::Renewed && acked < i64::from(config.replica_acks) {
+            return Err(Error::new(
+                ErrorKind::NotReplicated,
+                format!(
+                    "the claim of a handed-over lock was acknowledged by {acked} of the {} replicas asked for",
+                    config.replica_acks
+                ),
+            )
+            .with_key(key));
+        }
+        Ok(outcome)
+    }
+
+    /// The outcome in a renew script's reply.
+    fn renew_outcome(key: &str, reply: (i64, String, i64, i64)) -> Result<RenewOutcome> {
+        let (ok, word, _idx, _extra) = reply;
         match (ok, word.as_str()) {
             (1, "renewed") => Ok(RenewOutcome::Renewed),
             (0, "missing") => Ok(RenewOutcome::Missing),

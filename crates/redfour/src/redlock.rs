@@ -54,8 +54,21 @@ where
     .await
 }
 
-/// The error for too few masters answering.
-fn quorum_lost(answered: usize, nodes: usize, quorum: usize, errors: Vec<Error>) -> Error {
+/// The error for too few masters answering: a master's own error when it is not a fault of
+/// reaching it (foreign data at the key, a command refused), which no retry mends, else
+/// "quorum lost".
+fn quorum_lost(answered: usize, nodes: usize, quorum: usize, mut errors: Vec<Error>) -> Error {
+    let lasting = errors
+        .iter()
+        .position(Error::is_corrupt_data)
+        .or_else(|| errors.iter().position(|e| !e.is_transient()));
+    if let Some(i) = lasting {
+        return errors.swap_remove(i);
+    }
+    unreachable_quorum(answered, nodes, quorum, errors)
+}
+
+fn unreachable_quorum(answered: usize, nodes: usize, quorum: usize, errors: Vec<Error>) -> Error {
     let err = Error::new(
         ErrorKind::Unavailable,
         format!(

@@ -50,6 +50,34 @@ impl Eval {
     }
 }
 
+impl Eval {
+    /// Runs the script and then `WAIT replicas timeout` on the same connection (see
+    /// [`Conn::query_then_wait`](crate::conn::Conn::query_then_wait)), reloading the script on
+    /// `NOSCRIPT`. Returns the script's reply and how many replicas acknowledged it.
+    pub(crate) async fn invoke_then_wait<T: FromRedisValue>(
+        &self,
+        conn: &mut crate::conn::Conn,
+        key: &str,
+        replicas: u32,
+        timeout: std::time::Duration,
+    ) -> RedisResult<(T, i64)> {
+        let (reply, acked) = match conn
+            .query_then_wait(&self.cmd, key, replicas, timeout)
+            .await
+        {
+            Err(err)
+                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                self.script.load_async(conn).await?;
+                conn.query_then_wait(&self.cmd, key, replicas, timeout)
+                    .await?
+            }
+            other => other?,
+        };
+        Ok((redis::from_redis_value(reply)?, acked))
+    }
+}
+
 /// A script made of shared Lua functions followed by its own body.
 macro_rules! script {
     ($($part:literal),+) => {

@@ -335,3 +335,31 @@ async fn the_drift_margin_is_configurable() {
         assert!(err.is_invalid_input(), "{share}: {err}");
     }
 }
+
+/// Foreign data at the key on the masters is `CorruptData`, not a retryable quorum loss: a
+/// wait does not spin on it.
+#[tokio::test]
+async fn foreign_data_is_corrupt_data_not_a_lost_quorum() {
+    let servers = masters(3);
+    for server in &servers {
+        server.cmd(&["SET", "lock:job", "not a lock"]);
+    }
+    let client = client_of(&servers);
+    let err = client.lock("job").try_acquire().await.unwrap_err();
+    assert!(err.is_corrupt_data(), "{err:?}");
+    let started = Instant::now();
+    let err = client
+        .lock("job")
+        .wait(Duration::from_secs(5))
+        .acquire()
+        .await
+        .unwrap_err();
+    assert!(err.is_corrupt_data(), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    for server in &servers {
+        assert_eq!(
+            text(server, &["GET", "lock:job"]).as_deref(),
+            Some("not a lock")
+        );
+    }
+}

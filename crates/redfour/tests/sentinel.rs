@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{value_text, DEADLINE};
 use redfour::Client;
-use redfour_test::{wait_until_async, SentinelGroup};
+use redfour_test::{wait_until_async, RedisServer, SentinelGroup};
 
 fn sentinel_builder(group: &SentinelGroup) -> redfour::ClientBuilder {
     Client::sentinel(group.sentinel_urls(), group.service())
@@ -178,6 +178,106 @@ async fn a_killed_master_is_followed() {
     guard.release().await.unwrap();
     let again = other.lock("job").try_acquire().await.unwrap();
     assert!(again.expect("free again").index() > 0);
+}
+
+/// A waiter that waits through the death of the master (while the sentinels name none, their
+/// answer is a transient error) gets the lock from the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_waits_through_a_killed_master() {
+    let mut group = SentinelGroup::start(1, 3);
+    let holder = sentinel_builder(&group)
+        .replica_acks(1, Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let waiter = sentinel_builder(&group)
+        .max_poll_interval(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let guard = holder
+        .lock("job")
+        .ttl(Duration::from_secs(8))
+        .keep_alive(true)
+        .acquire()
+        .await
+        .unwrap();
+    let w = waiter.clone();
+    let waiting =
+        tokio::spawn(async move { w.lock("job").wait(Duration::from_secs(60)).acquire().await });
+    assert!(wait_until_async(DEADLINE, || async { waiter.waiter_registrations() == 1 }).await);
+    let old = group.kill_master();
+    group.wait_for_new_master(old);
+    assert!(
+        !waiting.is_finished(),
+        "the waiter ended: {:?}",
+        waiting.await
+    );
+    guard.release().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("the waiter got the lock")
+        .unwrap()
+        .expect("acquired after the failover");
+    assert_eq!(stored_index(&group, "job"), Some(got.index()));
+}
+
+/// With `replica_acks`, a lock handed to a waiter by a fair release counts only once its claim
+/// was acknowledged: without a replica, the waiter never gets it (it is passed on), and the
+/// acknowledgement's `WAIT` does not hold up the client's other commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_cover_handoffs_and_do_not_block_other_commands() {
+    let server = RedisServer::start();
+    let plain = common::client(&server);
+    let acked = common::builder(&server)
+        .fair(true)
+        .replica_acks(1, Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    // An acquire waiting for an acknowledgement that cannot come...
+    let a = acked.clone();
+    let blocked = tokio::spawn(async move { a.lock("other").try_acquire().await });
+    assert!(
+        wait_until_async(DEADLINE, || async {
+            common::text(&server, &["INFO", "clients"])
+                .is_some_and(|info| info.contains("blocked_clients:1"))
+        })
+        .await,
+        "the acquire never waited"
+    );
+    // ...does not hold up a status on the same client.
+    let started = Instant::now();
+    assert!(!acked.status("unrelated").await.unwrap().held);
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
+    let err = blocked.await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), redfour::ErrorKind::NotReplicated, "{err}");
+
+    // A handoff to a waiter that asks for acknowledgements is not a lock until acknowledged.
+    let guard = plain
+        .lock("job")
+        .ttl(Duration::from_secs(30))
+        .acquire()
+        .await
+        .unwrap();
+    let a = acked.clone();
+    let waiting =
+        tokio::spawn(async move { a.lock("job").wait(Duration::from_secs(3)).acquire().await });
+    assert!(wait_until_async(DEADLINE, || async { acked.waiter_registrations() == 1 }).await);
+    guard.release().await.unwrap();
+    let result = waiting.await.unwrap();
+    assert!(
+        result.is_err(),
+        "acquired without an acknowledgement: {result:?}"
+    );
+    assert!(
+        wait_until_async(DEADLINE, || async {
+            !plain.status("job").await.unwrap().held
+        })
+        .await,
+        "the unacknowledged handoff was not passed on"
+    );
 }
 
 #[test]
