@@ -5,11 +5,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{fair_mode, value_text, DEADLINE};
+use common::{fair_mode, hand_over, spawn_waiter, value_text, Contenders, DEADLINE};
 use redfour::Client;
 use redfour_test::{wait_until_async, RedisCluster};
 
@@ -91,28 +89,8 @@ async fn waiters_in_other_clients_are_woken_on_each_slot() {
             .acquire()
             .await
             .unwrap();
-        let w = waiter.clone();
-        let id_owned = id.to_owned();
-        let waiting = tokio::spawn(async move {
-            w.lock(id_owned)
-                .ttl(Duration::from_secs(5))
-                .wait(Duration::from_secs(20))
-                .acquire()
-                .await
-        });
-        assert!(
-            wait_until_async(DEADLINE, || async { waiter.waiter_registrations() == 1 }).await,
-            "the waiter never registered"
-        );
-        // Registered and subscribed: the waiter tried once, after its channels were up.
-        let released = Instant::now();
-        guard.release().await.unwrap();
-        let got = tokio::time::timeout(DEADLINE, waiting)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let took = released.elapsed();
+        let waiting = spawn_waiter(&waiter, id, Duration::from_secs(20)).await;
+        let (got, took) = hand_over(guard, waiting).await;
         assert!(took < Duration::from_secs(3), "{id}: woken after {took:?}");
         got.release().await.unwrap();
         assert!(wait_until_async(DEADLINE, || async { waiter.waiter_registrations() == 0 }).await);
@@ -129,47 +107,11 @@ async fn a_busy_lock_survives_resharding() {
     let slot = cluster.key_slot(key);
     let source = cluster.master_of_slot(slot);
     let target = (source + 1) % 3;
-    let inside = Arc::new(AtomicBool::new(false));
-    let rounds = Arc::new(AtomicUsize::new(0));
-    let last = Arc::new(Mutex::new(0_i64));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..3 {
-        let client = cluster_client(&cluster);
-        let (inside, rounds, last, stop) =
-            (inside.clone(), rounds.clone(), last.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let guard = client
-                    .lock("busy")
-                    .ttl(Duration::from_secs(5))
-                    .wait(Duration::from_secs(30))
-                    .acquire()
-                    .await
-                    .expect("acquired");
-                assert!(!inside.swap(true, Ordering::SeqCst), "two holders at once");
-                {
-                    let mut last = last.lock().unwrap();
-                    assert!(guard.index() > *last, "{} after {}", guard.index(), *last);
-                    *last = guard.index();
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                inside.store(false, Ordering::SeqCst);
-                guard.release().await.expect("released");
-                rounds.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    let before = |n: usize| {
-        let rounds = rounds.clone();
-        async move {
-            wait_until_async(Duration::from_secs(30), || async {
-                rounds.load(Ordering::Relaxed) >= n
-            })
-            .await
-        }
-    };
-    assert!(before(20).await, "no progress before the migration");
+    let contenders = Contenders::start((0..3).map(|_| cluster_client(&cluster)).collect(), "busy");
+    assert!(
+        contenders.progress(20, Duration::from_secs(30)).await,
+        "no progress before the migration"
+    );
     // As `redis-cli --cluster reshard` does: mark the slot, move its keys, hand the slot over,
     // all while the contenders run. Meanwhile a script whose keys are split between the nodes,
     // or missing on the importing node, gets TRYAGAIN (or ASK) and is retried.
@@ -177,18 +119,11 @@ async fn a_busy_lock_survives_resharding() {
     migration.move_keys();
     migration.finish();
     assert_eq!(cluster.master_of_slot(slot), target);
-    let finished = rounds.load(Ordering::Relaxed);
     assert!(
-        before(finished + 20).await,
+        contenders.progress(20, Duration::from_secs(30)).await,
         "no progress after the migration"
     );
-    stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        tokio::time::timeout(Duration::from_secs(30), task)
-            .await
-            .expect("contenders finish")
-            .unwrap();
-    }
+    contenders.stop().await;
     // The lock's keys live on the new master now.
     let queued = cluster.nodes()[target].cmd(&["EXISTS", "{lock:busy}:index"]);
     assert_eq!(queued, redis::Value::Int(1));
@@ -205,18 +140,9 @@ async fn a_busy_lock_survives_resharding() {
         .acquire()
         .await
         .unwrap();
-    let w = waiter.clone();
-    let waiting =
-        tokio::spawn(async move { w.lock("busy").wait(Duration::from_secs(20)).acquire().await });
-    assert!(wait_until_async(DEADLINE, || async { waiter.waiter_registrations() == 1 }).await);
-    let released = Instant::now();
-    guard.release().await.unwrap();
-    let _got = tokio::time::timeout(DEADLINE, waiting)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(released.elapsed() < Duration::from_secs(3));
+    let waiting = spawn_waiter(&waiter, "busy", Duration::from_secs(20)).await;
+    let (_got, took) = hand_over(guard, waiting).await;
+    assert!(took < Duration::from_secs(3), "woken after {took:?}");
 }
 
 /// `CLUSTER FAILOVER` of the master that holds a lock (acknowledged by its replica first):
@@ -332,20 +258,11 @@ async fn a_user_with_the_documented_cluster_rule_can_do_everything() {
         redfour::RenewOutcome::Renewed
     );
     assert!(holder.status("acl").await.unwrap().held);
-    let w = waiter.clone();
-    let waiting =
-        tokio::spawn(async move { w.lock("acl").wait(Duration::from_secs(20)).acquire().await });
-    assert!(wait_until_async(DEADLINE, || async { waiter.waiter_registrations() == 1 }).await);
-    let released = Instant::now();
-    guard.release().await.unwrap();
-    let got = tokio::time::timeout(DEADLINE, waiting)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let waiting = spawn_waiter(&waiter, "acl", Duration::from_secs(20)).await;
+    let (got, took) = hand_over(guard, waiting).await;
     assert!(
-        released.elapsed() < Duration::from_secs(3),
-        "woken by the notice"
+        took < Duration::from_secs(3),
+        "woken by the notice, after {took:?}"
     );
     got.release().await.unwrap();
     // Nothing was refused along the way.

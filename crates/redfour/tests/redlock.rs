@@ -4,13 +4,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{int, text, DEADLINE};
+use common::{hand_over, int, spawn_waiter, text, Contenders};
 use redfour::Client;
-use redfour_test::{wait_until_async, Proxy, RedisServer};
+use redfour_test::{Proxy, RedisServer};
 
 fn masters(n: usize) -> Vec<RedisServer> {
     (0..n).map(|_| RedisServer::start()).collect()
@@ -220,32 +218,9 @@ async fn waiters_are_woken_by_a_release() {
         .acquire()
         .await
         .unwrap();
-    let watch = waiter.clone();
-    let waiting = tokio::spawn(async move {
-        waiter
-            .lock("wake")
-            .ttl(Duration::from_secs(5))
-            .wait(Duration::from_secs(20))
-            .acquire()
-            .await
-    });
-    // The waiter is registered (and has tried once) before the release.
-    assert!(
-        wait_until_async(DEADLINE, || async { watch.waiter_registrations() == 1 }).await,
-        "the waiter never registered"
-    );
-    let released_at = Instant::now();
-    guard.release().await.unwrap();
-    let got = tokio::time::timeout(DEADLINE, waiting)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(
-        released_at.elapsed() < Duration::from_secs(3),
-        "woken after {:?}",
-        released_at.elapsed()
-    );
+    let waiting = spawn_waiter(&waiter, "wake", Duration::from_secs(20)).await;
+    let (got, took) = hand_over(guard, waiting).await;
+    assert!(took < Duration::from_secs(3), "woken after {took:?}");
     assert!(!got.acquired_immediately());
 }
 
@@ -253,42 +228,12 @@ async fn waiters_are_woken_by_a_release() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contention_keeps_exclusion() {
     let servers = masters(3);
-    let inside = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicUsize::new(0));
-    let last_index = Arc::new(std::sync::Mutex::new(0_i64));
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let client = client_of(&servers);
-        let (inside, done, last_index) = (inside.clone(), done.clone(), last_index.clone());
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..10 {
-                let guard = client
-                    .lock("busy")
-                    .ttl(Duration::from_secs(5))
-                    .wait(Duration::from_secs(30))
-                    .acquire()
-                    .await
-                    .expect("acquired");
-                assert!(!inside.swap(true, Ordering::SeqCst), "two holders at once");
-                {
-                    let mut last = last_index.lock().unwrap();
-                    assert!(guard.index() > *last, "{} after {}", guard.index(), *last);
-                    *last = guard.index();
-                }
-                tokio::task::yield_now().await;
-                inside.store(false, Ordering::SeqCst);
-                guard.release().await.expect("released");
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    for task in tasks {
-        tokio::time::timeout(Duration::from_secs(60), task)
-            .await
-            .expect("finished in time")
-            .unwrap();
-    }
-    assert_eq!(done.load(Ordering::Relaxed), 40);
+    let contenders = Contenders::start((0..4).map(|_| client_of(&servers)).collect(), "busy");
+    assert!(
+        contenders.progress(40, Duration::from_secs(60)).await,
+        "no progress"
+    );
+    assert!(contenders.stop().await >= 40);
 }
 
 #[test]

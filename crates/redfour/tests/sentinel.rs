@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{value_text, DEADLINE};
+use common::{hand_over, spawn_waiter, value_text, DEADLINE};
 use redfour::Client;
 use redfour_test::{wait_until_async, RedisServer, SentinelGroup};
 
@@ -111,10 +111,7 @@ async fn a_failover_keeps_the_holder_and_the_waiter() {
         .acquire()
         .await
         .unwrap();
-    let w = waiter.clone();
-    let waiting =
-        tokio::spawn(async move { w.lock("job").wait(Duration::from_secs(90)).acquire().await });
-    assert!(wait_until_async(DEADLINE, || async { waiter.waiter_registrations() == 1 }).await);
+    let waiting = spawn_waiter(&waiter, "job", Duration::from_secs(90)).await;
     let old = group.master_index();
     let new = group.failover();
     assert_ne!(old, new);
@@ -126,20 +123,10 @@ async fn a_failover_keeps_the_holder_and_the_waiter() {
     );
     assert!(!guard.is_lost(), "{:?}", guard.lost_reason());
     assert!(!waiting.is_finished(), "the waiter took a held lock");
-    let released = Instant::now();
-    assert_eq!(
-        guard.release().await.unwrap().result,
-        redfour::ReleaseOutcome::Released
-    );
-    let got = tokio::time::timeout(DEADLINE, waiting)
-        .await
-        .expect("the waiter got the lock")
-        .unwrap()
-        .unwrap();
+    let (got, took) = hand_over(guard, waiting).await;
     assert!(
-        released.elapsed() < Duration::from_secs(4),
-        "waited {:?} after the release",
-        released.elapsed()
+        took < Duration::from_secs(4),
+        "waited {took:?} after the release"
     );
     assert_eq!(stored_index(&group, "job"), Some(got.index()));
     got.release().await.unwrap();
@@ -200,10 +187,7 @@ async fn a_waiter_waits_through_a_killed_master() {
         .acquire()
         .await
         .unwrap();
-    let w = waiter.clone();
-    let waiting =
-        tokio::spawn(async move { w.lock("job").wait(Duration::from_secs(60)).acquire().await });
-    assert!(wait_until_async(DEADLINE, || async { waiter.waiter_registrations() == 1 }).await);
+    let waiting = spawn_waiter(&waiter, "job", Duration::from_secs(60)).await;
     let old = group.kill_master();
     group.wait_for_new_master(old);
     assert!(
@@ -261,10 +245,7 @@ async fn acknowledgements_cover_handoffs_and_do_not_block_other_commands() {
         .acquire()
         .await
         .unwrap();
-    let a = acked.clone();
-    let waiting =
-        tokio::spawn(async move { a.lock("job").wait(Duration::from_secs(3)).acquire().await });
-    assert!(wait_until_async(DEADLINE, || async { acked.waiter_registrations() == 1 }).await);
+    let waiting = spawn_waiter(&acked, "job", Duration::from_secs(3)).await;
     guard.release().await.unwrap();
     let result = waiting.await.unwrap();
     assert!(

@@ -169,3 +169,120 @@ where
         }
     }
 }
+
+/// Spawns a waiter for `id` in `client` (waiting up to `wait`) and returns once it is
+/// registered with the client's hub: subscribed (or past the subscription's time limit) and
+/// about to make, or past, its first attempt.
+pub async fn spawn_waiter(
+    client: &redfour::Client,
+    id: &str,
+    wait: Duration,
+) -> tokio::task::JoinHandle<redfour::Result<redfour::LockGuard>> {
+    let before = client.waiter_registrations();
+    let waiter = client.clone();
+    let id = id.to_owned();
+    let waiting = tokio::spawn(async move { waiter.lock(id).wait(wait).acquire().await });
+    assert!(
+        wait_until_async(DEADLINE, || async {
+            client.waiter_registrations() > before
+        })
+        .await,
+        "the waiter never registered"
+    );
+    waiting
+}
+
+/// Releases `guard` and returns the guard that the waiter `waiting` got, with the time from
+/// the release to the waiter's answer.
+pub async fn hand_over(
+    guard: redfour::LockGuard,
+    waiting: tokio::task::JoinHandle<redfour::Result<redfour::LockGuard>>,
+) -> (redfour::LockGuard, Duration) {
+    let released = std::time::Instant::now();
+    guard.release().await.expect("released");
+    let got = tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .expect("the waiter answered in time")
+        .expect("the waiter task did not panic")
+        .expect("the waiter got the lock");
+    (got, released.elapsed())
+}
+
+/// Tasks that take and release one lock in a loop (each in its own client), checking that no
+/// two of them hold it at once and that fencing indexes strictly increase.
+pub struct Contenders {
+    rounds: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Contenders {
+    /// Starts one contender per client on lock `id`.
+    pub fn start(clients: Vec<redfour::Client>, id: &str) -> Contenders {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let inside = Arc::new(AtomicBool::new(false));
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let last = Arc::new(Mutex::new(0_i64));
+        let tasks = clients
+            .into_iter()
+            .map(|client| {
+                let (inside, rounds, stop, last) =
+                    (inside.clone(), rounds.clone(), stop.clone(), last.clone());
+                let id = id.to_owned();
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let guard = client
+                            .lock(id.clone())
+                            .ttl(Duration::from_secs(5))
+                            .wait(Duration::from_secs(30))
+                            .acquire()
+                            .await
+                            .expect("acquired");
+                        assert!(!inside.swap(true, Ordering::SeqCst), "two holders at once");
+                        {
+                            let mut last = last.lock().expect("not poisoned");
+                            assert!(guard.index() > *last, "{} after {}", guard.index(), *last);
+                            *last = guard.index();
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        inside.store(false, Ordering::SeqCst);
+                        guard.release().await.expect("released");
+                        rounds.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Contenders {
+            rounds,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Rounds completed so far, by all contenders.
+    pub fn rounds(&self) -> usize {
+        self.rounds.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits (up to `deadline`) until `more` rounds beyond the current count are done.
+    pub async fn progress(&self, more: usize, deadline: Duration) -> bool {
+        let target = self.rounds() + more;
+        wait_until_async(deadline, || async { self.rounds() >= target }).await
+    }
+
+    /// Stops the contenders after their current round and waits for them; a contender's
+    /// failed assertion fails the caller here.
+    pub async fn stop(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let rounds = self.rounds.clone();
+        for task in self.tasks {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("contenders finish")
+                .expect("no contender failed");
+        }
+        rounds.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
