@@ -4,8 +4,13 @@
 //! critical section → one fenced write to a resource server → release on one lock, and append
 //! every step to a log with `CLOCK_MONOTONIC` timestamps. A run injects one kind of fault on a
 //! seeded schedule (freezing or killing the holder, restarting Redis with or without
-//! persistence, killing the subscriptions), and the [checker](check) then merges the logs and
-//! checks exclusion (V), fencing (F), that only the holder releases (R) and liveness (L).
+//! persistence, killing the subscriptions, a Sentinel failover, moving the lock's slot between
+//! the masters of a cluster), and the [checker](check) then merges the logs and checks
+//! exclusion (V), fencing (F), that only the holder releases (R) and liveness (L).
+//!
+//! Most scenarios run against one redis-server; `sentinel-failover` and `cluster-reshard` run
+//! against a Sentinel group and a Redis Cluster, with workers on the matching topology (see
+//! [`scenario::Topology`]).
 //!
 //! ```text
 //! cargo run -p redfour-chaos -- list

@@ -53,7 +53,7 @@ enum Cmd {
         bound_ms: u64,
     },
     /// One worker process (started by `run`).
-    Worker(worker::WorkerConfig),
+    Worker(Box<worker::WorkerConfig>),
 }
 
 fn run_one(name: &str, seconds: u64, seed: u64, keep: bool) -> Result<bool, BoxError> {
@@ -127,7 +127,7 @@ fn main() -> ExitCode {
                 print!("{report}");
                 report.violations.is_empty()
             }),
-        Cmd::Worker(cfg) => worker::run(cfg).map(|()| true),
+        Cmd::Worker(cfg) => worker::run(*cfg).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

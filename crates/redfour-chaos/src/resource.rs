@@ -19,6 +19,8 @@ use crate::events::{Log, What};
 #[derive(Default)]
 struct State {
     highest: i64,
+    /// Fenced writes accepted.
+    accepted: usize,
     unfenced: i64,
     /// How many `S` requests came: each is one increment (read + 1) by one holder.
     unfenced_writes: i64,
@@ -69,6 +71,14 @@ impl Resource {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).highest
     }
 
+    /// How many fenced writes were accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .accepted
+    }
+
     /// Increments of the unfenced counter that were lost: the writes it received (each one
     /// holder's read + 1) minus its value. Zero when no two holders overlapped.
     pub fn lost_updates(&self) -> i64 {
@@ -90,6 +100,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>, log: &Log) -> io::Result<()> {
                     // Decided and logged under the lock, so the log is in decision order.
                     if index >= s.highest {
                         s.highest = index;
+                        s.accepted += 1;
                         log.record(What::ResourceAccepted {
                             writer: writer.to_owned(),
                             index,

@@ -1,6 +1,7 @@
-//! A run: a real redis-server, the resource, worker processes contending for one lock, faults
-//! injected on a seeded schedule, then the checker over the merged logs and a look at what the
-//! run left on the server.
+//! A run: a real Redis deployment (one redis-server, a Sentinel group or a Redis Cluster, see
+//! [`Topology`]), the resource, worker processes contending for one lock, faults injected on a
+//! seeded schedule, then the checker over the merged logs and a look at what the run left on
+//! the servers.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use redfour_test::RedisServer;
+use redfour_test::{Proxy, RedisCluster, RedisServer, SentinelGroup};
 
 use crate::check::{check, Bounds, Report};
 use crate::events::{read_dir, Log, What};
@@ -57,7 +58,77 @@ pub enum Fault {
     /// A worker that is waiting (not the holder) is killed: its attempt is cut off mid-flight
     /// and its queue entry stays behind until it expires.
     KillWaiter,
+    /// `SENTINEL FAILOVER` while a worker holds the lock: a replica is promoted, the old master
+    /// goes on accepting writes until the sentinels turn it into a replica of the new one
+    /// (about 11 s with the test kit's settings, during which the next failover cannot start).
+    /// [`Topology::Sentinel`] only.
+    SentinelFailover,
+    /// The hash slot of the lock's keys is moved to another master while workers contend, as
+    /// `redis-cli --cluster reshard` does it: the slot marked migrating / importing (`ASK`,
+    /// `TRYAGAIN`), its keys moved with `MIGRATE`, then handed over (`MOVED`).
+    /// [`Topology::Cluster`] only.
+    ClusterReshard,
 }
+
+impl Fault {
+    /// Whether this fault can be injected into a deployment of `topology`. Faults that act on
+    /// the one redis-server (restarts, freezes, pauses, the proxy's, script flushes, the CLI's
+    /// single URL) need [`Topology::Standalone`]; faults on the workers apply to every topology.
+    pub fn applies_to(self, topology: Topology) -> bool {
+        match self {
+            Fault::None | Fault::FreezeHolder | Fault::KillHolder | Fault::KillWaiter => true,
+            Fault::SentinelFailover => {
+                matches!(topology, Topology::Sentinel { replicas, .. } if replicas > 0)
+            }
+            Fault::ClusterReshard => {
+                matches!(topology, Topology::Cluster { masters } if masters >= 2)
+            }
+            Fault::RestartRedis
+            | Fault::KillSubscriptions
+            | Fault::PauseClients
+            | Fault::DelayReplies
+            | Fault::FreezeRedis
+            | Fault::BlackHole
+            | Fault::DropConnections
+            | Fault::ScriptFlush
+            | Fault::KillCli
+            | Fault::Mixed => topology == Topology::Standalone,
+        }
+    }
+}
+
+/// The Redis deployment a scenario runs against, and so the [`redfour::Topology`] its workers
+/// use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// One redis-server (started with [`Scenario::redis_args`]), behind a proxy for the
+    /// network faults. Every fault but [`Fault::SentinelFailover`] and
+    /// [`Fault::ClusterReshard`].
+    Standalone,
+    /// The test kit's `SentinelGroup`: a master, `replicas` replicas, `sentinels` sentinels;
+    /// workers use `Topology::Sentinel`. `redis_args` do not apply.
+    Sentinel {
+        /// Replicas of the master.
+        replicas: usize,
+        /// Sentinel processes.
+        sentinels: usize,
+    },
+    /// The test kit's `RedisCluster` of `masters` masters without replicas; workers use
+    /// `Topology::Cluster` (every node a seed). `redis_args` do not apply.
+    Cluster {
+        /// Masters, among which the hash slots are split.
+        masters: usize,
+    },
+}
+
+/// After the last fault that moved the lock to another server ([`Fault::SentinelFailover`],
+/// [`Fault::ClusterReshard`]), the run goes on until this many more fenced writes were accepted
+/// (progress on the new server)...
+pub const AFTER_MOVE_WRITES: usize = 3;
+/// ...within this long (otherwise the run ends, and the test's progress check fails)...
+pub const AFTER_MOVE_DEADLINE: Duration = Duration::from_secs(30);
+/// ...and for at least this long.
+pub const AFTER_MOVE_TAIL: Duration = Duration::from_secs(2);
 
 /// One scenario of the suite.
 #[derive(Debug, Clone)]
@@ -86,6 +157,10 @@ pub struct Scenario {
     pub claim_window: Option<Duration>,
     /// Every Nth round of a worker is a one-shot attempt instead of a wait.
     pub one_shot_every: Option<u64>,
+    /// The deployment, and the topology the workers use.
+    pub topology: Topology,
+    /// The workers' `replica_acks` (replicas, timeout); off when `None`.
+    pub replica_acks: Option<(u32, Duration)>,
 }
 
 /// Every scenario.
@@ -103,6 +178,8 @@ pub fn all() -> Vec<Scenario> {
         allowed: &[],
         claim_window: None,
         one_shot_every: Some(4),
+        topology: Topology::Standalone,
+        replica_acks: None,
     };
     vec![
         base.clone(),
@@ -245,6 +322,44 @@ pub fn all() -> Vec<Scenario> {
             hold: Duration::from_millis(20),
             fault: Fault::KillSubscriptions,
             free_bound: Duration::from_millis(2500),
+            ..base.clone()
+        },
+        Scenario {
+            name: "sentinel-failover",
+            about: "SENTINEL FAILOVER while the lock is held (workers on Sentinel, WAIT for 1 replica): exclusion and fencing hold, work goes on after the failover",
+            topology: Topology::Sentinel {
+                replicas: 1,
+                sentinels: 3,
+            },
+            replica_acks: Some((1, Duration::from_millis(500))),
+            // One renewal per holding (at ttl / 3 = 1 s): a holder renews through the
+            // promotion, and a renewal lost to the old master (sent before the `+switch-master`,
+            // about a second after the promotion) still leaves the new master's copy of the lock
+            // alive past the holder's release. Four workers: at the end, each queued waiter
+            // still takes its turn of `hold` before it stops.
+            workers: 4,
+            ttl: Duration::from_millis(3000),
+            hold: Duration::from_millis(1100),
+            wait: Duration::from_secs(10),
+            fault: Fault::SentinelFailover,
+            // From the promotion until the old master is a replica again (about 11 s), the new
+            // master has no replica: a fresh acquire is not acknowledged and is given up. (The
+            // fair queue's handoffs go on meanwhile, as they do not wait for replicas; the
+            // bound allows for a library whose handoffs do.) A lock released on the old master
+            // after the promotion stays on the new one until its ttl.
+            free_bound: Duration::from_millis(14_000),
+            ..base.clone()
+        },
+        Scenario {
+            name: "cluster-reshard",
+            about: "the lock's hash slot moved between masters again and again while contended (ASK, TRYAGAIN, MOVED): exclusion, fencing, progress",
+            topology: Topology::Cluster { masters: 3 },
+            hold: Duration::from_millis(20),
+            fault: Fault::ClusterReshard,
+            // While the slot migrates, a script on the lock's keys runs only where all of
+            // them are: attempts on a free lock get TRYAGAIN until the slot is handed over
+            // (a migration takes 0.3-0.7 s here), and are retried with backoff.
+            free_bound: Duration::from_millis(2500),
             ..base
         },
     ]
@@ -266,6 +381,8 @@ pub struct Outcome {
     pub lost_updates: i64,
     /// Lock or queue keys still on the server one ttl after the run.
     pub keys_left: Vec<String>,
+    /// Acquisitions after the last fault (for a failover or a migration: after it completed).
+    pub acquired_after_faults: usize,
     /// Where the logs are, when they were kept (the run failed, or it was asked to).
     pub kept: Option<PathBuf>,
 }
@@ -302,8 +419,8 @@ impl std::fmt::Display for Outcome {
         write!(f, "{}", self.report)?;
         write!(
             f,
-            "critical sections {}, unfenced updates lost {}, keys left {:?}",
-            self.enters, self.lost_updates, self.keys_left
+            "critical sections {}, acquisitions after the last fault {}, unfenced updates lost {}, keys left {:?}",
+            self.enters, self.acquired_after_faults, self.lost_updates, self.keys_left
         )?;
         match &self.kept {
             Some(dir) => writeln!(f, ", logs kept in {}", dir.display()),
@@ -312,16 +429,170 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// The lock every worker contends for.
+const LOCK: &str = "the-lock";
+
 struct Worker {
     name: String,
     child: Child,
+}
+
+/// The running servers of a scenario's [`Topology`]. Faults that act on the one redis-server
+/// get it through [`Deployment::server`], which only a standalone deployment has.
+// One per run: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Deployment {
+    /// One redis-server, and the proxy in front of it for the faults that need one.
+    Standalone {
+        server: RedisServer,
+        proxy: Option<Proxy>,
+    },
+    Sentinel(SentinelGroup),
+    Cluster(RedisCluster),
+}
+
+impl Deployment {
+    /// Starts the servers. The kit's Sentinel group and cluster panic, with every process's
+    /// log, when they cannot start or settle.
+    fn start(scenario: &Scenario) -> Result<Deployment, BoxError> {
+        Ok(match scenario.topology {
+            Topology::Standalone => {
+                let server = RedisServer::try_start_with_args(scenario.redis_args)?;
+                let proxy = match scenario.fault {
+                    Fault::DelayReplies
+                    | Fault::BlackHole
+                    | Fault::DropConnections
+                    | Fault::Mixed => Some(Proxy::start(
+                        format!("127.0.0.1:{}", server.port()).parse()?,
+                    )?),
+                    _ => None,
+                };
+                Deployment::Standalone { server, proxy }
+            }
+            Topology::Sentinel {
+                replicas,
+                sentinels,
+            } => Deployment::Sentinel(SentinelGroup::start(replicas, sentinels)),
+            Topology::Cluster { masters } => Deployment::Cluster(RedisCluster::start(masters, 0)),
+        })
+    }
+
+    /// The standalone server's URL as clients reach it (through the proxy, if there is one).
+    fn url(&self) -> Option<String> {
+        match self {
+            Deployment::Standalone { server, proxy } => {
+                Some(proxy.as_ref().map_or_else(|| server.url(), |p| p.url()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The worker arguments that say where Redis is and how it is laid out.
+    fn worker_args(&self) -> Vec<String> {
+        let (mut args, urls) = match self {
+            Deployment::Standalone { .. } => (Vec::new(), self.url().into_iter().collect()),
+            Deployment::Sentinel(group) => (
+                vec![
+                    "--topology".to_owned(),
+                    "sentinel".to_owned(),
+                    "--service".to_owned(),
+                    group.service().to_owned(),
+                ],
+                group.sentinel_urls(),
+            ),
+            Deployment::Cluster(cluster) => (
+                vec!["--topology".to_owned(), "cluster".to_owned()],
+                cluster.seed_urls(),
+            ),
+        };
+        for url in urls {
+            args.push("--url".to_owned());
+            args.push(url);
+        }
+        args
+    }
+
+    /// The one redis-server, for the faults that act on it.
+    fn server(&mut self) -> Result<&mut RedisServer, BoxError> {
+        match self {
+            Deployment::Standalone { server, .. } => Ok(server),
+            _ => Err("this fault needs the standalone topology".into()),
+        }
+    }
+
+    fn proxy(&self) -> Option<&Proxy> {
+        match self {
+            Deployment::Standalone { proxy, .. } => proxy.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The key of lock `id` and its fencing counter, as the workers' topology lays them out.
+    fn lock_keys(&self, ns: &str, id: &str) -> (String, String) {
+        match self {
+            Deployment::Cluster(_) => (format!("{{{ns}:{id}}}"), format!("{{{ns}:{id}}}:index")),
+            _ => (format!("{ns}:{id}"), format!("{ns}index")),
+        }
+    }
+
+    /// A `KEYS` pattern for every key of namespace `ns`.
+    fn keys_pattern(&self, ns: &str) -> String {
+        match self {
+            Deployment::Cluster(_) => format!("{{{ns}:*"),
+            _ => format!("{ns}*"),
+        }
+    }
+
+    /// Runs a command about one key on the master that has it; `None` if none answered.
+    fn cmd_on_key(&self, args: &[&str]) -> Option<redis::Value> {
+        match self {
+            Deployment::Standalone { server, .. } => server.try_cmd(args).ok(),
+            Deployment::Sentinel(group) => group.master().try_cmd(args).ok(),
+            // The master that serves the key's slot answers; the others answer MOVED (and, while
+            // the slot migrates, the source ASK once the key left it, the target MOVED).
+            Deployment::Cluster(cluster) => {
+                cluster.nodes().iter().find_map(|n| n.try_cmd(args).ok())
+            }
+        }
+    }
+
+    /// Every server's log (the sentinels' too), for a kept run.
+    fn logs(&self) -> String {
+        match self {
+            Deployment::Standalone { server, .. } => server.log(),
+            Deployment::Sentinel(group) => group.logs(),
+            Deployment::Cluster(cluster) => cluster.logs(),
+        }
+    }
+
+    /// The keys matching `pattern` on every master; `None` if one could not be asked.
+    fn keys(&self, pattern: &str) -> Option<Vec<String>> {
+        let nodes: Vec<&RedisServer> = match self {
+            Deployment::Standalone { server, .. } => vec![server],
+            Deployment::Sentinel(group) => vec![group.master()],
+            // KEYS answers for the node's own keys; without replicas every node is a master.
+            Deployment::Cluster(cluster) => cluster.nodes().iter().collect(),
+        };
+        let mut found = Vec::new();
+        for node in nodes {
+            let redis::Value::Array(keys) = node.try_cmd(&["KEYS", pattern]).ok()? else {
+                return None;
+            };
+            found.extend(keys.into_iter().filter_map(|k| match k {
+                redis::Value::BulkString(b) => String::from_utf8(b).ok(),
+                _ => None,
+            }));
+        }
+        Some(found)
+    }
 }
 
 struct Run<'a> {
     scenario: &'a Scenario,
     worker_bin: &'a Path,
     dir: PathBuf,
-    url: String,
+    /// Where Redis is, as worker arguments (`--url …`, and `--topology` when not standalone).
+    redis: Vec<String>,
     namespace: String,
     resource: String,
     workers: Vec<Worker>,
@@ -336,9 +607,9 @@ impl Run<'_> {
         let out = fs::File::create(self.dir.join(format!("{name}.out")))?;
         let child = Command::new(self.worker_bin)
             .arg("worker")
-            .args(["--url", &self.url])
+            .args(&self.redis)
             .args(["--namespace", &self.namespace])
-            .args(["--lock", "the-lock"])
+            .args(["--lock", LOCK])
             .args(["--ttl-ms", &self.scenario.ttl.as_millis().to_string()])
             .args(["--hold-ms", &self.scenario.hold.as_millis().to_string()])
             .args(["--wait-ms", &self.scenario.wait.as_millis().to_string()])
@@ -360,6 +631,19 @@ impl Run<'_> {
                     .map(|n| vec!["--one-shot-every".to_owned(), n.to_string()])
                     .unwrap_or_default(),
             )
+            .args(
+                self.scenario
+                    .replica_acks
+                    .map(|(n, timeout)| {
+                        vec![
+                            "--replica-acks".to_owned(),
+                            n.to_string(),
+                            "--replica-ack-timeout-ms".to_owned(),
+                            timeout.as_millis().to_string(),
+                        ]
+                    })
+                    .unwrap_or_default(),
+            )
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -377,13 +661,31 @@ impl Run<'_> {
 
     /// The worker holding the lock now, from the holder's pid the library writes into the
     /// lock hash.
-    fn holder(&self, server: &RedisServer) -> Option<usize> {
-        let key = format!("{}:the-lock", self.namespace);
-        let pid = match server.try_cmd(&["HGET", &key, "pid"]).ok()? {
+    fn holder(&self, deployment: &Deployment) -> Option<usize> {
+        let (key, _) = deployment.lock_keys(&self.namespace, LOCK);
+        let pid = match deployment.cmd_on_key(&["HGET", &key, "pid"])? {
             redis::Value::BulkString(b) => String::from_utf8(b).ok()?.parse::<u32>().ok()?,
             _ => return None,
         };
         self.workers.iter().position(|w| w.child.id() == pid)
+    }
+
+    fn holder_name(&self, deployment: &Deployment) -> String {
+        self.holder(deployment)
+            .map_or_else(|| "nobody".to_owned(), |i| self.workers[i].name.clone())
+    }
+}
+
+impl Drop for Run<'_> {
+    /// A run cut short (an error, or a panic of the test kit) leaves no worker behind to
+    /// contend forever for servers that are gone; after a complete run they have all exited.
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            if matches!(w.child.try_wait(), Ok(None)) {
+                let _ = w.child.kill();
+                let _ = w.child.wait();
+            }
+        }
     }
 }
 
@@ -407,9 +709,45 @@ fn signal(child: &Child, sig: Signal) -> Result<(), BoxError> {
     Ok(kill(Pid::from_raw(pid), sig)?)
 }
 
+/// The time of day (UTC) now, as the servers' logs print it, to match a fault with them.
+fn wall_clock() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ms = now.as_millis() % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03} UTC",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
+/// Calls `f` every `every` until it is true or `deadline` has passed; whether it became true.
+/// For conditions that are costly to check (a Sentinel group's master is asked of every
+/// sentinel and every node).
+fn poll_until(deadline: Duration, every: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    loop {
+        if f() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= end {
+            return false;
+        }
+        thread::sleep(every.min(end - now));
+    }
+}
+
 /// Runs `scenario` for `duration` with the fault schedule drawn from `seed`. `worker_bin` is
 /// this crate's binary (its `worker` subcommand). The logs go to a fresh directory, kept if
 /// `keep` or if the run found a failure.
+///
+/// A fault that moves the lock to another server (a failover, a migration) is not cut short
+/// when the time is up: the last one completes, then the run goes on until the workers made
+/// progress again ([`AFTER_MOVE_WRITES`], [`AFTER_MOVE_TAIL`]).
 pub fn run(
     scenario: &Scenario,
     worker_bin: &Path,
@@ -417,22 +755,23 @@ pub fn run(
     seed: u64,
     keep: bool,
 ) -> Result<Outcome, BoxError> {
+    if !scenario.fault.applies_to(scenario.topology) {
+        return Err(format!(
+            "{}: the fault {:?} does not apply to the topology {:?}",
+            scenario.name, scenario.fault, scenario.topology
+        )
+        .into());
+    }
     let tmp = tempfile::Builder::new()
         .prefix("redfour-chaos-")
         .tempdir()?;
-    let mut server = RedisServer::try_start_with_args(scenario.redis_args)?;
+    let mut deployment = Deployment::start(scenario)?;
     let resource = Resource::start(Log::open(&tmp.path().join("resource.log"), "resource")?)?;
-    let proxy = match scenario.fault {
-        Fault::DelayReplies | Fault::BlackHole | Fault::DropConnections | Fault::Mixed => Some(
-            redfour_test::Proxy::start(format!("127.0.0.1:{}", server.port()).parse()?)?,
-        ),
-        _ => None,
-    };
     let mut run = Run {
         scenario,
         worker_bin,
         dir: tmp.path().to_owned(),
-        url: proxy.as_ref().map_or_else(|| server.url(), |p| p.url()),
+        redis: deployment.worker_args(),
         namespace: format!("chaos{seed}"),
         resource: resource.addr().to_string(),
         workers: Vec::new(),
@@ -462,6 +801,8 @@ pub fn run(
         Fault::DropConnections,
         Fault::ScriptFlush,
     ];
+    // When the last fault that moved the lock to another server completed.
+    let mut moved_at: Option<Instant> = None;
     while Instant::now() < end {
         let fault = match scenario.fault {
             Fault::Mixed => MIXABLE[rng.random_range(0..MIXABLE.len())],
@@ -485,6 +826,9 @@ pub fn run(
             Fault::KillWaiter => Duration::from_millis(rng.random_range(2600..3400)),
             Fault::Mixed => Duration::from_millis(rng.random_range(500..1500)),
             Fault::KillCli => Duration::from_millis(rng.random_range(1500..2500)),
+            // Early: a failover takes about 11 s to settle, so a 10 s run fits one.
+            Fault::SentinelFailover => Duration::from_millis(rng.random_range(500..1500)),
+            Fault::ClusterReshard => Duration::from_millis(rng.random_range(300..1000)),
         };
         // The schedule's pacing, not a wait for a condition.
         thread::sleep(pause.min(end.saturating_duration_since(Instant::now())));
@@ -494,7 +838,7 @@ pub fn run(
         match fault {
             Fault::None | Fault::Mixed => {}
             Fault::FreezeHolder => {
-                if let Some(i) = run.holder(&server) {
+                if let Some(i) = run.holder(&deployment) {
                     let w = &run.workers[i];
                     signal(&w.child, Signal::SIGSTOP)?;
                     run.fault("stop", &w.name)?;
@@ -504,7 +848,7 @@ pub fn run(
                 }
             }
             Fault::KillHolder => {
-                if let Some(i) = run.holder(&server) {
+                if let Some(i) = run.holder(&deployment) {
                     let mut w = run.workers.remove(i);
                     w.child.kill()?;
                     run.fault("kill", &w.name)?;
@@ -513,22 +857,26 @@ pub fn run(
                 }
             }
             Fault::RestartRedis => {
-                server.try_restart()?;
+                deployment.server()?.try_restart()?;
                 run.fault("restart", "redis")?;
             }
             Fault::KillSubscriptions => {
-                server.try_cmd(&["CLIENT", "KILL", "TYPE", "pubsub"])?;
+                deployment
+                    .server()?
+                    .try_cmd(&["CLIENT", "KILL", "TYPE", "pubsub"])?;
                 run.fault("client-kill-pubsub", "redis")?;
             }
             Fault::PauseClients => {
                 // Longer than the library's 3 s response timeout.
                 let ms = rng.random_range(3200..3800).to_string();
-                server.try_cmd(&["CLIENT", "PAUSE", &ms, "ALL"])?;
+                deployment
+                    .server()?
+                    .try_cmd(&["CLIENT", "PAUSE", &ms, "ALL"])?;
                 run.fault("client-pause", "redis")?;
                 thread::sleep(Duration::from_millis(ms.parse()?));
             }
             Fault::DelayReplies => {
-                if let Some(proxy) = &proxy {
+                if let Some(proxy) = deployment.proxy() {
                     let delay = scenario.ttl * rng.random_range(12..20) / 10;
                     proxy.set_reply_delay(delay);
                     run.fault("delay-replies", &format!("{} ms", delay.as_millis()))?;
@@ -538,7 +886,7 @@ pub fn run(
                 }
             }
             Fault::FreezeRedis => {
-                let pid = Pid::from_raw(i32::try_from(server.pid())?);
+                let pid = Pid::from_raw(i32::try_from(deployment.server()?.pid())?);
                 kill(pid, Signal::SIGSTOP)?;
                 run.fault("stop", "redis")?;
                 thread::sleep(scenario.ttl * 3 / 2);
@@ -546,7 +894,7 @@ pub fn run(
                 run.fault("cont", "redis")?;
             }
             Fault::BlackHole => {
-                if let Some(proxy) = &proxy {
+                if let Some(proxy) = deployment.proxy() {
                     proxy.set_black_hole(true);
                     run.fault("black-hole", "proxy")?;
                     // Past the library's 3 s response timeout.
@@ -556,16 +904,19 @@ pub fn run(
                 }
             }
             Fault::DropConnections => {
-                if let Some(proxy) = &proxy {
+                if let Some(proxy) = deployment.proxy() {
                     proxy.drop_connections();
                     run.fault("drop-connections", "proxy")?;
                 }
             }
             Fault::KillCli => {
                 let ttl = format!("{}ms", scenario.ttl.as_millis());
+                let url = deployment
+                    .url()
+                    .ok_or("the kill-cli fault needs the standalone topology")?;
                 let mut cli = Command::new(cli_bin(worker_bin)?)
-                    .args(["--url", &run.url, "--namespace", &run.namespace])
-                    .args(["run", "the-lock", "--ttl", &ttl, "--wait", "10s"])
+                    .args(["--url", &url, "--namespace", &run.namespace])
+                    .args(["run", LOCK, "--ttl", &ttl, "--wait", "10s"])
                     .args(["--", "sleep", "0.2"])
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
@@ -577,11 +928,11 @@ pub fn run(
                 cli.wait()?;
             }
             Fault::ScriptFlush => {
-                server.try_cmd(&["SCRIPT", "FLUSH"])?;
+                deployment.server()?.try_cmd(&["SCRIPT", "FLUSH"])?;
                 run.fault("script-flush", "redis")?;
             }
             Fault::KillWaiter => {
-                let holder = run.holder(&server);
+                let holder = run.holder(&deployment);
                 let waiters: Vec<usize> = (0..run.workers.len())
                     .filter(|i| Some(*i) != holder)
                     .collect();
@@ -594,7 +945,87 @@ pub fn run(
                     run.spawn_worker()?;
                 }
             }
+            Fault::SentinelFailover => {
+                let Deployment::Sentinel(group) = &deployment else {
+                    return Err("the sentinel-failover fault needs a Sentinel group".into());
+                };
+                // While a worker holds the lock (the replica is promoted a fraction of a second
+                // after the request), as a freeze of the holder is: no holder, no failover.
+                let old = group.master_index();
+                let Some(holder) = run.holder(&deployment) else {
+                    continue;
+                };
+                let holder = run.workers[holder].name.as_str();
+                run.fault(
+                    "sentinel-failover",
+                    &format!(
+                        "master: data node {old}; held by {holder}; {}",
+                        wall_clock()
+                    ),
+                )?;
+                // Blocks this thread (not the workers, which are processes) until the old
+                // master is a replica of the new one, about 11 s.
+                let new = group.failover();
+                run.fault(
+                    "failover-done",
+                    &format!(
+                        "master: data node {new}; held by {}; {}",
+                        run.holder_name(&deployment),
+                        wall_clock()
+                    ),
+                )?;
+                moved_at = Some(Instant::now());
+            }
+            Fault::ClusterReshard => {
+                let Deployment::Cluster(cluster) = &deployment else {
+                    return Err("the cluster-reshard fault needs a Redis Cluster".into());
+                };
+                let (key, _) = deployment.lock_keys(&run.namespace, LOCK);
+                let slot = cluster.key_slot(&key);
+                let from = cluster.master_of_slot(slot);
+                let others: Vec<usize> = cluster
+                    .master_indexes()
+                    .into_iter()
+                    .filter(|m| *m != from)
+                    .collect();
+                let to = others[rng.random_range(0..others.len())];
+                let what = format!("slot {slot}: node {from} -> node {to}");
+                let migration = cluster.begin_migration(slot, to);
+                run.fault(
+                    "migrate-begin",
+                    &format!(
+                        "{what}; held by {}; {}",
+                        run.holder_name(&deployment),
+                        wall_clock()
+                    ),
+                )?;
+                // The workers meet the half-moved slot: first with every key still on the
+                // source (which answers, or TRYAGAIN once a script's keys are not all there),
+                // then with the keys on the target (ASK, then TRYAGAIN there for a script whose
+                // keys are not all there, e.g. on a free lock).
+                thread::sleep(Duration::from_millis(rng.random_range(100..400)));
+                migration.move_keys();
+                run.fault("keys-moved", &what)?;
+                thread::sleep(Duration::from_millis(rng.random_range(100..400)));
+                migration.finish();
+                run.fault(
+                    "migrate-done",
+                    &format!("{what}; held by {}", run.holder_name(&deployment)),
+                )?;
+                moved_at = Some(Instant::now());
+            }
         }
+    }
+
+    // After the last failover or migration: progress on the server that has the lock now.
+    if let Some(moved) = moved_at {
+        let before = resource.accepted();
+        // A condition, polled; its absence is reported by the test's progress check.
+        let _progressed = redfour_test::wait_until(AFTER_MOVE_DEADLINE, || {
+            resource.accepted() >= before + AFTER_MOVE_WRITES
+        });
+        // Then contention as usual for a while: the schedule's pacing.
+        thread::sleep((moved + AFTER_MOVE_TAIL).saturating_duration_since(Instant::now()));
     }
 
     // Stop: every worker finishes its round (a wait ends within `wait`), stragglers are killed.
@@ -619,28 +1050,34 @@ pub fn run(
     }
 
     // Nothing of the locks may outlive the run by more than a ttl (the counter stays).
-    let ns = run.namespace.clone();
+    let pattern = deployment.keys_pattern(&run.namespace);
+    let (_, counter) = deployment.lock_keys(&run.namespace, LOCK);
     let left = || -> Vec<String> {
-        let keys = match server.try_cmd(&["KEYS", &format!("{ns}*")]) {
-            Ok(redis::Value::Array(keys)) => keys,
-            _ => return vec!["(KEYS failed)".to_owned()],
-        };
-        keys.into_iter()
-            .filter_map(|k| match k {
-                redis::Value::BulkString(b) => String::from_utf8(b).ok(),
-                _ => None,
-            })
-            .filter(|k| *k != format!("{ns}index"))
-            .collect()
+        match deployment.keys(&pattern) {
+            Some(keys) => keys.into_iter().filter(|k| *k != counter).collect(),
+            None => vec!["(KEYS failed)".to_owned()],
+        }
     };
-    let gone =
-        redfour_test::wait_until(scenario.ttl + Duration::from_secs(2), || left().is_empty());
+    let gone = poll_until(
+        scenario.ttl + Duration::from_secs(2),
+        Duration::from_millis(20),
+        || left().is_empty(),
+    );
     let keys_left = if gone { Vec::new() } else { left() };
 
     let events = read_dir(&run.dir)?;
     let enters = events
         .iter()
         .filter(|e| matches!(e.what, What::Enter { .. }))
+        .count();
+    let last_fault = events
+        .iter()
+        .filter(|e| matches!(&e.what, What::Fault { kind, .. } if kind != "kill-at-end"))
+        .map(|e| e.t)
+        .max();
+    let acquired_after_faults = events
+        .iter()
+        .filter(|e| matches!(e.what, What::AcquireOk { .. }) && last_fault.is_none_or(|t| e.t > t))
         .count();
     let report = check(
         &events,
@@ -655,10 +1092,55 @@ pub fn run(
         enters,
         lost_updates,
         keys_left,
+        acquired_after_faults,
         kept: None,
     };
     if keep || !outcome.failures(scenario).is_empty() {
+        // Not `*.log`: those are the event logs the checker reads.
+        fs::write(run.dir.join("servers.txt"), deployment.logs())?;
         outcome.kept = Some(tmp.keep());
     }
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scenario_can_run_its_fault_and_names_are_unique() {
+        let all = all();
+        for s in &all {
+            assert!(
+                s.fault.applies_to(s.topology),
+                "{}: {:?} on {:?}",
+                s.name,
+                s.fault,
+                s.topology
+            );
+            assert_eq!(
+                all.iter().filter(|o| o.name == s.name).count(),
+                1,
+                "{}",
+                s.name
+            );
+        }
+        // The faults on the one redis-server never run against a group or a cluster.
+        let cluster = Topology::Cluster { masters: 3 };
+        let sentinel = Topology::Sentinel {
+            replicas: 1,
+            sentinels: 3,
+        };
+        for fault in [
+            Fault::RestartRedis,
+            Fault::BlackHole,
+            Fault::KillCli,
+            Fault::Mixed,
+        ] {
+            assert!(!fault.applies_to(cluster) && !fault.applies_to(sentinel));
+        }
+        assert!(!Fault::SentinelFailover.applies_to(Topology::Standalone));
+        assert!(!Fault::ClusterReshard.applies_to(sentinel));
+        assert!(Fault::KillHolder.applies_to(cluster));
+    }
 }

@@ -9,12 +9,37 @@ use crate::events::{instant_ns, Log, What};
 use crate::resource::ResourceClient;
 use crate::BoxError;
 
+/// How the Redis deployment a worker uses is laid out (the library's [`redfour::Topology`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum WorkerTopology {
+    /// One server: `--url` once.
+    #[default]
+    Standalone,
+    /// Redis Sentinel: `--url` of every sentinel, and `--service`.
+    Sentinel,
+    /// Redis Cluster: `--url` of every seed node.
+    Cluster,
+}
+
 /// What a worker does, from its command line.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerConfig {
-    /// The Redis URL.
+    /// The Redis URL: the server's (standalone), or, repeated, every sentinel's or seed node's.
+    #[arg(long = "url", required = true)]
+    pub urls: Vec<String>,
+    /// How the deployment at `--url` is laid out.
+    #[arg(long, value_enum, default_value_t = WorkerTopology::Standalone)]
+    pub topology: WorkerTopology,
+    /// The name the sentinels monitor the master under (`--topology sentinel`).
     #[arg(long)]
-    pub url: String,
+    pub service: Option<String>,
+    /// After each acquire, wait until this many replicas acknowledged it
+    /// (`ClientBuilder::replica_acks`); off when absent.
+    #[arg(long)]
+    pub replica_acks: Option<u32>,
+    /// How long to wait for the replicas' acknowledgement, ms.
+    #[arg(long, default_value_t = 500)]
+    pub replica_ack_timeout_ms: u64,
     /// The lock namespace.
     #[arg(long)]
     pub namespace: String,
@@ -61,9 +86,37 @@ pub fn run(cfg: WorkerConfig) -> Result<(), BoxError> {
 
 async fn rounds(cfg: WorkerConfig) -> Result<(), BoxError> {
     let log = Log::open(&cfg.log, cfg.who.clone())?;
-    let mut builder = redfour::Client::builder(cfg.url.clone()).namespace(cfg.namespace.clone());
+    let builder = match cfg.topology {
+        WorkerTopology::Standalone => {
+            let [url] = &cfg.urls[..] else {
+                return Err(format!(
+                    "the standalone topology takes one --url, not {}",
+                    cfg.urls.len()
+                )
+                .into());
+            };
+            redfour::Client::builder(url.clone())
+        }
+        WorkerTopology::Sentinel => {
+            let service = cfg
+                .service
+                .clone()
+                .ok_or("--topology sentinel needs --service")?;
+            redfour::Client::builder_with_topology(
+                redfour::Topology::Sentinel { service },
+                cfg.urls.clone(),
+            )
+        }
+        WorkerTopology::Cluster => {
+            redfour::Client::builder_with_topology(redfour::Topology::Cluster, cfg.urls.clone())
+        }
+    };
+    let mut builder = builder.namespace(cfg.namespace.clone());
     if let Some(ms) = cfg.claim_window_ms {
         builder = builder.claim_window(Duration::from_millis(ms));
+    }
+    if let Some(n) = cfg.replica_acks {
+        builder = builder.replica_acks(n, Duration::from_millis(cfg.replica_ack_timeout_ms));
     }
     let locks = builder.build()?;
     let mut resource = ResourceClient::connect(&cfg.resource)?;
@@ -180,4 +233,70 @@ async fn rounds(cfg: WorkerConfig) -> Result<(), BoxError> {
         log.record(What::ReleaseDone { index, outcome })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        cfg: WorkerConfig,
+    }
+
+    const REST: [&str; 16] = [
+        "--namespace",
+        "ns",
+        "--lock",
+        "l",
+        "--ttl-ms",
+        "1",
+        "--hold-ms",
+        "1",
+        "--wait-ms",
+        "1",
+        "--resource",
+        "r",
+        "--log",
+        "x.log",
+        "--who",
+        "w1",
+    ];
+
+    fn parse(args: &[&str]) -> Result<WorkerConfig, clap::Error> {
+        let all = ["worker"]
+            .iter()
+            .chain(args)
+            .chain(REST.iter())
+            .chain(["--stop-file", "stop"].iter());
+        Cmd::try_parse_from(all).map(|c| c.cfg)
+    }
+
+    #[test]
+    fn standalone_by_default_and_topologies_with_several_urls() {
+        let cfg = parse(&["--url", "redis://a"]).expect("parses");
+        assert_eq!(cfg.topology, WorkerTopology::Standalone);
+        assert_eq!(cfg.urls, ["redis://a"]);
+        assert_eq!(cfg.replica_acks, None);
+        let cfg = parse(&[
+            "--topology",
+            "sentinel",
+            "--service",
+            "svc",
+            "--url",
+            "redis://s1",
+            "--url",
+            "redis://s2",
+            "--replica-acks",
+            "1",
+        ])
+        .expect("parses");
+        assert_eq!(cfg.topology, WorkerTopology::Sentinel);
+        assert_eq!(cfg.urls, ["redis://s1", "redis://s2"]);
+        assert_eq!(cfg.service.as_deref(), Some("svc"));
+        assert_eq!(cfg.replica_acks, Some(1));
+        assert!(parse(&[]).is_err(), "an address is required");
+    }
 }

@@ -224,3 +224,49 @@ fn kill_cli() {
     );
     assert!(o.report.acquisitions >= 10, "{o}");
 }
+
+/// `SENTINEL FAILOVER` while a worker holds the lock, workers on the Sentinel topology with
+/// `replica_acks(1, 500 ms)`. The first failover starts within 1.5 s and takes about 11 s to
+/// settle (the old master is a replica again), so a 10 s run has one; the run then goes on
+/// until the workers got through more critical sections.
+#[test]
+fn sentinel_failover() {
+    let (_, o) = run("sentinel-failover");
+    assert!(
+        o.report
+            .faults
+            .get("failover-done")
+            .is_some_and(|n| *n >= 1),
+        "{o}"
+    );
+    // Exclusion and fencing held (V and F, checked by `run`), and the work went on on the new
+    // master.
+    assert!(
+        o.acquired_after_faults >= scenario::AFTER_MOVE_WRITES,
+        "{o}"
+    );
+    assert_eq!(
+        o.lost_updates, 0,
+        "exclusion held, so no update is lost: {o}"
+    );
+}
+
+/// The lock's hash slot moved between the three masters of a cluster, again and again, while
+/// the workers contend (each migration in steps: `ASK` and `TRYAGAIN` mid-way).
+#[test]
+fn cluster_reshard() {
+    let (_, o) = run("cluster-reshard");
+    assert!(
+        o.report.faults.get("migrate-done").is_some_and(|n| *n >= 3),
+        "{o}"
+    );
+    assert!(o.report.acquisitions >= 50, "{o}");
+    assert!(
+        o.acquired_after_faults >= scenario::AFTER_MOVE_WRITES,
+        "{o}"
+    );
+    assert_eq!(
+        o.lost_updates, 0,
+        "exclusion held, so no update is lost: {o}"
+    );
+}

@@ -462,19 +462,18 @@ impl ClientBuilder {
             _ => Layout::Node,
         };
         let ns = Namespace::with_layout(&self.namespace, layout)?;
-        if !matches!(topology, Topology::Standalone) {
-            if urls.is_empty() {
-                return Err(Error::invalid(format!(
-                    "the {} topology needs at least one address",
-                    topology.name()
-                )));
-            }
-            #[cfg(feature = "tls")]
-            if self.tls_root_certificates.is_some() {
-                return Err(Error::invalid(
-                    "TLS root certificates are only supported for the standalone topology",
-                ));
-            }
+        let standalone = matches!(topology, Topology::Standalone);
+        if !standalone && urls.is_empty() {
+            return Err(Error::invalid(format!(
+                "the {} topology needs at least one address",
+                topology.name()
+            )));
+        }
+        #[cfg(feature = "tls")]
+        if !standalone && self.tls_root_certificates.is_some() {
+            return Err(Error::invalid(
+                "TLS root certificates are only supported for the standalone topology",
+            ));
         }
         let address = match &given {
             Some(client) => describe_connection(client),
