@@ -2,10 +2,10 @@
 
 use std::fmt::Write as _;
 use std::io;
-use std::net::{Ipv4Addr, TcpListener};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::process::free_port;
 use crate::server::RedisServer;
 
 /// The number of hash slots of every Redis Cluster.
@@ -1176,13 +1176,6 @@ fn bus_port(node: &RedisServer) -> u16 {
     pair.get(1)
         .and_then(|port| port.parse().ok())
         .unwrap_or_else(|| panic!("CONFIG GET cluster-port returned {reply:?}"))
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
 }
 
 fn admin_connection(node: &RedisServer) -> redis::RedisResult<redis::Connection> {

@@ -67,6 +67,7 @@
 #![forbid(unsafe_code)]
 
 mod cluster;
+mod process;
 mod proxy;
 mod sentinel;
 mod server;

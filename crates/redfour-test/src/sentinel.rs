@@ -3,16 +3,16 @@
 
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
-use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::process::{kill_and_reap, Kind};
 use crate::server::{which_redis_server, RedisServer};
 
 /// The name the sentinels monitor the master under.
@@ -27,10 +27,6 @@ const FAILOVER_TIMEOUT_MS: u64 = 5000;
 /// more replicas to join before it starts, on every start, restart and failover.
 const NODE_ARGS: [&str; 2] = ["--repl-diskless-sync-delay", "0"];
 
-/// Fresh ports tried for one sentinel before giving up; each failure is a lost port race.
-const START_ATTEMPTS: usize = 10;
-/// How long one spawned sentinel gets to answer `PING`.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connect, read and write timeout of the kit's connections to sentinels.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the group gets to replicate and for its sentinels to discover one another
@@ -45,17 +41,19 @@ const FAILOVER_WAIT: Duration = Duration::from_secs(45);
 const REPLICATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Between two checks of the group, each of which opens a connection per process.
 const GROUP_POLL_INTERVAL: Duration = Duration::from_millis(50);
-const READY_POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 const CONFIG_FILE: &str = "sentinel.conf";
-const LOG_FILE: &str = "sentinel.log";
-/// stdout and stderr of the process: config errors are printed there.
-const STDIO_FILE: &str = "sentinel.stdio";
-/// Logged once the sentinel has bound its port and loaded its configuration (Redis 7.0 logs no
-/// "Ready to accept connections" in sentinel mode). Seeing it in *our* log proves that the
-/// `PONG` came from our process and not from whoever won a port race against it.
-const READY_LINE: &str = "Sentinel ID is";
-const ADDR_IN_USE: &str = "Address already in use";
+/// Where a sentinel writes, and how it shows it is ready.
+const SENTINEL: Kind = Kind {
+    label: "sentinel",
+    log_file: "sentinel.log",
+    stdio_file: "sentinel.stdio",
+    // Logged once the sentinel has bound its port and loaded its configuration (Redis 7.0 logs
+    // no "Ready to accept connections" in sentinel mode).
+    ready_line: "Sentinel ID is",
+    mode: Some("--sentinel"),
+    ping_replies: &[b"+PONG"],
+};
 const LOCALHOST: &str = "127.0.0.1";
 
 /// A Redis Sentinel process owned by a test (`redis-server <config> --sentinel`).
@@ -73,14 +71,6 @@ pub struct SentinelProcess {
     child: Mutex<Option<Child>>,
 }
 
-/// Why one spawn did not give a ready sentinel.
-enum SpawnError {
-    /// The port was taken: worth another try on another port.
-    PortInUse,
-    /// Anything else: retrying would fail the same way.
-    Fatal(io::Error),
-}
-
 impl SentinelProcess {
     /// Starts a sentinel monitoring `127.0.0.1:master_port` as `service`, on a free port, and
     /// waits until it answers `PING`. Retries on a fresh port when the chosen one was taken
@@ -94,31 +84,23 @@ impl SentinelProcess {
         let dir = tempfile::Builder::new()
             .prefix("redfour-sentinel-")
             .tempdir()?;
-        for _ in 0..START_ATTEMPTS {
-            let port = free_port()?;
+        let (port, child) = SENTINEL.start(dir.path(), None, |port| {
             // A fresh file on every attempt: a failed sentinel may have rewritten the last one.
             let config = config(port, dir.path(), service, master_port, quorum)?;
             fs::write(dir.path().join(CONFIG_FILE), config)?;
-            match spawn_ready(binary, port, dir.path()) {
-                Ok(child) => {
-                    return Ok(SentinelProcess {
-                        port,
-                        pid: child.id(),
-                        dir,
-                        child: Mutex::new(Some(child)),
-                    })
-                }
-                Err(SpawnError::PortInUse) => continue,
-                Err(SpawnError::Fatal(err)) => return Err(err),
-            }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!(
-                "every one of {START_ATTEMPTS} ports was taken before the sentinel could bind it\n{}",
-                read_log(dir.path())
-            ),
-        ))
+            // The configuration file must be the first argument; `SENTINEL.mode` comes last.
+            let mut command = Command::new(binary);
+            command
+                .arg(dir.path().join(CONFIG_FILE))
+                .current_dir(dir.path());
+            Ok(command)
+        })?;
+        Ok(SentinelProcess {
+            port,
+            pid: child.id(),
+            dir,
+            child: Mutex::new(Some(child)),
+        })
     }
 
     /// The TCP port the sentinel listens on.
@@ -150,7 +132,7 @@ impl SentinelProcess {
     /// The sentinel's log (its `+sdown`, `+odown`, `+switch-master`, ... events), and its
     /// stdout/stderr if not empty, for assertion messages.
     pub fn log(&self) -> String {
-        read_log(self.dir.path())
+        SENTINEL.log(self.dir.path())
     }
 
     /// Whether the sentinel process is alive.
@@ -209,10 +191,8 @@ impl SentinelProcess {
 
 impl Drop for SentinelProcess {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child().take() {
-            // Errors mean the process is already gone; `wait` reaps it either way.
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child().take() {
+            kill_and_reap(child);
         }
     }
 }
@@ -836,7 +816,7 @@ fn config(
     line(format!("bind {LOCALHOST}"));
     line("daemonize no".to_owned());
     line(format!("dir {}", quote(dir)?));
-    line(format!("logfile {}", quote(&dir.join(LOG_FILE))?));
+    line(format!("logfile {}", quote(&dir.join(SENTINEL.log_file))?));
     line("loglevel notice".to_owned());
     line(format!(
         "sentinel monitor {service} {LOCALHOST} {master_port} {quorum}"
@@ -868,140 +848,6 @@ fn quote(path: &Path) -> io::Result<String> {
     }
     quoted.push('"');
     Ok(quoted)
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
-}
-
-/// Spawns a sentinel on the configuration in `dir` and waits until it is ready, killing it on
-/// any failure.
-fn spawn_ready(binary: &Path, port: u16, dir: &Path) -> Result<Child, SpawnError> {
-    // Earlier attempts share the log file; only what this process writes counts.
-    let offset = file_len(&dir.join(LOG_FILE));
-    let stdio_offset = file_len(&dir.join(STDIO_FILE));
-    let mut child = spawn(binary, dir).map_err(|err| {
-        SpawnError::Fatal(io::Error::new(
-            err.kind(),
-            format!("cannot spawn {} --sentinel: {err}", binary.display()),
-        ))
-    })?;
-
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        match child.try_wait() {
-            Ok(None) => {}
-            Ok(Some(status)) => return Err(exited(status, port, dir, offset, stdio_offset)),
-            Err(err) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(SpawnError::Fatal(err));
-            }
-        }
-        if read_from(&dir.join(LOG_FILE), offset).contains(READY_LINE) && answers_ping(port) {
-            return Ok(child);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(SpawnError::Fatal(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "sentinel on port {port} not ready after {READY_TIMEOUT:?}\n{}",
-                    read_log(dir)
-                ),
-            )));
-        }
-        std::thread::sleep(READY_POLL_INTERVAL);
-    }
-}
-
-fn spawn(binary: &Path, dir: &Path) -> io::Result<Child> {
-    let stdio = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(STDIO_FILE))?;
-    // The configuration file must be the first argument.
-    Command::new(binary)
-        .arg(dir.join(CONFIG_FILE))
-        .arg("--sentinel")
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(stdio.try_clone()?)
-        .stderr(stdio)
-        .spawn()
-}
-
-fn exited(status: ExitStatus, port: u16, dir: &Path, offset: u64, stdio_offset: u64) -> SpawnError {
-    let output =
-        read_from(&dir.join(LOG_FILE), offset) + &read_from(&dir.join(STDIO_FILE), stdio_offset);
-    if output.contains(ADDR_IN_USE) {
-        return SpawnError::PortInUse;
-    }
-    SpawnError::Fatal(io::Error::other(format!(
-        "sentinel on port {port} exited with {status}\n{}",
-        read_log(dir)
-    )))
-}
-
-/// Whether something on `port` answers `PING` with `+PONG`.
-fn answers_ping(port: u16) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let timeout = Some(Duration::from_millis(500));
-    if stream.set_read_timeout(timeout).is_err()
-        || stream.set_write_timeout(timeout).is_err()
-        || stream.write_all(b"PING\r\n").is_err()
-    {
-        return false;
-    }
-    let mut reply = Vec::new();
-    let mut buf = [0_u8; 64];
-    while !reply.ends_with(b"\r\n") {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => reply.extend_from_slice(&buf[..n]),
-        }
-    }
-    reply.starts_with(b"+PONG")
-}
-
-fn file_len(path: &Path) -> u64 {
-    fs::metadata(path).map(|meta| meta.len()).unwrap_or(0)
-}
-
-/// The file's text from byte `offset` on; empty if it cannot be read.
-fn read_from(path: &Path, offset: u64) -> String {
-    let Ok(bytes) = fs::read(path) else {
-        return String::new();
-    };
-    let start = usize::try_from(offset)
-        .unwrap_or(usize::MAX)
-        .min(bytes.len());
-    String::from_utf8_lossy(&bytes[start..]).into_owned()
-}
-
-fn read_log(dir: &Path) -> String {
-    let log_path = dir.join(LOG_FILE);
-    let mut text = match fs::read(&log_path) {
-        Ok(bytes) => format!(
-            "--- {} ---\n{}",
-            log_path.display(),
-            String::from_utf8_lossy(&bytes)
-        ),
-        Err(err) => format!("--- {}: {err} ---\n", log_path.display()),
-    };
-    let stdio = read_from(&dir.join(STDIO_FILE), 0);
-    if !stdio.trim().is_empty() {
-        text.push_str("\n--- sentinel stdout/stderr ---\n");
-        text.push_str(&stdio);
-    }
-    text
 }
 
 #[cfg(test)]

@@ -1,40 +1,38 @@
 //! A `redis-server` child process on a free port, killed on drop.
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::process::{kill_and_reap, Kind, SpawnError};
 use crate::tls::{self, TlsCerts};
 use crate::wait::wait_until;
 
-/// Fresh ports tried by `try_start` before giving up; each failure is a lost port race.
-const START_ATTEMPTS: usize = 10;
 /// Spawns tried by `try_restart` on the fixed port.
 const RESTART_ATTEMPTS: usize = 5;
-/// How long one spawned server gets to answer `PING`.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a restart waits for the old port to become bindable again.
 const PORT_FREE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read/write timeout of the connections made by `cmd`, so a wedged server fails the test
 /// instead of hanging it.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
-const LOG_FILE: &str = "redis.log";
-/// stdout and stderr of the process: config errors are printed there, before the log file is
-/// opened.
-const STDIO_FILE: &str = "redis.stdio";
-/// Logged at `notice` level once the listening socket is bound. Seeing it in *our* log proves
-/// that the `PONG` came from our process and not from whoever won a port race against it.
-const READY_LINE: &str = "Ready to accept connections";
-const ADDR_IN_USE: &str = "Address already in use";
+/// Where a server writes, and how it shows it is ready.
+const REDIS_SERVER: Kind = Kind {
+    label: "redis-server",
+    log_file: "redis.log",
+    stdio_file: "redis.stdio",
+    // Logged at `notice` level once the listening socket is bound.
+    ready_line: "Ready to accept connections",
+    mode: None,
+    // `-NOAUTH` when a password is required.
+    ping_replies: &[b"+PONG", b"-NOAUTH"],
+};
 const NOT_FOUND: &str = "redis-server not found in PATH; install it (apt-get install redis-server)";
 
 /// Returns the path of the `redis-server` binary found on `PATH`.
@@ -87,14 +85,6 @@ struct Process {
     child: Option<Child>,
     /// Of the most recent child, kept after a stop.
     pid: u32,
-}
-
-/// Why one spawn did not give a ready server.
-enum SpawnError {
-    /// The port was taken: worth another try (another port, or the same one a bit later).
-    PortInUse,
-    /// Anything else: retrying would fail the same way.
-    Fatal(io::Error),
 }
 
 impl RedisServer {
@@ -206,35 +196,28 @@ impl RedisServer {
             None
         };
 
-        for _ in 0..START_ATTEMPTS {
-            let port = free_port()?;
-            match spawn_ready(&binary, port, dir.path(), tls.as_ref(), &extra_args) {
-                Ok(child) => {
-                    let pid = child.id();
-                    return Ok(RedisServer {
-                        port,
-                        binary,
-                        extra_args,
-                        password,
-                        tls,
-                        dir,
-                        process: Mutex::new(Process {
-                            child: Some(child),
-                            pid,
-                        }),
-                    });
-                }
-                Err(SpawnError::PortInUse) => continue,
-                Err(SpawnError::Fatal(err)) => return Err(err),
-            }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!(
-                "every one of {START_ATTEMPTS} ports was taken before redis-server could bind it\n{}",
-                read_log(dir.path())
-            ),
-        ))
+        let (port, child) = REDIS_SERVER.start(dir.path(), tls.as_ref(), |port| {
+            Ok(command(
+                &binary,
+                port,
+                dir.path(),
+                tls.as_ref(),
+                &extra_args,
+            ))
+        })?;
+        let pid = child.id();
+        Ok(RedisServer {
+            port,
+            binary,
+            extra_args,
+            password,
+            tls,
+            dir,
+            process: Mutex::new(Process {
+                child: Some(child),
+                pid,
+            }),
+        })
     }
 
     /// The TCP port the server listens on (its TLS port for a [TLS server](Self::start_tls));
@@ -296,7 +279,7 @@ impl RedisServer {
     /// Covers every process started by this value, including failed attempts, oldest first.
     /// Reading errors are reported in the returned text rather than as a panic.
     pub fn log(&self) -> String {
-        read_log(self.dir.path())
+        REDIS_SERVER.log(self.dir.path())
     }
 
     /// A client for this server, logged in with the [`password`](Self::password) if any.
@@ -455,12 +438,18 @@ impl RedisServer {
                 port_deadline.saturating_duration_since(Instant::now()),
                 || TcpListener::bind((Ipv4Addr::LOCALHOST, self.port)).is_ok(),
             );
-            match spawn_ready(
+            let command_line = command(
                 &self.binary,
                 self.port,
                 self.dir.path(),
                 self.tls.as_ref(),
                 &self.extra_args,
+            );
+            match REDIS_SERVER.spawn_ready(
+                command_line,
+                self.port,
+                self.dir.path(),
+                self.tls.as_ref(),
             ) {
                 Ok(child) => {
                     let mut process = self.process();
@@ -494,10 +483,8 @@ impl RedisServer {
 
 impl Process {
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // Errors mean the process is already gone; `wait` reaps it either way.
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            kill_and_reap(child);
         }
     }
 }
@@ -518,13 +505,6 @@ impl fmt::Debug for RedisServer {
             .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
 }
 
 /// The value following the last `--requirepass`, as redis itself would take it.
@@ -548,22 +528,21 @@ fn percent_encode(text: &str) -> String {
         .collect()
 }
 
-fn spawn(
+/// The command line of a server on `port` with its files in `dir`; the kit's own arguments come
+/// first, so `extra_args` can override them.
+fn command(
     binary: &Path,
     port: u16,
     dir: &Path,
     tls: Option<&TlsCerts>,
     extra_args: &[String],
-) -> io::Result<Child> {
-    let stdio = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(STDIO_FILE))?;
+) -> Command {
     let listen = match tls {
         Some(tls) => tls.server_args(port),
         None => vec!["--port".to_owned(), port.to_string()],
     };
-    Command::new(binary)
+    let mut command = Command::new(binary);
+    command
         .args(listen)
         .args(["--bind", "127.0.0.1"])
         .args(["--save", ""])
@@ -574,140 +553,9 @@ fn spawn(
         .arg("--dir")
         .arg(dir)
         .arg("--logfile")
-        .arg(dir.join(LOG_FILE))
-        .args(extra_args)
-        .stdin(Stdio::null())
-        .stdout(stdio.try_clone()?)
-        .stderr(stdio)
-        .spawn()
-}
-
-/// Spawns a server and waits until it is ready, killing it on any failure.
-fn spawn_ready(
-    binary: &Path,
-    port: u16,
-    dir: &Path,
-    tls: Option<&TlsCerts>,
-    extra_args: &[String],
-) -> Result<Child, SpawnError> {
-    // Earlier runs share the log file; only what this process writes counts.
-    let offset = file_len(&dir.join(LOG_FILE));
-    let stdio_offset = file_len(&dir.join(STDIO_FILE));
-    let mut child = spawn(binary, port, dir, tls, extra_args).map_err(|err| {
-        SpawnError::Fatal(io::Error::new(
-            err.kind(),
-            format!("cannot spawn {}: {err}", binary.display()),
-        ))
-    })?;
-
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        match child.try_wait() {
-            Ok(None) => {}
-            Ok(Some(status)) => return Err(exited(status, port, dir, offset, stdio_offset)),
-            Err(err) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(SpawnError::Fatal(err));
-            }
-        }
-        if read_from(&dir.join(LOG_FILE), offset).contains(READY_LINE) && answers_ping(port, tls) {
-            return Ok(child);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(SpawnError::Fatal(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "redis-server on port {port} not ready after {READY_TIMEOUT:?}\n{}",
-                    read_log(dir)
-                ),
-            )));
-        }
-        std::thread::sleep(POLL_INTERVAL);
-    }
-}
-
-fn exited(status: ExitStatus, port: u16, dir: &Path, offset: u64, stdio_offset: u64) -> SpawnError {
-    let output =
-        read_from(&dir.join(LOG_FILE), offset) + &read_from(&dir.join(STDIO_FILE), stdio_offset);
-    if output.contains(ADDR_IN_USE) {
-        return SpawnError::PortInUse;
-    }
-    SpawnError::Fatal(io::Error::other(format!(
-        "redis-server on port {port} exited with {status}\n{}",
-        read_log(dir)
-    )))
-}
-
-/// Whether something on `port` answers `PING` like a Redis server (over TLS with `tls`):
-/// `+PONG`, or `-NOAUTH` when a password is required. `-LOADING` and silence mean not yet.
-fn answers_ping(port: u16, tls: Option<&TlsCerts>) -> bool {
-    match tls {
-        Some(tls) => tls.probe(port).is_some_and(|mut stream| pongs(&mut stream)),
-        None => {
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-                return false;
-            };
-            let timeout = Some(Duration::from_millis(500));
-            if stream.set_read_timeout(timeout).is_err()
-                || stream.set_write_timeout(timeout).is_err()
-            {
-                return false;
-            }
-            pongs(&mut &stream)
-        }
-    }
-}
-
-fn pongs(stream: &mut (impl Read + Write)) -> bool {
-    if stream.write_all(b"PING\r\n").is_err() || stream.flush().is_err() {
-        return false;
-    }
-    let mut reply = Vec::new();
-    let mut buf = [0_u8; 64];
-    while !reply.ends_with(b"\r\n") {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => reply.extend_from_slice(&buf[..n]),
-        }
-    }
-    reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH")
-}
-
-fn file_len(path: &Path) -> u64 {
-    fs::metadata(path).map(|meta| meta.len()).unwrap_or(0)
-}
-
-/// The file's text from byte `offset` on; empty if it cannot be read.
-fn read_from(path: &Path, offset: u64) -> String {
-    let Ok(bytes) = fs::read(path) else {
-        return String::new();
-    };
-    let start = usize::try_from(offset)
-        .unwrap_or(usize::MAX)
-        .min(bytes.len());
-    String::from_utf8_lossy(&bytes[start..]).into_owned()
-}
-
-fn read_log(dir: &Path) -> String {
-    let log_path = dir.join(LOG_FILE);
-    let mut text = match fs::read(&log_path) {
-        Ok(bytes) => format!(
-            "--- {} ---\n{}",
-            log_path.display(),
-            String::from_utf8_lossy(&bytes)
-        ),
-        Err(err) => format!("--- {}: {err} ---\n", log_path.display()),
-    };
-    let stdio = read_from(&dir.join(STDIO_FILE), 0);
-    if !stdio.trim().is_empty() {
-        text.push_str("\n--- redis-server stdout/stderr ---\n");
-        text.push_str(&stdio);
-    }
-    text
+        .arg(dir.join(REDIS_SERVER.log_file))
+        .args(extra_args);
+    command
 }
 
 #[cfg(test)]
