@@ -24,6 +24,9 @@ pub async fn execute(settings: Settings) -> Result<u8, Failure> {
         .namespace(settings.namespace)
         .connect_timeout(CONNECT_TIMEOUT)
         .reconnect_retries(RECONNECT_RETRIES);
+    if let Some((user, password)) = settings.master_credentials {
+        builder = builder.master_credentials(user.as_deref(), password);
+    }
     if let Some((replicas, timeout)) = settings.replica_acks {
         builder = builder.replica_acks(replicas, timeout);
     }

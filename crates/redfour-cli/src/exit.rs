@@ -60,6 +60,7 @@ stdout is the command's. Errors are one line on stderr, starting with `redfour: 
 ENVIRONMENT:
   REDIS_URL, REDFOUR_NAMESPACE  defaults for --url and --namespace
   REDFOUR_TOPOLOGY, REDFOUR_SERVICE  defaults for --topology and --service
+  REDFOUR_MASTER_PASSWORD, REDFOUR_MASTER_USER  defaults for --master-password, --master-user
   REDFOUR_TLS_CA                default for --tls-ca
   REDFOUR_LOG                   diagnostics on stderr: a level (`debug`) or a filter
                                 (`redfour=trace`), e.g. to watch renewals during `run`";

@@ -53,6 +53,21 @@ pub struct Flags {
     #[arg(long, global = true, env = "REDFOUR_SERVICE", value_name = "NAME")]
     service: Option<String>,
 
+    /// With --topology sentinel: the master's password, when it is not the first --url's (the
+    /// sentinels'). Prefer the environment variable: a flag shows in the process list.
+    #[arg(
+        long,
+        global = true,
+        env = "REDFOUR_MASTER_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    master_password: Option<String>,
+
+    /// With --master-password: the master's ACL user name.
+    #[arg(long, global = true, env = "REDFOUR_MASTER_USER", value_name = "USER")]
+    master_user: Option<String>,
+
     /// After each acquire, wait until N replicas acknowledged it (WAIT); when fewer did within
     /// --replica-ack-timeout, the lock is released and the acquire fails (exit 69; a wait keeps
     /// trying). For sentinel, cluster, or a standalone master with replicas.
@@ -227,6 +242,8 @@ pub struct Settings {
     pub topology: redfour::Topology,
     /// `--replica-acks` and `--replica-ack-timeout`.
     pub replica_acks: Option<(u32, Duration)>,
+    /// `--master-user` and `--master-password` (sentinel).
+    pub master_credentials: Option<(Option<String>, String)>,
     /// The key namespace.
     pub namespace: String,
     /// The PEM contents of `--tls-ca`: the only CAs trusted for `rediss://`.
@@ -315,6 +332,16 @@ impl Flags {
             (TopologyArg::Redlock, None) => redfour::Topology::Redlock,
         };
         let urls = self.url;
+        let master_credentials = match (self.master_user, self.master_password) {
+            (_, Some(_)) if !matches!(topology, redfour::Topology::Sentinel { .. }) => {
+                return Err(Failure::usage(
+                    "--master-password applies to --topology sentinel only",
+                ))
+            }
+            (user, Some(password)) => Some((user, password)),
+            (Some(_), None) => return Err(Failure::usage("--master-user needs --master-password")),
+            (None, None) => None,
+        };
         if topology == redfour::Topology::Standalone && urls.len() != 1 {
             return Err(Failure::usage(format!(
                 "--url was given {} times: the standalone topology takes one (see --topology)",
@@ -386,6 +413,7 @@ impl Flags {
             urls,
             topology,
             replica_acks,
+            master_credentials,
             namespace: self.namespace,
             tls_ca,
             action,
@@ -550,6 +578,23 @@ mod tests {
         for (args, says) in [
             (&["--topology", "sentinel", "status", "x"][..], "--service"),
             (&["--service", "m", "status", "x"][..], "sentinel only"),
+            (
+                &["--master-password", "p", "status", "x"][..],
+                "sentinel only",
+            ),
+            (
+                &[
+                    "--topology",
+                    "sentinel",
+                    "--service",
+                    "m",
+                    "--master-user",
+                    "u",
+                    "status",
+                    "x",
+                ][..],
+                "--master-password",
+            ),
             (
                 &["--url", "redis://a", "--url", "redis://b", "status", "x"][..],
                 "takes one",

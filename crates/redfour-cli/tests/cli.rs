@@ -26,6 +26,8 @@ fn redfour() -> Command {
         .env_remove("REDFOUR_TLS_CA")
         .env_remove("REDFOUR_TOPOLOGY")
         .env_remove("REDFOUR_SERVICE")
+        .env_remove("REDFOUR_MASTER_PASSWORD")
+        .env_remove("REDFOUR_MASTER_USER")
         .env_remove("REDFOUR_LOG")
         .stdin(Stdio::null());
     cmd
@@ -1528,4 +1530,30 @@ fn run_survives_a_sentinel_failover() {
 fn every_command_works_standalone() {
     let server = RedisServer::start();
     every_command_works(&topology_flags("standalone", &[server.url()]));
+}
+
+/// A master with its own password behind sentinels without one: `REDFOUR_MASTER_PASSWORD`
+/// (or `--master-password`) logs in to it; without it, exit 69; the password never shows.
+#[test]
+fn a_sentinel_master_with_its_own_password() {
+    let group = redfour_test::SentinelGroup::start_with_password(0, 1, "m4ster-secret");
+    let mut flags = topology_flags("sentinel", &group.sentinel_urls());
+    flags.extend(["--service".to_owned(), group.service().to_owned()]);
+    let ran = ok(cli_with(&flags, &["acquire", "job", "--ttl", "5s"]));
+    ran.assert_code(69).assert_one_line_reason();
+    let mut cmd = cli_with(&flags, &["acquire", "job", "--ttl", "5s"]);
+    cmd.env("REDFOUR_MASTER_PASSWORD", "m4ster-secret");
+    let ran = ok(cmd);
+    ran.assert_code(0);
+    assert!(!ran.stdout.contains("m4ster-secret") && !ran.stderr.contains("m4ster-secret"));
+    let mut cmd = cli_with(&flags, &["--master-password", "wrong", "status", "job"]);
+    cmd.env_remove("REDFOUR_MASTER_PASSWORD");
+    let ran = ok(cmd);
+    ran.assert_code(69);
+    assert!(!ran.stderr.contains("wrong"), "{ran:?}");
+    assert_eq!(
+        group.master().cmd(&["EXISTS", "lock:job"]),
+        Value::Int(1),
+        "acquired on the master"
+    );
 }

@@ -80,13 +80,17 @@ impl SentinelProcess {
         service: &str,
         master_port: u16,
         quorum: usize,
+        auth_pass: Option<&str>,
     ) -> io::Result<SentinelProcess> {
         let dir = tempfile::Builder::new()
             .prefix("redfour-sentinel-")
             .tempdir()?;
         let (port, child) = SENTINEL.start(dir.path(), None, |port| {
             // A fresh file on every attempt: a failed sentinel may have rewritten the last one.
-            let config = config(port, dir.path(), service, master_port, quorum)?;
+            let mut config = config(port, dir.path(), service, master_port, quorum)?;
+            if let Some(password) = auth_pass {
+                config.push_str(&format!("sentinel auth-pass {service} {password}\n"));
+            }
             fs::write(dir.path().join(CONFIG_FILE), config)?;
             // The configuration file must be the first argument; `SENTINEL.mode` comes last.
             let mut command = Command::new(binary);
@@ -243,11 +247,34 @@ impl SentinelGroup {
     /// Panics if `sentinels` is 0, if a process cannot be started, or if the group does not
     /// settle within 45 seconds; the message includes the logs.
     pub fn start(replicas: usize, sentinels: usize) -> SentinelGroup {
+        SentinelGroup::start_inner(replicas, sentinels, None)
+    }
+
+    /// As [`start`](Self::start), with data nodes that require `password` (`requirepass`, and
+    /// `masterauth` for their replication) and sentinels told it (`sentinel auth-pass`); the
+    /// sentinels themselves need none. The kit's own commands to the data nodes authenticate.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start); also if `password` contains whitespace or quotes.
+    pub fn start_with_password(replicas: usize, sentinels: usize, password: &str) -> SentinelGroup {
+        assert!(
+            !password.is_empty() && !password.contains(|c: char| c.is_whitespace() || c == '"'),
+            "the test password must be one plain word"
+        );
+        SentinelGroup::start_inner(replicas, sentinels, Some(password))
+    }
+
+    fn start_inner(replicas: usize, sentinels: usize, password: Option<&str>) -> SentinelGroup {
         assert!(sentinels > 0, "a SentinelGroup needs at least one sentinel");
         let binary = which_redis_server();
-        let master = RedisServer::start_with_args(&NODE_ARGS);
+        let mut node_args = NODE_ARGS.to_vec();
+        if let Some(password) = password {
+            node_args.extend(["--requirepass", password, "--masterauth", password]);
+        }
+        let master = RedisServer::start_with_args(&node_args);
         let master_port = master.port().to_string();
-        let mut replica_args = NODE_ARGS.to_vec();
+        let mut replica_args = node_args.clone();
         replica_args.extend(["--replicaof", LOCALHOST, &master_port]);
         let mut group = SentinelGroup {
             sentinels: Vec::with_capacity(sentinels),
@@ -266,7 +293,13 @@ impl SentinelGroup {
             group.check_replication(0)
         });
         for _ in 0..sentinels {
-            match SentinelProcess::start(&binary, SERVICE, group.servers[0].port(), group.quorum) {
+            match SentinelProcess::start(
+                &binary,
+                SERVICE,
+                group.servers[0].port(),
+                group.quorum,
+                password,
+            ) {
                 Ok(sentinel) => group.sentinels.push(sentinel),
                 Err(err) => group.fail("cannot start a sentinel", &err.to_string()),
             }

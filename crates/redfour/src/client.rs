@@ -186,6 +186,8 @@ pub struct ClientBuilder {
     source: Source,
     namespace: String,
     config: Config,
+    /// Sentinel: the master's user name and password, when they are not the sentinels'.
+    master_credentials: Option<(Option<String>, String)>,
     /// PEM certificates to trust instead of the system's, for `rediss://` URLs.
     #[cfg(feature = "tls")]
     tls_root_certificates: Option<Vec<u8>>,
@@ -200,7 +202,11 @@ impl fmt::Debug for ClientBuilder {
         let mut d = f.debug_struct("ClientBuilder");
         d.field("address", &address)
             .field("namespace", &self.namespace)
-            .field("config", &self.config);
+            .field("config", &self.config)
+            .field(
+                "master_credentials",
+                &self.master_credentials.as_ref().map(|_| "<set>"),
+            );
         #[cfg(feature = "tls")]
         d.field(
             "tls_root_certificates",
@@ -227,6 +233,7 @@ impl ClientBuilder {
                 node_timeout: Duration::from_millis(500),
                 drift: crate::keys::Drift::default(),
             },
+            master_credentials: None,
             #[cfg(feature = "tls")]
             tls_root_certificates: None,
         }
@@ -370,6 +377,37 @@ impl ClientBuilder {
         self
     }
 
+    /// With [`Topology::Sentinel`]: log in to the master (and, after a failover, to the replica
+    /// promoted in its place) with this password, and this user name when given, instead of
+    /// the credentials of the first sentinel address. For a master with `requirepass` (or an
+    /// ACL user) behind sentinels that have another password or none.
+    ///
+    /// # Errors
+    ///
+    /// [`build`](ClientBuilder::build) reports
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for another topology.
+    ///
+    /// Default: the credentials (and database) of the first sentinel address.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn example() -> redfour::Result<()> {
+    /// let password = std::env::var("REDIS_PASSWORD").unwrap_or_default();
+    /// let locks = redfour::Client::sentinel(["redis://10.0.0.1:26379"], "mymaster")
+    ///     .master_credentials(None, password)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn master_credentials(
+        mut self,
+        username: Option<&str>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.master_credentials = Some((username.map(str::to_owned), password.into()));
+        self
+    }
+
     /// Trusts these certificate authorities, and only these, for a `rediss://` URL: for a
     /// server whose certificate comes from a private CA.
     ///
@@ -417,7 +455,7 @@ impl ClientBuilder {
     /// empty namespace, zero timeouts or a poll interval under 10 ms; a `rediss://` URL without
     /// the `tls` feature, or with `#insecure` without the `tls-insecure` feature; unusable
     /// [TLS root certificates](ClientBuilder::tls_root_certificates).
-    pub fn build(self) -> Result<Client> {
+    pub fn build(mut self) -> Result<Client> {
         if self.config.connect_timeout.is_zero() || self.config.response_timeout.is_zero() {
             return Err(Error::invalid("timeouts must be greater than zero"));
         }
@@ -463,6 +501,11 @@ impl ClientBuilder {
         };
         let ns = Namespace::with_layout(&self.namespace, layout)?;
         let standalone = matches!(topology, Topology::Standalone);
+        if self.master_credentials.is_some() && !matches!(topology, Topology::Sentinel { .. }) {
+            return Err(Error::invalid(
+                "master credentials apply to the sentinel topology only",
+            ));
+        }
         if !standalone && urls.is_empty() {
             return Err(Error::invalid(format!(
                 "the {} topology needs at least one address",
@@ -533,9 +576,18 @@ impl ClientBuilder {
                     });
                 }
                 // The master gets the credentials and database of the first sentinel address
-                // (sentinels and masters usually share them; `redis://:pw@sentinel/2`).
-                let settings = infos[0].redis_settings().clone();
+                // (sentinels and masters often share them; `redis://:pw@sentinel/2`), unless
+                // it has its own.
+                let mut settings = infos[0].redis_settings().clone();
                 let db = settings.db();
+                if let Some((username, password)) = self.master_credentials.take() {
+                    settings = redis::RedisConnectionInfo::default()
+                        .set_db(db)
+                        .set_password(password);
+                    if let Some(username) = username {
+                        settings = settings.set_username(username);
+                    }
+                }
                 node = node.set_redis_connection_info(settings);
                 let sentinel = redis::sentinel::SentinelClient::build(
                     infos,
@@ -578,6 +630,7 @@ impl ClientBuilder {
                         source: Source::Urls(Topology::Standalone, vec![url.clone()]),
                         namespace: self.namespace.clone(),
                         config: config.clone(),
+                        master_credentials: None,
                         #[cfg(feature = "tls")]
                         tls_root_certificates: None,
                     }

@@ -272,3 +272,34 @@ fn bad_settings_are_refused() {
         .unwrap_err();
     assert!(err.is_invalid_input(), "{err}");
 }
+
+/// A master with a password behind sentinels without one: the client logs in to the master
+/// (and to the promoted replica after a failover) with `master_credentials`; without them it
+/// gets a clear authentication error. The password never shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_with_its_own_password() {
+    let group = SentinelGroup::start_with_password(1, 3, "m4ster-secret");
+    let anonymous = sentinel_builder(&group).build().unwrap();
+    let err = anonymous.ping().await.unwrap_err();
+    assert!(!err.is_invalid_input(), "{err:?}");
+    let client = sentinel_builder(&group)
+        .master_credentials(None, "m4ster-secret")
+        .build()
+        .unwrap();
+    assert!(!format!("{client:?}").contains("m4ster-secret"));
+    let guard = client.lock("job").acquire().await.unwrap();
+    assert_eq!(stored_index(&group, "job"), Some(guard.index()));
+    guard.release().await.unwrap();
+    let new = group.failover();
+    assert_eq!(group.master_index(), new);
+    let guard = client.lock("job").acquire().await.unwrap();
+    assert_eq!(stored_index(&group, "job"), Some(guard.index()));
+    guard.release().await.unwrap();
+    for topology in [redfour::Topology::Cluster, redfour::Topology::Redlock] {
+        let err = Client::builder_with_topology(topology, ["redis://127.0.0.1:1"])
+            .master_credentials(None, "x")
+            .build()
+            .unwrap_err();
+        assert!(err.is_invalid_input(), "{err}");
+    }
+}

@@ -124,6 +124,14 @@ impl ClientBuilder {
         }
     }
 
+    /// See [`crate::ClientBuilder::master_credentials`] (Sentinel). Default: the first
+    /// sentinel address's credentials.
+    pub fn master_credentials(self, username: Option<&str>, password: impl Into<String>) -> Self {
+        ClientBuilder {
+            inner: self.inner.master_credentials(username, password),
+        }
+    }
+
     /// See [`crate::ClientBuilder::node_timeout`] (Redlock). Default: 500 ms.
     pub fn node_timeout(self, timeout: Duration) -> Self {
         ClientBuilder {
