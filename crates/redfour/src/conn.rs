@@ -55,14 +55,14 @@ impl Conn {
     /// Runs `cmd` and then `WAIT replicas timeout` as one pipeline, so that both go over the
     /// same connection to the master that holds `key` (on a cluster, the master of the key's
     /// slot): the answer counts the replicas that acknowledged that very write. Returns `cmd`'s
-    /// reply (an error reply as an `Err`) and the count.
+    /// reply (an error reply as an `Err`) and the count (or `WAIT`'s own error).
     pub(crate) async fn query_then_wait(
         &mut self,
         cmd: &Cmd,
         key: &str,
         replicas: u32,
         timeout: Duration,
-    ) -> RedisResult<(Value, i64)> {
+    ) -> RedisResult<(Value, RedisResult<i64>)> {
         let mut pipe = redis::pipe();
         pipe.add_command(cmd.clone());
         pipe.cmd("WAIT")
@@ -87,7 +87,13 @@ impl Conn {
             Value::ServerError(e) => return Err(e.into()),
             other => other,
         };
-        Ok((reply, redis::from_redis_value(acked)?))
+        // The script ran (and may have won) whatever `WAIT` answered: its failure (a user
+        // without `+wait`, say) is reported apart, so that the caller can release what it won.
+        let acked = match acked {
+            Value::ServerError(e) => Err(e.into()),
+            other => redis::from_redis_value(other).map_err(Into::into),
+        };
+        Ok((reply, acked))
     }
 }
 
@@ -222,11 +228,27 @@ impl SentinelShared {
             || err.is_connection_dropped()
             || err.is_connection_refusal()
             || err.is_timeout()
-            || matches!(err.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"));
+            || err.code().is_some_and(master_moved);
         if moved {
+            self.drop_connection(lane, generation, &err.to_string());
+        }
+    }
+
+    /// An error reply read as a value (the multiplexed connection hands those back as `Ok`)
+    /// that says this server is no longer a usable master.
+    fn after_reply(&self, lane: Lane, generation: u64, reply: &Value) {
+        if let Value::ServerError(e) = reply {
+            if master_moved(e.code()) {
+                self.drop_connection(lane, generation, e.code());
+            }
+        }
+    }
+
+    fn drop_connection(&self, lane: Lane, generation: u64, why: &str) {
+        {
             let mut current = lock(&self.current[lane as usize]);
             if current.as_ref().is_some_and(|(g, _)| *g == generation) {
-                tracing::debug!(service = %self.service, error = %err, "master connection failed; asking the sentinels at the next command");
+                tracing::debug!(service = %self.service, error = why, "master connection failed; asking the sentinels at the next command");
                 *current = None;
             }
         }
@@ -313,6 +335,12 @@ async fn watch_switches(shared: std::sync::Weak<SentinelShared>) {
     }
 }
 
+/// Error codes of a server that is not (or not yet) a master that can take writes: a demoted
+/// master, or one that lost its replicas under `min-replicas-to-write`, or one still loading.
+fn master_moved(code: &str) -> bool {
+    matches!(code, "READONLY" | "MASTERDOWN" | "LOADING" | "NOREPLICAS")
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -322,8 +350,9 @@ impl ConnectionLike for SentinelConn {
         Box::pin(async move {
             let (generation, mut conn) = self.shared.connection(self.lane).await?;
             let reply = conn.req_packed_command(cmd).await;
-            if let Err(e) = &reply {
-                self.shared.after_error(self.lane, generation, e);
+            match &reply {
+                Err(e) => self.shared.after_error(self.lane, generation, e),
+                Ok(value) => self.shared.after_reply(self.lane, generation, value),
             }
             reply
         })
@@ -338,8 +367,13 @@ impl ConnectionLike for SentinelConn {
         Box::pin(async move {
             let (generation, mut conn) = self.shared.connection(self.lane).await?;
             let reply = conn.req_packed_commands(pipeline, offset, count).await;
-            if let Err(e) = &reply {
-                self.shared.after_error(self.lane, generation, e);
+            match &reply {
+                Err(e) => self.shared.after_error(self.lane, generation, e),
+                Ok(values) => {
+                    for value in values {
+                        self.shared.after_reply(self.lane, generation, value);
+                    }
+                }
             }
             reply
         })

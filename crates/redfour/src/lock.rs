@@ -426,7 +426,14 @@ impl Client {
 
     /// Releases the lock at `key` if the attempt `attempt_id` holds it.
     async fn release_attempt(&self, key: &str, attempt_id: &str) -> Result<()> {
-        let mut conn = self.connection().await?;
+        // On the connection the attempt went out on, so that the check runs after it on the
+        // server: acquires that wait for replicas use their own connection, where an attempt
+        // can sit behind another one's `WAIT` long after its caller gave up.
+        let mut conn = if self.inner.config.replica_acks > 0 {
+            self.ack_connection().await?
+        } else {
+            self.connection().await?
+        };
         let (owner, index): (Option<String>, Option<String>) = redis::cmd("HMGET")
             .arg(key)
             .arg("attempt")
@@ -489,7 +496,7 @@ impl Client {
             }
         };
         let replicas = inner.config.replica_acks;
-        let (reply, acked): (Vec<i64>, Option<i64>) = if replicas > 0 {
+        let (reply, acked): (Vec<i64>, Option<redis::RedisResult<i64>>) = if replicas > 0 {
             // The script and `WAIT` go out together on one connection (the acknowledgement
             // then counts this very write), the connection kept for such acquires: `WAIT`
             // blocks it, and renewals and releases must not queue behind it.
@@ -524,27 +531,28 @@ impl Client {
             "acquire attempt"
         );
         if let (1, Some(acked)) = (won, acked) {
-            if acked < i64::from(replicas) {
-                tracing::warn!(
-                    key,
-                    index,
-                    acked,
-                    replicas,
-                    "an acquire was not acknowledged by enough replicas; releasing it"
-                );
-                // If this release fails or is cut off, the caller's attempt cleanup (armed for
-                // this transient error) releases the lock by the attempt's id.
-                if let Err(e) = self.release_key(key, index).await {
-                    tracing::warn!(key, index, error = %e, "cannot release an unacknowledged lock; cleaning up in the background");
-                }
-                return Err(Error::new(
+            let refused = match acked {
+                Ok(acked) if acked >= i64::from(replicas) => None,
+                Ok(acked) => Some(Error::new(
                     ErrorKind::NotReplicated,
                     format!(
                         "the acquire was acknowledged by {acked} of the {replicas} replicas asked for within {} ms; the lock was released",
                         inner.config.replica_ack_timeout.as_millis()
                     ),
                 )
-                .with_key(key));
+                .with_key(key)),
+                // `WAIT` itself failed (an ACL without `+wait`): the lock was won all the same.
+                Err(e) => Some(Error::from_redis(e, Some(key))),
+            };
+            if let Some(err) = refused {
+                tracing::warn!(key, index, error = %err, "an acquire was not acknowledged by enough replicas; releasing it");
+                // If this release fails or is cut off, the caller's attempt cleanup (armed while
+                // the release is out) releases the lock by the attempt's id.
+                if let Err(e) = self.release_key(key, index).await {
+                    tracing::warn!(key, index, error = %e, "cannot release an unacknowledged lock; cleaning up in the background");
+                    return Err(e);
+                }
+                return Err(err);
             }
         }
         Ok(match won {
@@ -902,7 +910,11 @@ impl Client {
             .await
             .map_err(|e| Error::from_redis(e, Some(key)))?;
         let outcome = Self::renew_outcome(key, reply)?;
-        if outcome == RenewOutcome::Renewed && acked < i64::from(config.replica_acks) {
+        if outcome != RenewOutcome::Renewed {
+            return Ok(outcome);
+        }
+        let acked = acked.map_err(|e| Error::from_redis(e, Some(key)))?;
+        if acked < i64::from(config.replica_acks) {
             return Err(Error::new(
                 ErrorKind::NotReplicated,
                 format!(

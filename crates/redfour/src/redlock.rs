@@ -58,11 +58,14 @@ where
 /// reaching it (foreign data at the key, a command refused), which no retry mends, else
 /// "quorum lost".
 fn quorum_lost(answered: usize, nodes: usize, quorum: usize, mut errors: Vec<Error>) -> Error {
+    // Lasting only when the masters that failed that way leave no majority possible; with
+    // enough masters merely unreachable, a retry may still win.
+    let lasting_count = errors.iter().filter(|e| !e.is_transient()).count();
     let lasting = errors
         .iter()
         .position(Error::is_corrupt_data)
         .or_else(|| errors.iter().position(|e| !e.is_transient()));
-    if let Some(i) = lasting {
+    if let Some(i) = lasting.filter(|_| nodes - lasting_count < quorum) {
         return errors.swap_remove(i);
     }
     unreachable_quorum(answered, nodes, quorum, errors)
@@ -75,7 +78,8 @@ fn unreachable_quorum(answered: usize, nodes: usize, quorum: usize, errors: Vec<
             "Redlock quorum lost: {answered} of {nodes} masters answered, and a majority is {quorum}"
         ),
     );
-    match errors.into_iter().next() {
+    // The most telling cause: a master's own refusal before a fault of reaching one.
+    match errors.into_iter().min_by_key(Error::is_transient) {
         Some(first) => err.with_source(first),
         None => err,
     }

@@ -308,3 +308,26 @@ async fn foreign_data_is_corrupt_data_not_a_lost_quorum() {
         );
     }
 }
+
+/// Foreign data on one master and another master down still leave a majority possible once
+/// the second is back: that is a lost quorum (retryable), not a lasting error.
+#[tokio::test]
+async fn foreign_data_on_a_minority_is_not_lasting() {
+    let mut servers = masters(3);
+    servers[0].cmd(&["SET", "lock:job", "not a lock"]);
+    servers[1].stop();
+    let client = client_of(&servers);
+    let err = client.lock("job").try_acquire().await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    servers[1].restart();
+    // (The third master's grant from the failed attempt is released in the background.)
+    let guard = client
+        .lock("job")
+        .wait(Duration::from_secs(5))
+        .acquire()
+        .await;
+    assert!(
+        guard.is_ok(),
+        "2 of 3 grant once the second master is back: {guard:?}"
+    );
+}

@@ -303,3 +303,21 @@ async fn a_master_with_its_own_password() {
         assert!(err.is_invalid_input(), "{err}");
     }
 }
+
+/// A user whose ACL lacks `WAIT`: the acquire won by the script is released and the refusal
+/// reported (not taken for corrupt data), with nothing left behind.
+#[tokio::test]
+async fn a_refused_wait_releases_the_lock() {
+    let server = RedisServer::start();
+    server.cmd(&[
+        "ACL", "SETUSER", "nowait", "on", ">pw", "~*", "&*", "+@all", "-wait",
+    ]);
+    let client = Client::builder(format!("redis://nowait:pw@127.0.0.1:{}/", server.port()))
+        .replica_acks(1, Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let err = client.lock("job").try_acquire().await.unwrap_err();
+    assert_eq!(err.kind(), redfour::ErrorKind::Redis, "{err:?}");
+    assert!(!err.is_corrupt_data());
+    assert_eq!(server.cmd(&["EXISTS", "lock:job"]), redis::Value::Int(0));
+}
