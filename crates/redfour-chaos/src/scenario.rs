@@ -724,23 +724,6 @@ fn wall_clock() -> String {
     )
 }
 
-/// Calls `f` every `every` until it is true or `deadline` has passed; whether it became true.
-/// For conditions that are costly to check (a Sentinel group's master is asked of every
-/// sentinel and every node).
-fn poll_until(deadline: Duration, every: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + deadline;
-    loop {
-        if f() {
-            return true;
-        }
-        let now = Instant::now();
-        if now >= end {
-            return false;
-        }
-        thread::sleep(every.min(end - now));
-    }
-}
-
 /// Runs `scenario` for `duration` with the fault schedule drawn from `seed`. `worker_bin` is
 /// this crate's binary (its `worker` subcommand). The logs go to a fresh directory, kept if
 /// `keep` or if the run found a failure.
@@ -1058,7 +1041,7 @@ pub fn run(
             None => vec!["(KEYS failed)".to_owned()],
         }
     };
-    let gone = poll_until(
+    let gone = redfour_test::wait_until_every(
         scenario.ttl + Duration::from_secs(2),
         Duration::from_millis(20),
         || left().is_empty(),

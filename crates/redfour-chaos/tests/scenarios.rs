@@ -37,6 +37,26 @@ fn run(name: &str) -> (Scenario, Outcome) {
     (scenario, outcome)
 }
 
+/// At least `at_least` faults of `kind` were injected.
+fn assert_faults(o: &Outcome, kind: &str, at_least: usize) {
+    assert!(
+        o.report.faults.get(kind).is_some_and(|n| *n >= at_least),
+        "{o}"
+    );
+}
+
+/// The work went on after the last topology change, and no fenced update was lost.
+fn assert_went_on(o: &Outcome) {
+    assert!(
+        o.acquired_after_faults >= scenario::AFTER_MOVE_WRITES,
+        "{o}"
+    );
+    assert_eq!(
+        o.lost_updates, 0,
+        "exclusion held, so no update is lost: {o}"
+    );
+}
+
 #[test]
 fn contention() {
     let (_, o) = run("contention");
@@ -56,7 +76,7 @@ fn contention() {
 #[test]
 fn freeze_holder() {
     let (_, o) = run("freeze-holder");
-    assert!(o.report.faults.get("stop").is_some_and(|n| *n >= 2), "{o}");
+    assert_faults(&o, "stop", 2);
     // The frozen holder wakes after someone else wrote: fencing stops its write, its lease is
     // reported lost, its release finds someone else's lock.
     assert!(o.report.writes_rejected >= 1, "{o}");
@@ -72,17 +92,14 @@ fn freeze_holder() {
 #[test]
 fn kill_holder() {
     let (_, o) = run("kill-holder");
-    assert!(o.report.faults.get("kill").is_some_and(|n| *n >= 2), "{o}");
+    assert_faults(&o, "kill", 2);
     assert!(o.report.acquisitions >= 20, "{o}");
 }
 
 #[test]
 fn restart_volatile() {
     let (_, o) = run("restart-volatile");
-    assert!(
-        o.report.faults.get("restart").is_some_and(|n| *n >= 2),
-        "{o}"
-    );
+    assert_faults(&o, "restart", 2);
     // Holders learn at their next renewal that the restart forgot their lock.
     assert!(o.report.leases_lost >= 1, "{o}");
     // F and R held (checked by `run`); V may not: the checker reports such overlaps.
@@ -95,10 +112,7 @@ fn restart_volatile() {
 #[test]
 fn restart_aof() {
     let (_, o) = run("restart-aof");
-    assert!(
-        o.report.faults.get("restart").is_some_and(|n| *n >= 2),
-        "{o}"
-    );
+    assert_faults(&o, "restart", 2);
     // With every write on disk before the reply, the locks survive: no lease is lost.
     assert_eq!(o.report.leases_lost, 0, "{o}");
     assert_eq!(o.report.of('V').count(), 0, "{o}");
@@ -109,10 +123,7 @@ fn restart_aof() {
 #[test]
 fn pause_clients() {
     let (_, o) = run("pause-clients");
-    assert!(
-        o.report.faults.get("client-pause").is_some_and(|n| *n >= 2),
-        "{o}"
-    );
+    assert_faults(&o, "client-pause", 2);
     // Attempts caught by a pause time out and say so; none of them made a second holder (V,
     // checked by `run`) or left the lock taken past its ttl (A).
     assert!(o.report.acquire_unknown >= 1, "{o}");
@@ -121,33 +132,21 @@ fn pause_clients() {
 #[test]
 fn kill_waiter() {
     let (_, o) = run("kill-waiter");
-    assert!(o.report.faults.get("kill").is_some_and(|n| *n >= 2), "{o}");
+    assert_faults(&o, "kill", 2);
     assert!(o.report.acquisitions >= 50, "{o}");
 }
 
 #[test]
 fn kill_subscriptions() {
     let (_, o) = run("kill-subscriptions");
-    assert!(
-        o.report
-            .faults
-            .get("client-kill-pubsub")
-            .is_some_and(|n| *n >= 4),
-        "{o}"
-    );
+    assert_faults(&o, "client-kill-pubsub", 4);
     assert!(o.report.acquisitions >= 50, "{o}");
 }
 
 #[test]
 fn delay_replies() {
     let (_, o) = run("delay-replies");
-    assert!(
-        o.report
-            .faults
-            .get("delay-replies")
-            .is_some_and(|n| *n >= 2),
-        "{o}"
-    );
+    assert_faults(&o, "delay-replies", 2);
     // Exclusion held although replies came after the ttl (checked by `run`), and the work
     // went on between the delays.
     assert!(o.report.acquisitions >= 10, "{o}");
@@ -159,40 +158,28 @@ fn delay_replies() {
 #[test]
 fn freeze_redis() {
     let (_, o) = run("freeze-redis");
-    assert!(o.report.faults.get("stop").is_some_and(|n| *n >= 2), "{o}");
+    assert_faults(&o, "stop", 2);
     assert!(o.report.acquisitions >= 10, "{o}");
 }
 
 #[test]
 fn black_hole() {
     let (_, o) = run("black-hole");
-    assert!(
-        o.report.faults.get("black-hole").is_some_and(|n| *n >= 1),
-        "{o}"
-    );
+    assert_faults(&o, "black-hole", 1);
     assert!(o.report.acquisitions >= 10, "{o}");
 }
 
 #[test]
 fn drop_connections() {
     let (_, o) = run("drop-connections");
-    assert!(
-        o.report
-            .faults
-            .get("drop-connections")
-            .is_some_and(|n| *n >= 4),
-        "{o}"
-    );
+    assert_faults(&o, "drop-connections", 4);
     assert!(o.report.acquisitions >= 50, "{o}");
 }
 
 #[test]
 fn script_flush() {
     let (_, o) = run("script-flush");
-    assert!(
-        o.report.faults.get("script-flush").is_some_and(|n| *n >= 8),
-        "{o}"
-    );
+    assert_faults(&o, "script-flush", 8);
     assert!(o.report.acquisitions >= 100, "{o}");
     assert_eq!(o.report.releases.get("error"), None, "{o}");
 }
@@ -218,10 +205,7 @@ fn kill_cli() {
         return;
     }
     let (_, o) = run("kill-cli");
-    assert!(
-        o.report.faults.get("kill-cli").is_some_and(|n| *n >= 2),
-        "{o}"
-    );
+    assert_faults(&o, "kill-cli", 2);
     assert!(o.report.acquisitions >= 10, "{o}");
 }
 
@@ -232,23 +216,10 @@ fn kill_cli() {
 #[test]
 fn sentinel_failover() {
     let (_, o) = run("sentinel-failover");
-    assert!(
-        o.report
-            .faults
-            .get("failover-done")
-            .is_some_and(|n| *n >= 1),
-        "{o}"
-    );
+    assert_faults(&o, "failover-done", 1);
     // Exclusion and fencing held (V and F, checked by `run`), and the work went on on the new
     // master.
-    assert!(
-        o.acquired_after_faults >= scenario::AFTER_MOVE_WRITES,
-        "{o}"
-    );
-    assert_eq!(
-        o.lost_updates, 0,
-        "exclusion held, so no update is lost: {o}"
-    );
+    assert_went_on(&o);
 }
 
 /// The lock's hash slot moved between the three masters of a cluster, again and again, while
@@ -256,17 +227,7 @@ fn sentinel_failover() {
 #[test]
 fn cluster_reshard() {
     let (_, o) = run("cluster-reshard");
-    assert!(
-        o.report.faults.get("migrate-done").is_some_and(|n| *n >= 3),
-        "{o}"
-    );
+    assert_faults(&o, "migrate-done", 3);
     assert!(o.report.acquisitions >= 50, "{o}");
-    assert!(
-        o.acquired_after_faults >= scenario::AFTER_MOVE_WRITES,
-        "{o}"
-    );
-    assert_eq!(
-        o.lost_updates, 0,
-        "exclusion held, so no update is lost: {o}"
-    );
+    assert_went_on(&o);
 }

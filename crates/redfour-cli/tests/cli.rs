@@ -1350,6 +1350,33 @@ fn topology_flags(name: &str, urls: &[String]) -> Vec<String> {
     flags
 }
 
+/// `--topology sentinel --url S1 ... --service NAME` for the group's sentinels.
+fn sentinel_flags(group: &redfour_test::SentinelGroup) -> Vec<String> {
+    let mut flags = topology_flags("sentinel", &group.sentinel_urls());
+    flags.extend(["--service".to_owned(), group.service().to_owned()]);
+    flags
+}
+
+/// Spawns `redfour GLOBAL... run job --ttl TTL` whose command writes its `REDFOUR_INDEX` to
+/// `DIR/started` and then runs until `DIR/done` exists; returns once the index is written,
+/// with the child and the path of `done`.
+fn run_until_done(global: &[String], ttl: &str, dir: &tempfile::TempDir) -> (Child, PathBuf) {
+    let started = dir.path().join("started");
+    let done = dir.path().join("done");
+    // Written under another name and renamed, so that the file appears whole.
+    let script = format!(
+        "echo \"$REDFOUR_INDEX\" > {s}.tmp && mv {s}.tmp {s}; while [ ! -e {d} ]; do sleep 0.05; done",
+        s = path_arg(&started),
+        d = path_arg(&done)
+    );
+    let child = spawn(cli_with(
+        global,
+        &["run", "job", "--ttl", ttl, "--", "sh", "-c", &script],
+    ));
+    wait_for_file(&started);
+    (child, done)
+}
+
 /// The one-shot commands and `run` with their exit statuses, the same on every topology.
 fn every_command_works(global: &[String]) {
     let ran = ok(cli_with(global, &["acquire", "job", "--ttl", "10s"]));
@@ -1412,18 +1439,7 @@ fn a_wait_on_a_cluster_is_woken_by_another_process() {
     let cluster = redfour_test::RedisCluster::start(3, 0);
     let flags = topology_flags("cluster", &cluster.seed_urls());
     let dir = temp();
-    let started = dir.path().join("started");
-    let done = dir.path().join("done");
-    let script = format!(
-        "touch {s}; while [ ! -e {d} ]; do sleep 0.05; done",
-        s = path_arg(&started),
-        d = path_arg(&done)
-    );
-    let holder = spawn(cli_with(
-        &flags,
-        &["run", "job", "--ttl", "60s", "--", "sh", "-c", &script],
-    ));
-    wait_for_file(&started);
+    let (holder, done) = run_until_done(&flags, "60s", &dir);
     let waiter = spawn(cli_with(
         &flags,
         &["wait", "job", "--ttl", "5s", "--wait", "30s"],
@@ -1467,8 +1483,7 @@ fn every_command_works_with_redlock_and_a_lost_quorum_exits_69() {
 #[test]
 fn run_survives_a_sentinel_failover() {
     let group = redfour_test::SentinelGroup::start(1, 3);
-    let mut flags = topology_flags("sentinel", &group.sentinel_urls());
-    flags.extend(["--service".to_owned(), group.service().to_owned()]);
+    let mut flags = sentinel_flags(&group);
     flags.extend(
         ["--replica-acks", "1", "--replica-ack-timeout", "2s"]
             .iter()
@@ -1477,21 +1492,8 @@ fn run_survives_a_sentinel_failover() {
     // The whole contract first, through the sentinels.
     every_command_works(&flags);
     let dir = temp();
-    let started = dir.path().join("started");
-    let done = dir.path().join("done");
-    let script = format!(
-        "echo \"$REDFOUR_INDEX\" > {s}; while [ ! -e {d} ]; do sleep 0.05; done",
-        s = path_arg(&started),
-        d = path_arg(&done)
-    );
-    let child = spawn(cli_with(
-        &flags,
-        &["run", "job", "--ttl", "4s", "--", "sh", "-c", &script],
-    ));
-    wait_for_file(&started);
-    assert!(wait_until(DEADLINE, || std::fs::read_to_string(&started)
-        .is_ok_and(|s| s.ends_with('\n'))));
-    let index = std::fs::read_to_string(&started).expect("index file");
+    let (child, done) = run_until_done(&flags, "4s", &dir);
+    let index = std::fs::read_to_string(dir.path().join("started")).expect("index file");
     let index = index.trim().to_owned();
     let old = group.master_index();
     let new = group.failover();
@@ -1537,8 +1539,7 @@ fn every_command_works_standalone() {
 #[test]
 fn a_sentinel_master_with_its_own_password() {
     let group = redfour_test::SentinelGroup::start_with_password(0, 1, "m4ster-secret");
-    let mut flags = topology_flags("sentinel", &group.sentinel_urls());
-    flags.extend(["--service".to_owned(), group.service().to_owned()]);
+    let flags = sentinel_flags(&group);
     let ran = ok(cli_with(&flags, &["acquire", "job", "--ttl", "5s"]));
     ran.assert_code(69).assert_one_line_reason();
     let mut cmd = cli_with(&flags, &["acquire", "job", "--ttl", "5s"]);

@@ -79,4 +79,4 @@ pub use proxy::Proxy;
 pub use sentinel::{SentinelGroup, SentinelProcess};
 pub use server::{which_redis_server, RedisServer};
 pub use tls::TlsCerts;
-pub use wait::{wait_until, wait_until_async};
+pub use wait::{wait_until, wait_until_async, wait_until_every};

@@ -22,7 +22,27 @@ const POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// assert!(wait_until(Duration::from_secs(5), || start.elapsed() >= Duration::from_millis(20)));
 /// assert!(!wait_until(Duration::from_millis(10), || false));
 /// ```
-pub fn wait_until(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
+pub fn wait_until(deadline: Duration, f: impl FnMut() -> bool) -> bool {
+    wait_until_every(deadline, POLL_INTERVAL, f)
+}
+
+/// [`wait_until`] with the pause between two evaluations chosen by the caller: for conditions
+/// that are costly to check (a Sentinel group's master is asked of every sentinel and node).
+///
+/// # Examples
+///
+/// ```
+/// use redfour_test::wait_until_every;
+/// use std::time::Duration;
+///
+/// let mut calls = 0;
+/// assert!(!wait_until_every(Duration::from_millis(30), Duration::from_millis(10), || {
+///     calls += 1;
+///     false
+/// }));
+/// assert!((2..=5).contains(&calls), "{calls}");
+/// ```
+pub fn wait_until_every(deadline: Duration, every: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + deadline;
     loop {
         if f() {
@@ -32,7 +52,7 @@ pub fn wait_until(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
         if now >= end {
             return false;
         }
-        std::thread::sleep(POLL_INTERVAL.min(end - now));
+        std::thread::sleep(every.min(end - now));
     }
 }
 

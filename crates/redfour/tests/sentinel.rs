@@ -33,6 +33,25 @@ fn pttl(group: &SentinelGroup, id: &str) -> i64 {
     }
 }
 
+/// A client of the group whose acquires wait (up to 2 s) for the replica's acknowledgement.
+fn acked_client(group: &SentinelGroup) -> Client {
+    sentinel_builder(group)
+        .replica_acks(1, Duration::from_secs(2))
+        .build()
+        .expect("valid settings")
+}
+
+/// The lock `id`, taken by `client` for `ttl` and renewed in the background.
+async fn hold(client: &Client, id: &str, ttl: Duration) -> redfour::LockGuard {
+    client
+        .lock(id)
+        .ttl(ttl)
+        .keep_alive(true)
+        .acquire()
+        .await
+        .expect("acquired")
+}
+
 /// Polls until the lock's expiry on the current master moves forward (a renewal reached it).
 async fn renewed_on_master(group: &SentinelGroup, id: &str) -> bool {
     let first = pttl(group, id);
@@ -49,10 +68,7 @@ async fn renewed_on_master(group: &SentinelGroup, id: &str) -> bool {
 #[tokio::test]
 async fn locks_go_to_the_master_the_sentinels_name() {
     let group = SentinelGroup::start(1, 3);
-    let client = sentinel_builder(&group)
-        .replica_acks(1, Duration::from_secs(2))
-        .build()
-        .unwrap();
+    let client = acked_client(&group);
     client.ping().await.unwrap();
     let guard = client.lock("job").acquire().await.unwrap();
     assert_eq!(stored_index(&group, "job"), Some(guard.index()));
@@ -95,22 +111,13 @@ async fn locks_go_to_the_master_the_sentinels_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_keeps_the_holder_and_the_waiter() {
     let group = SentinelGroup::start(1, 3);
-    let holder = sentinel_builder(&group)
-        .replica_acks(1, Duration::from_secs(2))
-        .build()
-        .unwrap();
+    let holder = acked_client(&group);
     let waiter = sentinel_builder(&group)
         .max_poll_interval(Duration::from_secs(2))
         .build()
         .unwrap();
     let ttl = Duration::from_secs(5);
-    let guard = holder
-        .lock("job")
-        .ttl(ttl)
-        .keep_alive(true)
-        .acquire()
-        .await
-        .unwrap();
+    let guard = hold(&holder, "job", ttl).await;
     let waiting = spawn_waiter(&waiter, "job", Duration::from_secs(90)).await;
     let old = group.master_index();
     let new = group.failover();
@@ -137,18 +144,9 @@ async fn a_failover_keeps_the_holder_and_the_waiter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_master_is_followed() {
     let mut group = SentinelGroup::start(1, 3);
-    let client = sentinel_builder(&group)
-        .replica_acks(1, Duration::from_secs(2))
-        .build()
-        .unwrap();
+    let client = acked_client(&group);
     let ttl = Duration::from_secs(8);
-    let guard = client
-        .lock("job")
-        .ttl(ttl)
-        .keep_alive(true)
-        .acquire()
-        .await
-        .unwrap();
+    let guard = hold(&client, "job", ttl).await;
     let old = group.kill_master();
     let new = group.wait_for_new_master(old);
     assert_ne!(old, new);
@@ -172,21 +170,12 @@ async fn a_killed_master_is_followed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_waits_through_a_killed_master() {
     let mut group = SentinelGroup::start(1, 3);
-    let holder = sentinel_builder(&group)
-        .replica_acks(1, Duration::from_secs(2))
-        .build()
-        .unwrap();
+    let holder = acked_client(&group);
     let waiter = sentinel_builder(&group)
         .max_poll_interval(Duration::from_millis(500))
         .build()
         .unwrap();
-    let guard = holder
-        .lock("job")
-        .ttl(Duration::from_secs(8))
-        .keep_alive(true)
-        .acquire()
-        .await
-        .unwrap();
+    let guard = hold(&holder, "job", Duration::from_secs(8)).await;
     let waiting = spawn_waiter(&waiter, "job", Duration::from_secs(60)).await;
     let old = group.kill_master();
     group.wait_for_new_master(old);
