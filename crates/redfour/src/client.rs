@@ -103,6 +103,8 @@ pub(crate) struct ClientInner {
     /// Bounds the acquire attempts in flight: thousands of waiters starting at once queue here
     /// instead of all holding a request buffer in the connection's pipeline.
     pub(crate) attempt_slots: tokio::sync::Semaphore,
+    /// Clean-up work running in the background, for [`Client::settle`].
+    pub(crate) cleanup: Arc<crate::cleanup::Cleanup>,
     address: String,
 }
 
@@ -660,6 +662,7 @@ impl ClientBuilder {
                 attempts: std::sync::atomic::AtomicU64::new(0),
                 attempt_slots: tokio::sync::Semaphore::new(MAX_ATTEMPTS_IN_FLIGHT),
                 holder: HolderIdentity::of_this_process(),
+                cleanup: Arc::default(),
                 address,
             }),
         })
@@ -814,6 +817,53 @@ impl Client {
         &self.inner.address
     }
 
+    /// Waits until the clean-up this client runs in the background is done, or `limit` has
+    /// passed; `true` when nothing is left pending.
+    ///
+    /// Dropping a [`LockGuard`](crate::LockGuard) without
+    /// [`release`](crate::LockGuard::release), or dropping a pending acquire or wait, does
+    /// not block: the release, the clean-up of an attempt whose answer was never read, and a
+    /// waiter's exit from the fair queue are sent by background tasks. A process that exits
+    /// right after such a drop (a command-line tool interrupted by a signal, a service
+    /// shutting down) ends those tasks before they reach Redis, and what they would have
+    /// cleaned up stays until it expires: a lock until its ttl, a queue entry until the
+    /// claim window of the release that hands it the lock. Call `settle` before exiting to
+    /// let them finish. It waits for the work scheduled before and during the call; it does
+    /// not stop new work from being scheduled.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future only stops waiting; the clean-up goes on.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> redfour::Result<()> {
+    /// # use std::time::Duration;
+    /// let locks = redfour::Client::new("redis://127.0.0.1:6379/")?;
+    /// let wait = locks.lock("nightly-report").acquire();
+    /// tokio::select! {
+    ///     guard = wait => { let guard = guard?; /* ... */ guard.release().await?; }
+    ///     _ = tokio::signal::ctrl_c() => {
+    ///         // The wait was dropped: let it leave the queue before the process ends.
+    ///         locks.settle(Duration::from_secs(2)).await;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn settle(&self, limit: Duration) -> bool {
+        let all = async {
+            self.inner.cleanup.idle().await;
+            if let Some((nodes, _)) = self.inner.redlock() {
+                // A Redlock client's releases run on its masters' clients.
+                for node in nodes {
+                    node.inner.cleanup.idle().await;
+                }
+            }
+        };
+        tokio::time::timeout(limit, all).await.is_ok()
+    }
+
     /// Opens the command connection now (if it is not open) and sends `PING`.
     ///
     /// # Errors
@@ -960,6 +1010,7 @@ impl Client {
                     self.inner.ns.clone(),
                     self.inner.config.connect_timeout,
                     fair,
+                    self.inner.cleanup.clone(),
                 ))
             })
             .await

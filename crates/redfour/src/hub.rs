@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
+use crate::cleanup::{Cleanup, Ticket};
 use crate::conn::{Conn, SentinelShared};
 use crate::keys::Namespace;
 use crate::scripts::{Eval, ScriptSet};
@@ -68,14 +69,16 @@ enum SubChange {
     Unsubscribe(Box<str>),
 }
 
-/// Work for the janitor task.
+/// Work for the janitor task, each counted as pending clean-up until done.
 enum Chore {
     Leave {
+        ticket: Ticket,
         queue: String,
         entries: String,
         token: String,
     },
     PassOn {
+        ticket: Ticket,
         key: String,
         queue: String,
         entries: String,
@@ -113,6 +116,8 @@ struct Shared {
     fair: bool,
     client_token: String,
     janitor: Option<mpsc::UnboundedSender<Chore>>,
+    /// The client's count of clean-up work in the background.
+    cleanup: Arc<Cleanup>,
     ns: Namespace,
     /// Cluster: the subscriber task's orders, and the locks whose channels are subscribed.
     sharded: Option<mpsc::UnboundedSender<SubChange>>,
@@ -192,6 +197,7 @@ impl Shared {
         if let Some(janitor) = &self.janitor {
             let (queue, entries) = self.ns.queue_keys(key);
             let _ = janitor.send(Chore::PassOn {
+                ticket: self.cleanup.ticket(),
                 key: key.to_owned(),
                 queue,
                 entries,
@@ -238,6 +244,7 @@ impl Hub {
         ns: Namespace,
         connect_timeout: Duration,
         fair: Option<FairSetup>,
+        cleanup: Arc<Cleanup>,
     ) -> Hub {
         let (state, _) = watch::channel(HubState::default());
         let mut channels = vec![ns.channel("").into_owned()];
@@ -277,6 +284,7 @@ impl Hub {
             fair: fair_on,
             client_token,
             janitor,
+            cleanup,
             ns,
             sharded,
             ready: Mutex::new(HashSet::new()),
@@ -457,6 +465,7 @@ impl Drop for Registration {
             if let (Some(janitor), Some(token)) = (&self.shared.janitor, self.token.take()) {
                 let (queue, entries) = self.shared.ns.queue_keys(&self.key);
                 let _ = janitor.send(Chore::Leave {
+                    ticket: self.shared.cleanup.ticket(),
                     queue,
                     entries,
                     token,
@@ -477,6 +486,8 @@ async fn janitor(
     while let Some(chore) = chores.recv().await {
         match chore {
             Chore::Leave {
+                // Held until the command's answer is in.
+                ticket: _ticket,
                 queue,
                 entries,
                 token,
@@ -491,6 +502,7 @@ async fn janitor(
                 }
             }
             Chore::PassOn {
+                ticket: _ticket,
                 key,
                 queue,
                 entries,

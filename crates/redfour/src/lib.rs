@@ -135,6 +135,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod cleanup;
 mod client;
 mod conn;
 mod error;

@@ -225,13 +225,10 @@ impl Drop for InFlight<'_> {
         if !self.armed {
             return;
         }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let client = self.client.clone();
         let key = self.key.to_owned();
         let attempt_id = self.attempt_id.to_owned();
-        handle.spawn(
+        self.client.inner.cleanup.spawn(
             async move {
                 if let Err(e) = client.release_attempt(&key, &attempt_id).await {
                     tracing::debug!(key, error = %e, "could not clean up after an abandoned attempt; a lock it won expires by its ttl");
@@ -260,25 +257,25 @@ impl Drop for Unclaimed<'_> {
 }
 
 pub(crate) fn release_in_background(client: &Client, key: &str, index: i64) {
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+    let owner = client.clone();
+    let key = key.to_owned();
+    let spawned = client.inner.cleanup.spawn({
+        let key = key.clone();
+        async move {
+            match owner.release_key(&key, index).await {
+                Ok(r) => tracing::debug!(key, index, result = %r.0, "released in the background"),
+                Err(e) => tracing::warn!(key, index, error = %e, "background release failed; the lock will expire by its ttl"),
+            }
+        }
+        .in_current_span()
+    });
+    if !spawned {
         tracing::debug!(
             key,
             index,
             "no runtime to release on; the lock will expire by its ttl"
         );
-        return;
-    };
-    let client = client.clone();
-    let key = key.to_owned();
-    handle.spawn(
-        async move {
-            match client.release_key(&key, index).await {
-                Ok(r) => tracing::debug!(key, index, result = %r.0, "released in the background"),
-                Err(e) => tracing::warn!(key, index, error = %e, "background release failed; the lock will expire by its ttl"),
-            }
-        }
-        .in_current_span(),
-    );
+    }
 }
 
 fn parse_pttl(pttl: i64) -> Duration {

@@ -582,6 +582,49 @@ async fn cancelled_waiters_leave_the_queue() {
     );
 }
 
+/// `settle` returns once the background clean-up of dropped waits and guards has reached
+/// Redis: checked at once after it returns, with no polling, the queue is empty and the
+/// dropped guard's lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settle_waits_for_the_clean_up_of_dropped_waits_and_guards() {
+    let server = RedisServer::start();
+    let holder = fair(&server).build().unwrap();
+    let waiters = fair(&server).build().unwrap();
+    let held = holder
+        .lock("settle")
+        .ttl(TTL)
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free lock");
+    for round in 0..20 {
+        let waits = futures_util::future::join_all(
+            (0..3).map(|_| waiters.lock("settle").ttl(TTL).acquire()),
+        );
+        tokio::select! {
+            r = waits => panic!("the waits ended: {r:?}"),
+            _ = until_queued(&server, "settle", 3) => {}
+        }
+        assert!(
+            waiters.settle(Duration::from_secs(5)).await,
+            "round {round}: clean-up still pending"
+        );
+        assert_eq!(
+            (queued(&server, "settle"), entries(&server, "settle")),
+            (0, 0),
+            "round {round}: settle returned before the waiters left the queue"
+        );
+    }
+    drop(held);
+    assert!(holder.settle(Duration::from_secs(5)).await);
+    assert!(
+        !exists(&server, "lock:settle"),
+        "settle returned before the dropped guard's release"
+    );
+    // Nothing pending: true at once, even with no time to wait.
+    assert!(holder.settle(Duration::ZERO).await);
+}
+
 /// The first waiter is aborted just as the holder releases (at varying moments around the
 /// release's round trip): whatever it had reached (still queued, handed the lock, notified,
 /// holding), the lock reaches the second waiter promptly, never after the 10 s claim window.

@@ -298,6 +298,17 @@ impl Client {
         self.inner.address()
     }
 
+    /// Waits until the clean-up this client runs in the background (releases of dropped
+    /// guards, queue exits of abandoned waits) is done, or `limit` has passed; `true` when
+    /// nothing is left pending. See [`crate::Client::settle`].
+    ///
+    /// # Panics
+    ///
+    /// When called inside an async runtime.
+    pub fn settle(&self, limit: std::time::Duration) -> bool {
+        self.rt.block_on(self.inner.settle(limit))
+    }
+
     /// Opens the command connection and sends `PING`; see [`crate::Client::ping`].
     ///
     /// # Errors
