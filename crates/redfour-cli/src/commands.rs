@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::exit::{self, Failure};
 use crate::flags::{Action, Settings, WaitLimit};
 use crate::run;
+use crate::signals::{self, Signals};
 
 /// Redis must answer a connection attempt within this, so an unreachable server is reported
 /// in seconds rather than retried for long.
@@ -43,13 +44,44 @@ pub async fn execute(settings: Settings) -> Result<u8, Failure> {
             Failure::usage(what)
         }
     })?;
-    match settings.action {
-        Action::Acquire { id, ttl } => acquire(&client, &id, ttl).await,
-        Action::Wait { id, ttl, wait } => wait_for(&client, &id, ttl, wait).await,
-        Action::Release { id, index } => release(&client, &id, index).await,
-        Action::Renew { id, index, ttl } => renew(&client, &id, index, ttl).await,
-        Action::Status { id } => status(&client, &id).await,
-        Action::Run(run) => run::run(&client, run).await,
+    // Caught from here on: a signal ends the command cleanly (see `signals`).
+    let mut signals = Signals::install()
+        .map_err(|e| Failure::new(exit::OS, format!("cannot install signal handlers: {e}")))?;
+    let doing = match &settings.action {
+        Action::Run(run) => return run::run(&client, run.clone(), signals).await,
+        Action::Acquire { id, .. } => format!("acquire `{id}`"),
+        Action::Wait { id, .. } => format!("wait for `{id}`"),
+        Action::Release { id, .. } => format!("release `{id}`"),
+        Action::Renew { id, .. } => format!("renew `{id}`"),
+        Action::Status { id } => format!("status of `{id}`"),
+    };
+    let one_shot = async {
+        match &settings.action {
+            Action::Acquire { id, ttl } => acquire(&client, id, *ttl).await,
+            Action::Wait { id, ttl, wait } => wait_for(&client, id, *ttl, *wait).await,
+            Action::Release { id, index } => release(&client, id, *index).await,
+            Action::Renew { id, index, ttl } => renew(&client, id, *index, *ttl).await,
+            Action::Status { id } => status(&client, id).await,
+            Action::Run(_) => unreachable!("handled above"),
+        }
+    };
+    tokio::select! {
+        result = one_shot => result,
+        sig = signals.recv() => {
+            // The command's future was dropped: a lock an acquire in flight won is released,
+            // and a wait leaves the fair queue, in the background. Let that reach Redis
+            // before the process ends, so nobody waits for a waiter that is gone.
+            let settled = client.settle(run::SETTLE).await;
+            let cleanup = if settled {
+                ""
+            } else {
+                "; the clean-up did not finish in time (what it left expires on its own)"
+            };
+            Err(Failure::new(
+                signals::exit_status(sig),
+                format!("{doing}: interrupted by {sig}{cleanup}"),
+            ))
+        }
     }
 }
 
@@ -86,13 +118,14 @@ async fn acquire(client: &Client, id: &str, ttl: Duration) -> Result<u8, Failure
         .acquire_lock(id, ttl)
         .await
         .map_err(|e| Failure::from_lib(&e, &doing, client.address()))?;
-    print_json(&AcquireJson {
+    let answer = AcquireJson {
         id,
         success: r.success,
         index: r.index,
         ttl: millis(r.ttl),
         immediate: None,
-    })?;
+    };
+    deliver(client, &answer).await?;
     Ok(if r.success {
         exit::SUCCESS
     } else {
@@ -117,13 +150,14 @@ async fn wait_for(
         WaitLimit::Forever => client.wait_acquire_lock(id, ttl, None).await,
     }
     .map_err(failure)?;
-    print_json(&AcquireJson {
+    let answer = AcquireJson {
         id,
         success: r.success,
         index: r.index,
         ttl: millis(r.ttl),
         immediate: Some(r.immediate),
-    })?;
+    };
+    deliver(client, &answer).await?;
     Ok(if r.success {
         exit::SUCCESS
     } else {
@@ -180,6 +214,26 @@ async fn status(client: &Client, id: &str) -> Result<u8, Failure> {
     Ok(exit::SUCCESS)
 }
 
+/// Prints the answer of `acquire` or `wait`. The index in it is the only way to release the
+/// lock: when it cannot be delivered, the lock is given back and the command fails (74).
+async fn deliver(client: &Client, answer: &AcquireJson<'_>) -> Result<(), Failure> {
+    let Err(failure) = print_json(answer) else {
+        return Ok(());
+    };
+    if !answer.success {
+        return Err(failure);
+    }
+    let then = match client.release_lock(answer.id, answer.index).await {
+        Ok(_) => format!("the lock (index {}) was released", answer.index),
+        Err(e) => format!(
+            "releasing the lock (index {}) failed too, so it stays held until its ttl ends: {}",
+            answer.index,
+            exit::one_line(&e.to_string())
+        ),
+    };
+    Err(failure.and(&format!("; {then}")))
+}
+
 /// Whole milliseconds, as every `ttl` field of the JSON answers.
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -190,10 +244,38 @@ fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
     let mut line = serde_json::to_vec(value)
         .map_err(|e| Failure::new(exit::IO, format!("cannot encode the answer: {e}")))?;
     line.push(b'\n');
+    if stdout_was_closed() {
+        return Err(Failure::new(
+            exit::IO,
+            "cannot write the answer: stdout is closed (`>&-`; to discard it, use `>/dev/null`)",
+        ));
+    }
     let mut out = std::io::stdout().lock();
     out.write_all(&line)
         .and_then(|()| out.flush())
         .map_err(|e| Failure::new(exit::IO, format!("cannot write the answer to stdout: {e}")))
+}
+
+/// Whether redfour was started with stdout closed (`>&-`). Before `main`, Rust's runtime
+/// opens /dev/null read-write on a closed standard descriptor, and writes then vanish; a
+/// shell's `>/dev/null` opens it write-only, which stays an accepted way to discard the
+/// answer.
+fn stdout_was_closed() -> bool {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use nix::sys::stat::{fstat, stat, SFlag};
+    let out = std::io::stdout();
+    let fd = std::os::fd::AsFd::as_fd(&out);
+    let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) else {
+        return true;
+    };
+    let read_write = OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE == OFlag::O_RDWR;
+    let (Ok(here), Ok(null)) = (fstat(fd), stat("/dev/null")) else {
+        return false;
+    };
+    let is_char = |st: &nix::sys::stat::FileStat| {
+        SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR
+    };
+    read_write && is_char(&here) && is_char(&null) && here.st_rdev == null.st_rdev
 }
 
 #[cfg(test)]

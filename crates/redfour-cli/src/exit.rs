@@ -125,6 +125,12 @@ impl Failure {
         self.code
     }
 
+    /// The same failure with `more` appended to its message.
+    pub fn and(mut self, more: &str) -> Self {
+        self.message.push_str(more);
+        self
+    }
+
     /// Prints the message on stderr (one line) and returns the exit status.
     pub fn report(&self) -> ExitCode {
         eprintln!("redfour: {}", one_line(&self.message));

@@ -164,15 +164,16 @@ enum Command {
     },
     /// Run a command while holding the lock, renewing it every TTL/3.
     ///
-    /// Waits for the lock (forever unless --wait), runs CMD with REDFOUR_ID and REDFOUR_INDEX
-    /// (the fencing index) in its environment, forwards SIGINT, SIGTERM and SIGHUP to it, and
-    /// releases the lock as soon as it exits. Exits with CMD's status (128+N if signal N killed
-    /// it); 75 if the lock was not acquired within --wait (CMD not started); 70 if the lease was
-    /// lost while CMD ran (CMD gets SIGTERM, then SIGKILL after --grace). While waiting on a
-    /// terminal, a status line on stderr shows who holds the lock.
-    ///
-    /// A Ctrl-C typed in a terminal reaches CMD directly too (it is in the same process group),
-    /// so CMD may see that SIGINT twice.
+    /// Waits for the lock (forever unless --wait), runs CMD in a process group of its own with
+    /// REDFOUR_ID and REDFOUR_INDEX (the fencing index) in its environment, forwards the signals
+    /// redfour gets (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, ...) to that
+    /// whole group, and releases the lock as soon as CMD exits (after stopping what CMD left
+    /// running in its group). Exits with CMD's status (128+N if signal N killed it); 75 if the
+    /// lock was not acquired within --wait (CMD not started); 70 if the lease was lost while CMD
+    /// ran (its group gets SIGTERM, then SIGKILL after --grace). If redfour itself is killed, a
+    /// watcher process stops CMD's group (SIGTERM, SIGKILL after --grace or a third of the ttl,
+    /// whichever is shorter). On a terminal, CMD gets the terminal (it can read it; Ctrl-C
+    /// reaches it directly), and while waiting a status line on stderr shows who holds the lock.
     Run {
         #[command(flatten)]
         id: IdArg,
@@ -188,6 +189,11 @@ enum Command {
             allow_hyphen_values = true
         )]
         grace: String,
+        /// What `redfour status` shows as the holder's description (default: `redfour run
+        /// PROGRAM`; CMD's arguments are never stored, since anyone who can read the lock can
+        /// read them). At most 512 bytes.
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
         /// The command to run, and its arguments (put `--` before it).
         #[arg(
             value_name = "CMD",
@@ -288,6 +294,9 @@ pub enum WaitLimit {
     UpTo(Duration),
 }
 
+/// The longest `--description` (it is only there to help people).
+pub const MAX_DESCRIPTION: usize = 512;
+
 /// The checked flags of `run`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunSettings {
@@ -299,6 +308,8 @@ pub struct RunSettings {
     pub wait: WaitLimit,
     /// SIGTERM-to-SIGKILL delay after a lost lease.
     pub grace: Duration,
+    /// The holder description to store, if `--description` was given.
+    pub description: Option<String>,
     /// The program and its arguments (never empty).
     pub command: Vec<OsString>,
 }
@@ -394,8 +405,17 @@ impl Flags {
                 ttl,
                 wait,
                 grace,
+                description,
                 command,
             } => {
+                if let Some(d) = &description {
+                    if d.len() > MAX_DESCRIPTION {
+                        return Err(Failure::usage(format!(
+                            "invalid --description: {} bytes, at most {MAX_DESCRIPTION}",
+                            d.len()
+                        )));
+                    }
+                }
                 let command_name_empty = command.first().is_none_or(|c| c.is_empty());
                 if command_name_empty {
                     return Err(Failure::usage("invalid CMD: the command must not be empty"));
@@ -405,6 +425,7 @@ impl Flags {
                     ttl: ttl.check()?,
                     wait: wait.check()?,
                     grace: parse_duration("--grace", &grace)?,
+                    description,
                     command,
                 })
             }

@@ -10,7 +10,9 @@ mod commands;
 mod duration;
 mod exit;
 mod flags;
+mod job;
 mod run;
+mod signals;
 mod status_line;
 
 use std::process::ExitCode;
@@ -37,6 +39,11 @@ fn init_diagnostics() {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == job::WATCH_ARG) {
+        // Not a user command: the watcher `run` starts beside its command (see `job`).
+        return job::watch_main(&args[2..]);
+    }
     let flags = match flags::Flags::try_parse() {
         Ok(flags) => flags,
         Err(err) => {

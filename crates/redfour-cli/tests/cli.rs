@@ -817,8 +817,10 @@ fn run_keeps_the_lock_alive_past_its_ttl() {
     std::thread::sleep(Duration::from_millis(1200));
     let held = status(&server, "job");
     assert_eq!(held["held"], true, "renewed past its ttl: {held}");
+    // The program's name, never its arguments (they may hold secrets; anyone who can read
+    // the lock reads the description).
     let description = held["holder"]["description"].as_str().expect("description");
-    assert!(description.contains("sleep 2"), "{held}");
+    assert_eq!(description, "redfour run sh", "{held}");
     acquire(&server, "job", "1s").assert_code(1);
     let ran = finish(runner, DEADLINE);
     ran.assert_code(0);
@@ -895,10 +897,12 @@ fn run_waits_for_the_holder_then_runs() {
     assert!(ran.stderr.is_empty(), "{ran:?}");
 }
 
-/// A child that records SIGTERM in `term_file` and exits `term_exit` when it gets it.
+/// A child that records SIGTERM in `term_file` and exits `term_exit` when it gets it. Its
+/// `sleep` is in its process group and gets the SIGTERM too; the shell's "Terminated" report
+/// of that goes to /dev/null, so that stderr holds redfour's lines only.
 fn trapping_child(started: &Path, term_file: &Path, term_exit: i32) -> String {
     format!(
-        "trap 'echo TERM > \"{}\"; exit {term_exit}' TERM; touch \"{}\"; while true; do sleep 0.05; done",
+        "exec 2>/dev/null; trap 'echo TERM > \"{}\"; exit {term_exit}' TERM; touch \"{}\"; while true; do sleep 0.05; done",
         term_file.display(),
         started.display()
     )
@@ -1042,6 +1046,335 @@ fn run_interrupted_while_waiting_does_not_start_the_command() {
     let ran = finish(runner, DEADLINE);
     ran.assert_code(130).assert_one_line_reason();
     assert!(!marker.exists());
+}
+
+// ---- run: the whole job, its watcher; interrupted waiters ---------------------------------
+
+/// Whether process `pid` still runs: it exists and is not a zombie (an orphan's zombie may
+/// never be reaped here: PID 1 of a container need not reap).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().next())
+                .unwrap_or("?");
+            state != "Z" && state != "X"
+        }
+        Err(_) => false,
+    }
+}
+
+/// The pid a command wrote into `path`.
+fn pid_in(path: &Path) -> u32 {
+    wait_for_file(path);
+    let ok = wait_until(DEADLINE, || {
+        std::fs::read_to_string(path).is_ok_and(|s| s.ends_with('\n'))
+    });
+    assert!(ok, "{} was never written whole", path.display());
+    std::fs::read_to_string(path)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
+/// Ends `pid` if a test failed before it did.
+struct Reap(u32);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+}
+
+/// A command whose child (a grandchild of redfour) writes its pid and outlives it by far.
+fn with_grandchild(pid_file: &Path, then: &str) -> String {
+    format!(
+        "sleep 300 & echo $! > \"{}.tmp\"; mv \"{0}.tmp\" \"{0}\"; {then}",
+        pid_file.display()
+    )
+}
+
+#[test]
+fn a_lost_lease_stops_the_commands_children_too() {
+    let server = RedisServer::start();
+    let dir = temp();
+    let pid_file = dir.path().join("grandchild");
+    let script = with_grandchild(&pid_file, "wait");
+    let runner = spawn(cli(
+        &server,
+        &[
+            "run", "x", "--ttl", "900ms", "--grace", "1s", "--", "sh", "-c", &script,
+        ],
+    ));
+    let grandchild = pid_in(&pid_file);
+    let _reap = Reap(grandchild);
+    assert!(alive(grandchild));
+    assert_eq!(int(&server, &["DEL", "lock:x"]), 1);
+    let ran = finish(runner, DEADLINE);
+    ran.assert_code(70).assert_one_line_reason();
+    // The whole process group got SIGTERM with the command: nothing of the job is left.
+    assert!(
+        !alive(grandchild),
+        "the command's child outlived the lost lease: {ran:?}"
+    );
+}
+
+#[test]
+fn run_stops_what_the_command_left_behind_before_the_release() {
+    let server = RedisServer::start();
+    let dir = temp();
+    let pid_file = dir.path().join("straggler");
+    let script = with_grandchild(&pid_file, "exit 3");
+    let ran = ok(cli(
+        &server,
+        &[
+            "run", "x", "--ttl", "5s", "--grace", "2s", "--", "sh", "-c", &script,
+        ],
+    ));
+    let straggler = pid_in(&pid_file);
+    let _reap = Reap(straggler);
+    ran.assert_code(3);
+    assert!(
+        ran.stderr.contains("left processes running"),
+        "a warning names what was stopped: {ran:?}"
+    );
+    // Checked at once: the release came after the group was empty.
+    assert!(
+        !alive(straggler),
+        "a process of the job ran on after the release"
+    );
+    assert!(!is_held(&server, "x"));
+}
+
+#[test]
+fn a_killed_redfour_does_not_leave_its_command_running() {
+    let server = RedisServer::start();
+    let dir = temp();
+    let pid_file = dir.path().join("grandchild");
+    let script = format!(
+        "echo $$ > \"{}\"; {}",
+        dir.path().join("child").display(),
+        with_grandchild(&pid_file, "wait")
+    );
+    let runner = spawn(cli(
+        &server,
+        &[
+            "run", "x", "--ttl", "3s", "--grace", "10s", "--", "sh", "-c", &script,
+        ],
+    ));
+    let child = pid_in(&dir.path().join("child"));
+    let grandchild = pid_in(&pid_file);
+    let (_reap_child, _reap_grandchild) = (Reap(child), Reap(grandchild));
+    send_signal(runner.id(), "-KILL");
+    let killed_at = Instant::now();
+    let ran = finish(runner, DEADLINE);
+    assert_eq!(ran.code, None, "redfour was SIGKILLed: {ran:?}");
+    // The watcher stops the job within a third of the ttl (1 s, shorter than --grace), well
+    // before the lease could end; the margin is for a loaded machine.
+    let gone = wait_until(Duration::from_secs(3), || {
+        !alive(child) && !alive(grandchild)
+    });
+    assert!(
+        gone,
+        "the command ran on without its supervisor: child {} grandchild {}",
+        alive(child),
+        alive(grandchild)
+    );
+    assert!(killed_at.elapsed() < Duration::from_secs(3));
+    assert!(
+        ran.stderr.contains("ended while it ran"),
+        "the watcher says why it stopped the command: {ran:?}"
+    );
+}
+
+#[test]
+fn run_forwards_signals_that_would_have_killed_redfour() {
+    let server = RedisServer::start();
+    for (sig, number) in [("-QUIT", 3), ("-USR1", 10), ("-ALRM", 14), ("-USR2", 12)] {
+        let dir = temp();
+        let pid_file = dir.path().join("child");
+        let script = format!("echo $$ > \"{}\"; exec sleep 300", pid_file.display());
+        let runner = spawn(cli(
+            &server,
+            &["run", "x", "--ttl", "5s", "--", "sh", "-c", &script],
+        ));
+        let child = pid_in(&pid_file);
+        let _reap = Reap(child);
+        send_signal(runner.id(), sig);
+        let ran = finish(runner, DEADLINE);
+        // redfour lived on, forwarded the signal, and reports how the command ended.
+        ran.assert_code(128 + number);
+        assert!(!alive(child), "{sig}: {ran:?}");
+        assert!(!is_held(&server, "x"), "{sig}: released at once");
+    }
+}
+
+#[test]
+fn run_stores_the_program_name_not_its_arguments() {
+    let server = RedisServer::start();
+    let dir = temp();
+    let started = dir.path().join("started");
+    let stop = dir.path().join("stop");
+    let script = format!(
+        "touch \"{}\"; while [ ! -e \"{}\" ]; do sleep 0.05; done",
+        started.display(),
+        stop.display()
+    );
+    for (flags, expected) in [
+        (&[][..], "redfour run sh"),
+        (&["--description", "nightly export"][..], "nightly export"),
+    ] {
+        let _ = std::fs::remove_file(&started);
+        let _ = std::fs::remove_file(&stop);
+        let mut args = vec!["run", "x", "--ttl", "5s"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--", "sh", "-c", &script, "sh", "--token=hunter2"]);
+        let runner = spawn(cli(&server, &args));
+        wait_for_file(&started);
+        let held = status(&server, "x");
+        assert_eq!(held["holder"]["description"], expected, "{held}");
+        assert!(!held.to_string().contains("hunter2"), "{held}");
+        std::fs::write(&stop, "").expect("stop");
+        finish(runner, DEADLINE).assert_code(0);
+    }
+    let long = "d".repeat(513);
+    ok(cli(
+        &server,
+        &[
+            "run",
+            "x",
+            "--ttl",
+            "5s",
+            "--description",
+            &long,
+            "--",
+            "true",
+        ],
+    ))
+    .assert_code(2)
+    .assert_one_line_reason();
+}
+
+/// `acquire` and `wait` print the index, the only way to release the lock: when the answer
+/// cannot be written, the lock is given back and they exit 74.
+#[test]
+fn an_answer_that_cannot_be_written_gives_the_lock_back() {
+    let server = RedisServer::start();
+    for command in ["acquire", "wait"] {
+        let id = format!("full-{command}");
+        let mut cmd = cli(&server, &[command, &id, "--ttl", "30s"]);
+        cmd.stdout(
+            std::fs::File::options()
+                .write(true)
+                .open("/dev/full")
+                .expect("/dev/full"),
+        )
+        .stderr(Stdio::piped());
+        let out = cmd.output().expect("runs");
+        assert_eq!(
+            out.status.code(),
+            Some(74),
+            "{command} > /dev/full: {out:?}"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("was released"), "{stderr}");
+        assert!(
+            !is_held(&server, &id),
+            "{command} > /dev/full kept the lock"
+        );
+
+        // stdout closed: a Rust program's writes to it vanish unless redfour notices.
+        let id = format!("closed-{command}");
+        let out = Command::new("sh")
+            .args([
+                "-c",
+                "exec \"$0\" \"$@\" >&-",
+                env!("CARGO_BIN_EXE_redfour"),
+            ])
+            .args(["--url", &server.url(), command, &id, "--ttl", "30s"])
+            .env_remove("REDIS_URL")
+            .env_remove("REDFOUR_NAMESPACE")
+            .stdin(Stdio::null())
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(74), "{command} >&-: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("stdout is closed"));
+        assert!(!is_held(&server, &id), "{command} >&- kept the lock");
+    }
+    // `>/dev/null` is a choice: the lock is taken and the answer discarded.
+    let out = cli(&server, &["acquire", "discarded", "--ttl", "30s"])
+        .stdout(
+            std::fs::File::options()
+                .write(true)
+                .open("/dev/null")
+                .expect("/dev/null"),
+        )
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(is_held(&server, "discarded"));
+}
+
+fn queue_len(server: &RedisServer, id: &str) -> i64 {
+    int(server, &["LLEN", &format!("lock-queue:{id}")])
+}
+
+/// A waiter interrupted by a signal leaves the fair queue before it exits: the next release
+/// hands the lock to the waiter behind it at once, not after the 5 s claim window of a
+/// handoff to a process that is gone.
+#[test]
+fn an_interrupted_waiter_leaves_the_queue_before_exiting() {
+    let server = RedisServer::start();
+    let cases: [(&[&str], &str, i32); 4] = [
+        (&["run", "k", "--ttl", "5s", "--", "true"], "-INT", 130),
+        (&["run", "k", "--ttl", "5s", "--", "true"], "-TERM", 143),
+        (&["wait", "k", "--ttl", "5s"], "-TERM", 143),
+        (&["wait", "k", "--ttl", "5s", "--wait", "30s"], "-HUP", 129),
+    ];
+    for (args, sig, code) in cases {
+        let index = hold(&server, "k", "30s");
+        let first = spawn(cli(&server, args));
+        assert!(
+            wait_until(DEADLINE, || queue_len(&server, "k") == 1),
+            "{args:?} never queued"
+        );
+        let second = spawn(cli(&server, &["wait", "k", "--ttl", "5s", "--wait", "20s"]));
+        assert!(wait_until(DEADLINE, || queue_len(&server, "k") == 2));
+        send_signal(first.id(), sig);
+        let ran = finish(first, DEADLINE);
+        ran.assert_code(code).assert_one_line_reason();
+        // Checked at once, no polling: it left before it exited.
+        assert_eq!(
+            queue_len(&server, "k"),
+            1,
+            "{args:?} {sig}: the interrupted waiter is still queued"
+        );
+        let released = Instant::now();
+        let ran = ok(cli(
+            &server,
+            &["release", "k", "--index", &index.to_string()],
+        ));
+        ran.assert_code(0);
+        let waiter = finish(second, DEADLINE);
+        waiter.assert_code(0);
+        assert!(
+            released.elapsed() < Duration::from_secs(2),
+            "{args:?} {sig}: the next waiter got the lock {:?} after the release",
+            released.elapsed()
+        );
+        let next = waiter.json()["index"].as_i64().expect("index");
+        ok(cli(
+            &server,
+            &["release", "k", "--index", &next.to_string()],
+        ))
+        .assert_code(0);
+    }
 }
 
 /// The status line needs a terminal: `script` gives the process one.
