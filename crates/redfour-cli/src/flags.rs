@@ -225,7 +225,7 @@ struct WaitArg {
 
 #[derive(Debug, Args)]
 struct IndexArg {
-    /// The fencing index the lock was acquired with (a positive integer).
+    /// The fencing index the lock was acquired with (an integer from 1 to 2^53-1).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     index: String,
 }
@@ -498,9 +498,9 @@ impl WaitArg {
 impl IndexArg {
     fn check(self) -> Result<i64, Failure> {
         match self.index.parse::<i64>() {
-            Ok(n) if n > 0 && !self.index.starts_with('+') => Ok(n),
+            Ok(n) if (1..=redfour::MAX_INDEX).contains(&n) && !self.index.starts_with('+') => Ok(n),
             _ => Err(Failure::usage(format!(
-                "invalid --index `{}`: expected a positive integer",
+                "invalid --index `{}`: expected an integer from 1 to 2^53-1",
                 self.index
             ))),
         }
@@ -679,6 +679,14 @@ mod tests {
                 index: 42
             }
         );
+        let s = resolve(&["release", "x", "--index", "9007199254740991"]).unwrap();
+        assert_eq!(
+            s.action,
+            Action::Release {
+                id: "x".into(),
+                index: redfour::MAX_INDEX
+            }
+        );
         let s = resolve(&["renew", "x", "--index", "7", "--ttl", "250"]).unwrap();
         assert_eq!(
             s.action,
@@ -724,8 +732,13 @@ mod tests {
             (&["acquire", "", "--ttl", "1s"], "ID"),
             (&["wait", "x", "--ttl", "1s", "--wait", "-1"], "--wait"),
             (&["release", "x", "--index", "0"], "--index `0`"),
-            (&["release", "x", "--index", "-3"], "positive"),
-            (&["release", "x", "--index", "abc"], "positive"),
+            (&["release", "x", "--index", "-3"], "from 1 to 2^53-1"),
+            (&["release", "x", "--index", "abc"], "from 1 to 2^53-1"),
+            (
+                &["release", "x", "--index", "9007199254740992"],
+                "--index `9007199254740992`",
+            ),
+            (&["release", "x", "--index", "1e3"], "--index `1e3`"),
             (&["renew", "x", "--index", "+4", "--ttl", "1s"], "--index"),
             (
                 &["run", "x", "--ttl", "1s", "--grace", "z", "true"],
