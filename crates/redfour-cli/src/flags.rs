@@ -144,8 +144,9 @@ enum Command {
     },
     /// Reset the lock's expiry to TTL, only if INDEX still holds it.
     ///
-    /// Prints {"id","success","result","index"} with result renewed, missing or conflict.
-    /// Exit status 0 when renewed, 1 otherwise.
+    /// Prints {"id","success","result","index"} with result renewed, missing or conflict;
+    /// index is INDEX when renewed and -1 otherwise, also on conflict (Node redfour's answer;
+    /// release names the holder's index instead). Exit status 0 when renewed, 1 otherwise.
     Renew {
         #[command(flatten)]
         id: IdArg,
@@ -156,8 +157,10 @@ enum Command {
     },
     /// Show who holds the lock.
     ///
-    /// Prints {"id","held","index","ttl","holder"}: ttl in milliseconds or null, holder the
-    /// holder's metadata (host, pid, acquired_at, description; empty for a Node holder).
+    /// Prints {"id","held","index","ttl","holder"}: ttl in milliseconds or null, holder every
+    /// field of the lock hash but index: host, pid, acquired_at (Unix ms), attempt, description
+    /// (only when one was given), handoff (on a lock handed to a queued waiter); {} for a Node
+    /// holder.
     Status {
         #[command(flatten)]
         id: IdArg,

@@ -541,6 +541,19 @@ fn status_of_a_free_and_a_held_lock() {
         "the acquiring process: {held}"
     );
     assert!(holder["acquired_at"].as_str().is_some(), "{held}");
+    // The fields the README and `status --help` list, `description` absent when none was given.
+    assert_eq!(
+        keys(holder),
+        ["acquired_at", "attempt", "host", "pid"],
+        "{held}"
+    );
+    let mut help = redfour();
+    help.args(["status", "--help"]);
+    let help = ok(help);
+    help.assert_code(0);
+    for field in ["host", "pid", "acquired_at", "attempt", "description", "handoff"] {
+        assert!(help.stdout.contains(field), "{field}: {}", help.stdout);
+    }
 }
 
 // ---- usage errors -----------------------------------------------------------------------

@@ -56,9 +56,12 @@
 //! | — | [`Client::status`]`(id)` | [`LockStatus`]: holder, index, remaining ttl, metadata |
 //!
 //! The keys are Node's: the lock is the hash `{ns}:{id}` with the field `index` (plus `host`,
-//! `pid`, `acquired_at`, `attempt` and an optional `description`, which Node ignores), the
-//! counter is `{ns}index`, and releases are announced on the channel `{ns}-release` with the lock
-//! key as the message.
+//! `pid`, `acquired_at`, `attempt`, an optional `description` and, on a lock handed to a
+//! queued waiter, `handoff`, all of which Node ignores), the counter is `{ns}index`, and
+//! releases are announced on the channel `{ns}-release` with the lock key as the message. The
+//! index is stored in plain decimal, from 1 to [`MAX_INDEX`] (2^53 − 1); a lock hash with
+//! anything else there, or without expiry, is [`ErrorKind::CorruptData`] for every operation
+//! and is never changed.
 //!
 //! # Sentinel, Cluster, Redlock
 //!

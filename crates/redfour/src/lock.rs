@@ -73,7 +73,9 @@ pub struct ReleaseResponse {
     pub success: bool,
     /// What happened.
     pub result: ReleaseOutcome,
-    /// The released index; the current holder's index on conflict; -1 when expired.
+    /// The released index; the current holder's index on conflict; -1 when expired. These are
+    /// Node redfour's answers (a renewal's conflict answers -1 instead: see
+    /// [`RenewResponse::index`]).
     pub index: i64,
 }
 
@@ -116,7 +118,9 @@ pub struct RenewResponse {
     pub success: bool,
     /// What happened.
     pub result: RenewOutcome,
-    /// The caller's index when renewed, -1 otherwise (as Node redfour answers).
+    /// The caller's index when renewed, -1 otherwise: also on conflict, where a release names
+    /// the holder's index ([`ReleaseResponse::index`]). Both are Node redfour's answers, kept
+    /// for wire compatibility; [`Client::status`] tells who holds the lock.
     pub index: i64,
 }
 
@@ -128,14 +132,18 @@ pub struct LockStatus {
     pub id: String,
     /// Whether someone holds the lock.
     pub held: bool,
-    /// The holder's index, -1 when not held.
+    /// The holder's index (from 1 to [`MAX_INDEX`](crate::MAX_INDEX)), -1 when not held.
     pub index: i64,
-    /// The holder's remaining ttl, `None` when not held.
+    /// The holder's remaining ttl, `None` when not held (a lock without expiry is
+    /// [`CorruptData`](ErrorKind::CorruptData), not a status).
     pub ttl: Option<Duration>,
-    /// Every field of the lock hash but `index`: `host`, `pid`, `acquired_at` (Unix ms by the
-    /// server's clock), `attempt` (the acquire attempt that won, which makes a cancelled
-    /// acquire's clean-up exact), `handoff` (the queue token, for a lock handed to a waiter) and
-    /// `description` when the holder is this library; empty for a Node holder.
+    /// Every field of the lock hash but `index`, as stored. A holder that is this library
+    /// writes `host`, `pid`, `acquired_at` (Unix ms by the server's clock) and `attempt` (the
+    /// id of the acquire attempt that won, which makes a cancelled acquire's clean-up exact);
+    /// `description` only when one was given (the key is absent otherwise, never empty); and
+    /// `handoff` (the waiter's queue token) on a lock that the fair queue handed to a waiter.
+    /// Empty for a Node holder, which writes `index` only; fields written by anyone else
+    /// appear too.
     pub holder: BTreeMap<String, String>,
 }
 
