@@ -551,7 +551,14 @@ fn status_of_a_free_and_a_held_lock() {
     help.args(["status", "--help"]);
     let help = ok(help);
     help.assert_code(0);
-    for field in ["host", "pid", "acquired_at", "attempt", "description", "handoff"] {
+    for field in [
+        "host",
+        "pid",
+        "acquired_at",
+        "attempt",
+        "description",
+        "handoff",
+    ] {
         assert!(help.stdout.contains(field), "{field}: {}", help.stdout);
     }
 }

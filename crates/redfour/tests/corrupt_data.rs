@@ -110,7 +110,8 @@ async fn one_verdict(server: &RedisServer, locks: &Client, stored: &str, verdict
     let what = |op: &str| format!("index {stored:?}, {op}");
     write_lock(server, stored);
     let before = snapshot(server, "lock:x");
-    let short = Some(Duration::from_millis(50));
+    let short = Duration::from_millis(50);
+    let answer = |op: &str, e: Error| -> ! { panic!("{}: {e:?}", what(op)) };
     let Some(index) = verdict else {
         every_operation_is_corrupt(locks).await;
         // Whatever index the caller has: the ones Lua's `tonumber` would read there too.
@@ -131,34 +132,47 @@ async fn one_verdict(server: &RedisServer, locks: &Client, stored: &str, verdict
         assert_eq!(locks.waiter_registrations(), 0);
         return;
     };
-    let status = locks.status("x").await.unwrap();
+    let status = locks
+        .status("x")
+        .await
+        .unwrap_or_else(|e| answer("status", e));
     assert!(status.held, "{}: {status:?}", what("status"));
     assert_eq!(status.index, index, "{}", what("status"));
     assert!(status.ttl.is_some_and(|t| !t.is_zero()), "{status:?}");
-    let got = locks.acquire_lock("x", TTL).await.unwrap();
+    let got = locks
+        .acquire_lock("x", TTL)
+        .await
+        .unwrap_or_else(|e| answer("acquire", e));
     assert!(
         !got.success && !got.ttl.is_zero(),
         "{}: {got:?}",
         what("acquire")
     );
-    let got = locks.wait_acquire_lock("x", TTL, short).await.unwrap();
-    assert!(!got.success, "{}: {got:?}", what("wait"));
-    let err = locks
-        .lock("x")
-        .wait(short.unwrap())
-        .acquire()
+    let got = locks
+        .wait_acquire_lock("x", TTL, Some(short))
         .await
-        .unwrap_err();
+        .unwrap_or_else(|e| answer("wait", e));
+    assert!(!got.success, "{}: {got:?}", what("wait"));
+    match locks.lock("x").wait(short).acquire().await {
+        Err(e) => assert!(e.is_not_acquired(), "{}: {e:?}", what("lock().acquire()")),
+        Ok(guard) => panic!("{}: {guard:?}", what("lock().acquire()")),
+    }
+    let tried = locks.lock("x").try_acquire().await;
     assert!(
-        err.is_not_acquired(),
-        "{}: {err:?}",
-        what("lock().acquire()")
+        matches!(tried, Ok(None)),
+        "{}: {tried:?}",
+        what("try_acquire")
     );
-    assert!(locks.lock("x").try_acquire().await.unwrap().is_none());
     let other = if index > 1 { index - 1 } else { 2 };
-    let renewed = locks.renew_lock("x", other, TTL).await.unwrap();
+    let renewed = locks
+        .renew_lock("x", other, TTL)
+        .await
+        .unwrap_or_else(|e| answer("renew", e));
     assert_eq!(renewed.result, RenewOutcome::Conflict, "{}", what("renew"));
-    let released = locks.release_lock("x", other).await.unwrap();
+    let released = locks
+        .release_lock("x", other)
+        .await
+        .unwrap_or_else(|e| answer("release", e));
     assert_eq!(
         released.result,
         ReleaseOutcome::Conflict,
@@ -167,9 +181,15 @@ async fn one_verdict(server: &RedisServer, locks: &Client, stored: &str, verdict
     );
     assert_eq!(released.index, index, "{}", what("release"));
     assert_eq!(snapshot(server, "lock:x"), before, "{}", what("changed"));
-    let renewed = locks.renew_lock("x", index, TTL).await.unwrap();
+    let renewed = locks
+        .renew_lock("x", index, TTL)
+        .await
+        .unwrap_or_else(|e| answer("renew", e));
     assert_eq!(renewed.result, RenewOutcome::Renewed, "{}", what("renew"));
-    let released = locks.release_lock("x", index).await.unwrap();
+    let released = locks
+        .release_lock("x", index)
+        .await
+        .unwrap_or_else(|e| answer("release", e));
     assert_eq!(
         released.result,
         ReleaseOutcome::Released,
