@@ -144,8 +144,9 @@ enum Command {
     },
     /// Reset the lock's expiry to TTL, only if INDEX still holds it.
     ///
-    /// Prints {"id","success","result","index"} with result renewed, missing or conflict.
-    /// Exit status 0 when renewed, 1 otherwise.
+    /// Prints {"id","success","result","index"} with result renewed, missing or conflict;
+    /// index is INDEX when renewed and -1 otherwise, also on conflict (Node redfour's answer;
+    /// release names the holder's index instead). Exit status 0 when renewed, 1 otherwise.
     Renew {
         #[command(flatten)]
         id: IdArg,
@@ -156,8 +157,10 @@ enum Command {
     },
     /// Show who holds the lock.
     ///
-    /// Prints {"id","held","index","ttl","holder"}: ttl in milliseconds or null, holder the
-    /// holder's metadata (host, pid, acquired_at, description; empty for a Node holder).
+    /// Prints {"id","held","index","ttl","holder"}: ttl in milliseconds or null, holder every
+    /// field of the lock hash but index: host, pid, acquired_at (Unix ms), attempt, description
+    /// (only when one was given), handoff (on a lock handed to a queued waiter); {} for a Node
+    /// holder.
     Status {
         #[command(flatten)]
         id: IdArg,
@@ -231,7 +234,7 @@ struct WaitArg {
 
 #[derive(Debug, Args)]
 struct IndexArg {
-    /// The fencing index the lock was acquired with (a positive integer).
+    /// The fencing index the lock was acquired with (an integer from 1 to 2^53-1).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     index: String,
 }
@@ -519,9 +522,9 @@ impl WaitArg {
 impl IndexArg {
     fn check(self) -> Result<i64, Failure> {
         match self.index.parse::<i64>() {
-            Ok(n) if n > 0 && !self.index.starts_with('+') => Ok(n),
+            Ok(n) if (1..=redfour::MAX_INDEX).contains(&n) && !self.index.starts_with('+') => Ok(n),
             _ => Err(Failure::usage(format!(
-                "invalid --index `{}`: expected a positive integer",
+                "invalid --index `{}`: expected an integer from 1 to 2^53-1",
                 self.index
             ))),
         }
@@ -700,6 +703,14 @@ mod tests {
                 index: 42
             }
         );
+        let s = resolve(&["release", "x", "--index", "9007199254740991"]).unwrap();
+        assert_eq!(
+            s.action,
+            Action::Release {
+                id: "x".into(),
+                index: redfour::MAX_INDEX
+            }
+        );
         let s = resolve(&["renew", "x", "--index", "7", "--ttl", "250"]).unwrap();
         assert_eq!(
             s.action,
@@ -745,8 +756,13 @@ mod tests {
             (&["acquire", "", "--ttl", "1s"], "ID"),
             (&["wait", "x", "--ttl", "1s", "--wait", "-1"], "--wait"),
             (&["release", "x", "--index", "0"], "--index `0`"),
-            (&["release", "x", "--index", "-3"], "positive"),
-            (&["release", "x", "--index", "abc"], "positive"),
+            (&["release", "x", "--index", "-3"], "from 1 to 2^53-1"),
+            (&["release", "x", "--index", "abc"], "from 1 to 2^53-1"),
+            (
+                &["release", "x", "--index", "9007199254740992"],
+                "--index `9007199254740992`",
+            ),
+            (&["release", "x", "--index", "1e3"], "--index `1e3`"),
             (&["renew", "x", "--index", "+4", "--ttl", "1s"], "--index"),
             (
                 &["run", "x", "--ttl", "1s", "--grace", "z", "true"],

@@ -541,6 +541,26 @@ fn status_of_a_free_and_a_held_lock() {
         "the acquiring process: {held}"
     );
     assert!(holder["acquired_at"].as_str().is_some(), "{held}");
+    // The fields the README and `status --help` list, `description` absent when none was given.
+    assert_eq!(
+        keys(holder),
+        ["acquired_at", "attempt", "host", "pid"],
+        "{held}"
+    );
+    let mut help = redfour();
+    help.args(["status", "--help"]);
+    let help = ok(help);
+    help.assert_code(0);
+    for field in [
+        "host",
+        "pid",
+        "acquired_at",
+        "attempt",
+        "description",
+        "handoff",
+    ] {
+        assert!(help.stdout.contains(field), "{field}: {}", help.stdout);
+    }
 }
 
 // ---- usage errors -----------------------------------------------------------------------
@@ -719,6 +739,85 @@ fn foreign_lock_key_exits_65_and_is_left_alone() {
         assert_eq!(int(&server, &["TTL", "lock:x"]), -1, "{args:?}");
     }
     assert!(!marker.exists(), "run must not start the command");
+}
+
+/// Issue 10, item 8: the hand-edited indexes of the report each get one answer from every
+/// command. Those outside the one grammar (plain decimal, 1 to 2^53-1), and a valid index on a
+/// hash without expiry, are corrupt: exit 65, untouched, even by `release --index 5`.
+#[test]
+fn hand_edited_indexes_get_one_answer_from_every_command() {
+    let server = RedisServer::start();
+    let dir = temp();
+    let marker = dir.path().join("started");
+    let snapshot = || {
+        (
+            server.cmd(&["DUMP", "lock:x"]),
+            server.cmd(&["PEXPIRETIME", "lock:x"]),
+        )
+    };
+    let corrupt = [
+        ("1.5", true),
+        ("0x10", true),
+        ("99999999999999999999", true),
+        (" 5", true),
+        ("1e3", true),
+        ("0", true),
+        ("-5", true),
+        ("5", false),
+    ];
+    for (index, expires) in corrupt {
+        server.cmd(&["DEL", "lock:x"]);
+        server.cmd(&["HSET", "lock:x", "index", index]);
+        if expires {
+            server.cmd(&["PEXPIRE", "lock:x", "600000"]);
+        }
+        let before = snapshot();
+        let mut commands: Vec<Vec<&str>> = every_command();
+        commands.push(vec!["release", "x", "--index", "5"]);
+        commands.push(vec!["renew", "x", "--index", "5", "--ttl", "1s"]);
+        commands.push(vec!["release", "x", "--index", "1000"]);
+        commands.push(vec![
+            "run",
+            "x",
+            "--ttl",
+            "1s",
+            "--wait",
+            "1s",
+            "--",
+            "touch",
+            path_arg(&marker),
+        ]);
+        for args in commands {
+            let ran = ok(cli(&server, &args));
+            ran.assert_code(65).assert_one_line_reason();
+            assert!(ran.stdout.is_empty(), "{index:?} {args:?}: {ran:?}");
+            assert_eq!(snapshot(), before, "{index:?} {args:?}: changed");
+        }
+    }
+    assert!(!marker.exists(), "run must not start the command");
+    assert_eq!(int(&server, &["EXISTS", "lockindex"]), 0);
+
+    // A valid index held by someone else: held for every command.
+    server.cmd(&["DEL", "lock:x"]);
+    server.cmd(&["HSET", "lock:x", "index", "5"]);
+    server.cmd(&["PEXPIRE", "lock:x", "600000"]);
+    assert_eq!(status(&server, "x")["index"], 5);
+    let ran = acquire(&server, "x", "1s");
+    ran.assert_code(1);
+    let ran = ok(cli(
+        &server,
+        &["wait", "x", "--ttl", "1s", "--wait", "100ms"],
+    ));
+    ran.assert_code(1);
+    let ran = ok(cli(&server, &["release", "x", "--index", "4"]));
+    ran.assert_code(1);
+    assert_eq!(ran.json()["index"], 5, "release names the holder");
+    let ran = ok(cli(&server, &["renew", "x", "--index", "4", "--ttl", "1s"]));
+    ran.assert_code(1);
+    assert_eq!(ran.json()["index"], -1, "renew answers -1, as Node does");
+    let ran = ok(cli(&server, &["release", "x", "--index", "5"]));
+    ran.assert_code(0);
+    assert_eq!(int(&server, &["EXISTS", "lock:x"]), 0);
 }
 
 #[test]

@@ -15,6 +15,13 @@ pub const MAX_ID_LEN: usize = 1 << 20;
 /// Redis never overflows the expiry time.
 pub const MAX_TTL: Duration = Duration::from_millis((1 << 53) - 1);
 
+/// The largest fencing index: 2^53 − 1, so that Node (JavaScript numbers) reads every index
+/// exactly. An index is an integer from 1 to `MAX_INDEX`; the lock hash stores it in plain
+/// decimal (no sign, leading zero, blank, fraction or exponent), as this library and Node redfour
+/// write it. Anything else found there is [`CorruptData`](crate::ErrorKind::CorruptData) for
+/// every operation, and is left untouched.
+pub const MAX_INDEX: i64 = (1 << 53) - 1;
+
 /// Where the keys and channels of a lock live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Layout {
@@ -171,9 +178,9 @@ pub(crate) fn ttl_millis(ttl: Duration) -> Result<u64> {
 }
 
 pub(crate) fn check_index(index: i64) -> Result<()> {
-    if index <= 0 {
+    if !(1..=MAX_INDEX).contains(&index) {
         return Err(Error::invalid(format!(
-            "the index must be a positive number (got {index})"
+            "the index must be an integer from 1 to 2^53 - 1 (got {index})"
         )));
     }
     Ok(())
@@ -314,6 +321,9 @@ mod tests {
         assert!(check_index(0).is_err());
         assert!(check_index(-1).is_err());
         assert!(check_index(1).is_ok());
+        assert!(check_index(MAX_INDEX).is_ok());
+        assert!(check_index(MAX_INDEX + 1).is_err());
+        assert!(check_index(i64::MAX).is_err());
     }
 
     proptest! {

@@ -56,9 +56,12 @@
 //! | — | [`Client::status`]`(id)` | [`LockStatus`]: holder, index, remaining ttl, metadata |
 //!
 //! The keys are Node's: the lock is the hash `{ns}:{id}` with the field `index` (plus `host`,
-//! `pid`, `acquired_at`, `attempt` and an optional `description`, which Node ignores), the
-//! counter is `{ns}index`, and releases are announced on the channel `{ns}-release` with the lock
-//! key as the message.
+//! `pid`, `acquired_at`, `attempt`, an optional `description` and, on a lock handed to a
+//! queued waiter, `handoff`, all of which Node ignores), the counter is `{ns}index`, and
+//! releases are announced on the channel `{ns}-release` with the lock key as the message. The
+//! index is stored in plain decimal, from 1 to [`MAX_INDEX`] (2^53 − 1); a lock hash with
+//! anything else there, or without expiry, is [`ErrorKind::CorruptData`] for every operation
+//! and is never changed.
 //!
 //! # Sentinel, Cluster, Redlock
 //!
@@ -110,7 +113,8 @@
 //! - **Cancel safety**: dropping a pending acquire deregisters it, and if the acquire already won
 //!   on the server, the lock is released in the background.
 //! - **Foreign data is never touched**: a key of the wrong type, a corrupt counter, a lock
-//!   without expiry give an [`ErrorKind::CorruptData`] error and are left as they are.
+//!   without expiry or with an index that is not plain decimal from 1 to [`MAX_INDEX`] give an
+//!   [`ErrorKind::CorruptData`] error from every operation and are left as they are.
 //! - **Not guaranteed**: replicated Redis (Sentinel, Cluster) replicates asynchronously, so a
 //!   failover can lose a lock that was just granted; and no lease-based lock survives a
 //!   holder paused (GC, swap, SIGSTOP) beyond its ttl. Use the fencing index.
@@ -152,7 +156,7 @@ pub mod blocking;
 pub use client::{Client, ClientBuilder, Topology, DEFAULT_NAMESPACE};
 pub use error::{Error, ErrorKind, Result};
 pub use guard::{LeaseLost, LockGuard};
-pub use keys::{MAX_ID_LEN, MAX_TTL};
+pub use keys::{MAX_ID_LEN, MAX_INDEX, MAX_TTL};
 pub use lock::{
     AcquireResponse, LockBuilder, LockStatus, ReleaseOutcome, ReleaseResponse, RenewOutcome,
     RenewResponse,

@@ -73,7 +73,9 @@ pub struct ReleaseResponse {
     pub success: bool,
     /// What happened.
     pub result: ReleaseOutcome,
-    /// The released index; the current holder's index on conflict; -1 when expired.
+    /// The released index; the current holder's index on conflict; -1 when expired. These are
+    /// Node redfour's answers (a renewal's conflict answers -1 instead: see
+    /// [`RenewResponse::index`]).
     pub index: i64,
 }
 
@@ -116,7 +118,9 @@ pub struct RenewResponse {
     pub success: bool,
     /// What happened.
     pub result: RenewOutcome,
-    /// The caller's index when renewed, -1 otherwise (as Node redfour answers).
+    /// The caller's index when renewed, -1 otherwise: also on conflict, where a release names
+    /// the holder's index ([`ReleaseResponse::index`]). Both are Node redfour's answers, kept
+    /// for wire compatibility; [`Client::status`] tells who holds the lock.
     pub index: i64,
 }
 
@@ -128,14 +132,18 @@ pub struct LockStatus {
     pub id: String,
     /// Whether someone holds the lock.
     pub held: bool,
-    /// The holder's index, -1 when not held.
+    /// The holder's index (from 1 to [`MAX_INDEX`](crate::MAX_INDEX)), -1 when not held.
     pub index: i64,
-    /// The holder's remaining ttl, `None` when not held.
+    /// The holder's remaining ttl, `None` when not held (a lock without expiry is
+    /// [`CorruptData`](ErrorKind::CorruptData), not a status).
     pub ttl: Option<Duration>,
-    /// Every field of the lock hash but `index`: `host`, `pid`, `acquired_at` (Unix ms by the
-    /// server's clock), `attempt` (the acquire attempt that won, which makes a cancelled
-    /// acquire's clean-up exact), `handoff` (the queue token, for a lock handed to a waiter) and
-    /// `description` when the holder is this library; empty for a Node holder.
+    /// Every field of the lock hash but `index`, as stored. A holder that is this library
+    /// writes `host`, `pid`, `acquired_at` (Unix ms by the server's clock) and `attempt` (the
+    /// id of the acquire attempt that won, which makes a cancelled acquire's clean-up exact);
+    /// `description` only when one was given (the key is absent otherwise, never empty); and
+    /// `handoff` (the waiter's queue token) on a lock that the fair queue handed to a waiter.
+    /// Empty for a Node holder, which writes `index` only; fields written by anyone else
+    /// appear too.
     pub holder: BTreeMap<String, String>,
 }
 
@@ -329,10 +337,9 @@ fn parse_status(id: &str, key: &str, reply: Vec<redis::Value>) -> Result<LockSta
             return Err(corrupt("unexpected status reply"));
         };
         if field == "index" {
-            index = Some(
-                parse_index(&value)
-                    .ok_or_else(|| corrupt("the lock hash has no numeric index field"))?,
-            );
+            index = Some(parse_index(&value).ok_or_else(|| {
+                corrupt("the lock hash has an index that is not an integer from 1 to 2^53-1")
+            })?);
         } else {
             holder.insert(field, value);
         }
@@ -352,14 +359,20 @@ fn parse_status(id: &str, key: &str, reply: Vec<redis::Value>) -> Result<LockSta
     })
 }
 
-/// Reads an index as stored in the hash: decimal, or (when a Node client wrote it through a
-/// Lua number) a float notation of an integer.
+/// Reads an index as stored in the hash, in the one form the scripts accept too
+/// (`redfour_is_index` in `scripts/common.lua`): plain decimal digits without a leading zero,
+/// from 1 to [`MAX_INDEX`](crate::MAX_INDEX). This library and Node redfour write nothing else
+/// (Node's index is an `INCR` result that Redis formats with `%.17g`: plain digits below 1e17),
+/// so `1e3`, `0x10`, ` 5`, `05`, `1.0`, `0` and `-5` are corrupt data, whoever reads them.
 pub(crate) fn parse_index(s: &str) -> Option<i64> {
-    if let Ok(i) = s.parse::<i64>() {
-        return Some(i);
+    let digits = s.as_bytes();
+    if digits.len() > 16 || digits.first().is_none_or(|d| *d == b'0') {
+        return None;
     }
-    let f: f64 = s.parse().ok()?;
-    (f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0).then_some(f as i64)
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    s.parse::<i64>().ok().filter(|i| *i <= crate::MAX_INDEX)
 }
 
 impl Client {
@@ -1386,19 +1399,55 @@ mod tests {
         }
 
         #[test]
-        fn index_parsing_never_panics_and_reads_decimals(text in any::<String>(), n in any::<i64>()) {
+        fn index_parsing_never_panics(text in any::<String>()) {
             let _ = parse_index(&text);
-            prop_assert_eq!(parse_index(&n.to_string()), Some(n));
+        }
+
+        /// Exactly the decimal form of 1..=MAX_INDEX is an index: what `i64`'s `Display`
+        /// writes for it, and nothing else.
+        #[test]
+        fn index_parsing_reads_exactly_the_decimals_in_range(n in any::<i64>(), text in "[-+ 0-9ex.]{0,20}") {
+            let in_range = (1..=crate::MAX_INDEX).contains(&n);
+            prop_assert_eq!(parse_index(&n.to_string()), in_range.then_some(n));
+            let canonical = text.parse::<i64>().ok().filter(|i| {
+                (1..=crate::MAX_INDEX).contains(i) && i.to_string() == text
+            });
+            prop_assert_eq!(parse_index(&text), canonical);
         }
     }
 
     #[test]
-    fn index_parsing_accepts_node_float_notation() {
+    fn index_parsing_refuses_every_other_notation() {
         assert_eq!(parse_index("42"), Some(42));
-        assert_eq!(parse_index("1.79413e+15"), Some(1_794_130_000_000_000));
-        assert_eq!(parse_index("1.5"), None);
-        assert_eq!(parse_index("abc"), None);
-        assert_eq!(parse_index("1e300"), None);
+        assert_eq!(parse_index("1"), Some(1));
+        assert_eq!(parse_index("9007199254740991"), Some(crate::MAX_INDEX));
+        // Lua's `tonumber` and Rust's float parsing read most of these; Redis's `INCR` and this
+        // library do not, and neither library writes them.
+        for bad in [
+            "",
+            "0",
+            "-5",
+            "+5",
+            "05",
+            " 5",
+            "5 ",
+            "5\n",
+            "1.5",
+            "1.0",
+            "1e3",
+            "1E3",
+            "1.79413e+15",
+            "0x10",
+            "inf",
+            "nan",
+            "abc",
+            "9007199254740992",
+            "99999999999999999999",
+            "9223372036854775807",
+            "\u{0665}",
+        ] {
+            assert_eq!(parse_index(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use redfour::{Client, Error, MAX_ID_LEN, MAX_TTL};
+use redfour::{Client, Error, ReleaseOutcome, RenewOutcome, MAX_ID_LEN, MAX_INDEX, MAX_TTL};
 use redfour_test::RedisServer;
 
 use common::{client, dbsize, exists, pttl, strings, text};
@@ -50,6 +50,167 @@ async fn every_operation_is_corrupt(locks: &Client) {
     assert_corrupt("release_lock", locks.release_lock("x", 5).await, key);
     assert_corrupt("renew_lock", locks.renew_lock("x", 5, TTL).await, key);
     assert_corrupt("status", locks.status("x").await, key);
+}
+
+/// Stored `index` values and the one verdict every operation gives them: held by that index, or
+/// corrupt (`None`). The grammar is `parse_index` in lock.rs and `redfour_is_index` in
+/// common.lua: plain decimal, 1 to 2^53 − 1. `status` reads the index in Rust, the other
+/// operations in Lua, so this table holds both to the same answer.
+const STORED_INDEXES: &[(&str, Option<i64>)] = &[
+    ("1", Some(1)),
+    ("5", Some(5)),
+    ("1000", Some(1000)),
+    // What the fencing floor (the server clock in µs) hands out, Node's writes included.
+    ("1794130000000000", Some(1_794_130_000_000_000)),
+    ("9007199254740991", Some(MAX_INDEX)),
+    // Numbers to Lua's `tonumber` (and to Node's release), but not an index as written.
+    ("1.5", None),
+    ("1.0", None),
+    ("0x10", None),
+    ("1e3", None),
+    ("5e0", None),
+    (" 5", None),
+    ("5 ", None),
+    ("5\n", None),
+    ("+5", None),
+    ("05", None),
+    ("inf", None),
+    ("nan", None),
+    // Out of range: an index is positive and exact in JavaScript.
+    ("0", None),
+    ("-5", None),
+    ("9007199254740992", None),
+    ("99999999999999999999", None),
+    ("9223372036854775807", None),
+    ("-9223372036854775808", None),
+    // Not numbers at all.
+    ("", None),
+    ("abc", None),
+    ("\u{0665}", None),
+];
+
+/// What the server holds at `key`, to the byte and to the millisecond of its expiry.
+fn snapshot(server: &RedisServer, key: &str) -> (redis::Value, redis::Value) {
+    (
+        server.cmd(&["DUMP", key]),
+        server.cmd(&["PEXPIRETIME", key]),
+    )
+}
+
+/// Writes a lock hash with `index` as a hand (or a buggy client) would, expiring in an hour.
+fn write_lock(server: &RedisServer, index: &str) {
+    server.cmd(&["DEL", "lock:x"]);
+    server.cmd(&["HSET", "lock:x", "index", index, "host", "elsewhere"]);
+    server.cmd(&["PEXPIRE", "lock:x", "3600000"]);
+}
+
+/// Every operation on a lock hash whose index is `stored` gives the verdict of
+/// [`STORED_INDEXES`]: corrupt data everywhere, untouched, or held by that index everywhere.
+async fn one_verdict(server: &RedisServer, locks: &Client, stored: &str, verdict: Option<i64>) {
+    let what = |op: &str| format!("index {stored:?}, {op}");
+    write_lock(server, stored);
+    let before = snapshot(server, "lock:x");
+    let short = Duration::from_millis(50);
+    let answer = |op: &str, e: Error| -> ! { panic!("{}: {e:?}", what(op)) };
+    let Some(index) = verdict else {
+        every_operation_is_corrupt(locks).await;
+        // Whatever index the caller has: the ones Lua's `tonumber` would read there too.
+        for caller in [1, 5, 16, 1000, MAX_INDEX] {
+            assert_corrupt(
+                &what("release"),
+                locks.release_lock("x", caller).await,
+                "lock:x",
+            );
+            assert_corrupt(
+                &what("renew"),
+                locks.renew_lock("x", caller, TTL).await,
+                "lock:x",
+            );
+        }
+        assert_eq!(snapshot(server, "lock:x"), before, "{}", what("changed"));
+        assert_eq!(dbsize(server), 1, "{}", what("other keys written"));
+        assert_eq!(locks.waiter_registrations(), 0);
+        return;
+    };
+    let status = locks
+        .status("x")
+        .await
+        .unwrap_or_else(|e| answer("status", e));
+    assert!(status.held, "{}: {status:?}", what("status"));
+    assert_eq!(status.index, index, "{}", what("status"));
+    assert!(status.ttl.is_some_and(|t| !t.is_zero()), "{status:?}");
+    let got = locks
+        .acquire_lock("x", TTL)
+        .await
+        .unwrap_or_else(|e| answer("acquire", e));
+    assert!(
+        !got.success && !got.ttl.is_zero(),
+        "{}: {got:?}",
+        what("acquire")
+    );
+    let got = locks
+        .wait_acquire_lock("x", TTL, Some(short))
+        .await
+        .unwrap_or_else(|e| answer("wait", e));
+    assert!(!got.success, "{}: {got:?}", what("wait"));
+    match locks.lock("x").wait(short).acquire().await {
+        Err(e) => assert!(e.is_not_acquired(), "{}: {e:?}", what("lock().acquire()")),
+        Ok(guard) => panic!("{}: {guard:?}", what("lock().acquire()")),
+    }
+    let tried = locks.lock("x").try_acquire().await;
+    assert!(
+        matches!(tried, Ok(None)),
+        "{}: {tried:?}",
+        what("try_acquire")
+    );
+    let other = if index > 1 { index - 1 } else { 2 };
+    let renewed = locks
+        .renew_lock("x", other, TTL)
+        .await
+        .unwrap_or_else(|e| answer("renew", e));
+    assert_eq!(renewed.result, RenewOutcome::Conflict, "{}", what("renew"));
+    let released = locks
+        .release_lock("x", other)
+        .await
+        .unwrap_or_else(|e| answer("release", e));
+    assert_eq!(
+        released.result,
+        ReleaseOutcome::Conflict,
+        "{}",
+        what("release")
+    );
+    assert_eq!(released.index, index, "{}", what("release"));
+    assert_eq!(snapshot(server, "lock:x"), before, "{}", what("changed"));
+    let renewed = locks
+        .renew_lock("x", index, TTL)
+        .await
+        .unwrap_or_else(|e| answer("renew", e));
+    assert_eq!(renewed.result, RenewOutcome::Renewed, "{}", what("renew"));
+    let released = locks
+        .release_lock("x", index)
+        .await
+        .unwrap_or_else(|e| answer("release", e));
+    assert_eq!(
+        released.result,
+        ReleaseOutcome::Released,
+        "{}",
+        what("release")
+    );
+    assert!(!exists(server, "lock:x"));
+}
+
+/// Issue 10, item 8: hand-edited indexes got different answers from different operations
+/// (`1e3` held by 1000 for status, held by nobody knows whom for acquire; ` 5` released by 5
+/// though status called it corrupt; `0` and `-5` held by an index nobody can pass).
+#[tokio::test]
+async fn every_stored_index_gets_one_verdict_from_every_operation() {
+    let server = RedisServer::start();
+    for fair in [false, true] {
+        let locks = common::builder(&server).fair(fair).build().unwrap();
+        for (stored, verdict) in STORED_INDEXES {
+            one_verdict(&server, &locks, stored, *verdict).await;
+        }
+    }
 }
 
 #[tokio::test]
@@ -133,6 +294,32 @@ async fn counter_that_is_too_long_a_number() {
     assert!(!exists(&server, "lock:x"));
 }
 
+/// A counter past 2^53 − 1 is an integer too large, not "not an integer" (issue 10).
+#[tokio::test]
+async fn counter_beyond_the_largest_exact_index_says_so() {
+    let server = RedisServer::start();
+    let locks = client(&server);
+    for counter in [
+        "9223372036854775807",
+        "99999999999999999999",
+        &"9".repeat(400),
+    ] {
+        server.cmd(&["SET", "lockindex", counter]);
+        let err = locks.acquire_lock("x", TTL).await.unwrap_err();
+        assert!(err.is_corrupt_data(), "{err:?}");
+        assert!(err.to_string().contains("2^53-1"), "{counter}: {err}");
+        assert!(
+            !err.to_string().contains("not an integer"),
+            "{counter}: {err}"
+        );
+        assert_eq!(
+            text(&server, &["GET", "lockindex"]).as_deref(),
+            Some(counter)
+        );
+        assert!(!exists(&server, "lock:x"));
+    }
+}
+
 #[tokio::test]
 async fn counter_that_is_a_hash() {
     let server = RedisServer::start();
@@ -171,21 +358,26 @@ async fn counter_at_the_largest_exact_index() {
     );
 }
 
-/// Someone wrote a lock without expiry: it would never go away, so acquire and status refuse
-/// it instead of reporting it held (or waiting for it) forever.
+/// Someone wrote a lock without expiry: it would never go away, so every operation refuses it
+/// instead of reporting it held (or waiting for it) forever; and since status calls it
+/// corrupt, a release or renewal by its very index leaves it alone too (issue 10: release
+/// used to delete it).
 #[tokio::test]
 async fn lock_hash_without_expiry() {
     let server = RedisServer::start();
     let locks = client(&server);
     server.cmd(&["HSET", "lock:x", "index", "5"]);
 
-    assert_corrupt("acquire_lock", locks.acquire_lock("x", TTL).await, "lock:x");
+    every_operation_is_corrupt(&locks).await;
     assert_corrupt(
-        "wait_acquire_lock",
+        "wait_acquire_lock, forever",
         locks.wait_acquire_lock("x", TTL, None).await,
         "lock:x",
     );
-    assert_corrupt("status", locks.status("x").await, "lock:x");
+    for caller in [4, 5, 6] {
+        assert_corrupt("release", locks.release_lock("x", caller).await, "lock:x");
+        assert_corrupt("renew", locks.renew_lock("x", caller, TTL).await, "lock:x");
+    }
 
     assert_eq!(strings(&server, &["HGETALL", "lock:x"]), ["index", "5"]);
     assert_eq!(pttl(&server, "lock:x"), -1);

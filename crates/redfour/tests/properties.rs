@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
-use redfour::{ReleaseOutcome, MAX_TTL};
+use redfour::{ReleaseOutcome, RenewOutcome, MAX_INDEX, MAX_TTL};
 use redfour_test::RedisServer;
 
 use common::{dbsize, int};
@@ -199,6 +199,93 @@ fn ttls_in_range_are_accepted_and_beyond_refused() {
                 .unwrap_err();
             prop_assert!(err.is_invalid_input(), "{err:?}");
             prop_assert_eq!(dbsize(&server), before);
+            Ok(())
+        })
+    });
+    if let Err(e) = result {
+        panic!("{e}\n{}", server.log());
+    }
+}
+
+/// What a stored index should mean, written independently of the library's parsers: the
+/// decimal text of an integer from 1 to `MAX_INDEX`, and nothing else.
+fn expected_index(stored: &str) -> Option<i64> {
+    let n: i64 = stored.parse().ok()?;
+    ((1..=MAX_INDEX).contains(&n) && n.to_string() == stored).then_some(n)
+}
+
+/// Index texts: numbers in and out of range, and what Lua's `tonumber` or a hand might make of
+/// them (signs, blanks, exponents, fractions, hex, leading zeros).
+fn index_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (1..=MAX_INDEX).prop_map(|n| n.to_string()),
+        (MAX_INDEX - 3..=MAX_INDEX + 3).prop_map(|n| n.to_string()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        "[-+ 0-9eEx.]{0,22}",
+        "[0 ]{0,2}[1-9][0-9]{0,3}(e[0-9])?[ ]?",
+    ]
+}
+
+/// Whatever a lock hash's index holds, `status` (parsed in Rust) and acquire, release and renew
+/// (parsed in Lua) agree: held by the same index, or corrupt and left byte for byte as it was.
+#[test]
+fn a_stored_index_means_the_same_to_every_operation() {
+    let server = RedisServer::start();
+    let rt = runtime();
+    let locks = common::builder(&server).build().unwrap();
+    let result = runner(96).run(&index_text(), |stored| {
+        server.cmd(&["DEL", "lock:x"]);
+        server.cmd(&["HSET", "lock:x", "index", &stored]);
+        server.cmd(&["PEXPIRE", "lock:x", "3600000"]);
+        let before = (
+            server.cmd(&["DUMP", "lock:x"]),
+            server.cmd(&["PEXPIRETIME", "lock:x"]),
+        );
+        let ttl = Duration::from_secs(10);
+        rt.block_on(async {
+            let status = locks.status("x").await;
+            let acquired = locks.acquire_lock("x", ttl).await;
+            // An index other than the holder's, and one that Lua's `tonumber` might read there.
+            let released = locks.release_lock("x", 5).await;
+            let renewed = locks.renew_lock("x", 5, ttl).await;
+            match expected_index(&stored) {
+                None => {
+                    for (what, corrupt) in [
+                        ("status", status.err().is_some_and(|e| e.is_corrupt_data())),
+                        (
+                            "acquire",
+                            acquired.err().is_some_and(|e| e.is_corrupt_data()),
+                        ),
+                        (
+                            "release",
+                            released.err().is_some_and(|e| e.is_corrupt_data()),
+                        ),
+                        ("renew", renewed.err().is_some_and(|e| e.is_corrupt_data())),
+                    ] {
+                        prop_assert!(corrupt, "{stored:?}: {what} is not CorruptData");
+                    }
+                    let after = (
+                        server.cmd(&["DUMP", "lock:x"]),
+                        server.cmd(&["PEXPIRETIME", "lock:x"]),
+                    );
+                    prop_assert_eq!(after, before, "{:?} changed", stored);
+                }
+                Some(index) => {
+                    let status = status.unwrap();
+                    prop_assert!(status.held && status.index == index, "{status:?}");
+                    prop_assert!(!acquired.unwrap().success);
+                    let released = released.unwrap();
+                    let renewed = renewed.unwrap();
+                    if index == 5 {
+                        prop_assert_eq!(released.result, ReleaseOutcome::Released);
+                        prop_assert_eq!(renewed.result, RenewOutcome::Missing);
+                    } else {
+                        prop_assert_eq!(released.result, ReleaseOutcome::Conflict);
+                        prop_assert_eq!(released.index, index);
+                        prop_assert_eq!(renewed.result, RenewOutcome::Conflict);
+                    }
+                }
+            }
             Ok(())
         })
     });

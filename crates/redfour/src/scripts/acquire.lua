@@ -4,7 +4,7 @@
 -- ARGV[1] ttl in milliseconds
 -- ARGV[2..] holder metadata as field, value pairs
 -- Returns {1, index, ttl} when acquired, {0, -1, pttl} when held by someone else.
-local pttl = redfour_lock_pttl(KEYS[1])
+local pttl = redfour_lock(KEYS[1])
 if pttl >= 0 then
   return {0, -1, pttl}
 end

@@ -15,20 +15,43 @@ local function redfour_now_us()
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
--- The lock's remaining ttl, or -2 when there is no lock; errors on foreign data.
-local function redfour_lock_pttl(key)
+-- Whether `raw` is a stored index in the one form this library accepts (`parse_index` in
+-- lock.rs is the same grammar): a decimal integer from 1 to 2^53-1 (so that JavaScript reads it
+-- exactly), without sign, leading zeros, blanks, fraction or exponent. It is what this library
+-- writes, and what Node redfour writes too (an INCR result through a Lua number, which Redis
+-- formats with %.17g: plain digits below 1e17). Being canonical, an index compares as a string,
+-- which a Lua number (a double) could not do exactly for every value.
+local function redfour_is_index(raw)
+  return string.len(raw) <= 16 and string.find(raw, '^[1-9]%d*$') ~= nil
+    and tonumber(raw) <= 9007199254740991
+end
+
+-- The lock at `key`: -2 when there is none; otherwise its remaining ttl and its index (as
+-- stored, in the form `redfour_is_index` accepts). Anything else is foreign or corrupt data,
+-- refused with the same verdict by every script and by `status`: a key of another type, a hash
+-- without a valid index, a hash without expiry (it would never go away). The checks run in
+-- the order `parse_status` in lock.rs uses, so that both name the same fault.
+local function redfour_lock(key)
   local pttl = redis.call('PTTL', key)
   if pttl == -2 then
-    return -2
+    return -2, nil
   end
-  local kind = redis.call('TYPE', key)['ok']
-  if kind ~= 'hash' then
-    error({err = 'REDFOUR_WRONGTYPE the lock key holds a ' .. kind .. ', not a hash'})
+  local raw = redis.pcall('HGET', key, 'index')
+  if type(raw) == 'table' then
+    redfour_unless_wrongtype(raw)
+    error({err = 'REDFOUR_WRONGTYPE the lock key holds a '
+      .. redis.call('TYPE', key)['ok'] .. ', not a hash'})
+  end
+  if not raw then
+    error({err = 'REDFOUR_CORRUPT the lock hash has no index field'})
+  end
+  if not redfour_is_index(raw) then
+    error({err = 'REDFOUR_CORRUPT the lock hash has an index that is not an integer from 1 to 2^53-1'})
   end
   if pttl < 0 then
     error({err = 'REDFOUR_CORRUPT the lock hash has no expiry'})
   end
-  return pttl
+  return pttl, raw
 end
 
 -- The next fencing index: the counter plus one, floored at the server clock in microseconds.
@@ -47,8 +70,10 @@ local function redfour_next_index(counter, now_us)
   if not raw then
     return now_us
   end
+  -- Digits of any length are an integer, however large (tonumber gives inf past 1e308): a
+  -- counter beyond 2^53-1 is reported as such, not as "not an integer".
   local current = nil
-  if string.len(raw) <= 17 and string.match(raw, '^%-?%d+$') then
+  if string.find(raw, '^%-?%d+$') then
     current = tonumber(raw)
   end
   if current == nil or current >= 9007199254740991 then
@@ -56,7 +81,7 @@ local function redfour_next_index(counter, now_us)
     if current == nil then
       error({err = 'REDFOUR_CORRUPT the counter is not an integer'})
     end
-    error({err = 'REDFOUR_CORRUPT the counter is at or beyond 2^53-1'})
+    error({err = 'REDFOUR_CORRUPT the counter is at or beyond 2^53-1, the largest index JavaScript reads exactly'})
   end
   if current < now_us then
     return now_us
@@ -84,25 +109,4 @@ local function redfour_grant(key, counter, now_us, ttl, meta, first, token)
   local index = redfour_next_index(counter, now_us)
   redfour_write_holder(key, index, now_us, ttl, meta, first, token)
   return index
-end
-
--- The index of the lock's holder, or nil when there is no lock; errors on foreign data.
-local function redfour_held_index(key)
-  local raw = redis.pcall('HGET', key, 'index')
-  if type(raw) == 'table' then
-    redfour_unless_wrongtype(raw)
-    error({err = 'REDFOUR_WRONGTYPE the lock key holds a '
-      .. redis.call('TYPE', key)['ok'] .. ', not a hash'})
-  end
-  if not raw then
-    if redis.call('EXISTS', key) == 0 then
-      return nil
-    end
-    error({err = 'REDFOUR_CORRUPT the lock hash has no index field'})
-  end
-  local stored = tonumber(raw)
-  if stored == nil then
-    error({err = 'REDFOUR_CORRUPT the lock hash has no numeric index field'})
-  end
-  return stored
 end

@@ -17,10 +17,10 @@ end
 
 local ttl = tonumber(ARGV[1])
 local now_us = nil
-local pttl = redfour_lock_pttl(key)
+local pttl, holder = redfour_lock(key)
 if pttl >= 0 and token ~= '' and redis.call('HGET', key, 'handoff') == token then
   redis.call('HDEL', key, 'handoff')
-  return {2, tonumber(redis.call('HGET', key, 'index')), pttl}
+  return {2, tonumber(holder), pttl}
 end
 if pttl < 0 then
   local head, entry
@@ -37,6 +37,7 @@ if pttl < 0 then
   -- Free, but someone is first in line (the last holder expired): hand it over now.
   redfour_handoff(key, queue, entries, head, entry, now_us, tonumber(ARGV[5]), index)
   pttl = redis.call('PTTL', key)
+  holder = index
 end
 if token ~= '' then
   now_us = now_us or redfour_now_us()
@@ -64,5 +65,4 @@ if token ~= '' then
   end
 end
 -- The holder's index tells the waiter whether a handoff notice it reads later is stale.
-local holder = tonumber(redis.call('HGET', key, 'index')) or -1
-return {0, -1, pttl, holder}
+return {0, -1, pttl, tonumber(holder)}

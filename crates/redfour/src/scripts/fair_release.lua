@@ -6,11 +6,13 @@
 -- still unclaimed (the waiter left without using it).
 -- Returns {1, 'released', index}, {1, 'expired', -1} or {0, 'conflict', holder's index}.
 local key, counter, queue, entries = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local stored = redfour_held_index(key)
-if stored == nil then
+-- The caller's index is compared as a string, as in release.lua.
+local _, raw = redfour_lock(key)
+if not raw then
   return {1, 'expired', -1}
 end
-if stored ~= tonumber(ARGV[1]) then
+local stored = tonumber(raw)
+if raw ~= ARGV[1] then
   return {0, 'conflict', stored}
 end
 if ARGV[4] and redis.call('HGET', key, 'handoff') ~= ARGV[4] then

@@ -4,8 +4,8 @@
 -- with this one) grants a larger index.
 -- KEYS[1] lock key; KEYS[2] counter key; ARGV[1] the index this master granted; ARGV[2] the
 -- adopted index. Returns 1 when adopted, 0 when this master's grant is gone (expired, taken).
-local stored = redfour_held_index(KEYS[1])
-if stored ~= tonumber(ARGV[1]) then
+local _, stored = redfour_lock(KEYS[1])
+if stored ~= ARGV[1] then
   return 0
 end
 local adopted = tonumber(ARGV[2])
