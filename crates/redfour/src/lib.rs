@@ -142,6 +142,7 @@ mod guard;
 mod hub;
 mod keys;
 mod lock;
+mod redact;
 mod redlock;
 mod scripts;
 
