@@ -20,10 +20,12 @@ use crate::exit::{Failure, EXIT_CODES_HELP};
 #[derive(Debug, Parser)]
 #[command(name = "redfour", version, after_help = EXIT_CODES_HELP, max_term_width = 100)]
 pub struct Flags {
-    /// Redis to use: redis://[user][:password@]host[:port][/db], or rediss:// for TLS (which
+    /// Redis to use: redis://[user][:password@]host[:port][/db], rediss:// for TLS (which
     /// trusts the system's root certificates, or the CA of --tls-ca; rediss://...#insecure
-    /// skips certificate verification, for tests only). Repeat it for the other topologies:
-    /// the sentinels for `sentinel`, seed nodes for `cluster`, every master for `redlock`.
+    /// skips certificate verification, for tests only), or unix:///path/to.sock?pass=PASSWORD&db=N
+    /// for a Unix socket. Passwords are shown as *** in messages. Repeat it for the other
+    /// topologies: the sentinels for `sentinel`, seed nodes for `cluster`, every master for
+    /// `redlock`.
     #[arg(
         long,
         global = true,

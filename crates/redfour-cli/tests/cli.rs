@@ -689,6 +689,133 @@ fn the_password_is_not_shown_when_it_is_wrong() {
     }
 }
 
+/// TCP URLs for `port` carrying `password` in the query string or fragment, which the redis
+/// crate does not read but whose writer meant a secret (issue 10).
+fn tcp_query_urls(port: u16, password: &str) -> Vec<String> {
+    vec![
+        format!("redis://127.0.0.1:{port}/?password={password}"),
+        format!("redis://127.0.0.1:{port}/?protocol=resp3&pass={password}&PASSWORD={password}"),
+        format!("redis://127.0.0.1:{port}/0#{password}"),
+    ]
+}
+
+/// Unix-socket URLs for `socket` in every form the redis crate reads the password from: `pass`
+/// in the query (percent-encoded name, repeated: the last wins), under each unix scheme.
+fn unix_urls(socket: &str, password: &str) -> Vec<String> {
+    vec![
+        format!("unix://{socket}?pass={password}&db=9"),
+        format!("redis+unix://{socket}?pass={password}"),
+        format!("valkey+unix://{socket}?user=default&p%61ss={password}"),
+        format!("unix:{socket}?pass=x&pass={password}&protocol=resp3"),
+    ]
+}
+
+/// Runs every command with `url`, with and without the library's diagnostics on stderr
+/// (`REDFOUR_LOG`), and checks that `secret` shows nowhere while `place` (where Redis is) does.
+fn assert_never_shown(url: &str, secret: &str, place: &str, code: i32) {
+    for args in every_command() {
+        for log in [None, Some("trace")] {
+            let mut cmd = redfour();
+            cmd.args(["--url", url]).args(&args);
+            if let Some(level) = log {
+                cmd.env("REDFOUR_LOG", level);
+            }
+            let ran = ok(cmd);
+            ran.assert_code(code);
+            let what = format!("{url} {args:?} REDFOUR_LOG={log:?}");
+            assert!(!ran.stderr.contains(secret), "{what}: {ran:?}");
+            assert!(!ran.stdout.contains(secret), "{what}: {ran:?}");
+            assert!(ran.stderr.contains(place), "{what}: the address: {ran:?}");
+        }
+    }
+}
+
+#[test]
+fn query_string_and_unix_passwords_are_not_shown_when_redis_is_unreachable() {
+    let (server, _) = dead_url();
+    let port = format!("127.0.0.1:{}", server.port());
+    for url in tcp_query_urls(server.port(), "Qu3ry-S3cret") {
+        assert_never_shown(&url, "S3cret", &port, 69);
+    }
+    let dir = temp();
+    let socket = dir.path().join("nobody-listens.sock");
+    let socket = path_arg(&socket);
+    for url in unix_urls(socket, "UnixS3cret") {
+        assert_never_shown(&url, "S3cret", socket, 69);
+    }
+}
+
+/// A password-protected server on a Unix socket: the password in the query logs in; a wrong
+/// one exits 69 and is shown nowhere, nor is a password the redis crate does not read.
+#[test]
+fn query_string_and_unix_passwords_are_not_shown_when_they_are_wrong() {
+    let server = RedisServer::start_unix_with_args(&["--requirepass", "Right-S3cret"]);
+    let socket = server
+        .unix_socket()
+        .expect("a socket")
+        .to_str()
+        .expect("utf-8");
+    for (n, url) in unix_urls(socket, "Right-S3cret").iter().enumerate() {
+        let ran = ok({
+            let mut cmd = redfour();
+            cmd.args(["--url", url, "acquire", &format!("ok{n}"), "--ttl", "1s"]);
+            cmd
+        });
+        ran.assert_code(0);
+        assert!(!ran.stderr.contains("S3cret"), "{url}: {ran:?}");
+    }
+    for url in unix_urls(socket, "Wrong-S3cret") {
+        assert_never_shown(&url, "S3cret", socket, 69);
+    }
+    let port = format!("127.0.0.1:{}", server.port());
+    for url in tcp_query_urls(server.port(), "Wrong-S3cret") {
+        assert_never_shown(&url, "S3cret", &port, 69);
+    }
+}
+
+/// URLs that the redis crate rejects: exit 2, and the password shows nowhere, not even in the
+/// redis crate's own reason (it quotes an invalid `protocol`).
+#[test]
+fn invalid_urls_do_not_show_the_password() {
+    let urls = [
+        "unix:///tmp/r/sock?pass=UnixS3cret&db=x",
+        "redis+unix:///tmp/r/sock?pass=UnixS3cret&protocol=9",
+        "unix:///tmp/r/sock?protocol=UnixS3cret",
+        "redis://127.0.0.1:1/?password=S3cret&protocol=x",
+        "redis://user:S3cret",
+        "redis://:S3cret@127.0.0.1:1/not-a-db",
+        "rediss://127.0.0.1:1/#S3cret",
+        "S3cret",
+    ];
+    for url in urls {
+        for log in [None, Some("trace")] {
+            let mut cmd = redfour();
+            cmd.args(["--url", url, "status", "x"]);
+            if let Some(level) = log {
+                cmd.env("REDFOUR_LOG", level);
+            }
+            let ran = ok(cmd);
+            ran.assert_code(2).assert_one_line_reason();
+            assert!(!ran.stderr.contains("S3cret"), "{url} {log:?}: {ran:?}");
+            assert!(ran.stderr.contains("invalid redis URL"), "{url}: {ran:?}");
+        }
+    }
+    // Every topology checks its addresses the same way.
+    for topology in ["sentinel", "cluster", "redlock"] {
+        let mut cmd = redfour();
+        cmd.args(["--topology", topology, "--url", urls[0], "--url", urls[2]]);
+        if topology == "sentinel" {
+            cmd.args(["--service", "m"]);
+        }
+        let ran = ok({
+            cmd.args(["status", "x"]);
+            cmd
+        });
+        ran.assert_code(2).assert_one_line_reason();
+        assert!(!ran.stderr.contains("S3cret"), "{topology}: {ran:?}");
+    }
+}
+
 /// One invocation of every command that talks to Redis.
 fn every_command() -> Vec<Vec<&'static str>> {
     vec![

@@ -17,6 +17,8 @@
 //!
 //! [`RedisServer::start_tls`] starts a server that speaks TLS only, with a private CA and
 //! certificates made at test time ([`TlsCerts`]); its [`url`](RedisServer::url) is `rediss://`.
+//! [`RedisServer::start_unix_with_args`] starts one that also listens on a Unix socket in its
+//! directory, for `unix://` URLs ([`unix_url`](RedisServer::unix_url)).
 //!
 //! [`RedisCluster::start`] starts a Redis Cluster of such servers (masters, optionally with
 //! replicas) and returns once every node agrees on the slot map. Tests can then move a slot

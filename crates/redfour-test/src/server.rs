@@ -70,8 +70,13 @@ fn find_redis_server() -> Option<PathBuf> {
 ///
 /// [`start_tls`](Self::start_tls) starts a server that speaks TLS only, with certificates made
 /// for it ([`tls`](Self::tls)); everything else works the same, over TLS.
+///
+/// [`start_unix_with_args`](Self::start_unix_with_args) starts one that also listens on a Unix
+/// socket in its directory ([`unix_socket`](Self::unix_socket), [`unix_url`](Self::unix_url)).
 pub struct RedisServer {
     port: u16,
+    /// `--unixsocket`, when the server also listens on one.
+    unix_socket: Option<PathBuf>,
     binary: PathBuf,
     extra_args: Vec<String>,
     password: Option<String>,
@@ -137,7 +142,7 @@ impl RedisServer {
     /// another kind if the process could not be spawned or exited (a bad argument, say). The
     /// message includes the server log.
     pub fn try_start_with_args(args: &[&str]) -> io::Result<RedisServer> {
-        Self::try_start_inner(args, false)
+        Self::try_start_inner(args, false, false)
     }
 
     /// Starts a server that speaks TLS only, with certificates made for it, and waits until it
@@ -180,14 +185,41 @@ impl RedisServer {
     /// cannot be made or written, and an error of another kind if this `redis-server` was built
     /// without TLS (it exits at once, and its output says so).
     pub fn try_start_tls_with_args(args: &[&str]) -> io::Result<RedisServer> {
-        Self::try_start_inner(args, true)
+        Self::try_start_inner(args, true, false)
     }
 
-    fn try_start_inner(args: &[&str], with_tls: bool) -> io::Result<RedisServer> {
+    /// Starts a server that listens on a Unix socket too, `redis.sock` in its
+    /// [`dir`](Self::dir) (mode 700), besides its TCP port; it is ready when it answers `PING`
+    /// on the TCP port, by which time the socket exists. The socket stays across
+    /// [`restart`](Self::restart), and [`client`](Self::client) and [`cmd`](Self::cmd) keep
+    /// using TCP.
+    ///
+    /// # Panics
+    ///
+    /// Panics when the server cannot be started (see
+    /// [`try_start_with_args`](Self::try_start_with_args)); the message includes the server log.
+    pub fn start_unix_with_args(args: &[&str]) -> RedisServer {
+        match Self::try_start_inner(args, false, true) {
+            Ok(server) => server,
+            Err(err) => panic!("failed to start redis-server with a unix socket: {err}"),
+        }
+    }
+
+    fn try_start_inner(args: &[&str], with_tls: bool, with_unix: bool) -> io::Result<RedisServer> {
         let binary = find_redis_server()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, NOT_FOUND))?;
         let dir = tempfile::Builder::new().prefix("redfour-test-").tempdir()?;
-        let extra_args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+        let unix_socket = with_unix.then(|| dir.path().join("redis.sock"));
+        // Kept with the other arguments, so that a restart listens on the socket again.
+        let mut extra_args: Vec<String> = Vec::new();
+        if let Some(socket) = &unix_socket {
+            let socket = socket.to_str().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "temporary path is not UTF-8")
+            })?;
+            extra_args
+                .extend(["--unixsocket", socket, "--unixsocketperm", "700"].map(String::from));
+        }
+        extra_args.extend(args.iter().map(|arg| (*arg).to_owned()));
         let password = requirepass(&extra_args);
         let tls = if with_tls {
             tls::install_crypto_provider();
@@ -208,6 +240,7 @@ impl RedisServer {
         let pid = child.id();
         Ok(RedisServer {
             port,
+            unix_socket,
             binary,
             extra_args,
             password,
@@ -249,6 +282,21 @@ impl RedisServer {
         } else {
             "redis"
         }
+    }
+
+    /// The Unix socket of a server started with
+    /// [`start_unix_with_args`](Self::start_unix_with_args); `None` for others.
+    pub fn unix_socket(&self) -> Option<&Path> {
+        self.unix_socket.as_deref()
+    }
+
+    /// `unix://` and the [`unix_socket`](Self::unix_socket)'s path, without credentials (the
+    /// redis crate reads them from the query: `?pass=...&user=...&db=...`); `None` for a server
+    /// without a socket.
+    pub fn unix_url(&self) -> Option<String> {
+        self.unix_socket
+            .as_ref()
+            .map(|socket| format!("unix://{}", socket.display()))
     }
 
     /// The `--requirepass` given at start, if any.
@@ -499,6 +547,7 @@ impl fmt::Debug for RedisServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisServer")
             .field("port", &self.port)
+            .field("unix_socket", &self.unix_socket)
             .field("pid", &self.pid())
             .field("dir", &self.dir.path())
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))

@@ -202,6 +202,34 @@ fn requirepass_is_enforced_and_remembered() {
 }
 
 #[test]
+fn unix_socket_server_answers_on_its_socket_with_the_password_in_the_query() {
+    let mut server = RedisServer::start_unix_with_args(&["--requirepass", "s3cret"]);
+    let socket = server.unix_socket().expect("a socket").to_owned();
+    assert!(socket.starts_with(server.dir()), "{socket:?}");
+    let url = server.unix_url().expect("a unix URL");
+    assert_eq!(url, format!("unix://{}", socket.display()));
+    assert!(RedisServer::start().unix_url().is_none());
+
+    // The redis crate reads the password of a unix URL from `pass`.
+    server.cmd(&["SET", "key", "value"]);
+    let client = redis::Client::open(format!("{url}?pass=s3cret")).expect("client");
+    let mut conn = client.get_connection().expect("connect over the socket");
+    assert_eq!(get(&server, &mut conn, "key").as_deref(), Some("value"));
+    let anonymous = redis::Client::open(url.as_str()).expect("client");
+    let err = redis::cmd("GET")
+        .arg("key")
+        .exec(&mut anonymous.get_connection().expect("connect"))
+        .expect_err("GET without AUTH");
+    assert!(err.to_string().contains("NOAUTH"), "{err}");
+
+    server.restart();
+    let mut conn = client
+        .get_connection()
+        .expect("the socket is back after a restart");
+    assert_eq!(get(&server, &mut conn, "key"), None);
+}
+
+#[test]
 fn bad_arguments_fail_fast_with_the_output() {
     let err = RedisServer::try_start_with_args(&["--no-such-option", "1"]).expect_err("started");
     assert_ne!(err.kind(), std::io::ErrorKind::AddrInUse);

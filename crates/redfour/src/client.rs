@@ -597,7 +597,10 @@ impl ClientBuilder {
                     Some(node),
                     redis::sentinel::SentinelServerType::Master,
                 )
-                .map_err(|e| Error::invalid("invalid sentinel addresses").with_source(e))?;
+                .map_err(|e| {
+                    Error::invalid("invalid sentinel addresses")
+                        .with_source(crate::redact::config_error(e))
+                })?;
                 Backend::Sentinel(Arc::new(SentinelShared::new(
                     sentinel,
                     sentinels,
@@ -612,9 +615,10 @@ impl ClientBuilder {
                 for url in &urls {
                     check_tls_support(&open_url(url)?)?;
                 }
-                let client = cluster_builder(&urls, &config)
-                    .build()
-                    .map_err(|e| Error::invalid("invalid cluster addresses").with_source(e))?;
+                let client = cluster_builder(&urls, &config).build().map_err(|e| {
+                    Error::invalid("invalid cluster addresses")
+                        .with_source(crate::redact::config_error(e))
+                })?;
                 Backend::Cluster { client, urls }
             }
             Topology::Redlock => {
@@ -698,7 +702,13 @@ impl ClientInner {
 
 fn open_url(url: &str) -> Result<redis::Client> {
     redis::Client::open(url).map_err(|e| {
-        Error::invalid(format!("invalid redis URL `{}`", redact_url(url))).with_source(e)
+        let shown = crate::redact::url(url);
+        let message = match crate::redact::parse_problem(url) {
+            // The URL is hidden then: say at least why it does not parse.
+            Some(problem) => format!("invalid redis URL `{shown}` ({problem})"),
+            None => format!("invalid redis URL `{shown}`"),
+        };
+        Error::invalid(message).with_source(crate::redact::config_error(e))
     })
 }
 
@@ -714,7 +724,9 @@ impl Client {
     ///
     /// URLs look like `redis://[user][:password@]host[:port][/db]`; `rediss://` (TLS) needs the
     /// `tls` feature, and a private CA is trusted with
-    /// [`ClientBuilder::tls_root_certificates`].
+    /// [`ClientBuilder::tls_root_certificates`]. A Unix socket is
+    /// `unix:///path/to.sock?pass=PASSWORD&db=N` (the redis crate's forms, `user=` too).
+    /// Passwords in any of these are shown as `***` in messages, logs and `Debug` output.
     ///
     /// # Errors
     ///
@@ -1117,30 +1129,8 @@ fn check_tls_support(client: &redis::Client) -> Result<()> {
     Ok(())
 }
 
-/// The URL with any password replaced by `***`, for messages and `Debug`.
-///
-/// Everything before the last `@` counts as user info, even past a `/`, `?` or `#`: a password
-/// with such a character left unencoded makes the URL invalid, and its error message shows it
-/// redacted all the same. (A `@` in a path or fragment over-redacts, which is harmless.)
-fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &rest[..at];
-    let redacted = match userinfo.split_once(':') {
-        Some((user, _)) if !user.contains(['/', '?', '#']) => format!("{user}:***"),
-        // `redis://secret@host` puts the password where a user name would be.
-        _ => "***".to_owned(),
-    };
-    format!("{}://{}@{}", &url[..scheme_end], redacted, &rest[at + 1..])
-}
-
 fn describe_urls(topology: &Topology, urls: &[String]) -> String {
-    let shown: Vec<String> = urls.iter().map(|u| redact_url(u)).collect();
+    let shown: Vec<String> = urls.iter().map(|u| crate::redact::url(u)).collect();
     match topology {
         Topology::Standalone => shown.join(","),
         Topology::Sentinel { service } => {
@@ -1158,29 +1148,6 @@ fn describe_connection(client: &redis::Client) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
-        assert_eq!(
-            redact_url("redis://user:pw@host:1/2"),
-            "redis://user:***@host:1/2"
-        );
-        assert_eq!(redact_url("redis://:pw@host/0"), "redis://:***@host/0");
-        assert_eq!(redact_url("rediss://pw@host"), "rediss://***@host");
-        assert_eq!(
-            redact_url("rediss://u:pw@host:1/0#insecure"),
-            "rediss://u:***@host:1/0#insecure"
-        );
-        // Unencoded `/`, `?`, `#` and `@` in a password (an invalid URL) stay hidden too.
-        assert_eq!(redact_url("redis://:pa/ss@host"), "redis://:***@host");
-        assert_eq!(redact_url("redis://u:p?w#d@host"), "redis://u:***@host");
-        assert_eq!(redact_url("redis://u:p@ss@host"), "redis://u:***@host");
-        assert_eq!(redact_url("redis://pa/ss@host"), "redis://***@host");
-    }
 
     #[test]
     fn builder_rejects_bad_settings() {
@@ -1219,13 +1186,39 @@ mod tests {
             "redis://:top/secret@host:1/",
             "redis://:top#secret@host:1/",
             "redis://:top?secret@host:1/",
+            "redis://user:topsecret",
+            "redis://host:1/topsecret",
+            "redis://host:1/?password=topsecret&protocol=9",
+            "rediss://host:1/#topsecret",
+            "unix:///tmp/s?pass=topsecret&db=x",
+            "redis+unix:///tmp/s?pass=topsecret&protocol=x",
+            "valkey+unix:///tmp/s?p%61ss=topsecret&db=x",
+            // redis-rs quotes an invalid protocol in its error.
+            "unix:///tmp/s?protocol=topsecret",
+            "unix://:topsecret@/tmp/s",
+            "topsecret",
         ] {
-            let err = Client::new(url).unwrap_err();
-            assert!(err.is_invalid_input(), "{url}: {err:?}");
-            for shown in [err.to_string(), format!("{err:?}")] {
-                assert!(!shown.contains("secret"), "{url}: {shown}");
+            for topology in [
+                Topology::Standalone,
+                Topology::Sentinel {
+                    service: "m".into(),
+                },
+                Topology::Cluster,
+                Topology::Redlock,
+            ] {
+                let err = Client::builder_with_topology(topology.clone(), [url])
+                    .build()
+                    .unwrap_err();
+                assert!(err.is_invalid_input(), "{url} {topology:?}: {err:?}");
+                for shown in [err.to_string(), format!("{err:?}")] {
+                    assert!(!shown.contains("secret"), "{url} {topology:?}: {shown}");
+                }
             }
         }
+        // The reason stays when the URL has to be hidden whole.
+        let err = Client::new("redis://user:topsecret").unwrap_err();
+        assert!(err.to_string().contains("`redis://***`"), "{err}");
+        assert!(err.to_string().contains("invalid port number"), "{err}");
     }
 
     #[cfg(all(feature = "tls", not(feature = "tls-insecure")))]

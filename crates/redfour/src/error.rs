@@ -147,6 +147,11 @@ impl Error {
             (RK::Io | RK::AuthenticationFailed | RK::ClusterConnectionNotFound, _) => {
                 (ErrorKind::Unavailable, "cannot reach redis".to_owned())
             }
+            // A refused login: redis-rs says AuthenticationFailed for RESP2's AUTH, but passes
+            // the server's reply to RESP3's `HELLO 3 AUTH` on as it is.
+            (_, Some("WRONGPASS" | "NOAUTH")) => {
+                (ErrorKind::Unavailable, "cannot reach redis".to_owned())
+            }
             // Between a master's failure and its replacement's promotion, the sentinels name
             // no usable master.
             (RK::MasterNameNotFoundBySentinel | RK::NoValidReplicasFoundBySentinel, _) => (
@@ -364,6 +369,16 @@ mod tests {
         let err = Error::from_redis(e, Some("lock:x"));
         assert!(err.is_corrupt_data(), "{err:?}");
         assert!(err.to_string().contains("holds a string"));
+    }
+
+    #[test]
+    fn a_refused_resp3_login_is_unavailable() {
+        let e = redis::make_extension_error(
+            "WRONGPASS".into(),
+            Some("invalid username-password pair or user is disabled.".into()),
+        );
+        let err = Error::from_redis(e, None);
+        assert!(err.is_unavailable(), "{err:?}");
     }
 
     #[test]

@@ -147,6 +147,7 @@ mod guard;
 mod hub;
 mod keys;
 mod lock;
+mod redact;
 mod redlock;
 mod scripts;
 

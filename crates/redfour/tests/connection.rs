@@ -54,17 +54,20 @@ async fn password_in_the_url_is_used_and_never_shown() {
 #[tokio::test]
 async fn a_wrong_password_is_unavailable_and_not_leaked() {
     let server = RedisServer::start_with_args(&["--requirepass", "right-one"]);
-    let url = format!("redis://:wrong-one@127.0.0.1:{}/", server.port());
-    let locks = quick(url).build().unwrap();
-    let err = locks
-        .acquire_lock("x", Duration::from_secs(1))
-        .await
-        .unwrap_err();
-    assert!(err.is_unavailable(), "{err:?}");
-    let text = err.to_string();
-    assert!(!text.contains("wrong-one"), "{text}");
-    assert!(!format!("{err:?}").contains("wrong-one"), "{err:?}");
-    assert!(text.contains(&server.port().to_string()), "{text}");
+    // RESP3 logs in with `HELLO 3 AUTH`, whose refusal redis-rs reports differently.
+    for query in ["", "?protocol=resp3"] {
+        let url = format!("redis://:wrong-one@127.0.0.1:{}/{query}", server.port());
+        let locks = quick(url).build().unwrap();
+        let err = locks
+            .acquire_lock("x", Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(err.is_unavailable(), "{query}: {err:?}");
+        let text = err.to_string();
+        assert!(!text.contains("wrong-one"), "{text}");
+        assert!(!format!("{err:?}").contains("wrong-one"), "{err:?}");
+        assert!(text.contains(&server.port().to_string()), "{text}");
+    }
 }
 
 #[tokio::test]
@@ -131,13 +134,32 @@ async fn a_user_without_permission_gets_a_redis_error_and_nothing_changes() {
 
 // ---- passwords never shown ----------------------------------------------------------------
 
-/// URLs with the password `pw-SECRET-1` in every place a URL can carry one.
+/// TCP URLs with the password `pw-SECRET-1` in every place a URL can carry one: the user info
+/// (which redis-rs reads), and the query string and fragment (which it ignores, but whoever
+/// wrote one there meant a secret).
 fn password_urls(port: u16) -> Vec<String> {
     vec![
         format!("redis://:pw-SECRET-1@127.0.0.1:{port}/"),
         format!("redis://locker:pw-SECRET-1@127.0.0.1:{port}/2"),
         format!("redis://pw-SECRET-1@127.0.0.1:{port}"),
         format!("redis://:pw-SECRET-1@127.0.0.1:{port}/?protocol=resp3"),
+        format!("valkey://:pw%2DSECRET%2D1@127.0.0.1:{port}"),
+        format!("redis://127.0.0.1:{port}/?password=pw-SECRET-1"),
+        format!("redis://127.0.0.1:{port}/?protocol=3&pass=pw-SECRET-1&PASSWORD=pw-SECRET-1"),
+        format!("redis://127.0.0.1:{port}/0#pw-SECRET-1"),
+    ]
+}
+
+/// Unix-socket URLs for `socket` with the password `pw-SECRET-1` in each form redis-rs reads
+/// (`pass` in the query, percent-encoded or not, repeated: the last wins) and in user info.
+fn unix_password_urls(socket: &str, password: &str) -> Vec<String> {
+    vec![
+        format!("unix://{socket}?pass={password}&db=9"),
+        format!("redis+unix://{socket}?pass={password}"),
+        format!("valkey+unix://{socket}?user=default&pass={password}"),
+        format!("unix:{socket}?p%61ss={password}"),
+        format!("unix://localhost{socket}?pass=x&pass={password}&protocol=resp3"),
+        format!("unix://:{password}@localhost{socket}?pass={password}"),
     ]
 }
 
@@ -150,13 +172,21 @@ fn assert_hidden(what: &str, shown: &str) {
 
 #[test]
 fn debug_output_never_shows_the_password() {
-    for url in password_urls(6380) {
+    let urls = password_urls(6380)
+        .into_iter()
+        .chain(unix_password_urls("/tmp/r/sock", "pw-SECRET-1"));
+    for url in urls {
         let builder = redfour::Client::builder(url.clone()).namespace("ns");
         assert_hidden("ClientBuilder Debug", &format!("{builder:?}"));
         let locks = builder.build().unwrap();
         assert_hidden("Client Debug", &format!("{locks:?}"));
         assert_hidden("Client::address", locks.address());
-        assert!(locks.address().contains("127.0.0.1:6380"), "{locks:?}");
+        let place = if url.contains("unix") {
+            "/tmp/r/sock"
+        } else {
+            "127.0.0.1:6380"
+        };
+        assert!(locks.address().contains(place), "{locks:?}");
         assert_hidden("LockBuilder Debug", &format!("{:?}", locks.lock("x")));
 
         let redis = redis::Client::open(url.as_str()).unwrap();
@@ -172,10 +202,35 @@ fn debug_output_never_shows_the_password() {
     }
 }
 
+/// Every topology lists its addresses in `Debug` and messages, each redacted.
+#[test]
+fn address_lists_never_show_the_password() {
+    let urls: Vec<String> = password_urls(6380)
+        .into_iter()
+        .chain(unix_password_urls("/tmp/r/sock", "pw-SECRET-1"))
+        .collect();
+    let tcp: Vec<String> = password_urls(6380);
+    let builders = [
+        redfour::Client::sentinel(urls.clone(), "m"),
+        redfour::Client::redlock(urls.clone()),
+        // Cluster nodes must share one password and speak TCP.
+        redfour::Client::cluster(tcp[..1].to_vec()),
+    ];
+    for builder in builders {
+        assert_hidden("ClientBuilder Debug", &format!("{builder:?}"));
+        let locks = builder.build().unwrap();
+        assert_hidden("Client Debug", &format!("{locks:?}"));
+        assert_hidden("Client::address", locks.address());
+    }
+}
+
 #[cfg(feature = "blocking")]
 #[test]
 fn blocking_debug_output_never_shows_the_password() {
-    for url in password_urls(6380) {
+    let urls = password_urls(6380)
+        .into_iter()
+        .chain(unix_password_urls("/tmp/r/sock", "pw-SECRET-1"));
+    for url in urls {
         let builder = redfour::blocking::Client::builder(url);
         assert_hidden("blocking ClientBuilder Debug", &format!("{builder:?}"));
         let locks = builder.build().unwrap();
@@ -212,6 +267,62 @@ async fn a_refused_connection_does_not_show_the_password() {
             assert_hidden("error message", &text);
             assert_hidden("error Debug", &format!("{err:?}"));
         }
+    }
+}
+
+/// A Unix socket that does not exist: every form of unix URL fails with the socket's path in
+/// the message, and without the password.
+#[tokio::test]
+async fn a_missing_unix_socket_does_not_show_the_password() {
+    let socket = std::env::temp_dir().join(format!("redfour-{}-gone.sock", std::process::id()));
+    let socket = socket.to_str().unwrap();
+    for url in unix_password_urls(socket, "pw-SECRET-1") {
+        let locks = quick(url).build().unwrap();
+        let ttl = Duration::from_secs(1);
+        let errors = [
+            locks.ping().await.unwrap_err(),
+            locks.acquire_lock("x", ttl).await.unwrap_err(),
+            locks
+                .wait_acquire_lock("x", ttl, Some(Duration::from_millis(300)))
+                .await
+                .unwrap_err(),
+            locks.status("x").await.unwrap_err(),
+        ];
+        for err in errors {
+            assert!(err.is_unavailable(), "{err:?}");
+            let text = err.to_string();
+            assert!(text.contains(socket), "the socket is missing: {text}");
+            assert_hidden("error message", &text);
+            assert_hidden("error Debug", &format!("{err:?}"));
+        }
+    }
+}
+
+/// A real server on a Unix socket: the password in the query logs in, and a wrong one is
+/// reported as unavailable without being shown.
+#[tokio::test]
+async fn a_unix_socket_password_is_used_and_a_wrong_one_never_shown() {
+    let server = RedisServer::start_unix_with_args(&["--requirepass", "right-one"]);
+    let socket = server.unix_socket().unwrap().to_str().unwrap().to_owned();
+    for url in unix_password_urls(&socket, "right-one") {
+        let locks = quick(url.clone()).build().unwrap();
+        assert!(!locks.address().contains("right-one"), "{locks:?}");
+        locks
+            .ping()
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e:?}"));
+    }
+    for url in unix_password_urls(&socket, "pw-SECRET-1") {
+        let locks = quick(url.clone()).build().unwrap();
+        let err = locks
+            .acquire_lock("x", Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(err.is_unavailable(), "{url}: {err:?}");
+        let text = err.to_string();
+        assert!(text.contains(&socket), "the socket is missing: {text}");
+        assert_hidden("error message", &text);
+        assert_hidden("error Debug", &format!("{err:?}"));
     }
 }
 
