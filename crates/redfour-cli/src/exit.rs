@@ -47,11 +47,12 @@ EXIT STATUS:
   70       run: the lease was lost while the command ran (it got SIGTERM, then
            SIGKILL after --grace)
   71       operating-system error (runtime, signal handlers)
-  74       the JSON answer could not be written to stdout
+  74       the JSON answer could not be written to stdout (acquire and wait
+           then release the lock they took)
   75       run: the lock was not acquired within --wait (the command was not started)
   126/127  run: the command cannot be executed / was not found
-  128+N    run: the command was killed by signal N, or redfour got signal N while
-           waiting for the lock
+  128+N    run: the command was killed by signal N; any command: redfour got
+           signal N (a wait leaves the queue, a won lock is released first)
   other    run: the command's own exit status
 
 Every command but `run` prints exactly one JSON object on one line to stdout; `run`'s
