@@ -827,24 +827,7 @@ impl Client {
     pub async fn ping(&self) -> Result<()> {
         if let Some((nodes, quorum)) = self.inner.redlock() {
             // Reachable when a majority is: that is what an acquire needs.
-            let replies =
-                futures_util::future::join_all(nodes.iter().map(|node| node.ping())).await;
-            let up = replies.iter().filter(|r| r.is_ok()).count();
-            if up >= quorum {
-                return Ok(());
-            }
-            let first = replies.into_iter().find_map(|r| r.err());
-            let err = Error::new(
-                crate::ErrorKind::Unavailable,
-                format!(
-                    "only {up} of {} Redlock masters answered (a majority is {quorum})",
-                    nodes.len()
-                ),
-            );
-            return Err(match first {
-                Some(e) => err.with_source(e),
-                None => err,
-            });
+            return crate::redlock::ping(nodes, quorum).await;
         }
         let mut conn = self.connection().await?;
         redis::cmd("PING")

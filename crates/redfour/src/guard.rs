@@ -76,19 +76,31 @@ impl Lease {
 
 /// (time the acquire or renewal was sent) + ttl − drift margin, on the monotonic clock.
 pub(crate) fn lease_deadline(sent: Instant, ttl: Duration, drift: Drift) -> Instant {
-    sent + ttl.saturating_sub(drift.of(ttl))
+    sent + validity(ttl, drift)
 }
 
-/// Whether a lock acquired by a request sent at `sent` came back too late to be held: its
-/// lease deadline has passed already. For ttls so short that the drift margin would eat them
-/// whole (a few ms), the ttl itself is the limit.
-pub(crate) fn won_too_late(sent: Instant, ttl: Duration, drift: Drift) -> bool {
-    let limit = if ttl > drift.of(ttl) * 2 {
-        lease_deadline(sent, ttl, drift)
+/// How long a lock of `ttl` is valid from the moment its request was sent: ttl − drift
+/// margin (Redlock's validity before the time the masters took is deducted), zero when the
+/// margin eats the whole ttl.
+pub(crate) fn validity(ttl: Duration, drift: Drift) -> Duration {
+    ttl.saturating_sub(drift.of(ttl))
+}
+
+/// How long an answer granting a lock of `ttl` on one server may take and still count as
+/// won: its validity, except for ttls so short that the drift margin would eat them whole
+/// (a few ms), where it is the ttl itself.
+pub(crate) fn validity_limit(ttl: Duration, drift: Drift) -> Duration {
+    if ttl > drift.of(ttl) * 2 {
+        validity(ttl, drift)
     } else {
-        sent + ttl
-    };
-    Instant::now() >= limit
+        ttl
+    }
+}
+
+/// Whether a lock acquired by a request sent at `sent` came back too late to be held (see
+/// [`validity_limit`]).
+pub(crate) fn won_too_late(sent: Instant, ttl: Duration, drift: Drift) -> bool {
+    sent.elapsed() >= validity_limit(ttl, drift)
 }
 
 /// A held lock. Obtained from [`LockBuilder::acquire`](crate::LockBuilder::acquire) or

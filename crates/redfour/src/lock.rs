@@ -163,7 +163,7 @@ impl LockStatus {
 }
 
 /// The result of one acquire attempt on the server.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(crate) enum Attempt {
     Acquired {
         index: i64,
@@ -184,6 +184,18 @@ pub(crate) enum Attempt {
         /// The holder's index, when the script tells it (fair queue).
         holder: Option<i64>,
     },
+    /// Granted, but the answer came after the lock's validity had run out: what was granted
+    /// is released (or being released), and nobody holds the lock for this attempt.
+    WonTooLate {
+        sent: Instant,
+        /// The index granted and given up, when one server granted it.
+        index: Option<i64>,
+        /// [`ErrorKind::ValidityExpired`], saying how late.
+        error: Error,
+    },
+    /// With Redlock, a waiting acquire's last attempt ran out of time before enough masters
+    /// answered to decide it (anything granted is released).
+    Undecided,
 }
 
 /// What a wait ended with.
@@ -281,6 +293,15 @@ pub(crate) fn release_in_background(client: &Client, key: &str, index: i64) {
     );
 }
 
+/// An attempt with no cutoff cannot be cut off; should one be, it is a failure to retry.
+fn undecided(key: &str) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        "the Redlock masters did not decide the acquire in time; anything granted was released",
+    )
+    .with_key(key)
+}
+
 fn parse_pttl(pttl: i64) -> Duration {
     Duration::from_millis(pttl.max(0) as u64)
 }
@@ -369,15 +390,20 @@ impl Client {
     /// One attempt on the server, safe to cancel: if the caller goes away while the request
     /// is in flight (or the request fails in transit) and the attempt won, the lock is released
     /// rather than left to expire.
+    ///
+    /// `cutoff` (Redlock only; a waiting acquire's end): past it, masters that have not
+    /// answered yet are not waited for (a little slack past it is granted, so that an attempt
+    /// started at the cutoff still hears the masters that answer at once).
     pub(crate) async fn attempt(
         &self,
         key: &str,
         ttl_ms: u64,
         meta: &Meta,
         token: Option<&str>,
+        cutoff: Option<Instant>,
     ) -> Result<Attempt> {
         if let Some((nodes, quorum)) = self.inner.redlock() {
-            return crate::redlock::attempt(self, nodes, quorum, key, ttl_ms, meta).await;
+            return crate::redlock::attempt(self, nodes, quorum, key, ttl_ms, meta, cutoff).await;
         }
         let seq = self.inner.attempts.fetch_add(1, Ordering::Relaxed);
         let attempt_id = format!("{}#{seq}", self.inner.token);
@@ -394,7 +420,7 @@ impl Client {
         in_flight.armed = matches!(&result, Err(e) if e.is_transient());
         // A lock won after its lease had already run out on this process's clock (the reply
         // was held up for longer than the ttl) is no lock to rely on: release it at once and
-        // answer as if it were held by someone else.
+        // say so (it is not held by someone else: `ValidityExpired`).
         if let Ok(Attempt::Acquired { index, ttl, sent }) = &result {
             if crate::guard::won_too_late(*sent, *ttl, self.inner.config.drift) {
                 tracing::warn!(
@@ -412,16 +438,32 @@ impl Client {
                         tracing::warn!(key, index, error = %e, "cannot release a lock won too late; cleaning up in the background");
                     }
                 }
-                return Ok(Attempt::Held {
-                    pttl: Duration::ZERO,
+                let drift = self.inner.config.drift;
+                return Ok(Attempt::WonTooLate {
                     sent: *sent,
                     // The lock this attempt just gave up: a handoff notice with a higher index
                     // is news.
-                    holder: Some(*index),
+                    index: Some(*index),
+                    error: Error::validity_expired(
+                        key,
+                        "the server",
+                        sent.elapsed(),
+                        crate::guard::validity_limit(*ttl, drift),
+                    ),
                 });
             }
         }
         result
+    }
+
+    /// A ttl to acquire with, in ms: within the bounds, and with Redlock long enough to leave
+    /// a validity after the drift margin.
+    fn lock_ttl(&self, ttl: Duration) -> Result<u64> {
+        let ttl_ms = ttl_millis(ttl)?;
+        if self.inner.redlock().is_some() {
+            crate::redlock::check_ttl(ttl, self.inner.config.drift)?;
+        }
+        Ok(ttl_ms)
     }
 
     /// Releases the lock at `key` if the attempt `attempt_id` holds it.
@@ -626,8 +668,12 @@ impl Client {
         // (that handoff ran out unclaimed and someone else took the lock).
         let mut last_held_sent = started;
         let mut newest_holder_seen = 0_i64;
+        // Why the last attempt that came to a decision failed, when not because the lock was
+        // held: reported if the wait runs out with it.
+        let mut last_failure: Option<Error> = None;
         loop {
-            let pause = match self.attempt(key, ttl_ms, meta, token.as_deref()).await {
+            let attempt = self.attempt(key, ttl_ms, meta, token.as_deref(), deadline);
+            let pause = match attempt.await {
                 Ok(Attempt::Acquired { index, ttl, sent }) => {
                     registration.finish();
                     return Ok(Waited::Acquired {
@@ -655,9 +701,24 @@ impl Client {
                     newest_holder_seen = newest_holder_seen.max(holder.unwrap_or(i64::MAX));
                     backoff = Duration::from_millis(50);
                     last_pttl = pttl;
+                    last_failure = None;
                     // Wake just after the holder's expiry, in case it never releases.
                     (pttl + Duration::from_millis(1)).clamp(Duration::from_millis(5), max_poll)
                 }
+                Ok(Attempt::WonTooLate { sent, index, error }) => {
+                    // As for a held lock: the lock this attempt gave up may be handed on.
+                    last_held_sent = sent;
+                    newest_holder_seen = newest_holder_seen.max(index.unwrap_or(i64::MAX));
+                    last_pttl = Duration::ZERO;
+                    tracing::debug!(key, error = %error, retry_in_ms = backoff.as_millis() as u64, "won too late while waiting; retrying");
+                    last_failure = Some(error);
+                    // Slow servers: back off as from a failure.
+                    let pause = backoff;
+                    backoff = (backoff * 2).min(max_poll);
+                    pause
+                }
+                // Only at the end of the wait: the last decided attempt speaks for it.
+                Ok(Attempt::Undecided) => Duration::ZERO,
                 Err(e) if e.is_transient() => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Err(e);
@@ -665,6 +726,7 @@ impl Client {
                     tracing::warn!(key, error = %e, retry_in_ms = backoff.as_millis() as u64, "acquire attempt failed while waiting; retrying");
                     let pause = backoff;
                     backoff = (backoff * 2).min(max_poll);
+                    last_failure = Some(e);
                     pause
                 }
                 Err(e) => return Err(e),
@@ -680,6 +742,9 @@ impl Client {
                         // hand the lock to.
                         self.leave_queue(key, token).await;
                         registration.left();
+                    }
+                    if let Some(e) = last_failure {
+                        return Err(e);
                     }
                     return Ok(Waited::GaveUp {
                         pttl: last_pttl,
@@ -980,10 +1045,10 @@ impl Client {
     /// ```
     pub async fn acquire_lock(&self, id: &str, ttl: Duration) -> Result<AcquireResponse> {
         let key = self.inner.ns.lock_key(id)?;
-        let ttl_ms = ttl_millis(ttl)?;
+        let ttl_ms = self.lock_ttl(ttl)?;
         let span = tracing::debug_span!("redfour.acquire", key, ttl_ms);
         let attempt = self
-            .attempt(&key, ttl_ms, &Meta::default(), None)
+            .attempt(&key, ttl_ms, &Meta::default(), None, None)
             .instrument(span)
             .await?;
         Ok(match attempt {
@@ -1002,6 +1067,9 @@ impl Client {
                 ttl: pttl,
                 immediate: false,
             },
+            Attempt::WonTooLate { error, .. } => return Err(error),
+            // Only a waiting acquire has a cutoff.
+            Attempt::Undecided => return Err(undecided(&key)),
         })
     }
 
@@ -1029,7 +1097,7 @@ impl Client {
         wait: Option<Duration>,
     ) -> Result<AcquireResponse> {
         let key = self.inner.ns.lock_key(id)?;
-        let ttl_ms = ttl_millis(ttl)?;
+        let ttl_ms = self.lock_ttl(ttl)?;
         let span = tracing::debug_span!(
             "redfour.wait",
             key,
@@ -1284,7 +1352,7 @@ impl LockBuilder {
     /// ```
     pub async fn acquire(self) -> Result<LockGuard> {
         let key = self.client.inner.ns.lock_key(&self.id)?;
-        let ttl_ms = ttl_millis(self.ttl)?;
+        let ttl_ms = self.client.lock_ttl(self.ttl)?;
         let span = tracing::debug_span!(
             "redfour.wait",
             key,
@@ -1329,11 +1397,11 @@ impl LockBuilder {
     /// Cancel safe: a lock won by the attempt in flight is released in the background.
     pub async fn try_acquire(self) -> Result<Option<LockGuard>> {
         let key = self.client.inner.ns.lock_key(&self.id)?;
-        let ttl_ms = ttl_millis(self.ttl)?;
+        let ttl_ms = self.client.lock_ttl(self.ttl)?;
         let span = tracing::debug_span!("redfour.acquire", key, ttl_ms);
         match self
             .client
-            .attempt(&key, ttl_ms, &self.meta, None)
+            .attempt(&key, ttl_ms, &self.meta, None, None)
             .instrument(span)
             .await?
         {
@@ -1354,6 +1422,9 @@ impl LockBuilder {
             }
             // Only a waiter with a queue token can be handed a lock.
             Attempt::Held { .. } | Attempt::HandedOver { .. } => Ok(None),
+            Attempt::WonTooLate { error, .. } => Err(error),
+            // Only a waiting acquire has a cutoff.
+            Attempt::Undecided => Err(undecided(&key)),
         }
     }
 }
