@@ -53,7 +53,7 @@ pub(crate) async fn ping(nodes: &[Client], quorum: usize) -> Result<()> {
                 Ok(()) => up += 1,
                 Err(e) => errors.push(e),
             }
-            up >= quorum || nodes.len() - errors.len() < quorum
+            Listen::done_if(up >= quorum || nodes.len() - errors.len() < quorum)
         },
     )
     .await;
@@ -175,25 +175,70 @@ impl Tally {
         self.nodes - self.granted - self.late - self.held - self.failed
     }
 
-    /// Whether the masters still out cannot change the outcome: a majority granted already
-    /// (later grants are stray and released), or no majority of grants is possible any more.
-    /// Waiting for a stalled minority past that point would only eat the lock's validity
-    /// (and a waiting caller's time).
-    fn decided(&self) -> bool {
-        self.granted >= self.quorum || self.granted + self.late + self.pending() < self.quorum
+    /// Whether the answers in leave the outcome open: no majority granted (in time or late)
+    /// yet, and the masters still out could make one.
+    fn open(&self) -> bool {
+        self.granted + self.late < self.quorum
+            && self.granted + self.late + self.pending() >= self.quorum
+    }
+
+    /// How much longer the masters still out are worth hearing, for a lock valid for
+    /// `validity` from `sent`.
+    ///
+    /// Once a majority granted, the others' answers cannot change the outcome; their grants
+    /// only make the lock sturdier (held, and adopted, on more masters), so they get a quarter
+    /// of the validity at most: a stalled minority must not eat the lease (or a waiting
+    /// caller's time). Once a majority granted too late, or a majority answered and no majority
+    /// of grants is possible any more, nothing is worth waiting for. When too few answered to
+    /// tell a held lock from a lost quorum, every master gets its node timeout, so that the
+    /// error says which.
+    fn listen(&self, sent: Instant, validity: Duration) -> Listen {
+        let pending = self.pending();
+        if pending == 0 {
+            Listen::Done
+        } else if self.granted >= self.quorum {
+            Listen::Until(sent + validity / 4)
+        } else if self.granted + self.late >= self.quorum
+            || (!self.open() && self.granted + self.late + self.held >= self.quorum)
+        {
+            Listen::Done
+        } else {
+            Listen::On
+        }
+    }
+}
+
+/// Whether [`gather`] goes on listening for the masters that have not answered yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listen {
+    /// Until each answers or times out (or the cutoff).
+    On,
+    /// At most until then.
+    Until(Instant),
+    /// No longer.
+    Done,
+}
+
+impl Listen {
+    fn done_if(done: bool) -> Listen {
+        if done {
+            Listen::Done
+        } else {
+            Listen::On
+        }
     }
 }
 
 /// `step` on every master in parallel, each bounded by the node timeout and all by `cutoff`,
-/// feeding each answer to `answer` as it comes, until `answer` says the outcome is decided.
-/// The steps still out are then dropped: their requests stay sent, and whatever undoing a
-/// dropped step needs is its own business (an acquire's cleans up after itself). Returns how
-/// many masters had not answered.
+/// feeding each answer to `answer` as it comes, for as long as `answer` says the others are
+/// worth hearing. The steps still out are then dropped: their requests stay sent, and
+/// whatever undoing a dropped step needs is its own business (an acquire's cleans up after
+/// itself). Returns how many masters had not answered.
 async fn gather<'a, T, F, Fut>(
     nodes: &'a [Client],
     cutoff: Option<Instant>,
     step: F,
-    mut answer: impl FnMut(usize, Result<T>) -> bool,
+    mut answer: impl FnMut(usize, Result<T>) -> Listen,
 ) -> usize
 where
     F: Fn(&'a Client) -> Fut,
@@ -208,26 +253,26 @@ where
             async move { (i, bounded(node, limit, step).await) }
         })
         .collect();
-    let cut = async {
-        match cutoff {
-            Some(at) => tokio::time::sleep_until(at.into()).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(cut);
+    let mut stop = cutoff;
     loop {
+        let cut = async {
+            match stop {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             // An answer that is in wins over the cutoff.
             biased;
             next = out.next() => match next {
-                Some((i, result)) => {
-                    if answer(i, result) {
-                        break;
-                    }
-                }
+                Some((i, result)) => match answer(i, result) {
+                    Listen::On => {}
+                    Listen::Until(at) => stop = Some(stop.map_or(at, |s| s.min(at))),
+                    Listen::Done => break,
+                },
                 None => break,
             },
-            _ = &mut cut => break,
+            _ = cut => break,
         }
     }
     out.len()
@@ -274,7 +319,8 @@ pub(crate) async fn attempt(
     let drift = client.inner.config.drift;
     check_ttl(ttl, drift)?;
     let sent = Instant::now();
-    let valid_until = crate::guard::lease_deadline(sent, ttl, drift);
+    let validity = crate::guard::validity(ttl, drift);
+    let valid_until = sent + validity;
     // An attempt started at (or after) the cutoff still hears the masters that answer at once.
     let end = cutoff.map(|c| c.max(sent) + CUTOFF_SLACK.min(node_timeout(client)));
     let mut wins = Wins {
@@ -317,7 +363,7 @@ pub(crate) async fn attempt(
                 }
             }
             decided_at = Instant::now();
-            tally.decided()
+            tally.listen(sent, validity)
         },
     )
     .await;
@@ -395,7 +441,7 @@ pub(crate) async fn attempt(
         // masters' own steps.
         return Ok(won_too_late(key, quorum, nodes.len(), sent, decided_at, ttl, drift));
     }
-    if !tally.decided() && unanswered > 0 {
+    if tally.open() && unanswered > 0 {
         // Cut off by a waiting caller's end, with the outcome still open.
         tracing::debug!(key, unanswered, "Redlock: the wait ran out before the masters decided the attempt");
         return Ok(Attempt::Undecided);
@@ -520,9 +566,11 @@ pub(crate) async fn renew(
                 Err(e) => errors.push(e),
             }
             let pending = nodes.len() - renewed - refused - errors.len();
-            renewed >= quorum
-                || (renewed + pending < quorum && renewed + refused >= quorum)
-                || renewed + refused + pending < quorum
+            Listen::done_if(
+                renewed >= quorum
+                    || (renewed + pending < quorum && renewed + refused >= quorum)
+                    || renewed + refused + pending < quorum,
+            )
         },
     )
     .await;
@@ -557,7 +605,7 @@ pub(crate) async fn status(nodes: &[Client], quorum: usize, id: &str) -> Result<
                 Ok(status) => seen.push(status),
                 Err(e) if e.is_corrupt_data() => {
                     corrupt = Some(e);
-                    return true;
+                    return Listen::Done;
                 }
                 Err(e) => errors.push(e),
             }
@@ -568,9 +616,11 @@ pub(crate) async fn status(nodes: &[Client], quorum: usize, id: &str) -> Result<
                 .map(|c| seen.iter().filter(|s| s.held && s.index == c.index).count())
                 .max()
                 .unwrap_or(0);
-            most >= quorum
-                || (most + pending < quorum && seen.len() >= quorum)
-                || seen.len() + pending < quorum
+            Listen::done_if(
+                most >= quorum
+                    || (most + pending < quorum && seen.len() >= quorum)
+                    || seen.len() + pending < quorum,
+            )
         },
     )
     .await;
