@@ -405,6 +405,21 @@ impl Client {
         if let Some((nodes, quorum)) = self.inner.redlock() {
             return crate::redlock::attempt(self, nodes, quorum, key, ttl_ms, meta, cutoff).await;
         }
+        self.attempt_on_server(key, ttl_ms, meta, token, true).await
+    }
+
+    /// [`attempt`](Client::attempt) on this client's one server (or one Redlock master).
+    /// `judge_validity`: a lock won after its validity is released here and answered as
+    /// `WonTooLate`; off for a Redlock master, whose grant only the whole attempt can judge
+    /// (and release), without a round trip more on a master that is slow already.
+    pub(crate) async fn attempt_on_server(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        meta: &Meta,
+        token: Option<&str>,
+        judge_validity: bool,
+    ) -> Result<Attempt> {
         let seq = self.inner.attempts.fetch_add(1, Ordering::Relaxed);
         let attempt_id = format!("{}#{seq}", self.inner.token);
         let mut in_flight = InFlight {
@@ -422,7 +437,7 @@ impl Client {
         // was held up for longer than the ttl) is no lock to rely on: release it at once and
         // say so (it is not held by someone else: `ValidityExpired`).
         if let Ok(Attempt::Acquired { index, ttl, sent }) = &result {
-            if crate::guard::won_too_late(*sent, *ttl, self.inner.config.drift) {
+            if judge_validity && crate::guard::won_too_late(*sent, *ttl, self.inner.config.drift) {
                 tracing::warn!(
                     key,
                     index,

@@ -36,7 +36,12 @@ where
     F: Fn(&'a Client) -> Fut,
     Fut: std::future::Future<Output = Result<T>> + 'a,
 {
-    join_all(nodes.iter().map(|node| bounded(node, node_timeout(node), f(node)))).await
+    join_all(
+        nodes
+            .iter()
+            .map(|node| bounded(node, node_timeout(node), f(node))),
+    )
+    .await
 }
 
 /// Whether a majority of the masters answer a `PING`, without waiting for the others once
@@ -130,6 +135,38 @@ impl Drop for Wins<'_> {
     }
 }
 
+impl Wins<'_> {
+    /// Releases what was won now rather than in the background, so that the caller's next
+    /// attempt does not find its own grants still in place (and take them for someone
+    /// else's). What cannot be released in time (the node timeout, and `end` if any) is left
+    /// to the background.
+    async fn release_now(&mut self, end: Option<Instant>) {
+        let (nodes, key) = (self.nodes, self.key);
+        let mut releases = Vec::new();
+        for &(node, granted, adopted) in &self.held {
+            releases.push((node, granted));
+            if let Some(adopted) = adopted.filter(|a| *a != granted) {
+                releases.push((node, adopted));
+            }
+        }
+        let done = join_all(releases.iter().map(|&(node, index)| {
+            let node = &nodes[node];
+            let mut limit = node_timeout(node);
+            if let Some(end) = end {
+                limit = limit.min(end.saturating_duration_since(Instant::now()));
+            }
+            bounded(node, limit, node.release_key(key, index))
+        }))
+        .await;
+        for (&(node, index), result) in releases.iter().zip(done) {
+            if result.is_err() {
+                release_in_background(&nodes[node], key, index);
+            }
+        }
+        self.armed = false;
+    }
+}
+
 /// A short random pause, so that clients that split the masters between them do not retry
 /// in lockstep.
 fn jitter() -> Duration {
@@ -160,10 +197,8 @@ pub(crate) fn check_ttl(ttl: Duration, drift: Drift) -> Result<()> {
 struct Tally {
     nodes: usize,
     quorum: usize,
-    /// Granted in time so far.
+    /// Granted so far.
     granted: usize,
-    /// Granted, but the master's own answer came after the validity (and it released it).
-    late: usize,
     /// Held by someone else there.
     held: usize,
     /// Failed or timed out.
@@ -172,14 +207,13 @@ struct Tally {
 
 impl Tally {
     fn pending(&self) -> usize {
-        self.nodes - self.granted - self.late - self.held - self.failed
+        self.nodes - self.granted - self.held - self.failed
     }
 
-    /// Whether the answers in leave the outcome open: no majority granted (in time or late)
-    /// yet, and the masters still out could make one.
+    /// Whether the answers in leave the outcome open: no majority granted yet, and the
+    /// masters still out could make one.
     fn open(&self) -> bool {
-        self.granted + self.late < self.quorum
-            && self.granted + self.late + self.pending() >= self.quorum
+        self.granted < self.quorum && self.granted + self.pending() >= self.quorum
     }
 
     /// How much longer the masters still out are worth hearing, for a lock valid for
@@ -188,8 +222,8 @@ impl Tally {
     /// Once a majority granted, the others' answers cannot change the outcome; their grants
     /// only make the lock sturdier (held, and adopted, on more masters), so they get a quarter
     /// of the validity at most: a stalled minority must not eat the lease (or a waiting
-    /// caller's time). Once a majority granted too late, or a majority answered and no majority
-    /// of grants is possible any more, nothing is worth waiting for. When too few answered to
+    /// caller's time). Once a majority answered and no majority of grants is possible any
+    /// more, nothing is worth waiting for. When too few answered to
     /// tell a held lock from a lost quorum, every master gets its node timeout, so that the
     /// error says which.
     fn listen(&self, sent: Instant, validity: Duration) -> Listen {
@@ -198,9 +232,7 @@ impl Tally {
             Listen::Done
         } else if self.granted >= self.quorum {
             Listen::Until(sent + validity / 4)
-        } else if self.granted + self.late >= self.quorum
-            || (!self.open() && self.granted + self.late + self.held >= self.quorum)
-        {
+        } else if !self.open() && self.granted + self.held >= self.quorum {
             Listen::Done
         } else {
             Listen::On
@@ -333,36 +365,38 @@ pub(crate) async fn attempt(
         nodes: nodes.len(),
         quorum,
         granted: 0,
-        late: 0,
         held: 0,
         failed: 0,
     };
     let mut held_pttls = Vec::new();
     let mut errors = Vec::new();
-    let mut decided_at = sent;
+    // When the grant that made a majority came in.
+    let mut majority_at = sent;
     let unanswered = gather(
         nodes,
         end,
-        |node| node.attempt(key, ttl_ms, meta, None, None),
+        |node| node.attempt_on_server(key, ttl_ms, meta, None, false),
         |i, reply| {
             match reply {
                 // Recorded at once: if this future is dropped, `wins` releases it.
                 Ok(Attempt::Acquired { index, .. }) => {
                     wins.held.push((i, index, None));
                     tally.granted += 1;
+                    if tally.granted == quorum {
+                        majority_at = Instant::now();
+                    }
                 }
-                Ok(Attempt::WonTooLate { .. }) => tally.late += 1,
                 Ok(Attempt::Held { pttl, .. }) | Ok(Attempt::HandedOver { pttl, .. }) => {
                     held_pttls.push(pttl);
                     tally.held += 1;
                 }
-                Ok(Attempt::Undecided) => tally.failed += 1,
+                // Not answers of one master (it judges no validity and has no cutoff).
+                Ok(Attempt::WonTooLate { .. } | Attempt::Undecided) => tally.failed += 1,
                 Err(e) => {
                     errors.push(e);
                     tally.failed += 1;
                 }
             }
-            decided_at = Instant::now();
             tally.listen(sent, validity)
         },
     )
@@ -375,7 +409,16 @@ pub(crate) async fn attempt(
             w.2 = Some(adopted);
         }
         if Instant::now() >= valid_until {
-            return Ok(won_too_late(key, quorum, nodes.len(), sent, decided_at, ttl, drift));
+            wins.release_now(end).await;
+            return Ok(won_too_late(
+                key,
+                quorum,
+                nodes.len(),
+                sent,
+                majority_at,
+                ttl,
+                drift,
+            ));
         }
         // Past the validity the adoption is useless; past a waiting caller's end, too late.
         let adopt_until = end.map_or(valid_until, |e| e.min(valid_until));
@@ -392,8 +435,8 @@ pub(crate) async fn attempt(
                         .await
                         .map_err(|e| Error::from_redis(e, Some(key)))
                 };
-                let limit = node_timeout(node)
-                    .min(adopt_until.saturating_duration_since(Instant::now()));
+                let limit =
+                    node_timeout(node).min(adopt_until.saturating_duration_since(Instant::now()));
                 matches!(tokio::time::timeout(limit, step).await, Ok(Ok(1)))
             }
         }))
@@ -415,9 +458,17 @@ pub(crate) async fn attempt(
                 sent,
             });
         }
-        // `wins` releases everything on drop.
         if now >= valid_until {
-            return Ok(won_too_late(key, quorum, nodes.len(), sent, now, ttl, drift));
+            wins.release_now(end).await;
+            return Ok(won_too_late(
+                key,
+                quorum,
+                nodes.len(),
+                sent,
+                now,
+                ttl,
+                drift,
+            ));
         }
         tracing::debug!(
             key,
@@ -425,8 +476,10 @@ pub(crate) async fn attempt(
             "Redlock: a majority granted but too few masters adopted its index in time; releasing it"
         );
         if end.is_some_and(|e| now >= e) {
+            // The caller's time is up: `wins` releases in the background.
             return Ok(Attempt::Undecided);
         }
+        wins.release_now(end).await;
         return Err(Error::new(
             ErrorKind::Unavailable,
             format!(
@@ -436,24 +489,25 @@ pub(crate) async fn attempt(
         )
         .with_key(key));
     }
-    if tally.granted + tally.late >= quorum {
-        // `wins` releases the grants that came in time; the late ones were released by their
-        // masters' own steps.
-        return Ok(won_too_late(key, quorum, nodes.len(), sent, decided_at, ttl, drift));
-    }
     if tally.open() && unanswered > 0 {
-        // Cut off by a waiting caller's end, with the outcome still open.
-        tracing::debug!(key, unanswered, "Redlock: the wait ran out before the masters decided the attempt");
+        // Cut off by a waiting caller's end, with the outcome still open: `wins` releases in
+        // the background.
+        tracing::debug!(
+            key,
+            unanswered,
+            "Redlock: the wait ran out before the masters decided the attempt"
+        );
         return Ok(Attempt::Undecided);
     }
-    let answered = tally.granted + tally.late + tally.held;
+    wins.release_now(end).await;
+    let answered = tally.granted + tally.held;
     if answered < quorum {
         return Err(quorum_lost(answered, nodes.len(), quorum, errors));
     }
     // Not enough grants: when would enough masters be free? The ones this attempt won (and
     // releases now) are; of the others, the soonest to expire first.
     held_pttls.sort();
-    let free = tally.granted + tally.late;
+    let free = tally.granted;
     let pttl = match quorum.checked_sub(free + 1) {
         Some(more) => held_pttls
             .get(more)
