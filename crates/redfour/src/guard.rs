@@ -467,3 +467,48 @@ async fn keep_alive_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validity_is_the_ttl_less_the_drift_margin() {
+        let drift = Drift::default();
+        assert_eq!(
+            validity(Duration::from_millis(300), drift),
+            Duration::from_millis(295)
+        );
+        assert_eq!(
+            validity(Duration::from_secs(10), drift),
+            Duration::from_millis(9_898)
+        );
+        assert_eq!(validity(Duration::from_millis(2), drift), Duration::ZERO);
+        let sent = Instant::now();
+        assert_eq!(
+            lease_deadline(sent, Duration::from_millis(300), drift),
+            sent + Duration::from_millis(295)
+        );
+    }
+
+    #[test]
+    fn a_single_server_judges_tiny_ttls_by_the_whole_ttl() {
+        let drift = Drift::default();
+        // The margin would eat them: the ttl itself is the limit.
+        assert_eq!(
+            validity_limit(Duration::from_millis(1), drift),
+            Duration::from_millis(1)
+        );
+        assert_eq!(
+            validity_limit(Duration::from_millis(4), drift),
+            Duration::from_millis(4)
+        );
+        assert_eq!(
+            validity_limit(Duration::from_millis(300), drift),
+            Duration::from_millis(295)
+        );
+        let long_ago = Instant::now() - Duration::from_millis(5);
+        assert!(won_too_late(long_ago, Duration::from_millis(4), drift));
+        assert!(!won_too_late(Instant::now(), Duration::from_secs(1), drift));
+    }
+}

@@ -709,3 +709,67 @@ pub(crate) async fn status(nodes: &[Client], quorum: usize, id: &str) -> Result<
         holder: Default::default(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tally(nodes: usize, granted: usize, held: usize, failed: usize) -> Tally {
+        Tally {
+            nodes,
+            quorum: nodes / 2 + 1,
+            granted,
+            held,
+            failed,
+        }
+    }
+
+    #[test]
+    fn a_granted_majority_waits_for_the_rest_a_quarter_of_the_validity() {
+        let sent = Instant::now();
+        let validity = Duration::from_millis(400);
+        assert_eq!(
+            tally(3, 2, 0, 0).listen(sent, validity),
+            Listen::Until(sent + Duration::from_millis(100))
+        );
+        assert_eq!(
+            tally(5, 3, 1, 0).listen(sent, validity),
+            Listen::Until(sent + Duration::from_millis(100))
+        );
+        // Everyone answered: nothing to wait for.
+        assert_eq!(tally(3, 3, 0, 0).listen(sent, validity), Listen::Done);
+    }
+
+    #[test]
+    fn a_held_majority_is_decided_without_the_stragglers() {
+        let sent = Instant::now();
+        let validity = Duration::from_secs(1);
+        // Two of three hold it elsewhere: the third cannot make a majority of grants.
+        assert_eq!(tally(3, 0, 2, 0).listen(sent, validity), Listen::Done);
+        assert_eq!(tally(5, 1, 3, 0).listen(sent, validity), Listen::Done);
+        // One grant and one held: the third decides.
+        let open = tally(3, 1, 1, 0);
+        assert!(open.open());
+        assert_eq!(open.listen(sent, validity), Listen::On);
+        // Too few answered to tell a held lock from a lost quorum: every master is heard.
+        assert_eq!(tally(3, 0, 1, 1).listen(sent, validity), Listen::On);
+        assert_eq!(tally(5, 0, 0, 3).listen(sent, validity), Listen::On);
+        assert!(!tally(5, 0, 0, 3).open());
+    }
+
+    #[test]
+    fn redlock_ttls_need_a_validity_left_after_the_drift_margin() {
+        let drift = Drift::default();
+        for ms in [1, 2] {
+            let err = check_ttl(Duration::from_millis(ms), drift).unwrap_err();
+            assert!(err.is_invalid_input(), "{ms}: {err}");
+        }
+        check_ttl(Duration::from_millis(3), drift).unwrap();
+        let wide = Drift {
+            ppm: 100_000,
+            fixed: Duration::from_millis(100),
+        };
+        assert!(check_ttl(Duration::from_millis(111), wide).is_err());
+        check_ttl(Duration::from_millis(112), wide).unwrap();
+    }
+}
