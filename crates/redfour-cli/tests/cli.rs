@@ -1518,7 +1518,9 @@ fn redlock_with_a_stalled_master_keeps_the_wait_bound() {
     assert!(ran.took < Duration::from_millis(1_800), "{ran:?}");
     let ran = ok(cli_with(
         &flags,
-        &["run", "held", "--ttl", "300ms", "--wait", "1s", "--", "true"],
+        &[
+            "run", "held", "--ttl", "300ms", "--wait", "1s", "--", "true",
+        ],
     ));
     ran.assert_code(75).assert_one_line_reason();
     assert!(ran.took < Duration::from_millis(1_800), "{ran:?}");

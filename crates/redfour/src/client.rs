@@ -348,7 +348,10 @@ impl ClientBuilder {
 
     /// With [`Topology::Redlock`]: how long one master may take to answer one step of an
     /// acquire (or a renewal, or a release) before it counts as not granting. Short compared
-    /// with the ttl, so that a dead master costs little of the lock's validity.
+    /// with the ttl, so that a dead master costs little of the lock's validity. An acquire, a
+    /// renewal, a status or a ping does not wait for a master once the others' answers decide
+    /// it, and a waiting acquire not past the end of its wait (plus a slack of 100 ms at most);
+    /// a release waits for every master.
     ///
     /// Default: 500 ms (and never more than the [response timeout](ClientBuilder::response_timeout)).
     pub fn node_timeout(mut self, timeout: Duration) -> Self {
@@ -815,6 +818,9 @@ impl Client {
     }
 
     /// Opens the command connection now (if it is not open) and sends `PING`.
+    ///
+    /// With Redlock, `PING` goes to every master (each bounded by the node timeout) and
+    /// succeeds as soon as a majority answered: a stalled minority does not hold it up.
     ///
     /// # Errors
     ///

@@ -1027,16 +1027,24 @@ impl Client {
     /// On success the lock is held until `ttl` runs out or it is released with
     /// [`release_lock`](Client::release_lock) and the returned index. When someone else holds
     /// it, `success` is false and `ttl` is the holder's remaining ttl: that is an outcome, not
-    /// an error. A lock whose reply came back after its lease had run out (counted from the
-    /// request, less the drift margin; the whole ttl for ttls of a few ms) is released at once
-    /// and reported the same way, with `ttl` 0. Prefer [`lock`](Client::lock), whose guard
-    /// tracks the lease for you.
+    /// an error. A lock granted too late to be held (the answer came after its validity had
+    /// run out: ttl less the drift margin, counted from the request; the whole ttl for ttls of
+    /// a few ms on one server) is released at once and reported as
+    /// [`ErrorKind::ValidityExpired`]: nobody holds it, and trying again may win. Prefer
+    /// [`lock`](Client::lock), whose guard tracks the lease for you.
+    ///
+    /// With Redlock, the attempt is decided as soon as the masters' answers allow: a majority
+    /// granted (the others are heard for at most a quarter of the validity more), or a majority
+    /// answered and no majority of grants is possible any more. A stalled minority costs that
+    /// much, not the [node timeout](crate::ClientBuilder::node_timeout).
     ///
     /// # Errors
     ///
     /// [`ErrorKind::InvalidInput`] for an empty id or a ttl under 1 ms or over
-    /// [`MAX_TTL`](crate::MAX_TTL); [`ErrorKind::CorruptData`] when the key holds foreign data
-    /// (left untouched); [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`] for Redis faults.
+    /// [`MAX_TTL`](crate::MAX_TTL), and with Redlock for a ttl that the drift margin leaves no
+    /// validity (2 ms or less by default); [`ErrorKind::ValidityExpired`] for a lock granted
+    /// too late (released); [`ErrorKind::CorruptData`] when the key holds foreign data (left
+    /// untouched); [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`] for Redis faults.
     ///
     /// # Cancel safety
     ///
@@ -1096,10 +1104,17 @@ impl Client {
     /// runs out, one last attempt is made and its answer returned: `success` false with the
     /// holder's remaining ttl. `immediate` tells whether the first attempt won.
     ///
+    /// The wait is a bound. With Redlock, no attempt listens for the masters past the end of
+    /// the wait plus 100 ms (or the node timeout, if shorter): the answer comes at most that
+    /// late, plus one round trip when a majority had granted the lock by then (its adoption).
+    /// On a single server the last attempt takes one round trip.
+    ///
     /// # Errors
     ///
-    /// As [`acquire_lock`](Client::acquire_lock). While waiting, Redis being unreachable is
-    /// retried with backoff until the wait runs out.
+    /// As [`acquire_lock`](Client::acquire_lock). While waiting, Redis being unreachable and
+    /// locks granted too late are retried (with backoff) until the wait runs out; if the last
+    /// attempt that came to a decision failed that way, its error is returned
+    /// ([`ErrorKind::ValidityExpired`], [`ErrorKind::Unavailable`], ...) rather than an answer.
     ///
     /// # Cancel safety
     ///
@@ -1304,7 +1319,8 @@ impl LockBuilder {
     }
 
     /// The longest [`acquire`](LockBuilder::acquire) waits for the holder to let go. Zero means
-    /// forever, as in Node redfour.
+    /// forever, as in Node redfour. A bound, kept within a small slack (see
+    /// [`Client::wait_acquire_lock`]), also when servers stall.
     ///
     /// Default: forever.
     pub fn wait(mut self, wait: Duration) -> Self {
@@ -1340,9 +1356,12 @@ impl LockBuilder {
     /// # Errors
     ///
     /// [`ErrorKind::NotAcquired`] when a bounded wait ran out (the holder's remaining ttl is in
-    /// [`Error::holder_ttl`]); [`ErrorKind::InvalidInput`] for an empty id or a bad ttl;
-    /// [`ErrorKind::CorruptData`] for foreign data at the key; Redis faults that outlast the
-    /// wait as [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`].
+    /// [`Error::holder_ttl`]); [`ErrorKind::InvalidInput`] for an empty id or a bad ttl (with
+    /// Redlock, one the drift margin leaves no validity); [`ErrorKind::CorruptData`] for
+    /// foreign data at the key; Redis faults that outlast the wait as
+    /// [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`], and locks still granted too late
+    /// when it runs out as [`ErrorKind::ValidityExpired`] (the last attempt's reason is
+    /// reported).
     ///
     /// # Cancel safety
     ///
@@ -1405,7 +1424,9 @@ impl LockBuilder {
     ///
     /// # Errors
     ///
-    /// As [`acquire`](LockBuilder::acquire), without `NotAcquired`.
+    /// As [`acquire`](LockBuilder::acquire), without `NotAcquired`:
+    /// [`ErrorKind::ValidityExpired`] when the lock was granted too late to be held (it was
+    /// released; nobody holds it, so this is not `Ok(None)`).
     ///
     /// # Cancel safety
     ///
