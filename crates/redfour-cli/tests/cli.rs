@@ -1526,6 +1526,19 @@ fn redlock_with_a_stalled_master_keeps_the_wait_bound() {
     assert!(ran.took < Duration::from_millis(1_800), "{ran:?}");
 }
 
+/// With one of three Redlock masters stalled, `run` keeps a short lease alive: a renewal is
+/// decided by the two others, not held up by the stalled one past the lease it extends.
+#[test]
+fn redlock_run_keeps_a_short_lease_with_a_stalled_master() {
+    let (servers, flags) = redlock_masters();
+    stall(&servers[2], 5_000);
+    let ran = ok(cli_with(
+        &flags,
+        &["run", "job", "--ttl", "300ms", "--", "sleep", "1"],
+    ));
+    ran.assert_code(0);
+}
+
 /// A lock that a majority of the masters granted only after its validity had run out is not
 /// "held by another" (exit 1): it is won too late (exit 75), released, and nobody holds it.
 #[test]

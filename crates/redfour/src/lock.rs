@@ -1107,7 +1107,8 @@ impl Client {
     /// The wait is a bound. With Redlock, no attempt listens for the masters past the end of
     /// the wait plus 100 ms (or the node timeout, if shorter): the answer comes at most that
     /// late, plus one round trip when a majority had granted the lock by then (its adoption).
-    /// On a single server the last attempt takes one round trip.
+    /// On a single server the last attempt takes one round trip (up to the response timeout
+    /// when the server stalls).
     ///
     /// # Errors
     ///
