@@ -1531,11 +1531,16 @@ fn redlock_with_a_stalled_master_keeps_the_wait_bound() {
 #[test]
 fn redlock_run_keeps_a_short_lease_with_a_stalled_master() {
     let (servers, flags) = redlock_masters();
-    stall(&servers[2], 5_000);
-    let ran = ok(cli_with(
+    let dir = temp();
+    let started = dir.path().join("started");
+    let script = format!("touch {}; sleep 1.5", path_arg(&started));
+    let child = spawn(cli_with(
         &flags,
-        &["run", "job", "--ttl", "300ms", "--", "sleep", "1"],
+        &["run", "job", "--ttl", "300ms", "--", "sh", "-c", &script],
     ));
+    wait_for_file(&started);
+    stall(&servers[2], 3_000);
+    let ran = finish(child, DEADLINE);
     ran.assert_code(0);
 }
 
