@@ -350,8 +350,9 @@ impl ClientBuilder {
     /// acquire (or a renewal, or a release) before it counts as not granting. Short compared
     /// with the ttl, so that a dead master costs little of the lock's validity. An acquire, a
     /// renewal, a status or a ping does not wait for a master once the others' answers decide
-    /// it, and a waiting acquire not past the end of its wait (plus a slack of 100 ms at most);
-    /// a release waits for every master.
+    /// it (its request stays sent), and a waiting acquire not past the end of its wait (plus a
+    /// slack of 100 ms at most); a release waits for every master, so that it has reached
+    /// every master that answers when it returns.
     ///
     /// Default: 500 ms (and never more than the [response timeout](ClientBuilder::response_timeout)).
     pub fn node_timeout(mut self, timeout: Duration) -> Self {

@@ -1034,9 +1034,10 @@ impl Client {
     /// [`lock`](Client::lock), whose guard tracks the lease for you.
     ///
     /// With Redlock, the attempt is decided as soon as the masters' answers allow: a majority
-    /// granted (the others are heard for at most a quarter of the validity more), or a majority
-    /// answered and no majority of grants is possible any more. A stalled minority costs that
-    /// much, not the [node timeout](crate::ClientBuilder::node_timeout).
+    /// granted (the others are heard until their
+    /// [node timeout](crate::ClientBuilder::node_timeout), never past a quarter of the
+    /// validity), or a majority answered and no majority of grants is possible any more. A
+    /// stalled minority costs an acquire that much at most, and does not eat its validity.
     ///
     /// # Errors
     ///
