@@ -154,7 +154,8 @@ async fn rounds(cfg: WorkerConfig) -> Result<(), BoxError> {
         };
         let guard = match acquired {
             Ok(guard) => guard,
-            Err(e) if e.is_not_acquired() => {
+            // Won too late is known to be released: as good as not acquired.
+            Err(e) if e.is_not_acquired() || e.is_validity_expired() => {
                 log.record(What::AcquireFailed {
                     reason: e.to_string(),
                 })?;

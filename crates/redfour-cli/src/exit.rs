@@ -24,7 +24,9 @@ pub const LEASE_LOST: u8 = 70;
 pub const OS: u8 = 71;
 /// EX_IOERR: the JSON answer could not be written to stdout.
 pub const IO: u8 = 74;
-/// EX_TEMPFAIL: `run` did not get the lock within `--wait`; the command was not started.
+/// EX_TEMPFAIL: `run` did not get the lock within `--wait`; the command was not started. Also
+/// every acquiring command whose lock was granted too late to be held (its validity ran out
+/// while the servers answered; it was released, nobody holds it): try again.
 pub const NOT_ACQUIRED: u8 = 75;
 /// `run`: the command exists but cannot be executed (as in shells).
 pub const CANNOT_EXECUTE: u8 = 126;
@@ -49,7 +51,9 @@ EXIT STATUS:
   71       operating-system error (runtime, signal handlers)
   74       the JSON answer could not be written to stdout (acquire and wait
            then release the lock they took)
-  75       run: the lock was not acquired within --wait (the command was not started)
+  75       run: the lock was not acquired within --wait (the command was not started);
+           acquire, wait, run: the lock was granted too late to be held (slow or
+           stalled servers used up its validity; it was released, nobody holds it)
   126/127  run: the command cannot be executed / was not found
   128+N    run: the command was killed by signal N; any command: redfour got
            signal N (a wait leaves the queue, a won lock is released first)
@@ -111,6 +115,11 @@ impl Failure {
                 format!("{doing}: Redis at {address} did not answer in time, the outcome is unknown: {}", root_cause(err)),
             ),
             ErrorKind::NotAcquired => Failure::new(NOT_ACQUIRED, format!("{doing}: {what}")),
+            // Not held by another, nobody holds it: a retry may win (EX_TEMPFAIL).
+            ErrorKind::ValidityExpired => Failure::new(
+                NOT_ACQUIRED,
+                format!("{doing}: won too late, at {address}: {what}"),
+            ),
             // Script failures, refused commands (ACL, OOM) and kinds added later: the server
             // side is at fault, not the caller's input.
             _ => Failure::new(

@@ -114,7 +114,8 @@ enum Command {
     /// Try once to take the lock; it stays held after redfour exits, until released or expired.
     ///
     /// Prints {"id","success","index","ttl"}; when another holds the lock, index is -1 and ttl
-    /// is the holder's remaining time. Exit status 0 when acquired, 1 when held by another.
+    /// is the holder's remaining time. Exit status 0 when acquired, 1 when held by another, 75
+    /// when granted too late to be held (slow servers used up its validity; released).
     Acquire {
         #[command(flatten)]
         id: IdArg,
@@ -124,7 +125,8 @@ enum Command {
     /// Take the lock, waiting for the holder to let go (woken by its release notice).
     ///
     /// Prints {"id","success","index","ttl","immediate"}; immediate is true when no waiting was
-    /// needed. Exit status 0 when acquired, 1 when the wait ran out.
+    /// needed. Exit status 0 when acquired, 1 when the wait ran out, 75 when its last attempt
+    /// was granted too late to be held (released).
     Wait {
         #[command(flatten)]
         id: IdArg,

@@ -2037,6 +2037,112 @@ fn every_command_works_with_redlock_and_a_lost_quorum_exits_69() {
     assert!(ran.stderr.contains("quorum"), "{ran:?}");
 }
 
+/// Three Redlock masters and the flags that name them.
+fn redlock_masters() -> (Vec<RedisServer>, Vec<String>) {
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let flags = topology_flags("redlock", &urls);
+    (servers, flags)
+}
+
+/// Stalls every client of `server` for `ms` (the test kit's own commands too).
+fn stall(server: &RedisServer, ms: u64) {
+    server.cmd(&["CLIENT", "PAUSE", &ms.to_string(), "ALL"]);
+}
+
+/// With one of three Redlock masters stalled, `--wait` is a bound for `wait` and `run` (they
+/// took 4.0 and 4.5 s with `--wait 1s`), and a free lock with a short ttl is won at once, by
+/// `wait` and by `acquire` (which answered "held by another" after the stalled master had
+/// eaten the validity).
+#[test]
+fn redlock_with_a_stalled_master_keeps_the_wait_bound() {
+    let (servers, flags) = redlock_masters();
+    ok(cli_with(&flags, &["acquire", "held", "--ttl", "30s"])).assert_code(0);
+    stall(&servers[2], 8_000);
+    let ran = ok(cli_with(
+        &flags,
+        &["wait", "free", "--ttl", "300ms", "--wait", "1s"],
+    ));
+    ran.assert_code(0);
+    assert_eq!(ran.json()["success"], true, "{ran:?}");
+    assert!(ran.took < Duration::from_millis(1_000), "{ran:?}");
+    let ran = ok(cli_with(&flags, &["acquire", "free2", "--ttl", "300ms"]));
+    ran.assert_code(0);
+    assert_eq!(ran.json()["success"], true, "{ran:?}");
+    let ran = ok(cli_with(
+        &flags,
+        &["wait", "held", "--ttl", "300ms", "--wait", "1s"],
+    ));
+    ran.assert_code(1);
+    assert!(ran.took < Duration::from_millis(1_800), "{ran:?}");
+    let ran = ok(cli_with(
+        &flags,
+        &[
+            "run", "held", "--ttl", "300ms", "--wait", "1s", "--", "true",
+        ],
+    ));
+    ran.assert_code(75).assert_one_line_reason();
+    assert!(ran.took < Duration::from_millis(1_800), "{ran:?}");
+}
+
+/// With one of three Redlock masters stalled, `run` keeps a short lease alive: a renewal is
+/// decided by the two others, not held up by the stalled one past the lease it extends.
+#[test]
+fn redlock_run_keeps_a_short_lease_with_a_stalled_master() {
+    let (servers, flags) = redlock_masters();
+    let dir = temp();
+    let started = dir.path().join("started");
+    let script = format!("touch {}; sleep 1.5", path_arg(&started));
+    let child = spawn(cli_with(
+        &flags,
+        &["run", "job", "--ttl", "300ms", "--", "sh", "-c", &script],
+    ));
+    wait_for_file(&started);
+    stall(&servers[2], 3_000);
+    let ran = finish(child, DEADLINE);
+    ran.assert_code(0);
+}
+
+/// A lock that a majority of the masters granted only after its validity had run out is not
+/// "held by another" (exit 1): it is won too late (exit 75), released, and nobody holds it.
+#[test]
+fn redlock_acquire_won_too_late_exits_75() {
+    let (servers, flags) = redlock_masters();
+    stall(&servers[2], 10_000);
+    // The second master answers after ~350 ms: within the node timeout (500 ms), but long
+    // after the validity of a 50 ms lock (48 ms).
+    stall(&servers[1], 350);
+    let ran = ok(cli_with(&flags, &["acquire", "slow", "--ttl", "50ms"]));
+    ran.assert_code(75).assert_one_line_reason();
+    assert!(ran.stdout.is_empty(), "{ran:?}");
+    assert!(
+        ran.stderr.contains("too late") && ran.stderr.contains("nobody holds it"),
+        "{ran:?}"
+    );
+    assert!(
+        wait_until(DEADLINE, || int(&servers[0], &["EXISTS", "lock:slow"]) == 0
+            && int(&servers[1], &["EXISTS", "lock:slow"]) == 0),
+        "the grants were not released"
+    );
+}
+
+/// A ttl that the drift margin (1% + 2 ms) eats whole can never be held with Redlock: usage
+/// error, from every command that acquires, rather than a sure failure (or a lucky `wait`).
+#[test]
+fn redlock_ttls_without_validity_exit_2() {
+    let (_servers, flags) = redlock_masters();
+    for args in [
+        &["acquire", "tiny", "--ttl", "1ms"][..],
+        &["acquire", "tiny", "--ttl", "2ms"],
+        &["wait", "tiny", "--ttl", "1ms", "--wait", "1s"],
+        &["run", "tiny", "--ttl", "1ms", "--", "true"],
+    ] {
+        let ran = ok(cli_with(&flags, args));
+        ran.assert_code(2).assert_one_line_reason();
+        assert!(ran.stderr.contains("too short for Redlock"), "{ran:?}");
+    }
+}
+
 /// `run` holds a lock through `SENTINEL FAILOVER`: its renewals follow the master the
 /// sentinels name, the command runs to its end, and the lock is released on the new master.
 #[test]

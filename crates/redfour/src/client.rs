@@ -350,7 +350,11 @@ impl ClientBuilder {
 
     /// With [`Topology::Redlock`]: how long one master may take to answer one step of an
     /// acquire (or a renewal, or a release) before it counts as not granting. Short compared
-    /// with the ttl, so that a dead master costs little of the lock's validity.
+    /// with the ttl, so that a dead master costs little of the lock's validity. An acquire, a
+    /// renewal, a status or a ping does not wait for a master once the others' answers decide
+    /// it (its request stays sent), and a waiting acquire not past the end of its wait (plus a
+    /// slack of 100 ms at most); a release waits for every master, so that it has reached
+    /// every master that answers when it returns.
     ///
     /// Default: 500 ms (and never more than the [response timeout](ClientBuilder::response_timeout)).
     pub fn node_timeout(mut self, timeout: Duration) -> Self {
@@ -878,6 +882,9 @@ impl Client {
 
     /// Opens the command connection now (if it is not open) and sends `PING`.
     ///
+    /// With Redlock, `PING` goes to every master (each bounded by the node timeout) and
+    /// succeeds as soon as a majority answered: a stalled minority does not hold it up.
+    ///
     /// # Errors
     ///
     /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when Redis cannot be reached,
@@ -889,24 +896,7 @@ impl Client {
     pub async fn ping(&self) -> Result<()> {
         if let Some((nodes, quorum)) = self.inner.redlock() {
             // Reachable when a majority is: that is what an acquire needs.
-            let replies =
-                futures_util::future::join_all(nodes.iter().map(|node| node.ping())).await;
-            let up = replies.iter().filter(|r| r.is_ok()).count();
-            if up >= quorum {
-                return Ok(());
-            }
-            let first = replies.into_iter().find_map(|r| r.err());
-            let err = Error::new(
-                crate::ErrorKind::Unavailable,
-                format!(
-                    "only {up} of {} Redlock masters answered (a majority is {quorum})",
-                    nodes.len()
-                ),
-            );
-            return Err(match first {
-                Some(e) => err.with_source(e),
-                None => err,
-            });
+            return crate::redlock::ping(nodes, quorum).await;
         }
         let mut conn = self.connection().await?;
         redis::cmd("PING")

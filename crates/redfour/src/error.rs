@@ -42,6 +42,14 @@ pub enum ErrorKind {
     /// [`ClientBuilder::replica_acks`](crate::ClientBuilder::replica_acks) asks for, in time; the
     /// lock was released. Transient: a waiting acquire keeps trying.
     NotReplicated,
+    /// The lock was granted, but too late to be held: the answer (with Redlock, the answer of
+    /// the majority) came after the lock's validity had run out, counted on this process's
+    /// clock from the moment the request was sent (ttl less the drift margin; with one server
+    /// and a ttl of a few ms, the whole ttl). What was granted was released: nobody holds the
+    /// lock because of this attempt, and it is not held by someone else either. Slow or stalled
+    /// servers (or a ttl too short for the round trips) cause it. Transient: a waiting acquire
+    /// keeps trying until its wait runs out, and reports this if its last attempt ended so.
+    ValidityExpired,
 }
 
 impl fmt::Display for ErrorKind {
@@ -55,6 +63,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::NotAcquired => "lock not acquired",
             ErrorKind::Redis => "redis error",
             ErrorKind::NotReplicated => "not acknowledged by enough replicas",
+            ErrorKind::ValidityExpired => "lock won too late, its validity had run out",
         })
     }
 }
@@ -125,6 +134,25 @@ impl Error {
         .with_key(key);
         e.inner.holder_ttl = Some(holder_ttl);
         e
+    }
+
+    /// A lock granted after its validity ran out (and released): `took` from sending the
+    /// request to the deciding answer, `validity` what the lock allowed. `by` says who granted.
+    pub(crate) fn validity_expired(
+        key: &str,
+        by: &str,
+        took: Duration,
+        validity: Duration,
+    ) -> Self {
+        Error::new(
+            ErrorKind::ValidityExpired,
+            format!(
+                "{by} granted the lock after {} ms, when its validity of {} ms had run out; it was released, and nobody holds it",
+                took.as_millis(),
+                validity.as_millis()
+            ),
+        )
+        .with_key(key)
     }
 
     /// Classifies an error of the Redis client.
@@ -274,11 +302,21 @@ impl Error {
         self.kind() == ErrorKind::NotAcquired
     }
 
-    /// Errors worth retrying while waiting for a lock: the server may come back.
+    /// The lock was granted too late to be held, and released (see
+    /// [`ErrorKind::ValidityExpired`]).
+    pub fn is_validity_expired(&self) -> bool {
+        self.kind() == ErrorKind::ValidityExpired
+    }
+
+    /// Errors worth retrying while waiting for a lock: the server may come back, or answer
+    /// faster next time.
     pub(crate) fn is_transient(&self) -> bool {
         matches!(
             self.kind(),
-            ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::NotReplicated
+            ErrorKind::Unavailable
+                | ErrorKind::Timeout
+                | ErrorKind::NotReplicated
+                | ErrorKind::ValidityExpired
         )
     }
 }
@@ -412,5 +450,18 @@ mod tests {
         assert_eq!(e.holder_ttl(), Some(Duration::from_millis(7)));
         assert!(Error::new(ErrorKind::Timeout, "t").is_transient());
         assert!(Error::invalid("x").is_invalid_input());
+        let late = Error::validity_expired(
+            "lock:a",
+            "2 of 3 Redlock masters",
+            Duration::from_millis(420),
+            Duration::from_millis(297),
+        );
+        assert!(late.is_validity_expired() && late.is_transient());
+        assert!(!late.is_not_acquired());
+        let text = late.to_string();
+        assert!(
+            text.contains("420 ms") && text.contains("297 ms") && text.contains("nobody holds it"),
+            "{text}"
+        );
     }
 }

@@ -76,19 +76,31 @@ impl Lease {
 
 /// (time the acquire or renewal was sent) + ttl − drift margin, on the monotonic clock.
 pub(crate) fn lease_deadline(sent: Instant, ttl: Duration, drift: Drift) -> Instant {
-    sent + ttl.saturating_sub(drift.of(ttl))
+    sent + validity(ttl, drift)
 }
 
-/// Whether a lock acquired by a request sent at `sent` came back too late to be held: its
-/// lease deadline has passed already. For ttls so short that the drift margin would eat them
-/// whole (a few ms), the ttl itself is the limit.
-pub(crate) fn won_too_late(sent: Instant, ttl: Duration, drift: Drift) -> bool {
-    let limit = if ttl > drift.of(ttl) * 2 {
-        lease_deadline(sent, ttl, drift)
+/// How long a lock of `ttl` is valid from the moment its request was sent: ttl − drift
+/// margin (Redlock's validity before the time the masters took is deducted), zero when the
+/// margin eats the whole ttl.
+pub(crate) fn validity(ttl: Duration, drift: Drift) -> Duration {
+    ttl.saturating_sub(drift.of(ttl))
+}
+
+/// How long an answer granting a lock of `ttl` on one server may take and still count as
+/// won: its validity, except for ttls so short that the drift margin would eat them whole
+/// (a few ms), where it is the ttl itself.
+pub(crate) fn validity_limit(ttl: Duration, drift: Drift) -> Duration {
+    if ttl > drift.of(ttl) * 2 {
+        validity(ttl, drift)
     } else {
-        sent + ttl
-    };
-    Instant::now() >= limit
+        ttl
+    }
+}
+
+/// Whether a lock acquired by a request sent at `sent` came back too late to be held (see
+/// [`validity_limit`]).
+pub(crate) fn won_too_late(sent: Instant, ttl: Duration, drift: Drift) -> bool {
+    sent.elapsed() >= validity_limit(ttl, drift)
 }
 
 /// A held lock. Obtained from [`LockBuilder::acquire`](crate::LockBuilder::acquire) or
@@ -453,5 +465,50 @@ async fn keep_alive_loop(
                 next = Instant::now() + retry;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validity_is_the_ttl_less_the_drift_margin() {
+        let drift = Drift::default();
+        assert_eq!(
+            validity(Duration::from_millis(300), drift),
+            Duration::from_millis(295)
+        );
+        assert_eq!(
+            validity(Duration::from_secs(10), drift),
+            Duration::from_millis(9_898)
+        );
+        assert_eq!(validity(Duration::from_millis(2), drift), Duration::ZERO);
+        let sent = Instant::now();
+        assert_eq!(
+            lease_deadline(sent, Duration::from_millis(300), drift),
+            sent + Duration::from_millis(295)
+        );
+    }
+
+    #[test]
+    fn a_single_server_judges_tiny_ttls_by_the_whole_ttl() {
+        let drift = Drift::default();
+        // The margin would eat them: the ttl itself is the limit.
+        assert_eq!(
+            validity_limit(Duration::from_millis(1), drift),
+            Duration::from_millis(1)
+        );
+        assert_eq!(
+            validity_limit(Duration::from_millis(4), drift),
+            Duration::from_millis(4)
+        );
+        assert_eq!(
+            validity_limit(Duration::from_millis(300), drift),
+            Duration::from_millis(295)
+        );
+        let long_ago = Instant::now() - Duration::from_millis(5);
+        assert!(won_too_late(long_ago, Duration::from_millis(4), drift));
+        assert!(!won_too_late(Instant::now(), Duration::from_secs(1), drift));
     }
 }

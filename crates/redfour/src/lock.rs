@@ -171,7 +171,7 @@ impl LockStatus {
 }
 
 /// The result of one acquire attempt on the server.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(crate) enum Attempt {
     Acquired {
         index: i64,
@@ -192,6 +192,18 @@ pub(crate) enum Attempt {
         /// The holder's index, when the script tells it (fair queue).
         holder: Option<i64>,
     },
+    /// Granted, but the answer came after the lock's validity had run out: what was granted
+    /// is released (or being released), and nobody holds the lock for this attempt.
+    WonTooLate {
+        sent: Instant,
+        /// The index granted and given up, when one server granted it.
+        index: Option<i64>,
+        /// [`ErrorKind::ValidityExpired`], saying how late.
+        error: Error,
+    },
+    /// With Redlock, a waiting acquire's last attempt ran out of time before enough masters
+    /// answered to decide it (anything granted is released).
+    Undecided,
 }
 
 /// What a wait ended with.
@@ -284,6 +296,15 @@ pub(crate) fn release_in_background(client: &Client, key: &str, index: i64) {
             "no runtime to release on; the lock will expire by its ttl"
         );
     }
+}
+
+/// An attempt with no cutoff cannot be cut off; should one be, it is a failure to retry.
+fn undecided(key: &str) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        "the Redlock masters did not decide the acquire in time; anything granted was released",
+    )
+    .with_key(key)
 }
 
 fn parse_pttl(pttl: i64) -> Duration {
@@ -379,16 +400,36 @@ impl Client {
     /// One attempt on the server, safe to cancel: if the caller goes away while the request
     /// is in flight (or the request fails in transit) and the attempt won, the lock is released
     /// rather than left to expire.
+    ///
+    /// `cutoff` (Redlock only; a waiting acquire's end): past it, masters that have not
+    /// answered yet are not waited for (a little slack past it is granted, so that an attempt
+    /// started at the cutoff still hears the masters that answer at once).
     pub(crate) async fn attempt(
         &self,
         key: &str,
         ttl_ms: u64,
         meta: &Meta,
         token: Option<&str>,
+        cutoff: Option<Instant>,
     ) -> Result<Attempt> {
         if let Some((nodes, quorum)) = self.inner.redlock() {
-            return crate::redlock::attempt(self, nodes, quorum, key, ttl_ms, meta).await;
+            return crate::redlock::attempt(self, nodes, quorum, key, ttl_ms, meta, cutoff).await;
         }
+        self.attempt_on_server(key, ttl_ms, meta, token, true).await
+    }
+
+    /// [`attempt`](Client::attempt) on this client's one server (or one Redlock master).
+    /// `judge_validity`: a lock won after its validity is released here and answered as
+    /// `WonTooLate`; off for a Redlock master, whose grant only the whole attempt can judge
+    /// (and release), without a round trip more on a master that is slow already.
+    pub(crate) async fn attempt_on_server(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        meta: &Meta,
+        token: Option<&str>,
+        judge_validity: bool,
+    ) -> Result<Attempt> {
         let seq = self.inner.attempts.fetch_add(1, Ordering::Relaxed);
         let attempt_id = format!("{}#{seq}", self.inner.token);
         let mut in_flight = InFlight {
@@ -404,9 +445,9 @@ impl Client {
         in_flight.armed = matches!(&result, Err(e) if e.is_transient());
         // A lock won after its lease had already run out on this process's clock (the reply
         // was held up for longer than the ttl) is no lock to rely on: release it at once and
-        // answer as if it were held by someone else.
+        // say so (it is not held by someone else: `ValidityExpired`).
         if let Ok(Attempt::Acquired { index, ttl, sent }) = &result {
-            if crate::guard::won_too_late(*sent, *ttl, self.inner.config.drift) {
+            if judge_validity && crate::guard::won_too_late(*sent, *ttl, self.inner.config.drift) {
                 tracing::warn!(
                     key,
                     index,
@@ -422,16 +463,32 @@ impl Client {
                         tracing::warn!(key, index, error = %e, "cannot release a lock won too late; cleaning up in the background");
                     }
                 }
-                return Ok(Attempt::Held {
-                    pttl: Duration::ZERO,
+                let drift = self.inner.config.drift;
+                return Ok(Attempt::WonTooLate {
                     sent: *sent,
                     // The lock this attempt just gave up: a handoff notice with a higher index
                     // is news.
-                    holder: Some(*index),
+                    index: Some(*index),
+                    error: Error::validity_expired(
+                        key,
+                        "the server",
+                        sent.elapsed(),
+                        crate::guard::validity_limit(*ttl, drift),
+                    ),
                 });
             }
         }
         result
+    }
+
+    /// A ttl to acquire with, in ms: within the bounds, and with Redlock long enough to leave
+    /// a validity after the drift margin.
+    fn lock_ttl(&self, ttl: Duration) -> Result<u64> {
+        let ttl_ms = ttl_millis(ttl)?;
+        if self.inner.redlock().is_some() {
+            crate::redlock::check_ttl(ttl, self.inner.config.drift)?;
+        }
+        Ok(ttl_ms)
     }
 
     /// Releases the lock at `key` if the attempt `attempt_id` holds it.
@@ -636,8 +693,12 @@ impl Client {
         // (that handoff ran out unclaimed and someone else took the lock).
         let mut last_held_sent = started;
         let mut newest_holder_seen = 0_i64;
+        // Why the last attempt that came to a decision failed, when not because the lock was
+        // held: reported if the wait runs out with it.
+        let mut last_failure: Option<Error> = None;
         loop {
-            let pause = match self.attempt(key, ttl_ms, meta, token.as_deref()).await {
+            let attempt = self.attempt(key, ttl_ms, meta, token.as_deref(), deadline);
+            let pause = match attempt.await {
                 Ok(Attempt::Acquired { index, ttl, sent }) => {
                     registration.finish();
                     return Ok(Waited::Acquired {
@@ -665,9 +726,24 @@ impl Client {
                     newest_holder_seen = newest_holder_seen.max(holder.unwrap_or(i64::MAX));
                     backoff = Duration::from_millis(50);
                     last_pttl = pttl;
+                    last_failure = None;
                     // Wake just after the holder's expiry, in case it never releases.
                     (pttl + Duration::from_millis(1)).clamp(Duration::from_millis(5), max_poll)
                 }
+                Ok(Attempt::WonTooLate { sent, index, error }) => {
+                    // As for a held lock: the lock this attempt gave up may be handed on.
+                    last_held_sent = sent;
+                    newest_holder_seen = newest_holder_seen.max(index.unwrap_or(i64::MAX));
+                    last_pttl = Duration::ZERO;
+                    tracing::debug!(key, error = %error, retry_in_ms = backoff.as_millis() as u64, "won too late while waiting; retrying");
+                    last_failure = Some(error);
+                    // Slow servers: back off as from a failure.
+                    let pause = backoff;
+                    backoff = (backoff * 2).min(max_poll);
+                    pause
+                }
+                // Only at the end of the wait: the last decided attempt speaks for it.
+                Ok(Attempt::Undecided) => Duration::ZERO,
                 Err(e) if e.is_transient() => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Err(e);
@@ -675,6 +751,7 @@ impl Client {
                     tracing::warn!(key, error = %e, retry_in_ms = backoff.as_millis() as u64, "acquire attempt failed while waiting; retrying");
                     let pause = backoff;
                     backoff = (backoff * 2).min(max_poll);
+                    last_failure = Some(e);
                     pause
                 }
                 Err(e) => return Err(e),
@@ -690,6 +767,9 @@ impl Client {
                         // hand the lock to.
                         self.leave_queue(key, token).await;
                         registration.left();
+                    }
+                    if let Some(e) = last_failure {
+                        return Err(e);
                     }
                     return Ok(Waited::GaveUp {
                         pttl: last_pttl,
@@ -957,16 +1037,25 @@ impl Client {
     /// On success the lock is held until `ttl` runs out or it is released with
     /// [`release_lock`](Client::release_lock) and the returned index. When someone else holds
     /// it, `success` is false and `ttl` is the holder's remaining ttl: that is an outcome, not
-    /// an error. A lock whose reply came back after its lease had run out (counted from the
-    /// request, less the drift margin; the whole ttl for ttls of a few ms) is released at once
-    /// and reported the same way, with `ttl` 0. Prefer [`lock`](Client::lock), whose guard
-    /// tracks the lease for you.
+    /// an error. A lock granted too late to be held (the answer came after its validity had
+    /// run out: ttl less the drift margin, counted from the request; the whole ttl for ttls of
+    /// a few ms on one server) is released at once and reported as
+    /// [`ErrorKind::ValidityExpired`]: nobody holds it, and trying again may win. Prefer
+    /// [`lock`](Client::lock), whose guard tracks the lease for you.
+    ///
+    /// With Redlock, the attempt is decided as soon as the masters' answers allow: a majority
+    /// granted (the others are heard until their
+    /// [node timeout](crate::ClientBuilder::node_timeout), never past a quarter of the
+    /// validity), or a majority answered and no majority of grants is possible any more. A
+    /// stalled minority costs an acquire that much at most, and does not eat its validity.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::InvalidInput`] for an empty id or a ttl under 1 ms or over
-    /// [`MAX_TTL`](crate::MAX_TTL); [`ErrorKind::CorruptData`] when the key holds foreign data
-    /// (left untouched); [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`] for Redis faults.
+    /// [`MAX_TTL`](crate::MAX_TTL), and with Redlock for a ttl that the drift margin leaves no
+    /// validity (2 ms or less by default); [`ErrorKind::ValidityExpired`] for a lock granted
+    /// too late (released); [`ErrorKind::CorruptData`] when the key holds foreign data (left
+    /// untouched); [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`] for Redis faults.
     ///
     /// # Cancel safety
     ///
@@ -990,10 +1079,10 @@ impl Client {
     /// ```
     pub async fn acquire_lock(&self, id: &str, ttl: Duration) -> Result<AcquireResponse> {
         let key = self.inner.ns.lock_key(id)?;
-        let ttl_ms = ttl_millis(ttl)?;
+        let ttl_ms = self.lock_ttl(ttl)?;
         let span = tracing::debug_span!("redfour.acquire", key, ttl_ms);
         let attempt = self
-            .attempt(&key, ttl_ms, &Meta::default(), None)
+            .attempt(&key, ttl_ms, &Meta::default(), None, None)
             .instrument(span)
             .await?;
         Ok(match attempt {
@@ -1012,6 +1101,9 @@ impl Client {
                 ttl: pttl,
                 immediate: false,
             },
+            Attempt::WonTooLate { error, .. } => return Err(error),
+            // Only a waiting acquire has a cutoff.
+            Attempt::Undecided => return Err(undecided(&key)),
         })
     }
 
@@ -1023,10 +1115,18 @@ impl Client {
     /// runs out, one last attempt is made and its answer returned: `success` false with the
     /// holder's remaining ttl. `immediate` tells whether the first attempt won.
     ///
+    /// The wait is a bound. With Redlock, no attempt listens for the masters past the end of
+    /// the wait plus 100 ms (or the node timeout, if shorter): the answer comes at most that
+    /// late, plus one round trip when a majority had granted the lock by then (its adoption).
+    /// On a single server the last attempt takes one round trip (up to the response timeout
+    /// when the server stalls).
+    ///
     /// # Errors
     ///
-    /// As [`acquire_lock`](Client::acquire_lock). While waiting, Redis being unreachable is
-    /// retried with backoff until the wait runs out.
+    /// As [`acquire_lock`](Client::acquire_lock). While waiting, Redis being unreachable and
+    /// locks granted too late are retried (with backoff) until the wait runs out; if the last
+    /// attempt that came to a decision failed that way, its error is returned
+    /// ([`ErrorKind::ValidityExpired`], [`ErrorKind::Unavailable`], ...) rather than an answer.
     ///
     /// # Cancel safety
     ///
@@ -1039,7 +1139,7 @@ impl Client {
         wait: Option<Duration>,
     ) -> Result<AcquireResponse> {
         let key = self.inner.ns.lock_key(id)?;
-        let ttl_ms = ttl_millis(ttl)?;
+        let ttl_ms = self.lock_ttl(ttl)?;
         let span = tracing::debug_span!(
             "redfour.wait",
             key,
@@ -1231,7 +1331,8 @@ impl LockBuilder {
     }
 
     /// The longest [`acquire`](LockBuilder::acquire) waits for the holder to let go. Zero means
-    /// forever, as in Node redfour.
+    /// forever, as in Node redfour. A bound, kept within a small slack (see
+    /// [`Client::wait_acquire_lock`]), also when servers stall.
     ///
     /// Default: forever.
     pub fn wait(mut self, wait: Duration) -> Self {
@@ -1267,9 +1368,12 @@ impl LockBuilder {
     /// # Errors
     ///
     /// [`ErrorKind::NotAcquired`] when a bounded wait ran out (the holder's remaining ttl is in
-    /// [`Error::holder_ttl`]); [`ErrorKind::InvalidInput`] for an empty id or a bad ttl;
-    /// [`ErrorKind::CorruptData`] for foreign data at the key; Redis faults that outlast the
-    /// wait as [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`].
+    /// [`Error::holder_ttl`]); [`ErrorKind::InvalidInput`] for an empty id or a bad ttl (with
+    /// Redlock, one the drift margin leaves no validity); [`ErrorKind::CorruptData`] for
+    /// foreign data at the key; Redis faults that outlast the wait as
+    /// [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`], and locks still granted too late
+    /// when it runs out as [`ErrorKind::ValidityExpired`] (the last attempt's reason is
+    /// reported).
     ///
     /// # Cancel safety
     ///
@@ -1294,7 +1398,7 @@ impl LockBuilder {
     /// ```
     pub async fn acquire(self) -> Result<LockGuard> {
         let key = self.client.inner.ns.lock_key(&self.id)?;
-        let ttl_ms = ttl_millis(self.ttl)?;
+        let ttl_ms = self.client.lock_ttl(self.ttl)?;
         let span = tracing::debug_span!(
             "redfour.wait",
             key,
@@ -1332,18 +1436,20 @@ impl LockBuilder {
     ///
     /// # Errors
     ///
-    /// As [`acquire`](LockBuilder::acquire), without `NotAcquired`.
+    /// As [`acquire`](LockBuilder::acquire), without `NotAcquired`:
+    /// [`ErrorKind::ValidityExpired`] when the lock was granted too late to be held (it was
+    /// released; nobody holds it, so this is not `Ok(None)`).
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: a lock won by the attempt in flight is released in the background.
     pub async fn try_acquire(self) -> Result<Option<LockGuard>> {
         let key = self.client.inner.ns.lock_key(&self.id)?;
-        let ttl_ms = ttl_millis(self.ttl)?;
+        let ttl_ms = self.client.lock_ttl(self.ttl)?;
         let span = tracing::debug_span!("redfour.acquire", key, ttl_ms);
         match self
             .client
-            .attempt(&key, ttl_ms, &self.meta, None)
+            .attempt(&key, ttl_ms, &self.meta, None, None)
             .instrument(span)
             .await?
         {
@@ -1364,6 +1470,9 @@ impl LockBuilder {
             }
             // Only a waiter with a queue token can be handed a lock.
             Attempt::Held { .. } | Attempt::HandedOver { .. } => Ok(None),
+            Attempt::WonTooLate { error, .. } => Err(error),
+            // Only a waiting acquire has a cutoff.
+            Attempt::Undecided => Err(undecided(&key)),
         }
     }
 }

@@ -16,9 +16,11 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::client::Client;
 use crate::error::{Error, ErrorKind, Result};
+use crate::keys::Drift;
 use crate::lock::{release_in_background, Attempt, LockStatus, Meta, ReleaseOutcome, RenewOutcome};
 use crate::scripts::{Eval, REDLOCK_ADOPT};
 
@@ -28,30 +30,52 @@ fn node_timeout(client: &Client) -> Duration {
     config.node_timeout.min(config.response_timeout)
 }
 
-/// `f` on every master in parallel, each bounded by the node timeout.
+/// `f` on every master in parallel, each bounded by the node timeout; every answer awaited.
 async fn on_all<'a, T, F, Fut>(nodes: &'a [Client], f: F) -> Vec<Result<T>>
 where
     F: Fn(&'a Client) -> Fut,
     Fut: std::future::Future<Output = Result<T>> + 'a,
 {
-    join_all(nodes.iter().map(|node| {
-        let limit = node_timeout(node);
-        let step = f(node);
-        async move {
-            match tokio::time::timeout(limit, step).await {
-                Ok(result) => result,
-                Err(_) => Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "the Redlock master at {} did not answer within {} ms",
-                        node.address(),
-                        limit.as_millis()
-                    ),
-                )),
-            }
-        }
-    }))
+    join_all(
+        nodes
+            .iter()
+            .map(|node| bounded(node, node_timeout(node), f(node))),
+    )
     .await
+}
+
+/// Whether a majority of the masters answer a `PING`, without waiting for the others once
+/// that is decided.
+pub(crate) async fn ping(nodes: &[Client], quorum: usize) -> Result<()> {
+    let mut up = 0;
+    let mut errors = Vec::new();
+    gather(
+        nodes,
+        None,
+        |node| node.ping(),
+        |_, reply| {
+            match reply {
+                Ok(()) => up += 1,
+                Err(e) => errors.push(e),
+            }
+            Listen::done_if(up >= quorum || nodes.len() - errors.len() < quorum)
+        },
+    )
+    .await;
+    if up >= quorum {
+        return Ok(());
+    }
+    let err = Error::new(
+        ErrorKind::Unavailable,
+        format!(
+            "only {up} of {} Redlock masters answered (a majority is {quorum})",
+            nodes.len()
+        ),
+    );
+    Err(match errors.into_iter().next() {
+        Some(e) => err.with_source(e),
+        None => err,
+    })
 }
 
 /// The error for too few masters answering: a master's own error when it is not a fault of
@@ -111,6 +135,38 @@ impl Drop for Wins<'_> {
     }
 }
 
+impl Wins<'_> {
+    /// Releases what was won now rather than in the background, so that the caller's next
+    /// attempt does not find its own grants still in place (and take them for someone
+    /// else's). What cannot be released in time (the node timeout, and `end` if any) is left
+    /// to the background.
+    async fn release_now(&mut self, end: Option<Instant>) {
+        let (nodes, key) = (self.nodes, self.key);
+        let mut releases = Vec::new();
+        for &(node, granted, adopted) in &self.held {
+            releases.push((node, granted));
+            if let Some(adopted) = adopted.filter(|a| *a != granted) {
+                releases.push((node, adopted));
+            }
+        }
+        let done = join_all(releases.iter().map(|&(node, index)| {
+            let node = &nodes[node];
+            let mut limit = node_timeout(node);
+            if let Some(end) = end {
+                limit = limit.min(end.saturating_duration_since(Instant::now()));
+            }
+            bounded(node, limit, node.release_key(key, index))
+        }))
+        .await;
+        for (&(node, index), result) in releases.iter().zip(done) {
+            if result.is_err() {
+                release_in_background(&nodes[node], key, index);
+            }
+        }
+        self.armed = false;
+    }
+}
+
 /// A short random pause, so that clients that split the masters between them do not retry
 /// in lockstep.
 fn jitter() -> Duration {
@@ -119,6 +175,169 @@ fn jitter() -> Duration {
     Duration::from_millis(5 + h.finish() % 25)
 }
 
+/// How long past a waiting acquire's end its last attempt may still listen for the masters:
+/// enough for the ones that answer at once, never a full node timeout.
+pub(crate) const CUTOFF_SLACK: Duration = Duration::from_millis(100);
+
+/// A Redlock lock needs a validity (ttl − drift margin) left after the masters answered: a
+/// ttl the margin eats whole can never be held, so it is refused as input rather than tried.
+pub(crate) fn check_ttl(ttl: Duration, drift: Drift) -> Result<()> {
+    if crate::guard::validity(ttl, drift).is_zero() {
+        return Err(Error::invalid(format!(
+            "a ttl of {} ms is too short for Redlock: the clock drift margin ({} µs) leaves it no validity",
+            ttl.as_millis(),
+            drift.of(ttl).as_micros()
+        )));
+    }
+    Ok(())
+}
+
+/// Where an attempt stands once `answered` of the masters answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    nodes: usize,
+    quorum: usize,
+    /// Granted so far.
+    granted: usize,
+    /// Held by someone else there.
+    held: usize,
+    /// Failed or timed out.
+    failed: usize,
+}
+
+impl Tally {
+    fn pending(&self) -> usize {
+        self.nodes - self.granted - self.held - self.failed
+    }
+
+    /// Whether the answers in leave the outcome open: no majority granted yet, and the
+    /// masters still out could make one.
+    fn open(&self) -> bool {
+        self.granted < self.quorum && self.granted + self.pending() >= self.quorum
+    }
+
+    /// How much longer the masters still out are worth hearing, for a lock valid for
+    /// `validity` from `sent`.
+    ///
+    /// Once a majority granted, the others' answers cannot change the outcome; their grants
+    /// only make the lock sturdier (held, and adopted, on more masters), so they get a quarter
+    /// of the validity at most: a stalled minority must not eat the lease (or a waiting
+    /// caller's time). Once a majority answered and no majority of grants is possible any
+    /// more, nothing is worth waiting for. When too few answered to
+    /// tell a held lock from a lost quorum, every master gets its node timeout, so that the
+    /// error says which.
+    fn listen(&self, sent: Instant, validity: Duration) -> Listen {
+        let pending = self.pending();
+        if pending == 0 {
+            Listen::Done
+        } else if self.granted >= self.quorum {
+            Listen::Until(sent + validity / 4)
+        } else if !self.open() && self.granted + self.held >= self.quorum {
+            Listen::Done
+        } else {
+            Listen::On
+        }
+    }
+}
+
+/// Whether [`gather`] goes on listening for the masters that have not answered yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listen {
+    /// Until each answers or times out (or the cutoff).
+    On,
+    /// At most until then.
+    Until(Instant),
+    /// No longer.
+    Done,
+}
+
+impl Listen {
+    fn done_if(done: bool) -> Listen {
+        if done {
+            Listen::Done
+        } else {
+            Listen::On
+        }
+    }
+}
+
+/// `step` on every master in parallel, each bounded by the node timeout and all by `cutoff`,
+/// feeding each answer to `answer` as it comes, for as long as `answer` says the others are
+/// worth hearing. The steps still out are then dropped: their requests stay sent, and
+/// whatever undoing a dropped step needs is its own business (an acquire's cleans up after
+/// itself). Returns how many masters had not answered.
+async fn gather<'a, T, F, Fut>(
+    nodes: &'a [Client],
+    cutoff: Option<Instant>,
+    step: F,
+    mut answer: impl FnMut(usize, Result<T>) -> Listen,
+) -> usize
+where
+    F: Fn(&'a Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T>> + 'a,
+{
+    let mut out: FuturesUnordered<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let limit = node_timeout(node);
+            let step = step(node);
+            async move { (i, bounded(node, limit, step).await) }
+        })
+        .collect();
+    let mut stop = cutoff;
+    loop {
+        let cut = async {
+            match stop {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            // An answer that is in wins over the cutoff.
+            biased;
+            next = out.next() => match next {
+                Some((i, result)) => match answer(i, result) {
+                    Listen::On => {}
+                    Listen::Until(at) => stop = Some(stop.map_or(at, |s| s.min(at))),
+                    Listen::Done => break,
+                },
+                None => break,
+            },
+            _ = cut => break,
+        }
+    }
+    out.len()
+}
+
+/// `step` on `node`, bounded by `limit`.
+async fn bounded<T>(
+    node: &Client,
+    limit: Duration,
+    step: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, step).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "the Redlock master at {} did not answer within {} ms",
+                node.address(),
+                limit.as_millis()
+            ),
+        )),
+    }
+}
+
+/// One Redlock acquire: the single-server acquire on every master in parallel, held when a
+/// majority granted it within its validity (ttl − drift, counted from before the requests)
+/// and adopted one fencing index.
+///
+/// It stops listening as soon as the answers in decide it (see [`Tally::decided`]), at the
+/// node timeout, and, for a waiting acquire, at `cutoff` plus [`CUTOFF_SLACK`] (the adoption
+/// too). Every grant is released unless the lock is returned: grants in hand by [`Wins`],
+/// grants of masters that answer after the attempt stopped listening by their own step's
+/// cleanup (a dropped single-server attempt releases the lock it won).
 pub(crate) async fn attempt(
     client: &Client,
     nodes: &[Client],
@@ -126,34 +345,83 @@ pub(crate) async fn attempt(
     key: &str,
     ttl_ms: u64,
     meta: &Meta,
+    cutoff: Option<Instant>,
 ) -> Result<Attempt> {
     let ttl = Duration::from_millis(ttl_ms);
+    let drift = client.inner.config.drift;
+    check_ttl(ttl, drift)?;
     let sent = Instant::now();
-    let replies = on_all(nodes, |node| node.attempt(key, ttl_ms, meta, None)).await;
+    let validity = crate::guard::validity(ttl, drift);
+    let valid_until = sent + validity;
+    // An attempt started at (or after) the cutoff still hears the masters that answer at once.
+    let end = cutoff.map(|c| c.max(sent) + CUTOFF_SLACK.min(node_timeout(client)));
     let mut wins = Wins {
         nodes,
         key,
         held: Vec::new(),
         armed: true,
     };
+    let mut tally = Tally {
+        nodes: nodes.len(),
+        quorum,
+        granted: 0,
+        held: 0,
+        failed: 0,
+    };
     let mut held_pttls = Vec::new();
     let mut errors = Vec::new();
-    for (i, reply) in replies.into_iter().enumerate() {
-        match reply {
-            Ok(Attempt::Acquired { index, .. }) => wins.held.push((i, index, None)),
-            Ok(Attempt::Held { pttl, .. }) | Ok(Attempt::HandedOver { pttl, .. }) => {
-                held_pttls.push(pttl)
+    // When the grant that made a majority came in.
+    let mut majority_at = sent;
+    let unanswered = gather(
+        nodes,
+        end,
+        |node| node.attempt_on_server(key, ttl_ms, meta, None, false),
+        |i, reply| {
+            match reply {
+                // Recorded at once: if this future is dropped, `wins` releases it.
+                Ok(Attempt::Acquired { index, .. }) => {
+                    wins.held.push((i, index, None));
+                    tally.granted += 1;
+                    if tally.granted == quorum {
+                        majority_at = Instant::now();
+                    }
+                }
+                Ok(Attempt::Held { pttl, .. }) | Ok(Attempt::HandedOver { pttl, .. }) => {
+                    held_pttls.push(pttl);
+                    tally.held += 1;
+                }
+                // Not answers of one master (it judges no validity and has no cutoff).
+                Ok(Attempt::WonTooLate { .. } | Attempt::Undecided) => tally.failed += 1,
+                Err(e) => {
+                    errors.push(e);
+                    tally.failed += 1;
+                }
             }
-            Err(e) => errors.push(e),
-        }
-    }
-    if wins.held.len() >= quorum {
+            tally.listen(sent, validity)
+        },
+    )
+    .await;
+    if tally.granted >= quorum {
         let adopted = wins.held.iter().map(|w| w.1).max().unwrap_or(0);
         let candidates: Vec<(usize, i64)> = wins.held.iter().map(|w| (w.0, w.1)).collect();
         for w in &mut wins.held {
             // Until the answers are in, either index may be stored.
             w.2 = Some(adopted);
         }
+        if Instant::now() >= valid_until {
+            wins.release_now(end).await;
+            return Ok(won_too_late(
+                key,
+                quorum,
+                nodes.len(),
+                sent,
+                majority_at,
+                ttl,
+                drift,
+            ));
+        }
+        // Past the validity the adoption is useless; past a waiting caller's end, too late.
+        let adopt_until = end.map_or(valid_until, |e| e.min(valid_until));
         let counter = client.inner.ns.counter(key);
         let steps = join_all(candidates.iter().map(|&(i, granted)| {
             let node = &nodes[i];
@@ -167,15 +435,15 @@ pub(crate) async fn attempt(
                         .await
                         .map_err(|e| Error::from_redis(e, Some(key)))
                 };
-                matches!(
-                    tokio::time::timeout(node_timeout(node), step).await,
-                    Ok(Ok(1))
-                )
+                let limit =
+                    node_timeout(node).min(adopt_until.saturating_duration_since(Instant::now()));
+                matches!(tokio::time::timeout(limit, step).await, Ok(Ok(1)))
             }
         }))
         .await;
         let took = steps.iter().filter(|ok| **ok).count();
-        if took >= quorum && !crate::guard::won_too_late(sent, ttl, client.inner.config.drift) {
+        let now = Instant::now();
+        if took >= quorum && now < valid_until {
             // Masters that granted but did not adopt hold a stray lock under their own index.
             for (&(i, granted), ok) in candidates.iter().zip(&steps) {
                 if !ok {
@@ -190,26 +458,56 @@ pub(crate) async fn attempt(
                 sent,
             });
         }
+        if now >= valid_until {
+            wins.release_now(end).await;
+            return Ok(won_too_late(
+                key,
+                quorum,
+                nodes.len(),
+                sent,
+                now,
+                ttl,
+                drift,
+            ));
+        }
         tracing::debug!(
             key,
             adopted = took,
-            "Redlock: a majority granted but the lock could not be confirmed in time; releasing it"
+            "Redlock: a majority granted but too few masters adopted its index in time; releasing it"
         );
-        // `wins` releases everything on drop.
-        return Ok(Attempt::Held {
-            pttl: Duration::ZERO,
-            sent,
-            holder: None,
-        });
+        if end.is_some_and(|e| now >= e) {
+            // The caller's time is up: `wins` releases in the background.
+            return Ok(Attempt::Undecided);
+        }
+        wins.release_now(end).await;
+        return Err(Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "Redlock quorum lost: a majority granted the lock, but only {took} of {} masters adopted its index (a majority is {quorum}); it was released",
+                nodes.len()
+            ),
+        )
+        .with_key(key));
     }
-    let answered = nodes.len() - errors.len();
+    if tally.open() && unanswered > 0 {
+        // Cut off by a waiting caller's end, with the outcome still open: `wins` releases in
+        // the background.
+        tracing::debug!(
+            key,
+            unanswered,
+            "Redlock: the wait ran out before the masters decided the attempt"
+        );
+        return Ok(Attempt::Undecided);
+    }
+    wins.release_now(end).await;
+    let answered = tally.granted + tally.held;
     if answered < quorum {
         return Err(quorum_lost(answered, nodes.len(), quorum, errors));
     }
     // Not enough grants: when would enough masters be free? The ones this attempt won (and
     // releases now) are; of the others, the soonest to expire first.
     held_pttls.sort();
-    let free = wins.held.len();
+    let free = tally.granted;
     let pttl = match quorum.checked_sub(free + 1) {
         Some(more) => held_pttls
             .get(more)
@@ -223,6 +521,34 @@ pub(crate) async fn attempt(
         sent,
         holder: None,
     })
+}
+
+/// A majority granted the lock, but its answers were in only at `at`, past the validity.
+fn won_too_late(
+    key: &str,
+    quorum: usize,
+    nodes: usize,
+    sent: Instant,
+    at: Instant,
+    ttl: Duration,
+    drift: Drift,
+) -> Attempt {
+    let took = at.saturating_duration_since(sent);
+    tracing::debug!(
+        key,
+        took_ms = took.as_millis() as u64,
+        "Redlock: a majority granted the lock after its validity ran out; releasing it"
+    );
+    Attempt::WonTooLate {
+        sent,
+        index: None,
+        error: Error::validity_expired(
+            key,
+            &format!("a majority ({quorum} of {nodes}) of the Redlock masters"),
+            took,
+            crate::guard::validity(ttl, drift),
+        ),
+    }
 }
 
 pub(crate) async fn release(
@@ -273,22 +599,39 @@ pub(crate) async fn renew(
     index: i64,
     ttl_ms: u64,
 ) -> Result<RenewOutcome> {
-    let replies = on_all(nodes, |node| node.renew_key(key, index, ttl_ms)).await;
     let mut renewed = 0;
     let mut conflicts = 0;
+    let mut refused = 0;
     let mut errors = Vec::new();
-    for reply in replies {
-        match reply {
-            Ok(RenewOutcome::Renewed) => renewed += 1,
-            Ok(RenewOutcome::Conflict) => conflicts += 1,
-            Ok(_) => {}
-            Err(e) => errors.push(e),
-        }
-    }
+    // Decided once a majority renewed, or once a majority answered and the rest cannot make
+    // one renew: a stalled master must not hold a renewal up past the lease it extends.
+    let unanswered = gather(
+        nodes,
+        None,
+        |node| node.renew_key(key, index, ttl_ms),
+        |_, reply| {
+            match reply {
+                Ok(RenewOutcome::Renewed) => renewed += 1,
+                Ok(RenewOutcome::Conflict) => {
+                    conflicts += 1;
+                    refused += 1;
+                }
+                Ok(_) => refused += 1,
+                Err(e) => errors.push(e),
+            }
+            let pending = nodes.len() - renewed - refused - errors.len();
+            Listen::done_if(
+                renewed >= quorum
+                    || (renewed + pending < quorum && renewed + refused >= quorum)
+                    || renewed + refused + pending < quorum,
+            )
+        },
+    )
+    .await;
     if renewed >= quorum {
         return Ok(RenewOutcome::Renewed);
     }
-    let answered = nodes.len() - errors.len();
+    let answered = nodes.len() - errors.len() - unanswered;
     if answered < quorum {
         return Err(quorum_lost(answered, nodes.len(), quorum, errors));
     }
@@ -302,15 +645,41 @@ pub(crate) async fn renew(
 /// The lock as a majority of masters see it: held by the index that a majority store (with
 /// the shortest remaining ttl among them), or free.
 pub(crate) async fn status(nodes: &[Client], quorum: usize, id: &str) -> Result<LockStatus> {
-    let replies = on_all(nodes, |node| node.status(id)).await;
     let mut seen: Vec<LockStatus> = Vec::new();
     let mut errors = Vec::new();
-    for reply in replies {
-        match reply {
-            Ok(status) => seen.push(status),
-            Err(e) if e.is_corrupt_data() => return Err(e),
-            Err(e) => errors.push(e),
-        }
+    let mut corrupt = None;
+    // Decided once an index is stored on a majority, or once a majority answered and no
+    // index can reach one any more (or a majority cannot answer).
+    gather(
+        nodes,
+        None,
+        |node| node.status(id),
+        |_, reply| {
+            match reply {
+                Ok(status) => seen.push(status),
+                Err(e) if e.is_corrupt_data() => {
+                    corrupt = Some(e);
+                    return Listen::Done;
+                }
+                Err(e) => errors.push(e),
+            }
+            let pending = nodes.len() - seen.len() - errors.len();
+            let most = seen
+                .iter()
+                .filter(|s| s.held)
+                .map(|c| seen.iter().filter(|s| s.held && s.index == c.index).count())
+                .max()
+                .unwrap_or(0);
+            Listen::done_if(
+                most >= quorum
+                    || (most + pending < quorum && seen.len() >= quorum)
+                    || seen.len() + pending < quorum,
+            )
+        },
+    )
+    .await;
+    if let Some(e) = corrupt {
+        return Err(e);
     }
     if seen.len() < quorum {
         return Err(quorum_lost(seen.len(), nodes.len(), quorum, errors));
@@ -339,4 +708,68 @@ pub(crate) async fn status(nodes: &[Client], quorum: usize, id: &str) -> Result<
         ttl: None,
         holder: Default::default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tally(nodes: usize, granted: usize, held: usize, failed: usize) -> Tally {
+        Tally {
+            nodes,
+            quorum: nodes / 2 + 1,
+            granted,
+            held,
+            failed,
+        }
+    }
+
+    #[test]
+    fn a_granted_majority_waits_for_the_rest_a_quarter_of_the_validity() {
+        let sent = Instant::now();
+        let validity = Duration::from_millis(400);
+        assert_eq!(
+            tally(3, 2, 0, 0).listen(sent, validity),
+            Listen::Until(sent + Duration::from_millis(100))
+        );
+        assert_eq!(
+            tally(5, 3, 1, 0).listen(sent, validity),
+            Listen::Until(sent + Duration::from_millis(100))
+        );
+        // Everyone answered: nothing to wait for.
+        assert_eq!(tally(3, 3, 0, 0).listen(sent, validity), Listen::Done);
+    }
+
+    #[test]
+    fn a_held_majority_is_decided_without_the_stragglers() {
+        let sent = Instant::now();
+        let validity = Duration::from_secs(1);
+        // Two of three hold it elsewhere: the third cannot make a majority of grants.
+        assert_eq!(tally(3, 0, 2, 0).listen(sent, validity), Listen::Done);
+        assert_eq!(tally(5, 1, 3, 0).listen(sent, validity), Listen::Done);
+        // One grant and one held: the third decides.
+        let open = tally(3, 1, 1, 0);
+        assert!(open.open());
+        assert_eq!(open.listen(sent, validity), Listen::On);
+        // Too few answered to tell a held lock from a lost quorum: every master is heard.
+        assert_eq!(tally(3, 0, 1, 1).listen(sent, validity), Listen::On);
+        assert_eq!(tally(5, 0, 0, 3).listen(sent, validity), Listen::On);
+        assert!(!tally(5, 0, 0, 3).open());
+    }
+
+    #[test]
+    fn redlock_ttls_need_a_validity_left_after_the_drift_margin() {
+        let drift = Drift::default();
+        for ms in [1, 2] {
+            let err = check_ttl(Duration::from_millis(ms), drift).unwrap_err();
+            assert!(err.is_invalid_input(), "{ms}: {err}");
+        }
+        check_ttl(Duration::from_millis(3), drift).unwrap();
+        let wide = Drift {
+            ppm: 100_000,
+            fixed: Duration::from_millis(100),
+        };
+        assert!(check_ttl(Duration::from_millis(111), wide).is_err());
+        check_ttl(Duration::from_millis(112), wide).unwrap();
+    }
 }

@@ -407,7 +407,8 @@ async fn release_right_after_a_restart_releases() {
 }
 
 /// Replies held up for longer than the ttl (a proxy delays them): the lease counts from when
-/// the acquire was sent, so a lock won that late is reported as not acquired, and released.
+/// the acquire was sent, so a lock won that late is reported as won too late
+/// (`ValidityExpired`, not "held by another": nobody holds it), and released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_won_after_its_ttl_is_not_held_and_is_released() {
     let server = RedisServer::start();
@@ -422,10 +423,19 @@ async fn a_lock_won_after_its_ttl_is_not_held_and_is_released() {
 
     proxy.set_reply_delay(Duration::from_millis(400));
     let ttl = Duration::from_millis(200);
-    let answer = slow.acquire_lock("late", ttl).await.unwrap();
-    assert!(!answer.success, "{answer:?}");
-    let guard = slow.lock("late").ttl(ttl).try_acquire().await.unwrap();
-    assert!(guard.is_none(), "{guard:?}");
+    let err = slow.acquire_lock("late", ttl).await.unwrap_err();
+    assert!(err.is_validity_expired(), "{err:?}");
+    let err = slow.lock("late").ttl(ttl).try_acquire().await.unwrap_err();
+    assert!(err.is_validity_expired(), "{err:?}");
+    // A wait retries until its end, and reports it as the reason.
+    let err = slow
+        .lock("late")
+        .ttl(ttl)
+        .wait(Duration::from_millis(900))
+        .acquire()
+        .await
+        .unwrap_err();
+    assert!(err.is_validity_expired(), "{err:?}");
     // Released by the library (or expired on the server): nobody holds it, and a client
     // without the delay takes it at once.
     proxy.set_reply_delay(Duration::ZERO);

@@ -331,3 +331,303 @@ async fn foreign_data_on_a_minority_is_not_lasting() {
         "2 of 3 grant once the second master is back: {guard:?}"
     );
 }
+
+/// A Redlock client whose masters may take `node_timeout` per step.
+fn patient_client(urls: impl IntoIterator<Item = String>, node_timeout: Duration) -> Client {
+    Client::redlock(urls)
+        .connect_timeout(Duration::from_secs(3))
+        .response_timeout(Duration::from_secs(3))
+        .reconnect_retries(0)
+        .node_timeout(node_timeout)
+        .build()
+        .expect("valid settings")
+}
+
+/// Stalls every client of `server` for `ms` (including new connections and the test kit's own
+/// commands: leave that server alone until then).
+fn stall(server: &RedisServer, ms: u64) {
+    server.cmd(&["CLIENT", "PAUSE", &ms.to_string(), "ALL"]);
+}
+
+/// Whether the lock `id` is gone from `server` within a few seconds (polled without blocking
+/// the runtime, whose background releases are awaited).
+async fn released_on(server: &RedisServer, id: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if int(server, &["EXISTS", &format!("lock:{id}")]) == 0 {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The wait is a bound: a stalled master (one of three) does not stretch it, neither by the
+/// node timeout of each attempt (the two others decide a held lock at once) nor by the node
+/// timeout of the attempt made when the wait runs out.
+#[tokio::test]
+async fn a_stalled_minority_does_not_stretch_a_bounded_wait() {
+    let servers = masters(3);
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let holder = client_of(&servers);
+    let guard = holder
+        .lock("k")
+        .ttl(Duration::from_secs(30))
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free");
+    stall(&servers[2], 5_000);
+    // Each master may take 3 s: without the bound, the first attempt alone takes that long.
+    let waiter = patient_client(urls.clone(), Duration::from_secs(3));
+    let started = Instant::now();
+    let err = waiter
+        .lock("k")
+        .wait(Duration::from_secs(1))
+        .acquire()
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(err.is_not_acquired(), "{err:?}");
+    assert!(took < Duration::from_millis(1_800), "took {took:?}");
+    let other = patient_client(urls, Duration::from_secs(3));
+    let started = Instant::now();
+    let answer = other
+        .wait_acquire_lock(
+            "k",
+            Duration::from_millis(300),
+            Some(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(!answer.success, "{answer:?}");
+    assert!(took < Duration::from_millis(1_800), "took {took:?}");
+    drop(guard);
+}
+
+/// An attempt that the answers in so far leave open (one master granted, one found the lock
+/// held, the third is stalled) is cut off when the wait runs out, not at the node timeout;
+/// the grant is released.
+#[tokio::test]
+async fn an_open_attempt_is_cut_off_when_the_wait_runs_out() {
+    let servers = masters(3);
+    // Held on the second master only (a stray lock of an earlier holder).
+    let stray = Client::new(&servers[1].url()).unwrap();
+    assert!(
+        stray
+            .acquire_lock("k", Duration::from_secs(30))
+            .await
+            .unwrap()
+            .success
+    );
+    stall(&servers[2], 5_000);
+    let waiter = patient_client(servers.iter().map(RedisServer::url), Duration::from_secs(3));
+    let started = Instant::now();
+    let err = waiter
+        .lock("k")
+        .wait(Duration::from_secs(1))
+        .acquire()
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(err.is_not_acquired(), "{err:?}");
+    assert!(took < Duration::from_millis(1_800), "took {took:?}");
+    assert!(
+        released_on(&servers[0], "k").await,
+        "the first master's grant was kept"
+    );
+}
+
+/// A stalled master (one of three) is not waited for once the two others granted the lock
+/// (beyond a quarter of its validity): a short ttl is still won, by a one-shot acquire and by
+/// a wait, and the lease has most of its validity left.
+#[tokio::test]
+async fn a_stalled_minority_does_not_eat_a_short_ttl() {
+    let servers = masters(3);
+    let client = patient_client(
+        servers.iter().map(RedisServer::url),
+        Duration::from_millis(500),
+    );
+    client.ping().await.unwrap();
+    stall(&servers[2], 4_000);
+    let ttl = Duration::from_millis(300);
+    let started = Instant::now();
+    let answer = client.acquire_lock("short", ttl).await.unwrap();
+    assert!(answer.success, "{answer:?} after {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_millis(200));
+    let started = Instant::now();
+    let answer = client
+        .wait_acquire_lock("shorter", ttl, Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert!(answer.success && answer.immediate, "{answer:?}");
+    assert!(started.elapsed() < Duration::from_millis(200));
+    let guard = client
+        .lock("guarded")
+        .ttl(ttl)
+        .wait(Duration::from_secs(1))
+        .acquire()
+        .await
+        .unwrap();
+    assert!(guard.remaining() > Duration::from_millis(150), "{guard:?}");
+}
+
+/// A master that grants after the attempt stopped waiting for it (the two others decided it)
+/// does not keep a stray lock: the abandoned request is cleaned up behind it.
+#[tokio::test]
+async fn a_late_grant_of_a_stalled_master_is_released() {
+    let servers = masters(3);
+    let client = patient_client(
+        servers.iter().map(RedisServer::url),
+        Duration::from_millis(300),
+    );
+    client.ping().await.unwrap();
+    stall(&servers[2], 1_000);
+    let guard = client
+        .lock("late")
+        .ttl(Duration::from_secs(30))
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("2 of 3 grant");
+    // Once the stall is over, the third master runs the acquire it was sent, then the cleanup.
+    assert!(
+        released_on(&servers[2], "late").await,
+        "{}",
+        servers[2].log()
+    );
+    assert_eq!(stored_index(&servers[0], "late"), Some(guard.index()));
+    assert_eq!(stored_index(&servers[1], "late"), Some(guard.index()));
+    guard.release().await.unwrap();
+}
+
+/// A majority granted the lock, but only after its validity had run out (one master slow,
+/// one stalled): that is `ValidityExpired`, not "held by another", from every entry point;
+/// a wait retries until its end and reports it; nothing stays held.
+#[tokio::test]
+async fn a_majority_granted_too_late_is_validity_expired() {
+    let servers = masters(3);
+    let proxies: Vec<Proxy> = servers
+        .iter()
+        .map(|s| {
+            let addr: SocketAddr = format!("127.0.0.1:{}", s.port()).parse().unwrap();
+            Proxy::start(addr).unwrap()
+        })
+        .collect();
+    let client = patient_client(proxies.iter().map(Proxy::url), Duration::from_secs(2));
+    client.ping().await.unwrap();
+    proxies[1].set_reply_delay(Duration::from_millis(400));
+    proxies[2].set_black_hole(true);
+    let ttl = Duration::from_millis(300);
+
+    // One id per entry point: the slow master's releases of one do not hold up the next.
+    let err = client.acquire_lock("slow1", ttl).await.unwrap_err();
+    assert!(err.is_validity_expired(), "{err:?}");
+    assert!(!err.is_not_acquired(), "{err:?}");
+    assert!(err.to_string().contains("nobody holds it"), "{err}");
+    let err = client
+        .lock("slow2")
+        .ttl(ttl)
+        .try_acquire()
+        .await
+        .unwrap_err();
+    assert!(err.is_validity_expired(), "{err:?}");
+
+    let started = Instant::now();
+    let err = client
+        .wait_acquire_lock("slow3", ttl, Some(Duration::from_secs(1)))
+        .await
+        .unwrap_err();
+    assert!(err.is_validity_expired(), "{err:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_millis(1_800),
+        "took {took:?}"
+    );
+    let err = client
+        .lock("slow4")
+        .ttl(ttl)
+        .wait(Duration::from_millis(500))
+        .acquire()
+        .await
+        .unwrap_err();
+    assert!(err.is_validity_expired(), "{err:?}");
+
+    for id in ["slow1", "slow2", "slow3", "slow4"] {
+        assert!(
+            released_on(&servers[0], id).await,
+            "{id}: {}",
+            servers[0].log()
+        );
+        assert!(
+            released_on(&servers[1], id).await,
+            "{id}: {}",
+            servers[1].log()
+        );
+    }
+    proxies[1].set_reply_delay(Duration::ZERO);
+    proxies[2].set_black_hole(false);
+}
+
+/// A ttl that the drift margin eats whole (1% + 2 ms by default) can never be held with
+/// Redlock: every entry point refuses it as invalid input instead of failing every time (or,
+/// for a wait, succeeding by luck with a lease already over).
+#[tokio::test]
+async fn ttls_without_validity_are_invalid_input() {
+    let servers = masters(3);
+    let client = client_of(&servers);
+    for ms in [1, 2] {
+        let ttl = Duration::from_millis(ms);
+        let err = client.acquire_lock("tiny", ttl).await.unwrap_err();
+        assert!(err.is_invalid_input(), "{ms} ms: {err:?}");
+        assert!(err.to_string().contains("too short for Redlock"), "{err}");
+        let err = client
+            .wait_acquire_lock("tiny", ttl, Some(Duration::from_millis(500)))
+            .await
+            .unwrap_err();
+        assert!(err.is_invalid_input(), "{ms} ms: {err:?}");
+        let err = client
+            .lock("tiny")
+            .ttl(ttl)
+            .try_acquire()
+            .await
+            .unwrap_err();
+        assert!(err.is_invalid_input(), "{ms} ms: {err:?}");
+        let err = client
+            .lock("tiny")
+            .ttl(ttl)
+            .wait(Duration::from_millis(500))
+            .acquire()
+            .await
+            .unwrap_err();
+        assert!(err.is_invalid_input(), "{ms} ms: {err:?}");
+    }
+    // Nothing was sent.
+    for server in &servers {
+        assert_eq!(int(server, &["EXISTS", "lock:tiny", "lockindex"]), 0);
+    }
+    // 3 ms leaves a validity (under 1 ms): valid input, held or not by the round trips.
+    match client.acquire_lock("tiny", Duration::from_millis(3)).await {
+        Ok(_) => {}
+        Err(e) => assert!(e.is_validity_expired(), "{e:?}"),
+    }
+    // The margin is the configured one.
+    let wide = Client::redlock(servers.iter().map(RedisServer::url))
+        .clock_drift(0.1, Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let err = wide
+        .acquire_lock("wide", Duration::from_millis(110))
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_input(), "{err:?}");
+    assert!(
+        wide.acquire_lock("wide", Duration::from_secs(1))
+            .await
+            .unwrap()
+            .success
+    );
+}
