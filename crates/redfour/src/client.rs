@@ -4,55 +4,16 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
-use crate::conn::{Conn, Lane, SentinelConn, SentinelShared};
+use crate::config::Config;
+pub use crate::config::Topology;
+use crate::engine::{describe_connection, describe_urls, Context, Engine, Plan};
 use crate::error::{Error, Result};
-use crate::hub::{FairSetup, Hub, SubSource};
-use crate::keys::{Layout, Namespace};
-
-/// Acquire attempts one client keeps in flight at most.
-const MAX_ATTEMPTS_IN_FLIGHT: usize = 256;
+use crate::hub::Hub;
 
 /// The default namespace, the same as Node redfour's.
 pub const DEFAULT_NAMESPACE: &str = "lock";
-
-/// How the Redis deployment behind a [`Client`] is laid out, and so how the client reaches it.
-///
-/// Every topology offers the same API and the same answers; what differs is what survives a
-/// fault (see the README's section per topology).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Topology {
-    /// One Redis server (the default): Node redfour's key layout, wire-compatible with it.
-    Standalone,
-    /// A master and its replicas watched by Redis Sentinel: the addresses are the sentinels',
-    /// and the client follows the master they name, through failovers. Node redfour's layout.
-    Sentinel {
-        /// The name the sentinels monitor the master under (`sentinel monitor <name> …`).
-        service: String,
-    },
-    /// Redis Cluster: the addresses are seed nodes. Every key of one lock shares a hash tag
-    /// (`{namespace:id}`) and notices go out on sharded pub/sub, so this layout is not Node
-    /// redfour's (which cannot run on a cluster anyway). Needs Redis 7.
-    Cluster,
-    /// The Redlock algorithm over independent masters (no replication between them): a lock is
-    /// held when a majority of them granted it in time. Node redfour's layout on each master.
-    Redlock,
-}
-
-impl Topology {
-    /// The name used on the command line: `standalone`, `sentinel`, `cluster` or `redlock`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Topology::Standalone => "standalone",
-            Topology::Sentinel { .. } => "sentinel",
-            Topology::Cluster => "cluster",
-            Topology::Redlock => "redlock",
-        }
-    }
-}
 
 /// A cheap-to-clone handle to a Redis server, through which locks are taken.
 ///
@@ -85,93 +46,10 @@ pub struct Client {
 }
 
 pub(crate) struct ClientInner {
-    pub(crate) backend: Backend,
-    conn: OnceCell<Conn>,
-    /// For acquires that wait for replica acknowledgements: `WAIT` blocks its connection, so
-    /// it does not share the one that renewals and releases use.
-    ack_conn: OnceCell<Conn>,
-    pub(crate) hub: OnceCell<Hub>,
-    pub(crate) ns: Namespace,
-    pub(crate) config: Config,
-    pub(crate) holder: HolderIdentity,
-    /// Names this client's handoff channel and its waiters in fair queues.
-    pub(crate) token: String,
-    /// `{ns}-handoff:{token}`.
-    pub(crate) handoff_channel: String,
-    /// Numbers this client's acquire attempts.
-    pub(crate) attempts: std::sync::atomic::AtomicU64,
-    /// Bounds the acquire attempts in flight: thousands of waiters starting at once queue here
-    /// instead of all holding a request buffer in the connection's pipeline.
-    pub(crate) attempt_slots: tokio::sync::Semaphore,
-    /// Clean-up work running in the background, for [`Client::settle`].
-    pub(crate) cleanup: Arc<crate::cleanup::Cleanup>,
+    engine: Engine,
+    ctx: Arc<Context>,
+    hub: OnceCell<Hub>,
     address: String,
-}
-
-/// Where a client's connections go.
-// One per client, behind its `Arc`: the variants' sizes do not matter.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Backend {
-    Single(redis::Client),
-    Sentinel(Arc<SentinelShared>),
-    Cluster {
-        client: redis::cluster::ClusterClient,
-        /// The seed nodes, for the subscription's own cluster client.
-        urls: Vec<String>,
-    },
-    /// One standalone client per master, and how many must agree.
-    Redlock {
-        nodes: Vec<Client>,
-        quorum: usize,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) connect_timeout: Duration,
-    pub(crate) response_timeout: Duration,
-    pub(crate) reconnect_retries: usize,
-    pub(crate) max_poll: Duration,
-    pub(crate) fair: bool,
-    pub(crate) claim_window: Duration,
-    /// `WAIT` for this many replicas (and this long) after an acquire; 0 for no wait.
-    pub(crate) replica_acks: u32,
-    pub(crate) replica_ack_timeout: Duration,
-    /// Redlock: how long one master may take to answer one step.
-    pub(crate) node_timeout: Duration,
-    /// The margin taken off every lease.
-    pub(crate) drift: crate::keys::Drift,
-}
-
-impl Config {
-    /// How long a fair-queue entry lives on the server without a refresh: waiters refresh it
-    /// at every attempt, at least every `max_poll`.
-    pub(crate) fn entry_lifetime(&self) -> Duration {
-        self.max_poll * 3
-    }
-}
-
-/// What the lock hash says about the process that holds it.
-#[derive(Debug, Clone)]
-pub(crate) struct HolderIdentity {
-    pub(crate) host: String,
-    pub(crate) pid: u32,
-}
-
-impl HolderIdentity {
-    fn of_this_process() -> Self {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .or_else(|| std::env::var("COMPUTERNAME").ok())
-            .unwrap_or_else(|| "unknown".to_owned());
-        HolderIdentity {
-            host,
-            pid: std::process::id(),
-        }
-    }
 }
 
 enum Source {
@@ -461,7 +339,7 @@ impl ClientBuilder {
     /// empty namespace, zero timeouts or a poll interval under 10 ms; a `rediss://` URL without
     /// the `tls` feature, or with `#insecure` without the `tls-insecure` feature; unusable
     /// [TLS root certificates](ClientBuilder::tls_root_certificates).
-    pub fn build(mut self) -> Result<Client> {
+    pub fn build(self) -> Result<Client> {
         if self.config.connect_timeout.is_zero() || self.config.response_timeout.is_zero() {
             return Err(Error::invalid("timeouts must be greater than zero"));
         }
@@ -496,231 +374,30 @@ impl ClientBuilder {
             // rustls needs a process-wide crypto provider; installing it twice is harmless.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let mut config = self.config;
         let (topology, urls, given) = match self.source {
             Source::Urls(topology, urls) => (topology, urls, None),
-            Source::Client(client) => (Topology::Standalone, Vec::new(), Some(client)),
+            Source::Client(client) => (Topology::Standalone, Vec::new(), Some(*client)),
         };
-        let layout = match topology {
-            Topology::Cluster => Layout::Cluster,
-            _ => Layout::Node,
-        };
-        let ns = Namespace::with_layout(&self.namespace, layout)?;
-        let standalone = matches!(topology, Topology::Standalone);
-        if self.master_credentials.is_some() && !matches!(topology, Topology::Sentinel { .. }) {
-            return Err(Error::invalid(
-                "master credentials apply to the sentinel topology only",
-            ));
-        }
-        if !standalone && urls.is_empty() {
-            return Err(Error::invalid(format!(
-                "the {} topology needs at least one address",
-                topology.name()
-            )));
-        }
-        #[cfg(feature = "tls")]
-        if !standalone && self.tls_root_certificates.is_some() {
-            return Err(Error::invalid(
-                "TLS root certificates are only supported for the standalone topology",
-            ));
-        }
-        let address = match &given {
-            Some(client) => describe_connection(client),
-            None => describe_urls(&topology, &urls),
-        };
-        let backend = match topology {
-            Topology::Standalone => {
-                let client = match given {
-                    Some(client) => {
-                        #[cfg(feature = "tls")]
-                        if self.tls_root_certificates.is_some() {
-                            return Err(Error::invalid(
-                                "TLS root certificates cannot be added to an existing redis::Client: \
-                                 build it with redis::Client::build_with_tls instead",
-                            ));
-                        }
-                        *client
-                    }
-                    None => {
-                        let [url] = &urls[..] else {
-                            return Err(Error::invalid(format!(
-                                "the standalone topology takes one address, not {}",
-                                urls.len()
-                            )));
-                        };
-                        let client = open_url(url)?;
-                        #[cfg(feature = "tls")]
-                        let client = match self.tls_root_certificates {
-                            Some(pem) => with_root_certificates(client, pem)?,
-                            None => client,
-                        };
-                        client
-                    }
-                };
-                check_tls_support(&client)?;
-                Backend::Single(client)
-            }
-            Topology::Sentinel { service } => {
-                if service.is_empty() {
-                    return Err(Error::invalid(
-                        "the sentinel service name must not be empty",
-                    ));
-                }
-                let mut infos = Vec::with_capacity(urls.len());
-                for url in &urls {
-                    let client = open_url(url)?;
-                    check_tls_support(&client)?;
-                    infos.push(client.get_connection_info().clone());
-                }
-                let sentinels = infos.clone();
-                let mut node = redis::sentinel::SentinelNodeConnectionInfo::default();
-                if let redis::ConnectionAddr::TcpTls { insecure, .. } = infos[0].addr() {
-                    node = node.set_tls_mode(if *insecure {
-                        redis::TlsMode::Insecure
-                    } else {
-                        redis::TlsMode::Secure
-                    });
-                }
-                // The master gets the credentials and database of the first sentinel address
-                // (sentinels and masters often share them; `redis://:pw@sentinel/2`), unless
-                // it has its own.
-                let mut settings = infos[0].redis_settings().clone();
-                let db = settings.db();
-                if let Some((username, password)) = self.master_credentials.take() {
-                    settings = redis::RedisConnectionInfo::default()
-                        .set_db(db)
-                        .set_password(password);
-                    if let Some(username) = username {
-                        settings = settings.set_username(username);
-                    }
-                }
-                node = node.set_redis_connection_info(settings);
-                let sentinel = redis::sentinel::SentinelClient::build(
-                    infos,
-                    service.clone(),
-                    Some(node),
-                    redis::sentinel::SentinelServerType::Master,
-                )
-                .map_err(|e| {
-                    Error::invalid("invalid sentinel addresses")
-                        .with_source(crate::redact::config_error(e))
-                })?;
-                Backend::Sentinel(Arc::new(SentinelShared::new(
-                    sentinel,
-                    sentinels,
-                    service,
-                    config.connect_timeout,
-                    config.response_timeout,
-                    config.reconnect_retries,
-                    db,
-                )))
-            }
-            Topology::Cluster => {
-                for url in &urls {
-                    check_tls_support(&open_url(url)?)?;
-                }
-                let client = cluster_builder(&urls, &config).build().map_err(|e| {
-                    Error::invalid("invalid cluster addresses")
-                        .with_source(crate::redact::config_error(e))
-                })?;
-                Backend::Cluster { client, urls }
-            }
-            Topology::Redlock => {
-                if config.replica_acks > 0 {
-                    return Err(Error::invalid(
-                        "replica acknowledgements do not apply to Redlock (its masters have no replicas of each other)",
-                    ));
-                }
-                // Waiters poll or are woken by any master's release notice; a fair queue would
-                // need the masters to agree on its order, which Redlock cannot give.
-                config.fair = false;
-                let mut nodes = Vec::with_capacity(urls.len());
-                for url in &urls {
-                    let node = ClientBuilder {
-                        source: Source::Urls(Topology::Standalone, vec![url.clone()]),
-                        namespace: self.namespace.clone(),
-                        config: config.clone(),
-                        master_credentials: None,
-                        #[cfg(feature = "tls")]
-                        tls_root_certificates: None,
-                    }
-                    .build()?;
-                    nodes.push(node);
-                }
-                let quorum = nodes.len() / 2 + 1;
-                Backend::Redlock { nodes, quorum }
-            }
-        };
-        let token = client_token();
-        let handoff_channel = match layout {
-            Layout::Node => ns.handoff_channel(&token, "").into_owned(),
-            // Per lock in the cluster layout; see `ClientInner::handoff_channel_for`.
-            Layout::Cluster => String::new(),
-        };
+        let (engine, address) = Engine::build(Plan {
+            topology,
+            urls,
+            given,
+            namespace: self.namespace,
+            config: self.config,
+            master_credentials: self.master_credentials,
+            #[cfg(feature = "tls")]
+            tls_root_certificates: self.tls_root_certificates,
+        })?;
+        let ctx = engine.context().clone();
         Ok(Client {
             inner: Arc::new(ClientInner {
-                backend,
-                conn: OnceCell::new(),
-                ack_conn: OnceCell::new(),
+                engine,
+                ctx,
                 hub: OnceCell::new(),
-                ns,
-                config,
-                token,
-                handoff_channel,
-                attempts: std::sync::atomic::AtomicU64::new(0),
-                attempt_slots: tokio::sync::Semaphore::new(MAX_ATTEMPTS_IN_FLIGHT),
-                holder: HolderIdentity::of_this_process(),
-                cleanup: Arc::default(),
                 address,
             }),
         })
     }
-}
-
-impl ClientInner {
-    /// The channel on which this client hears that the lock at `key` was handed to one of its
-    /// waiters.
-    pub(crate) fn handoff_channel_for<'a>(&'a self, key: &str) -> std::borrow::Cow<'a, str> {
-        match self.ns.layout() {
-            Layout::Node => std::borrow::Cow::Borrowed(&self.handoff_channel),
-            Layout::Cluster => self.ns.handoff_channel(&self.token, key),
-        }
-    }
-
-    /// The scripts of this client's layout.
-    pub(crate) fn scripts(&self) -> &'static crate::scripts::ScriptSet {
-        match self.ns.layout() {
-            Layout::Node => &crate::scripts::NODE,
-            Layout::Cluster => &crate::scripts::CLUSTER,
-        }
-    }
-
-    /// The masters of a Redlock client, and how many of them make a majority.
-    pub(crate) fn redlock(&self) -> Option<(&[Client], usize)> {
-        match &self.backend {
-            Backend::Redlock { nodes, quorum } => Some((nodes, *quorum)),
-            _ => None,
-        }
-    }
-}
-
-fn open_url(url: &str) -> Result<redis::Client> {
-    redis::Client::open(url).map_err(|e| {
-        let shown = crate::redact::url(url);
-        let message = match crate::redact::parse_problem(url) {
-            // The URL is hidden then: say at least why it does not parse.
-            Some(problem) => format!("invalid redis URL `{shown}` ({problem})"),
-            None => format!("invalid redis URL `{shown}`"),
-        };
-        Error::invalid(message).with_source(crate::redact::config_error(e))
-    })
-}
-
-fn cluster_builder(urls: &[String], config: &Config) -> redis::cluster::ClusterClientBuilder {
-    redis::cluster::ClusterClientBuilder::new(urls.to_vec())
-        .connection_timeout(config.connect_timeout)
-        .response_timeout(config.response_timeout)
-        .retries(config.reconnect_retries.min(u32::MAX as usize) as u32)
 }
 
 impl Client {
@@ -825,7 +502,7 @@ impl Client {
 
     /// The namespace of this client's keys.
     pub fn namespace(&self) -> &str {
-        self.inner.ns.name()
+        self.inner.ctx.ns.name()
     }
 
     /// Where this client connects, with any password redacted. Meant for messages.
@@ -868,16 +545,9 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn settle(&self, limit: Duration) -> bool {
-        let all = async {
-            self.inner.cleanup.idle().await;
-            if let Some((nodes, _)) = self.inner.redlock() {
-                // A Redlock client's releases run on its masters' clients.
-                for node in nodes {
-                    node.inner.cleanup.idle().await;
-                }
-            }
-        };
-        tokio::time::timeout(limit, all).await.is_ok()
+        tokio::time::timeout(limit, self.inner.ctx.cleanup.idle())
+            .await
+            .is_ok()
     }
 
     /// Opens the command connection now (if it is not open) and sends `PING`.
@@ -894,82 +564,17 @@ impl Client {
     ///
     /// Cancel safe: `PING` changes nothing.
     pub async fn ping(&self) -> Result<()> {
-        if let Some((nodes, quorum)) = self.inner.redlock() {
-            // Reachable when a majority is: that is what an acquire needs.
-            return crate::redlock::ping(nodes, quorum).await;
-        }
-        let mut conn = self.connection().await?;
-        redis::cmd("PING")
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| Error::from_redis(e, None))
+        self.inner.engine.ping().await
     }
 
-    /// The shared command connection, opened on first use.
-    pub(crate) async fn connection(&self) -> Result<Conn> {
-        self.connection_on(Lane::Commands).await
+    /// Where this client's locks live.
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
     }
 
-    /// The connection for acquires that `WAIT` for replicas, opened on first use.
-    pub(crate) async fn ack_connection(&self) -> Result<Conn> {
-        self.connection_on(Lane::Acks).await
-    }
-
-    async fn connection_on(&self, lane: Lane) -> Result<Conn> {
-        let cell = match lane {
-            Lane::Commands => &self.inner.conn,
-            Lane::Acks => &self.inner.ack_conn,
-        };
-        let conn = cell
-            .get_or_try_init(|| async {
-                let config = &self.inner.config;
-                let opened = match &self.inner.backend {
-                    Backend::Single(client) => {
-                        let manager = ConnectionManagerConfig::new()
-                            .set_connection_timeout(Some(config.connect_timeout))
-                            .set_response_timeout(Some(config.response_timeout))
-                            .set_number_of_retries(config.reconnect_retries)
-                            .set_max_delay(Duration::from_secs(2));
-                        ConnectionManager::new_with_config(client.clone(), manager)
-                            .await
-                            .map(Conn::Single)
-                    }
-                    // Resolved through the sentinels at the first command, and again after a
-                    // failure that may mean the master moved.
-                    Backend::Sentinel(shared) => {
-                        shared.watch_failovers();
-                        Ok(Conn::Sentinel(SentinelConn {
-                            shared: shared.clone(),
-                            lane,
-                        }))
-                    }
-                    Backend::Cluster { client, .. } => {
-                        client.get_async_connection().await.map(Conn::Cluster)
-                    }
-                    Backend::Redlock { .. } => {
-                        return Err(Error::new(
-                            crate::ErrorKind::InvalidInput,
-                            "a Redlock client has no single command connection",
-                        ))
-                    }
-                };
-                opened.map_err(|e| {
-                    let err = Error::from_redis(e, None);
-                    // A handshake reply that does not parse means the peer is not a Redis
-                    // server (a wrong port, an HTTP proxy): it cannot be reached, and no key
-                    // was read, so it is not CorruptData.
-                    if err.is_timeout() || err.is_unavailable() || err.is_corrupt_data() {
-                        err.reclassify(
-                            crate::ErrorKind::Unavailable,
-                            format!("cannot connect to redis at {}", self.inner.address),
-                        )
-                    } else {
-                        err
-                    }
-                })
-            })
-            .await?;
-        Ok(conn.clone())
+    /// Settings, names and identity shared by this client's engines.
+    pub(crate) fn ctx(&self) -> &Context {
+        &self.inner.ctx
     }
 
     /// The client's notification hub, started on first use.
@@ -977,42 +582,14 @@ impl Client {
         self.inner
             .hub
             .get_or_try_init(|| async {
-                let fair = if self.inner.config.fair {
-                    Some(FairSetup {
-                        handoff_channel: match self.inner.ns.layout() {
-                            Layout::Node => Some(self.inner.handoff_channel.clone()),
-                            Layout::Cluster => None,
-                        },
-                        client_token: self.inner.token.clone(),
-                        conn: self.connection().await?,
-                        claim_window_ms: self.inner.config.claim_window.as_millis() as u64,
-                        scripts: self.inner.scripts(),
-                    })
-                } else {
-                    None
-                };
-                let source = match &self.inner.backend {
-                    Backend::Single(client) => SubSource::Fixed(vec![client.clone()]),
-                    Backend::Sentinel(shared) => SubSource::Sentinel(shared.clone()),
-                    Backend::Cluster { urls, .. } => {
-                        SubSource::Cluster(cluster_builder(urls, &self.inner.config))
-                    }
-                    Backend::Redlock { nodes, .. } => SubSource::Fixed(
-                        nodes
-                            .iter()
-                            .filter_map(|node| match &node.inner.backend {
-                                Backend::Single(client) => Some(client.clone()),
-                                _ => None,
-                            })
-                            .collect(),
-                    ),
-                };
+                let (source, fair) = self.inner.engine.subscriptions().await?;
+                let ctx = &self.inner.ctx;
                 Ok(Hub::start(
                     source,
-                    self.inner.ns.clone(),
-                    self.inner.config.connect_timeout,
+                    ctx.ns.clone(),
+                    ctx.config.connect_timeout,
                     fair,
-                    self.inner.cleanup.clone(),
+                    ctx.cleanup.clone(),
                 ))
             })
             .await
@@ -1036,103 +613,9 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("address", &self.inner.address)
-            .field("namespace", &self.inner.ns.name())
+            .field("namespace", &self.inner.ctx.ns.name())
             .finish_non_exhaustive()
     }
-}
-
-/// A token unique to this client among all clients of a Redis: host, pid, start time and a
-/// per-process sequence number, without spaces (it travels in space-separated notices).
-fn client_token() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let host: String = HolderIdentity::of_this_process()
-        .host
-        .chars()
-        .map(|c| {
-            if c.is_whitespace() || c == '/' {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    format!("{host}.{}.{nanos:x}.{seq}", std::process::id())
-}
-
-/// `client` (a `rediss://` one) trusting the CAs in `pem` instead of the system's.
-#[cfg(feature = "tls")]
-fn with_root_certificates(client: redis::Client, pem: Vec<u8>) -> Result<redis::Client> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-
-    let info = client.get_connection_info().clone();
-    if !matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
-        return Err(Error::invalid(
-            "TLS root certificates were given for a URL that is not rediss://",
-        ));
-    }
-    let mut found = 0;
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        cert.map_err(|e| {
-            Error::invalid("the TLS root certificates are not valid PEM").with_source(e)
-        })?;
-        found += 1;
-    }
-    if found == 0 {
-        return Err(Error::invalid(
-            "no certificate in the TLS root certificates (expected PEM: -----BEGIN CERTIFICATE-----)",
-        ));
-    }
-    redis::Client::build_with_tls(
-        info,
-        redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(pem),
-        },
-    )
-    .map_err(|e| Error::invalid("unusable TLS root certificates").with_source(e))
-}
-
-/// Rejects at build time what would otherwise fail at the first connection, less clearly: TLS
-/// without the feature that brings it, and `#insecure` (no certificate verification) unless
-/// it was opted into at build time.
-fn check_tls_support(client: &redis::Client) -> Result<()> {
-    let redis::ConnectionAddr::TcpTls { insecure, .. } = client.get_connection_info().addr() else {
-        return Ok(());
-    };
-    if cfg!(not(feature = "tls")) {
-        return Err(Error::invalid(
-            "rediss:// (TLS) needs redfour's `tls` feature",
-        ));
-    }
-    if *insecure && cfg!(not(feature = "tls-insecure")) {
-        return Err(Error::invalid(
-            "`#insecure` in a rediss:// URL (no certificate verification) needs redfour's \
-             `tls-insecure` feature",
-        ));
-    }
-    Ok(())
-}
-
-fn describe_urls(topology: &Topology, urls: &[String]) -> String {
-    let shown: Vec<String> = urls.iter().map(|u| crate::redact::url(u)).collect();
-    match topology {
-        Topology::Standalone => shown.join(","),
-        Topology::Sentinel { service } => {
-            format!("sentinel {service} via {}", shown.join(","))
-        }
-        other => format!("{} {}", other.name(), shown.join(",")),
-    }
-}
-
-fn describe_connection(client: &redis::Client) -> String {
-    let info = client.get_connection_info();
-    format!("{}/{}", info.addr(), info.redis_settings().db())
 }
 
 #[cfg(test)]

@@ -12,9 +12,8 @@ use tracing::Instrument;
 use crate::client::Client;
 use crate::error::Result;
 use crate::keys::{ttl_millis, Drift};
-use crate::lock::{
-    release_in_background, ReleaseOutcome, ReleaseResponse, RenewOutcome, RenewResponse,
-};
+use crate::node::{ReleaseResponse, RenewResponse};
+use crate::outcome::{ReleaseOutcome, RenewOutcome};
 
 /// Why a lease ended while its guard was still alive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,7 +51,7 @@ impl Lease {
 
     fn extend(&self, sent: Instant, ttl: Duration) {
         *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) =
-            lease_deadline(sent, ttl, self.drift);
+            crate::lease::lease_deadline(sent, ttl, self.drift);
     }
 
     fn mark_lost(&self, why: LeaseLost) {
@@ -72,35 +71,6 @@ impl Lease {
         }
         (Instant::now() >= self.deadline()).then_some(LeaseLost::Expired)
     }
-}
-
-/// (time the acquire or renewal was sent) + ttl − drift margin, on the monotonic clock.
-pub(crate) fn lease_deadline(sent: Instant, ttl: Duration, drift: Drift) -> Instant {
-    sent + validity(ttl, drift)
-}
-
-/// How long a lock of `ttl` is valid from the moment its request was sent: ttl − drift
-/// margin (Redlock's validity before the time the masters took is deducted), zero when the
-/// margin eats the whole ttl.
-pub(crate) fn validity(ttl: Duration, drift: Drift) -> Duration {
-    ttl.saturating_sub(drift.of(ttl))
-}
-
-/// How long an answer granting a lock of `ttl` on one server may take and still count as
-/// won: its validity, except for ttls so short that the drift margin would eat them whole
-/// (a few ms), where it is the ttl itself.
-pub(crate) fn validity_limit(ttl: Duration, drift: Drift) -> Duration {
-    if ttl > drift.of(ttl) * 2 {
-        validity(ttl, drift)
-    } else {
-        ttl
-    }
-}
-
-/// Whether a lock acquired by a request sent at `sent` came back too late to be held (see
-/// [`validity_limit`]).
-pub(crate) fn won_too_late(sent: Instant, ttl: Duration, drift: Drift) -> bool {
-    sent.elapsed() >= validity_limit(ttl, drift)
 }
 
 /// A held lock. Obtained from [`LockBuilder::acquire`](crate::LockBuilder::acquire) or
@@ -158,7 +128,7 @@ impl LockGuard {
         let (lost, _) = watch::channel(None);
         let lease = Arc::new(Lease {
             deadline: Mutex::new(deadline),
-            drift: client.inner.config.drift,
+            drift: client.ctx().config.drift,
             lost,
         });
         tracing::debug!(
@@ -366,7 +336,8 @@ impl LockGuard {
         let span = tracing::debug_span!("redfour.release", key = self.key, index = self.index);
         let (result, index) = self
             .client
-            .release_key(&self.key, self.index)
+            .engine()
+            .release(&self.key, self.index)
             .instrument(span)
             .await?;
         self.released = true;
@@ -391,7 +362,9 @@ impl Drop for LockGuard {
             task.abort();
         }
         if !self.released {
-            release_in_background(&self.client, &self.key, self.index);
+            self.client
+                .engine()
+                .release_in_background(&self.key, self.index);
         }
     }
 }
@@ -405,7 +378,7 @@ async fn renew_once(
     lease: &Lease,
 ) -> Result<RenewOutcome> {
     let sent = Instant::now();
-    let result = client.renew_key(key, index, ttl_ms).await?;
+    let result = client.engine().renew(key, index, ttl_ms).await?;
     match result {
         RenewOutcome::Renewed => lease.extend(sent, ttl),
         RenewOutcome::Missing => {
@@ -465,50 +438,5 @@ async fn keep_alive_loop(
                 next = Instant::now() + retry;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn validity_is_the_ttl_less_the_drift_margin() {
-        let drift = Drift::default();
-        assert_eq!(
-            validity(Duration::from_millis(300), drift),
-            Duration::from_millis(295)
-        );
-        assert_eq!(
-            validity(Duration::from_secs(10), drift),
-            Duration::from_millis(9_898)
-        );
-        assert_eq!(validity(Duration::from_millis(2), drift), Duration::ZERO);
-        let sent = Instant::now();
-        assert_eq!(
-            lease_deadline(sent, Duration::from_millis(300), drift),
-            sent + Duration::from_millis(295)
-        );
-    }
-
-    #[test]
-    fn a_single_server_judges_tiny_ttls_by_the_whole_ttl() {
-        let drift = Drift::default();
-        // The margin would eat them: the ttl itself is the limit.
-        assert_eq!(
-            validity_limit(Duration::from_millis(1), drift),
-            Duration::from_millis(1)
-        );
-        assert_eq!(
-            validity_limit(Duration::from_millis(4), drift),
-            Duration::from_millis(4)
-        );
-        assert_eq!(
-            validity_limit(Duration::from_millis(300), drift),
-            Duration::from_millis(295)
-        );
-        let long_ago = Instant::now() - Duration::from_millis(5);
-        assert!(won_too_late(long_ago, Duration::from_millis(4), drift));
-        assert!(!won_too_late(Instant::now(), Duration::from_secs(1), drift));
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::cleanup::{Cleanup, Ticket};
-use crate::conn::{Conn, SentinelShared};
+use crate::engine::{Conn, FairSetup, SentinelShared, SubSource};
 use crate::keys::Namespace;
 use crate::scripts::{Eval, ScriptSet};
 
@@ -36,31 +36,6 @@ pub(crate) struct Handoff {
     pub(crate) index: i64,
     /// How long the server keeps the handed-over lock unless the new holder claims it.
     pub(crate) window: Duration,
-}
-
-/// What the fair queue needs from the hub: where handoffs arrive, and a connection on which to
-/// tidy up after waiters that left (leave the queue, pass on a lock handed to a waiter that
-/// is gone).
-pub(crate) struct FairSetup {
-    /// The client's own handoff channel; `None` in the cluster layout, where each lock has
-    /// one.
-    pub(crate) handoff_channel: Option<String>,
-    pub(crate) client_token: String,
-    pub(crate) conn: Conn,
-    pub(crate) claim_window_ms: u64,
-    pub(crate) scripts: &'static ScriptSet,
-}
-
-/// Where the hub subscribes.
-// Built once per hub and consumed at once.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum SubSource {
-    /// These servers (one standalone server, or each Redlock master).
-    Fixed(Vec<redis::Client>),
-    /// The master the sentinels name, asked again at every reconnection.
-    Sentinel(Arc<SentinelShared>),
-    /// A cluster: sharded channels per lock.
-    Cluster(redis::cluster::ClusterClientBuilder),
 }
 
 /// A change to the sharded subscriptions of a cluster hub.

@@ -139,17 +139,24 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod cleanup;
+// The public shells: the client, the two ways to take a lock, the held lock.
 mod client;
-mod conn;
-mod error;
 mod guard;
+mod lock;
+mod node;
+mod outcome;
+
+// The machinery, from the wait loop down to the server (see ARCHITECTURE.md).
+mod cleanup;
+mod config;
+mod engine;
+mod error;
 mod hub;
 mod keys;
-mod lock;
+mod lease;
 mod redact;
-mod redlock;
 mod scripts;
+mod wait;
 
 #[cfg(feature = "blocking")]
 pub mod blocking;
@@ -158,10 +165,9 @@ pub use client::{Client, ClientBuilder, Topology, DEFAULT_NAMESPACE};
 pub use error::{Error, ErrorKind, Result};
 pub use guard::{LeaseLost, LockGuard};
 pub use keys::{MAX_ID_LEN, MAX_INDEX, MAX_TTL};
-pub use lock::{
-    AcquireResponse, LockBuilder, LockStatus, ReleaseOutcome, ReleaseResponse, RenewOutcome,
-    RenewResponse,
-};
+pub use lock::LockBuilder;
+pub use node::{AcquireResponse, ReleaseResponse, RenewResponse};
+pub use outcome::{LockStatus, ReleaseOutcome, RenewOutcome};
 
 /// The redis crate this library is built on, for [`Client::from_redis_client`].
 pub use redis;

@@ -52,12 +52,12 @@ impl Eval {
 
 impl Eval {
     /// Runs the script and then `WAIT replicas timeout` on the same connection (see
-    /// [`Conn::query_then_wait`](crate::conn::Conn::query_then_wait)), reloading the script on
+    /// [`Conn::query_then_wait`](crate::engine::Conn::query_then_wait)), reloading the script on
     /// `NOSCRIPT`. Returns the script's reply and how many replicas acknowledged it (or why
     /// `WAIT` failed: the script's effects stand either way).
     pub(crate) async fn invoke_then_wait<T: FromRedisValue>(
         &self,
-        conn: &mut crate::conn::Conn,
+        conn: &mut crate::engine::Conn,
         key: &str,
         replicas: u32,
         timeout: std::time::Duration,

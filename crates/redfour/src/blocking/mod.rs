@@ -34,7 +34,8 @@ use tokio::runtime::Runtime;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::guard::LeaseLost;
-use crate::lock::{AcquireResponse, LockStatus, ReleaseResponse, RenewResponse};
+use crate::node::{AcquireResponse, ReleaseResponse, RenewResponse};
+use crate::outcome::LockStatus;
 
 #[derive(Debug)]
 struct Rt(Option<Runtime>);

@@ -18,22 +18,113 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
-use crate::client::Client;
+use std::sync::Arc;
+
+use super::{Attempt, Context, Direct, Master, Meta, SubSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::Drift;
-use crate::lock::{release_in_background, Attempt, LockStatus, Meta, ReleaseOutcome, RenewOutcome};
+use crate::outcome::{LockStatus, ReleaseOutcome, RenewOutcome};
 use crate::scripts::{Eval, REDLOCK_ADOPT};
 
+/// The Redlock engine: independent masters, each a [`Direct`] engine, and how many of them
+/// make a majority.
+pub(crate) struct Quorum {
+    nodes: Vec<Direct>,
+    /// Each master's client, for its subscription.
+    masters: Vec<redis::Client>,
+    quorum: usize,
+    ctx: Arc<Context>,
+}
+
+impl Quorum {
+    /// One standalone [`Direct`] engine per master (client and redacted address), all
+    /// sharing `ctx`.
+    pub(crate) fn new(masters: Vec<(redis::Client, String)>, ctx: Arc<Context>) -> Quorum {
+        let nodes: Vec<Direct> = masters
+            .iter()
+            .map(|(client, address)| {
+                Direct::new(
+                    Master::Standalone(client.clone()),
+                    ctx.clone(),
+                    address.clone(),
+                )
+            })
+            .collect();
+        let quorum = nodes.len() / 2 + 1;
+        Quorum {
+            nodes,
+            masters: masters.into_iter().map(|(client, _)| client).collect(),
+            quorum,
+            ctx,
+        }
+    }
+
+    pub(crate) fn ctx_arc(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    pub(crate) fn check_ttl(&self, ttl: Duration) -> Result<()> {
+        check_ttl(ttl, self.ctx.config.drift)
+    }
+
+    pub(crate) async fn attempt(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        meta: &Meta,
+        cutoff: Option<Instant>,
+    ) -> Result<Attempt> {
+        attempt(
+            &self.ctx,
+            &self.nodes,
+            self.quorum,
+            key,
+            ttl_ms,
+            meta,
+            cutoff,
+        )
+        .await
+    }
+
+    pub(crate) async fn release(&self, key: &str, index: i64) -> Result<(ReleaseOutcome, i64)> {
+        release(&self.nodes, self.quorum, key, index).await
+    }
+
+    pub(crate) async fn renew(&self, key: &str, index: i64, ttl_ms: u64) -> Result<RenewOutcome> {
+        renew(&self.nodes, self.quorum, key, index, ttl_ms).await
+    }
+
+    pub(crate) async fn status(&self, id: &str, key: &str) -> Result<LockStatus> {
+        status(&self.nodes, self.quorum, id, key).await
+    }
+
+    pub(crate) async fn ping(&self) -> Result<()> {
+        ping(&self.nodes, self.quorum).await
+    }
+
+    /// Releases on every master in the background; each master answers for itself.
+    pub(crate) fn release_in_background(&self, key: &str, index: i64) {
+        for node in &self.nodes {
+            node.release_in_background(key, index);
+        }
+    }
+
+    /// One subscription per master, all feeding the same waiters.
+    pub(crate) fn sub_source(&self) -> SubSource {
+        SubSource::Fixed(self.masters.clone())
+    }
+}
+
 /// How long one master may take for one step.
-fn node_timeout(client: &Client) -> Duration {
-    let config = &client.inner.config;
+fn node_timeout(node: &Direct) -> Duration {
+    let config = &node.ctx().config;
     config.node_timeout.min(config.response_timeout)
 }
 
 /// `f` on every master in parallel, each bounded by the node timeout; every answer awaited.
-async fn on_all<'a, T, F, Fut>(nodes: &'a [Client], f: F) -> Vec<Result<T>>
+async fn on_all<'a, T, F, Fut>(nodes: &'a [Direct], f: F) -> Vec<Result<T>>
 where
-    F: Fn(&'a Client) -> Fut,
+    F: Fn(&'a Direct) -> Fut,
     Fut: std::future::Future<Output = Result<T>> + 'a,
 {
     join_all(
@@ -46,7 +137,7 @@ where
 
 /// Whether a majority of the masters answer a `PING`, without waiting for the others once
 /// that is decided.
-pub(crate) async fn ping(nodes: &[Client], quorum: usize) -> Result<()> {
+async fn ping(nodes: &[Direct], quorum: usize) -> Result<()> {
     let mut up = 0;
     let mut errors = Vec::new();
     gather(
@@ -112,7 +203,7 @@ fn unreachable_quorum(answered: usize, nodes: usize, quorum: usize, errors: Vec<
 /// Locks won on some masters, released (in the background) unless disarmed: the acquire
 /// failed, or its future was dropped before it could answer.
 struct Wins<'a> {
-    nodes: &'a [Client],
+    nodes: &'a [Direct],
     key: &'a str,
     /// (master, index it granted, index adopted there if any)
     held: Vec<(usize, i64, Option<i64>)>,
@@ -127,9 +218,9 @@ impl Drop for Wins<'_> {
         for &(node, granted, adopted) in &self.held {
             // Whichever index the master stores now: the other answers `conflict` or
             // `expired`, changing nothing.
-            release_in_background(&self.nodes[node], self.key, granted);
+            self.nodes[node].release_in_background(self.key, granted);
             if let Some(adopted) = adopted.filter(|a| *a != granted) {
-                release_in_background(&self.nodes[node], self.key, adopted);
+                self.nodes[node].release_in_background(self.key, adopted);
             }
         }
     }
@@ -155,12 +246,12 @@ impl Wins<'_> {
             if let Some(end) = end {
                 limit = limit.min(end.saturating_duration_since(Instant::now()));
             }
-            bounded(node, limit, node.release_key(key, index))
+            bounded(node, limit, node.release(key, index))
         }))
         .await;
         for (&(node, index), result) in releases.iter().zip(done) {
             if result.is_err() {
-                release_in_background(&nodes[node], key, index);
+                nodes[node].release_in_background(key, index);
             }
         }
         self.armed = false;
@@ -181,8 +272,8 @@ pub(crate) const CUTOFF_SLACK: Duration = Duration::from_millis(100);
 
 /// A Redlock lock needs a validity (ttl − drift margin) left after the masters answered: a
 /// ttl the margin eats whole can never be held, so it is refused as input rather than tried.
-pub(crate) fn check_ttl(ttl: Duration, drift: Drift) -> Result<()> {
-    if crate::guard::validity(ttl, drift).is_zero() {
+fn check_ttl(ttl: Duration, drift: Drift) -> Result<()> {
+    if crate::lease::validity(ttl, drift).is_zero() {
         return Err(Error::invalid(format!(
             "a ttl of {} ms is too short for Redlock: the clock drift margin ({} µs) leaves it no validity",
             ttl.as_millis(),
@@ -267,13 +358,13 @@ impl Listen {
 /// whatever undoing a dropped step needs is its own business (an acquire's cleans up after
 /// itself). Returns how many masters had not answered.
 async fn gather<'a, T, F, Fut>(
-    nodes: &'a [Client],
+    nodes: &'a [Direct],
     cutoff: Option<Instant>,
     step: F,
     mut answer: impl FnMut(usize, Result<T>) -> Listen,
 ) -> usize
 where
-    F: Fn(&'a Client) -> Fut,
+    F: Fn(&'a Direct) -> Fut,
     Fut: std::future::Future<Output = Result<T>> + 'a,
 {
     let mut out: FuturesUnordered<_> = nodes
@@ -312,7 +403,7 @@ where
 
 /// `step` on `node`, bounded by `limit`.
 async fn bounded<T>(
-    node: &Client,
+    node: &Direct,
     limit: Duration,
     step: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
@@ -338,9 +429,9 @@ async fn bounded<T>(
 /// too). Every grant is released unless the lock is returned: grants in hand by [`Wins`],
 /// grants of masters that answer after the attempt stopped listening by their own step's
 /// cleanup (a dropped single-server attempt releases the lock it won).
-pub(crate) async fn attempt(
-    client: &Client,
-    nodes: &[Client],
+async fn attempt(
+    ctx: &Context,
+    nodes: &[Direct],
     quorum: usize,
     key: &str,
     ttl_ms: u64,
@@ -348,13 +439,15 @@ pub(crate) async fn attempt(
     cutoff: Option<Instant>,
 ) -> Result<Attempt> {
     let ttl = Duration::from_millis(ttl_ms);
-    let drift = client.inner.config.drift;
+    let drift = ctx.config.drift;
     check_ttl(ttl, drift)?;
     let sent = Instant::now();
-    let validity = crate::guard::validity(ttl, drift);
+    let validity = crate::lease::validity(ttl, drift);
     let valid_until = sent + validity;
     // An attempt started at (or after) the cutoff still hears the masters that answer at once.
-    let end = cutoff.map(|c| c.max(sent) + CUTOFF_SLACK.min(node_timeout(client)));
+    let end = cutoff.map(|c| {
+        c.max(sent) + CUTOFF_SLACK.min(ctx.config.node_timeout.min(ctx.config.response_timeout))
+    });
     let mut wins = Wins {
         nodes,
         key,
@@ -375,7 +468,7 @@ pub(crate) async fn attempt(
     let unanswered = gather(
         nodes,
         end,
-        |node| node.attempt_on_server(key, ttl_ms, meta, None, false),
+        |node| node.attempt(key, ttl_ms, meta, None, false),
         |i, reply| {
             match reply {
                 // Recorded at once: if this future is dropped, `wins` releases it.
@@ -422,7 +515,7 @@ pub(crate) async fn attempt(
         }
         // Past the validity the adoption is useless; past a waiting caller's end, too late.
         let adopt_until = end.map_or(valid_until, |e| e.min(valid_until));
-        let counter = client.inner.ns.counter(key);
+        let counter = ctx.ns.counter(key);
         let steps = join_all(candidates.iter().map(|&(i, granted)| {
             let node = &nodes[i];
             let counter = &counter;
@@ -447,7 +540,7 @@ pub(crate) async fn attempt(
             // Masters that granted but did not adopt hold a stray lock under their own index.
             for (&(i, granted), ok) in candidates.iter().zip(&steps) {
                 if !ok {
-                    release_in_background(&nodes[i], key, granted);
+                    nodes[i].release_in_background(key, granted);
                 }
             }
             wins.armed = false;
@@ -546,18 +639,18 @@ fn won_too_late(
             key,
             &format!("a majority ({quorum} of {nodes}) of the Redlock masters"),
             took,
-            crate::guard::validity(ttl, drift),
+            crate::lease::validity(ttl, drift),
         ),
     }
 }
 
-pub(crate) async fn release(
-    nodes: &[Client],
+async fn release(
+    nodes: &[Direct],
     quorum: usize,
     key: &str,
     index: i64,
 ) -> Result<(ReleaseOutcome, i64)> {
-    let replies = on_all(nodes, |node| node.release_key(key, index)).await;
+    let replies = on_all(nodes, |node| node.release(key, index)).await;
     let mut released = 0;
     let mut conflicts = Vec::new();
     let mut errors = Vec::new();
@@ -592,8 +685,8 @@ pub(crate) async fn release(
     Ok((ReleaseOutcome::Expired, -1))
 }
 
-pub(crate) async fn renew(
-    nodes: &[Client],
+async fn renew(
+    nodes: &[Direct],
     quorum: usize,
     key: &str,
     index: i64,
@@ -608,7 +701,7 @@ pub(crate) async fn renew(
     let unanswered = gather(
         nodes,
         None,
-        |node| node.renew_key(key, index, ttl_ms),
+        |node| node.renew(key, index, ttl_ms),
         |_, reply| {
             match reply {
                 Ok(RenewOutcome::Renewed) => renewed += 1,
@@ -644,7 +737,7 @@ pub(crate) async fn renew(
 
 /// The lock as a majority of masters see it: held by the index that a majority store (with
 /// the shortest remaining ttl among them), or free.
-pub(crate) async fn status(nodes: &[Client], quorum: usize, id: &str) -> Result<LockStatus> {
+async fn status(nodes: &[Direct], quorum: usize, id: &str, key: &str) -> Result<LockStatus> {
     let mut seen: Vec<LockStatus> = Vec::new();
     let mut errors = Vec::new();
     let mut corrupt = None;
@@ -653,7 +746,7 @@ pub(crate) async fn status(nodes: &[Client], quorum: usize, id: &str) -> Result<
     gather(
         nodes,
         None,
-        |node| node.status(id),
+        |node| node.status(id, key),
         |_, reply| {
             match reply {
                 Ok(status) => seen.push(status),

@@ -1,0 +1,626 @@
+//! The direct engine: a lock kept on one Redis master, reached directly (one server),
+//! through the sentinels (whichever server they name as master) or through a cluster (the
+//! master of the lock's slot). One script call per operation; with replica acknowledgements,
+//! acquires and claims go out with `WAIT` on a connection of their own.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::OnceCell;
+use tracing::Instrument;
+
+use super::conn::{Conn, Lane, SentinelConn, SentinelShared};
+use super::{Attempt, Context, FairSetup, Meta, SubSource};
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::keys::Layout;
+use crate::outcome::{
+    parse_index, parse_pttl, parse_status, LockStatus, ReleaseOutcome, RenewOutcome,
+};
+use crate::scripts::Eval;
+
+/// How the master that holds a lock is reached.
+// One per engine, behind its `Arc`: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Master {
+    /// One server.
+    Standalone(redis::Client),
+    /// Whichever server the sentinels name, asked again after a fault.
+    Sentinel(Arc<SentinelShared>),
+    /// The master of the lock's slot, followed through `MOVED`, `ASK` and `TRYAGAIN`.
+    Cluster {
+        client: redis::cluster::ClusterClient,
+        /// The seed nodes, for the subscription's own cluster client.
+        urls: Vec<String>,
+    },
+}
+
+/// The direct engine; cheap to clone (clones share the connections).
+#[derive(Clone)]
+pub(crate) struct Direct {
+    inner: Arc<DirectInner>,
+}
+
+pub(crate) struct DirectInner {
+    master: Master,
+    /// The shared command connection, opened on first use.
+    conn: OnceCell<Conn>,
+    /// For acquires that wait for replica acknowledgements: `WAIT` blocks its connection, so
+    /// it does not share the one that renewals and releases use.
+    ack_conn: OnceCell<Conn>,
+    ctx: Arc<Context>,
+    /// Where this engine connects, password redacted, for messages.
+    address: String,
+}
+
+impl std::ops::Deref for Direct {
+    type Target = DirectInner;
+
+    fn deref(&self) -> &DirectInner {
+        &self.inner
+    }
+}
+
+/// Cleans up after an attempt whose outcome its caller will never learn: the future was
+/// dropped while the request was in flight, or the request failed in transit. Each attempt
+/// writes its own id into the lock hash, so the clean-up releases the lock only if that very
+/// attempt won it. On a multiplexed connection the clean-up is sent after the attempt, so it
+/// runs after it on the server.
+struct InFlight<'a> {
+    direct: &'a Direct,
+    key: &'a str,
+    attempt_id: &'a str,
+    armed: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let direct = self.direct.clone();
+        let key = self.key.to_owned();
+        let attempt_id = self.attempt_id.to_owned();
+        self.direct.ctx.cleanup.spawn(
+            async move {
+                if let Err(e) = direct.release_attempt(&key, &attempt_id).await {
+                    tracing::debug!(key, error = %e, "could not clean up after an abandoned attempt; a lock it won expires by its ttl");
+                }
+            }
+            .in_current_span(),
+        );
+    }
+}
+
+impl Direct {
+    pub(crate) fn new(master: Master, ctx: Arc<Context>, address: String) -> Direct {
+        Direct {
+            inner: Arc::new(DirectInner {
+                master,
+                conn: OnceCell::new(),
+                ack_conn: OnceCell::new(),
+                ctx,
+                address,
+            }),
+        }
+    }
+
+    pub(crate) fn ctx(&self) -> &Context {
+        &self.ctx
+    }
+
+    pub(crate) fn ctx_arc(&self) -> &Arc<Context> {
+        &self.inner.ctx
+    }
+
+    /// Where this engine connects, password redacted.
+    pub(crate) fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Whether acquires and claims wait for replica acknowledgements.
+    pub(crate) fn acknowledged(&self) -> bool {
+        self.ctx.config.replica_acks > 0
+    }
+
+    /// The shared command connection, opened on first use.
+    pub(crate) async fn connection(&self) -> Result<Conn> {
+        self.connection_on(Lane::Commands).await
+    }
+
+    /// The connection for acquires that `WAIT` for replicas, opened on first use.
+    async fn ack_connection(&self) -> Result<Conn> {
+        self.connection_on(Lane::Acks).await
+    }
+
+    async fn connection_on(&self, lane: Lane) -> Result<Conn> {
+        let cell = match lane {
+            Lane::Commands => &self.conn,
+            Lane::Acks => &self.ack_conn,
+        };
+        let conn = cell
+            .get_or_try_init(|| async {
+                let config = &self.ctx.config;
+                let opened = match &self.master {
+                    Master::Standalone(client) => {
+                        let manager = ConnectionManagerConfig::new()
+                            .set_connection_timeout(Some(config.connect_timeout))
+                            .set_response_timeout(Some(config.response_timeout))
+                            .set_number_of_retries(config.reconnect_retries)
+                            .set_max_delay(Duration::from_secs(2));
+                        ConnectionManager::new_with_config(client.clone(), manager)
+                            .await
+                            .map(Conn::Single)
+                    }
+                    // Resolved through the sentinels at the first command, and again after a
+                    // failure that may mean the master moved.
+                    Master::Sentinel(shared) => {
+                        shared.watch_failovers();
+                        Ok(Conn::Sentinel(SentinelConn {
+                            shared: shared.clone(),
+                            lane,
+                        }))
+                    }
+                    Master::Cluster { client, .. } => {
+                        client.get_async_connection().await.map(Conn::Cluster)
+                    }
+                };
+                opened.map_err(|e| {
+                    let err = Error::from_redis(e, None);
+                    // A handshake reply that does not parse means the peer is not a Redis
+                    // server (a wrong port, an HTTP proxy): it cannot be reached, and no key
+                    // was read, so it is not CorruptData.
+                    if err.is_timeout() || err.is_unavailable() || err.is_corrupt_data() {
+                        err.reclassify(
+                            crate::ErrorKind::Unavailable,
+                            format!("cannot connect to redis at {}", self.address),
+                        )
+                    } else {
+                        err
+                    }
+                })
+            })
+            .await?;
+        Ok(conn.clone())
+    }
+
+    /// Opens the command connection (if it is not open) and sends `PING`.
+    pub(crate) async fn ping(&self) -> Result<()> {
+        let mut conn = self.connection().await?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| Error::from_redis(e, None))
+    }
+
+    /// Who holds the lock `id` (at `key`): one read-only script call.
+    pub(crate) async fn status(&self, id: &str, key: &str) -> Result<LockStatus> {
+        let mut conn = self.connection().await?;
+        let reply: Vec<redis::Value> = Eval::new(&self.ctx.scripts().status, &[key])
+            .invoke(&mut conn)
+            .await
+            .map_err(|e| Error::from_redis(e, Some(key)))?;
+        parse_status(id, key, reply)
+    }
+
+    /// Claims a lock handed to this client's waiter: a renewal, acknowledged by replicas
+    /// when the client asks for acknowledgements.
+    pub(crate) async fn claim(&self, key: &str, index: i64, ttl_ms: u64) -> Result<RenewOutcome> {
+        if self.acknowledged() {
+            self.renew_acknowledged(key, index, ttl_ms).await
+        } else {
+            self.renew(key, index, ttl_ms).await
+        }
+    }
+
+    /// Where the hub subscribes for this master's notices.
+    pub(crate) fn sub_source(&self) -> SubSource {
+        match &self.master {
+            Master::Standalone(client) => SubSource::Fixed(vec![client.clone()]),
+            Master::Sentinel(shared) => SubSource::Sentinel(shared.clone()),
+            Master::Cluster { urls, .. } => {
+                SubSource::Cluster(cluster_builder(urls, &self.ctx.config))
+            }
+        }
+    }
+
+    /// What the hub needs for the fair queue: where handoffs arrive, and a connection to
+    /// tidy up after waiters that left.
+    pub(crate) async fn fair_setup(&self) -> Result<FairSetup> {
+        let ctx = &self.ctx;
+        Ok(FairSetup {
+            handoff_channel: match ctx.ns.layout() {
+                Layout::Node => Some(ctx.handoff_channel_for("").into_owned()),
+                Layout::Cluster => None,
+            },
+            client_token: ctx.token.clone(),
+            conn: self.connection().await?,
+            claim_window_ms: ctx.config.claim_window.as_millis() as u64,
+            scripts: ctx.scripts(),
+        })
+    }
+
+    /// One attempt on this server (a whole acquire, or one Redlock master's part of one); see
+    /// [`Engine::attempt`](super::Engine::attempt).
+    /// `judge_validity`: a lock won after its validity is released here and answered as
+    /// `WonTooLate`; off for a Redlock master, whose grant only the whole attempt can judge
+    /// (and release), without a round trip more on a master that is slow already.
+    pub(crate) async fn attempt(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        meta: &Meta,
+        token: Option<&str>,
+        judge_validity: bool,
+    ) -> Result<Attempt> {
+        let seq = self.ctx.attempts.fetch_add(1, Ordering::Relaxed);
+        let attempt_id = format!("{}#{seq}", self.ctx.token);
+        let mut in_flight = InFlight {
+            direct: self,
+            key,
+            attempt_id: &attempt_id,
+            armed: true,
+        };
+        let result = self
+            .attempt_now(key, ttl_ms, meta, token, &attempt_id)
+            .await;
+        // After a transient error the attempt may or may not have run: stay armed.
+        in_flight.armed = matches!(&result, Err(e) if e.is_transient());
+        // A lock won after its lease had already run out on this process's clock (the reply
+        // was held up for longer than the ttl) is no lock to rely on: release it at once and
+        // say so (it is not held by someone else: `ValidityExpired`).
+        if let Ok(Attempt::Acquired { index, ttl, sent }) = &result {
+            if judge_validity && crate::lease::won_too_late(*sent, *ttl, self.ctx.config.drift) {
+                tracing::warn!(
+                    key,
+                    index,
+                    waited_ms = sent.elapsed().as_millis() as u64,
+                    "the lock was won after its ttl had run out here; releasing it"
+                );
+                // Armed again while the release is out: if this future is dropped meanwhile,
+                // or the release fails, the attempt's cleanup releases the lock by its id.
+                in_flight.armed = true;
+                match self.release(key, *index).await {
+                    Ok(_) => in_flight.armed = false,
+                    Err(e) => {
+                        tracing::warn!(key, index, error = %e, "cannot release a lock won too late; cleaning up in the background");
+                    }
+                }
+                let drift = self.ctx.config.drift;
+                return Ok(Attempt::WonTooLate {
+                    sent: *sent,
+                    // The lock this attempt just gave up: a handoff notice with a higher index
+                    // is news.
+                    index: Some(*index),
+                    error: Error::validity_expired(
+                        key,
+                        "the server",
+                        sent.elapsed(),
+                        crate::lease::validity_limit(*ttl, drift),
+                    ),
+                });
+            }
+        }
+        result
+    }
+
+    /// Releases the lock at `key` if the attempt `attempt_id` holds it.
+    async fn release_attempt(&self, key: &str, attempt_id: &str) -> Result<()> {
+        // On the connection the attempt went out on, so that the check runs after it on the
+        // server: acquires that wait for replicas use their own connection, where an attempt
+        // can sit behind another one's `WAIT` long after its caller gave up.
+        let mut conn = if self.acknowledged() {
+            self.ack_connection().await?
+        } else {
+            self.connection().await?
+        };
+        let (owner, index): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(key)
+            .arg("attempt")
+            .arg("index")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::from_redis(e, Some(key)))?;
+        if owner.as_deref() == Some(attempt_id) {
+            if let Some(index) = index.as_deref().and_then(parse_index) {
+                tracing::debug!(key, index, "releasing a lock won by an abandoned attempt");
+                self.release(key, index).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn attempt_now(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        meta: &Meta,
+        token: Option<&str>,
+        attempt_id: &str,
+    ) -> Result<Attempt> {
+        // Taken before the request is built, so that waiting attempts hold no buffers. The
+        // semaphore is never closed; without a permit the attempt would only go unbounded.
+        let _slot = self.ctx.attempt_slots.acquire().await.ok();
+        let mut conn = self.connection().await?;
+        let inner = &*self.ctx;
+        let holder = &inner.holder;
+        let scripts = inner.scripts();
+        let mut inv;
+        if inner.config.fair {
+            inv = self.queue_eval(&scripts.fair_acquire, key);
+            inv.arg(ttl_ms)
+                .arg(token.unwrap_or(""))
+                .arg(inner.config.entry_lifetime().as_millis() as u64)
+                .arg(&*inner.handoff_channel_for(key))
+                .arg(inner.config.claim_window.as_millis() as u64);
+        } else {
+            inv = Eval::new(&scripts.acquire, &[key, &inner.ns.counter(key)]);
+            inv.arg(ttl_ms);
+        }
+        inv.arg("host")
+            .arg(&holder.host)
+            .arg("pid")
+            .arg(holder.pid)
+            .arg("attempt")
+            .arg(attempt_id);
+        if let Some(desc) = &meta.description {
+            inv.arg("description").arg(&**desc);
+        }
+        let sent = Instant::now();
+        let map_err = |e| {
+            let err = Error::from_redis(e, Some(key));
+            if err.is_corrupt_data() && err.message().contains("counter") {
+                err.with_key(inner.ns.counter(key).into_owned())
+            } else {
+                err
+            }
+        };
+        let replicas = inner.config.replica_acks;
+        let (reply, acked): (Vec<i64>, Option<redis::RedisResult<i64>>) = if replicas > 0 {
+            // The script and `WAIT` go out together on one connection (the acknowledgement
+            // then counts this very write), the connection kept for such acquires: `WAIT`
+            // blocks it, and renewals and releases must not queue behind it.
+            drop(conn);
+            let mut acks = self.ack_connection().await?;
+            let (reply, acked) = inv
+                .invoke_then_wait(&mut acks, key, replicas, inner.config.replica_ack_timeout)
+                .await
+                .map_err(map_err)?;
+            (reply, Some(acked))
+        } else {
+            (inv.invoke(&mut conn).await.map_err(map_err)?, None)
+        };
+        let (won, index, ttl) = match reply[..] {
+            [won, index, ttl, ..] => (won, index, ttl),
+            _ => {
+                return Err(Error::new(ErrorKind::Script, "unexpected acquire reply").with_key(key))
+            }
+        };
+        // The fair script adds the holder's index to a "held" answer; -1 when unknown.
+        let holder = reply.get(3).copied().filter(|i| *i > 0);
+        let ttl = parse_pttl(ttl);
+        tracing::debug!(
+            key,
+            outcome = match won {
+                1 => "acquired",
+                2 => "handed over",
+                _ => "held",
+            },
+            index,
+            ttl_ms = ttl.as_millis() as u64,
+            "acquire attempt"
+        );
+        if let (1, Some(acked)) = (won, acked) {
+            let refused = match acked {
+                Ok(acked) if acked >= i64::from(replicas) => None,
+                Ok(acked) => Some(Error::new(
+                    ErrorKind::NotReplicated,
+                    format!(
+                        "the acquire was acknowledged by {acked} of the {replicas} replicas asked for within {} ms; the lock was released",
+                        inner.config.replica_ack_timeout.as_millis()
+                    ),
+                )
+                .with_key(key)),
+                // `WAIT` itself failed (an ACL without `+wait`): the lock was won all the same.
+                Err(e) => Some(Error::from_redis(e, Some(key))),
+            };
+            if let Some(err) = refused {
+                tracing::warn!(key, index, error = %err, "an acquire was not acknowledged by enough replicas; releasing it");
+                // If this release fails or is cut off, the caller's attempt cleanup (armed while
+                // the release is out) releases the lock by the attempt's id.
+                if let Err(e) = self.release(key, index).await {
+                    tracing::warn!(key, index, error = %e, "cannot release an unacknowledged lock; cleaning up in the background");
+                    return Err(e);
+                }
+                return Err(err);
+            }
+        }
+        Ok(match won {
+            1 => Attempt::Acquired { index, ttl, sent },
+            2 => Attempt::HandedOver {
+                index,
+                pttl: ttl,
+                sent,
+            },
+            _ => Attempt::Held {
+                pttl: ttl,
+                sent,
+                holder,
+            },
+        })
+    }
+
+    /// Takes the waiter `token` out of the lock's queue (best effort: an entry left behind
+    /// expires on the server).
+    pub(crate) async fn leave_queue(&self, key: &str, token: &str) {
+        let (queue, entries) = self.ctx.ns.queue_keys(key);
+        let left = async {
+            let mut conn = self.connection().await?;
+            Eval::new(&self.ctx.scripts().fair_leave, &[&queue, &entries])
+                .arg(token)
+                .invoke::<i64>(&mut conn)
+                .await
+                .map_err(|e| Error::from_redis(e, Some(key)))
+        };
+        if let Err(e) = left.await {
+            tracing::debug!(key, error = %e, "could not leave the queue; the entry will expire");
+        }
+    }
+
+    /// An invocation of a fair-queue script on the lock at `key`: its KEYS are the lock, the
+    /// counter, the queue list and the queue entries.
+    fn queue_eval(&self, script: &'static redis::Script, key: &str) -> Eval {
+        let ns = &self.ctx.ns;
+        let (queue, entries) = ns.queue_keys(key);
+        Eval::new(script, &[key, &ns.counter(key), &queue, &entries])
+    }
+
+    pub(crate) async fn release(&self, key: &str, index: i64) -> Result<(ReleaseOutcome, i64)> {
+        let mut conn = self.connection().await?;
+        let inner = &*self.ctx;
+        let scripts = inner.scripts();
+        let mut inv;
+        if inner.config.fair {
+            inv = self.queue_eval(&scripts.fair_release, key);
+            inv.arg(index)
+                .arg(&*inner.ns.channel(key))
+                .arg(inner.config.claim_window.as_millis() as u64);
+        } else {
+            inv = Eval::new(&scripts.release, &[key]);
+            inv.arg(index).arg(&*inner.ns.channel(key));
+        }
+        // A release is safe to repeat (it acts only for `index`), so a connection that broke
+        // under it (a Redis restart, a dropped connection, a failover) or a slot in migration
+        // gets a few more tries instead of leaving the lock to its ttl. If an earlier try did
+        // run, a later one answers `expired`, or `conflict` once someone else took the lock.
+        let mut retries = [
+            Duration::ZERO,
+            Duration::from_millis(50),
+            Duration::from_millis(200),
+        ]
+        .into_iter();
+        let (ok, word, idx): (i64, String, i64) = loop {
+            match inv.invoke(&mut conn).await {
+                Ok(reply) => break reply,
+                Err(e) => {
+                    let err = Error::from_redis(e, Some(key));
+                    let Some(pause) = retries.next().filter(|_| err.is_transient()) else {
+                        return Err(err);
+                    };
+                    tracing::debug!(key, index, error = %err, "release failed; trying again");
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        };
+        let outcome = match (ok, word.as_str()) {
+            (1, "released") => ReleaseOutcome::Released,
+            (1, "expired") => ReleaseOutcome::Expired,
+            (0, "conflict") => ReleaseOutcome::Conflict,
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Script,
+                    format!("unexpected release reply `{word}`"),
+                )
+                .with_key(key))
+            }
+        };
+        Ok((outcome, idx))
+    }
+
+    pub(crate) async fn renew(&self, key: &str, index: i64, ttl_ms: u64) -> Result<RenewOutcome> {
+        let mut conn = self.connection().await?;
+        let reply = Eval::new(&self.ctx.scripts().renew, &[key])
+            .arg(index)
+            .arg(ttl_ms)
+            .invoke(&mut conn)
+            .await
+            .map_err(|e| Error::from_redis(e, Some(key)))?;
+        renew_outcome(key, reply)
+    }
+
+    /// A renewal followed by `WAIT` for the configured replicas on the acknowledgement
+    /// connection: `NotReplicated` (transient) when fewer acknowledged it in time.
+    async fn renew_acknowledged(&self, key: &str, index: i64, ttl_ms: u64) -> Result<RenewOutcome> {
+        let config = &self.ctx.config;
+        let mut conn = self.ack_connection().await?;
+        let (reply, acked) = Eval::new(&self.ctx.scripts().renew, &[key])
+            .arg(index)
+            .arg(ttl_ms)
+            .invoke_then_wait(
+                &mut conn,
+                key,
+                config.replica_acks,
+                config.replica_ack_timeout,
+            )
+            .await
+            .map_err(|e| Error::from_redis(e, Some(key)))?;
+        let outcome = renew_outcome(key, reply)?;
+        if outcome != RenewOutcome::Renewed {
+            return Ok(outcome);
+        }
+        let acked = acked.map_err(|e| Error::from_redis(e, Some(key)))?;
+        if acked < i64::from(config.replica_acks) {
+            return Err(Error::new(
+                ErrorKind::NotReplicated,
+                format!(
+                    "the claim of a handed-over lock was acknowledged by {acked} of the {} replicas asked for",
+                    config.replica_acks
+                ),
+            )
+            .with_key(key));
+        }
+        Ok(outcome)
+    }
+
+    /// Releases the lock at `key` held by `index` in the background, counted as pending
+    /// clean-up until done.
+    pub(crate) fn release_in_background(&self, key: &str, index: i64) {
+        let owner = self.clone();
+        let key = key.to_owned();
+        let spawned = self.ctx.cleanup.spawn({
+            let key = key.clone();
+            async move {
+                match owner.release(&key, index).await {
+                    Ok(r) => tracing::debug!(key, index, result = %r.0, "released in the background"),
+                    Err(e) => tracing::warn!(key, index, error = %e, "background release failed; the lock will expire by its ttl"),
+                }
+            }
+            .in_current_span()
+        });
+        if !spawned {
+            tracing::debug!(
+                key,
+                index,
+                "no runtime to release on; the lock will expire by its ttl"
+            );
+        }
+    }
+}
+
+/// The outcome in a renew script's reply.
+fn renew_outcome(key: &str, reply: (i64, String, i64, i64)) -> Result<RenewOutcome> {
+    let (ok, word, _idx, _extra) = reply;
+    match (ok, word.as_str()) {
+        (1, "renewed") => Ok(RenewOutcome::Renewed),
+        (0, "missing") => Ok(RenewOutcome::Missing),
+        (0, "conflict") => Ok(RenewOutcome::Conflict),
+        _ => Err(Error::new(
+            ErrorKind::Script,
+            format!("unexpected renew reply `{word}`"),
+        )
+        .with_key(key)),
+    }
+}
+
+/// A cluster client's settings: the seed nodes and this client's timeouts and retries.
+pub(crate) fn cluster_builder(
+    urls: &[String],
+    config: &Config,
+) -> redis::cluster::ClusterClientBuilder {
+    redis::cluster::ClusterClientBuilder::new(urls.to_vec())
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.response_timeout)
+        .retries(config.reconnect_retries.min(u32::MAX as usize) as u32)
+}
