@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
+use crate::backoff::Backoff;
 use crate::cleanup::{Cleanup, Ticket};
 use crate::engine::{Conn, FairSetup, SentinelShared, SubSource};
 use crate::keys::Namespace;
@@ -516,7 +517,7 @@ async fn run(
     connect_timeout: Duration,
 ) {
     let mut use_resp3 = true;
-    let mut backoff = Duration::from_millis(25);
+    let mut backoff = Backoff::new(Duration::from_millis(25), Duration::from_secs(2));
     loop {
         // A failover the sentinels announce ends the session: subscribe at the new master.
         // Watched from before the master is looked up, so that a switch meanwhile counts.
@@ -576,7 +577,7 @@ async fn run(
             sentinel.forget();
         }
         match outcome {
-            Session::Ended => backoff = Duration::from_millis(25),
+            Session::Ended => backoff.reset(),
             Session::Failed => {}
             Session::NoResp3 => {
                 tracing::debug!("the server does not speak RESP3; subscribing with RESP2");
@@ -588,8 +589,7 @@ async fn run(
         if shared.strong_count() == 0 {
             return;
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff.wait().await;
     }
 }
 
@@ -847,7 +847,7 @@ async fn run_cluster(
             return;
         }
     };
-    let mut backoff = Duration::from_millis(25);
+    let mut backoff = Backoff::new(Duration::from_millis(25), Duration::from_secs(2));
     let mut conn = loop {
         match tokio::time::timeout(connect_timeout, client.get_async_connection()).await {
             Ok(Ok(conn)) => break conn,
@@ -857,8 +857,7 @@ async fn run_cluster(
         if shared.strong_count() == 0 {
             return;
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff.wait().await;
     };
     if !mark_subscribed(&shared, &[]) {
         return;

@@ -147,6 +147,7 @@ mod node;
 mod outcome;
 
 // The machinery, from the wait loop down to the server (see ARCHITECTURE.md).
+mod backoff;
 mod cleanup;
 mod config;
 mod engine;

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::backoff::Backoff;
 use crate::client::Client;
 use crate::engine::{Attempt, Meta};
 use crate::error::{Error, Result};
@@ -63,15 +64,16 @@ impl Client {
             .and_then(|w| started.checked_add(w));
         // The fair queue's hub needs the command connection: while Redis is unreachable,
         // retry as the attempts below would, until the wait runs out.
-        let mut backoff = Duration::from_millis(50);
+        let max_poll = self.ctx().config.max_poll;
+        let mut backoff = Backoff::new(Duration::from_millis(50), max_poll);
         let hub = loop {
             match self.hub().await {
                 Ok(hub) => break hub,
                 Err(e) if e.is_transient() && deadline.is_none_or(|d| Instant::now() < d) => {
-                    tracing::warn!(key, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach redis to wait; retrying");
-                    let wake = Instant::now() + backoff;
+                    let pause = backoff.next_pause();
+                    tracing::warn!(key, error = %e, retry_in_ms = pause.as_millis() as u64, "cannot reach redis to wait; retrying");
+                    let wake = Instant::now() + pause;
                     tokio::time::sleep_until(deadline.map_or(wake, |d| d.min(wake)).into()).await;
-                    backoff = (backoff * 2).min(self.ctx().config.max_poll);
                 }
                 Err(e) => return Err(e),
             }
@@ -88,11 +90,10 @@ impl Client {
             registration.ready(limit).await;
         }
         state.borrow_and_update();
-        let max_poll = self.ctx().config.max_poll;
         let ttl = Duration::from_millis(ttl_ms);
         let token = registration.token().map(str::to_owned);
         let mut first = true;
-        backoff = Duration::from_millis(50);
+        backoff.reset();
         let mut last_pttl = Duration::ZERO;
         // The send time of the last attempt that found the lock held by someone else, and the
         // newest holder index such attempts saw. A handoff notice with an index above every
@@ -134,7 +135,7 @@ impl Client {
                     last_held_sent = sent;
                     // Unknown holder: treat any later notice as possibly stale.
                     newest_holder_seen = newest_holder_seen.max(holder.unwrap_or(i64::MAX));
-                    backoff = Duration::from_millis(50);
+                    backoff.reset();
                     last_pttl = pttl;
                     last_failure = None;
                     // Wake just after the holder's expiry, in case it never releases.
@@ -145,11 +146,10 @@ impl Client {
                     last_held_sent = sent;
                     newest_holder_seen = newest_holder_seen.max(index.unwrap_or(i64::MAX));
                     last_pttl = Duration::ZERO;
-                    tracing::debug!(key, error = %error, retry_in_ms = backoff.as_millis() as u64, "won too late while waiting; retrying");
-                    last_failure = Some(error);
                     // Slow servers: back off as from a failure.
-                    let pause = backoff;
-                    backoff = (backoff * 2).min(max_poll);
+                    let pause = backoff.next_pause();
+                    tracing::debug!(key, error = %error, retry_in_ms = pause.as_millis() as u64, "won too late while waiting; retrying");
+                    last_failure = Some(error);
                     pause
                 }
                 // Only at the end of the wait: the last decided attempt speaks for it.
@@ -158,9 +158,8 @@ impl Client {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Err(e);
                     }
-                    tracing::warn!(key, error = %e, retry_in_ms = backoff.as_millis() as u64, "acquire attempt failed while waiting; retrying");
-                    let pause = backoff;
-                    backoff = (backoff * 2).min(max_poll);
+                    let pause = backoff.next_pause();
+                    tracing::warn!(key, error = %e, retry_in_ms = pause.as_millis() as u64, "acquire attempt failed while waiting; retrying");
                     last_failure = Some(e);
                     pause
                 }

@@ -304,4 +304,3 @@ pub(crate) fn describe_connection(client: &redis::Client) -> String {
     let info = client.get_connection_info();
     format!("{}/{}", info.addr(), info.redis_settings().db())
 }
-

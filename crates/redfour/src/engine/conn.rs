@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::backoff::Backoff;
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
@@ -191,7 +192,7 @@ impl SentinelShared {
         if let Some(current) = lock(slot).clone() {
             return Ok(current);
         }
-        let mut delay = Duration::from_millis(100);
+        let mut delay = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut attempt = 0;
         loop {
             let found = async {
@@ -215,8 +216,7 @@ impl SentinelShared {
                 Err(e) if attempt < self.retries => {
                     tracing::debug!(service = %self.service, error = %e, "cannot reach the master yet; asking the sentinels again");
                     attempt += 1;
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
+                    delay.wait().await;
                 }
                 Err(e) => return Err(e),
             }
@@ -276,7 +276,7 @@ async fn watch_switches(shared: std::sync::Weak<SentinelShared>) {
         Some(s) => s.sentinels.clone(),
         None => return,
     };
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     for info in sentinels.iter().cycle() {
         let Ok(client) = redis::Client::open(info.clone()) else {
             continue;
@@ -288,7 +288,7 @@ async fn watch_switches(shared: std::sync::Weak<SentinelShared>) {
         };
         match tokio::time::timeout(Duration::from_secs(2), subscribed).await {
             Ok(Ok(pubsub)) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 let (mut sink, mut messages) = pubsub.split();
                 loop {
                     // A sentinel that stops answering (a partition) would leave this watch
@@ -330,8 +330,7 @@ async fn watch_switches(shared: std::sync::Weak<SentinelShared>) {
         if shared.strong_count() == 0 {
             return;
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff.wait().await;
     }
 }
 

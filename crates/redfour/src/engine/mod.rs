@@ -32,9 +32,9 @@ pub(crate) use quorum::Quorum;
 use crate::cleanup::Cleanup;
 use crate::config::{Config, HolderIdentity};
 use crate::error::{Error, ErrorKind, Result};
-use crate::scripts::ScriptSet;
 use crate::keys::{ttl_millis, Layout, Namespace};
 use crate::outcome::{LockStatus, ReleaseOutcome, RenewOutcome};
+use crate::scripts::ScriptSet;
 
 /// What the fair queue needs from the hub: where handoffs arrive, and a connection on which to
 /// tidy up after waiters that left (leave the queue, pass on a lock handed to a waiter that
