@@ -105,6 +105,8 @@ pub(crate) struct ClientInner {
     pub(crate) attempt_slots: tokio::sync::Semaphore,
     /// Clean-up work running in the background, for [`Client::settle`].
     pub(crate) cleanup: Arc<crate::cleanup::Cleanup>,
+    /// The counters behind [`Client::stats`], shared with the guards' leases.
+    pub(crate) counters: Arc<crate::stats::Counters>,
     address: String,
 }
 
@@ -667,6 +669,7 @@ impl ClientBuilder {
                 attempt_slots: tokio::sync::Semaphore::new(MAX_ATTEMPTS_IN_FLIGHT),
                 holder: HolderIdentity::of_this_process(),
                 cleanup: Arc::default(),
+                counters: Arc::default(),
                 address,
             }),
         })
@@ -1028,17 +1031,37 @@ impl Client {
             .await
     }
 
-    /// How many wait registrations this client currently holds (for tests and diagnostics).
-    #[doc(hidden)]
-    pub fn waiter_registrations(&self) -> usize {
-        self.inner.hub.get().map_or(0, Hub::registrations)
-    }
-
-    /// How many release notices this client's hub has handed to its waiters so far (for the
-    /// benchmark and diagnostics).
-    #[doc(hidden)]
-    pub fn notices_delivered(&self) -> u64 {
-        self.inner.hub.get().map_or(0, Hub::notices)
+    /// A snapshot of this client's activity: waits registered now, notices and handoffs
+    /// delivered, renewals, leases lost, subscription reconnects, clean-up pending in the
+    /// background. See [`Stats`](crate::Stats) for what each field counts.
+    ///
+    /// Cheap (a few atomic loads and one short lock of the waiters' table) and never touches
+    /// Redis, so it can be polled by a health check or a metrics exporter.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> redfour::Result<()> {
+    /// let locks = redfour::Client::new("redis://127.0.0.1/")?;
+    /// let guard = locks.lock("report").acquire().await?;
+    /// guard.release().await?;
+    /// assert_eq!(locks.stats().waiters, 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn stats(&self) -> crate::Stats {
+        use crate::stats::Counters;
+        let hub = self.inner.hub.get();
+        let counters = &self.inner.counters;
+        crate::Stats {
+            waiters: hub.map_or(0, Hub::registrations),
+            notices_delivered: hub.map_or(0, Hub::notices),
+            handoffs_received: hub.map_or(0, Hub::handoffs),
+            renewals: Counters::read(&counters.renewals),
+            renewal_failures: Counters::read(&counters.renewal_failures),
+            leases_lost: Counters::read(&counters.leases_lost),
+            subscription_reconnects: hub.map_or(0, Hub::reconnects),
+            background_cleanups_pending: self.inner.cleanup.pending(),
+        }
     }
 }
 

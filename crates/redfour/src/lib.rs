@@ -150,6 +150,7 @@ mod lock;
 mod redact;
 mod redlock;
 mod scripts;
+mod stats;
 
 #[cfg(feature = "blocking")]
 pub mod blocking;
@@ -165,3 +166,4 @@ pub use lock::{
 
 /// The redis crate this library is built on, for [`Client::from_redis_client`].
 pub use redis;
+pub use stats::Stats;

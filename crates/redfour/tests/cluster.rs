@@ -93,7 +93,7 @@ async fn waiters_in_other_clients_are_woken_on_each_slot() {
         let (got, took) = hand_over(guard, waiting).await;
         assert!(took < Duration::from_secs(3), "{id}: woken after {took:?}");
         got.release().await.unwrap();
-        assert!(wait_until_async(DEADLINE, || async { waiter.waiter_registrations() == 0 }).await);
+        assert!(wait_until_async(DEADLINE, || async { waiter.stats().waiters == 0 }).await);
     }
 }
 
