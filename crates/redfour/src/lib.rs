@@ -57,9 +57,10 @@
 //!
 //! The keys are Node's: the lock is the hash `{ns}:{id}` with the field `index` (plus `host`,
 //! `pid`, `acquired_at`, `attempt`, an optional `description` and, on a lock handed to a
-//! queued waiter, `handoff`, all of which Node ignores), the counter is `{ns}index`, and
-//! releases are announced on the channel `{ns}-release` with the lock key as the message. The
-//! index is stored in plain decimal, from 1 to [`MAX_INDEX`] (2^53 − 1); a lock hash with
+//! queued waiter, `handoff`, all of which Node ignores), the counter is `{ns}index` (a string
+//! without expiry, as Node keeps it), and releases are announced on the channel `{ns}-release`
+//! with the lock key as the message. The fair queue's own keys, `{ns}-queue:{id}` and
+//! `{ns}-waiters:{id}`, expire on their own. The index is stored in plain decimal, from 1 to [`MAX_INDEX`] (2^53 − 1); a lock hash with
 //! anything else there, or without expiry, is [`ErrorKind::CorruptData`] for every operation
 //! and is never changed.
 //!
