@@ -389,8 +389,9 @@ impl LockGuard {
     /// # Errors
     ///
     /// Redis faults as [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) or
-    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout); the guard is consumed anyway and one
-    /// more release is scheduled in the background.
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout), after the retries that
+    /// [`Client::release_lock`](crate::Client::release_lock) makes; the guard is consumed anyway
+    /// and one more release is scheduled in the background.
     ///
     /// # Cancel safety
     ///

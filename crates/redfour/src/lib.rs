@@ -122,9 +122,19 @@
 //!
 //! # Connections
 //!
-//! A [`Client`] uses at most two connections, whatever the number of locks and waiters: one
-//! multiplexed command connection that reconnects by itself, and one subscription shared by all
-//! waiters. Scripts run with `EVALSHA` and are reloaded when the server answers `NOSCRIPT`.
+//! A [`Client`] uses a small fixed number of connections, whatever the number of locks and
+//! waiters. Each is opened at first use and reconnects by itself.
+//!
+//! | topology | connections |
+//! |---|---|
+//! | single server | one multiplexed command connection, and one subscription shared by all waiters (opened at the first wait): two |
+//! | … with [`replica_acks`](ClientBuilder::replica_acks) | one more command connection for the acquires and handoff claims that `WAIT` (it blocks its connection): three |
+//! | Sentinel | the same two (three) to the master, plus one subscription to a sentinel for `+switch-master`, and brief connections to the sentinels whenever the master is looked up (at the start, after a failure) |
+//! | Cluster | one connection per node, masters and replicas (the cluster client's), for commands; as many for the waiters' sharded subscriptions; as many again with `replica_acks` |
+//! | Redlock | per master, one command connection and one subscription |
+//!
+//! [`Client::stats`] counts the subscription's reconnections. Scripts run with `EVALSHA` and
+//! are reloaded when the server answers `NOSCRIPT`.
 //!
 //! # Features
 //!
