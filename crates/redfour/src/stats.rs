@@ -44,8 +44,9 @@ pub struct Stats {
     /// [`renew_with`](crate::LockGuard::renew_with), keep-alive and handoff claims.
     /// [`Client::renew_lock`](crate::Client::renew_lock) is not a guard's and is not counted.
     pub renewals: u64,
-    /// Renewals by this client's guards that got no answer (a Redis fault or a timeout): the
-    /// lease was not extended. Keep-alive retries soon after each; the lease is lost only when
+    /// Renewals by this client's guards that ended in an error (Redis unreachable, a timeout,
+    /// foreign data in the key; with Redlock, no majority answered): the lease was not
+    /// extended. Keep-alive retries soon after each; the lease is lost only when
     /// its deadline passes first (then counted in `leases_lost`).
     pub renewal_failures: u64,
     /// Leases of this client's guards that ended while the guard was alive: a renewal found
