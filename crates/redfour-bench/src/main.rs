@@ -65,7 +65,7 @@
 //!   - `max_wait_ms ≤ 3 × workers × mean cycle`, where the mean cycle is `seconds / total
 //!     acquisitions` (nobody waits much longer than a full turn of the queue);
 //!   - `wakeups_per_handoff ≤ 1.1`: release notices handed to waiters (the sum of the clients'
-//!     `notices_delivered()`) per acquisition; a broadcast to every waiter makes it about
+//!     `stats().notices_delivered`) per acquisition; a broadcast to every waiter makes it about
 //!     `workers − 1`, a notice to the next in line makes it 1.
 //! - **`waiters`**: a holder takes 10,000 locks; a second client starts 10,000 waiters (tokio
 //!   tasks, one per lock, no wait limit). Measured once all are registered and have made their

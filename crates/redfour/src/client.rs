@@ -17,13 +17,15 @@ pub const DEFAULT_NAMESPACE: &str = "lock";
 
 /// A cheap-to-clone handle to a Redis server, through which locks are taken.
 ///
-/// A `Client` owns two connections at most, whatever the number of locks and waiters: one
-/// multiplexed, reconnecting connection for commands, and (from the first wait on) one
-/// subscription to the namespace's release channel, shared by all waiters. Both are opened
-/// lazily, on first use; [`Client::ping`] opens the command connection eagerly. With
-/// [`replica_acks`](ClientBuilder::replica_acks) acquires use a third; with Sentinel each
-/// client also watches one sentinel for failovers; on a cluster each of these is one
-/// connection per node, and with Redlock one per master.
+/// A `Client` owns a fixed number of connections, whatever the number of locks and waiters:
+/// on a single server, one multiplexed, reconnecting connection for commands, and (from the
+/// first wait on) one subscription to the namespace's release channel, shared by all waiters.
+/// Both are opened lazily, on first use; [`Client::ping`] opens the command connection
+/// eagerly. With [`replica_acks`](ClientBuilder::replica_acks) acquires use a third; with
+/// Sentinel each client also watches one sentinel for failovers (and briefly connects to the
+/// sentinels to look the master up); on a cluster each of these is one connection per node,
+/// replicas included, and with Redlock one per master. The crate docs' *Connections* section
+/// has the table.
 ///
 /// Clones share everything; the connections close when the last clone and the last
 /// [`LockGuard`](crate::LockGuard) are gone.
@@ -335,10 +337,27 @@ impl ClientBuilder {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for an unparsable URL, an
-    /// empty namespace, zero timeouts or a poll interval under 10 ms; a `rediss://` URL without
-    /// the `tls` feature, or with `#insecure` without the `tls-insecure` feature; unusable
-    /// [TLS root certificates](ClientBuilder::tls_root_certificates).
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput), naming the setting, for:
+    /// - timings: a zero [connect](ClientBuilder::connect_timeout) or
+    ///   [response](ClientBuilder::response_timeout) timeout; a
+    ///   [poll interval](ClientBuilder::max_poll_interval) outside 10 ms ..= 1 hour; a
+    ///   [claim window](ClientBuilder::claim_window) outside 100 ms ..= 1 hour; a zero
+    ///   [replica acknowledgement](ClientBuilder::replica_acks) timeout with acknowledgements
+    ///   asked for; a [clock drift](ClientBuilder::clock_drift) share outside `0.0..0.5`; a zero
+    ///   [node timeout](ClientBuilder::node_timeout);
+    /// - the [namespace](ClientBuilder::namespace): empty, longer than [`MAX_ID_LEN`](crate::MAX_ID_LEN)
+    ///   bytes, or holding `{` or `}` for [`Topology::Cluster`];
+    /// - addresses: an unparsable URL; a `rediss://` URL without the `tls` feature, or with
+    ///   `#insecure` without the `tls-insecure` feature; no address for Sentinel, Cluster or
+    ///   Redlock; more than one for the standalone topology; an empty Sentinel service name;
+    ///   Sentinel or cluster addresses the redis crate refuses;
+    /// - combinations: [master credentials](ClientBuilder::master_credentials) with another
+    ///   topology than Sentinel; replica acknowledgements with Redlock;
+    ///   [TLS root certificates](ClientBuilder::tls_root_certificates) that hold no usable
+    ///   certificate, or given with another topology than standalone, with a URL that is not
+    ///   `rediss://`, or with a builder from [`Client::from_redis_client`].
+    ///
+    /// With Redlock, each master's address is checked as a standalone client's would be.
     pub fn build(self) -> Result<Client> {
         if self.config.connect_timeout.is_zero() || self.config.response_timeout.is_zero() {
             return Err(Error::invalid("timeouts must be greater than zero"));
@@ -595,17 +614,37 @@ impl Client {
             .await
     }
 
-    /// How many wait registrations this client currently holds (for tests and diagnostics).
-    #[doc(hidden)]
-    pub fn waiter_registrations(&self) -> usize {
-        self.inner.hub.get().map_or(0, Hub::registrations)
-    }
-
-    /// How many release notices this client's hub has handed to its waiters so far (for the
-    /// benchmark and diagnostics).
-    #[doc(hidden)]
-    pub fn notices_delivered(&self) -> u64 {
-        self.inner.hub.get().map_or(0, Hub::notices)
+    /// A snapshot of this client's activity: waits registered now, notices and handoffs
+    /// delivered, renewals, leases lost, subscription reconnects, clean-up pending in the
+    /// background. See [`Stats`](crate::Stats) for what each field counts.
+    ///
+    /// Cheap (a few atomic loads and one short lock of the waiters' table) and never touches
+    /// Redis, so it can be polled by a health check or a metrics exporter.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> redfour::Result<()> {
+    /// let locks = redfour::Client::new("redis://127.0.0.1/")?;
+    /// let guard = locks.lock("report").acquire().await?;
+    /// guard.release().await?;
+    /// assert_eq!(locks.stats().waiters, 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn stats(&self) -> crate::Stats {
+        use crate::stats::Counters;
+        let hub = self.inner.hub.get();
+        let counters = &self.inner.ctx.counters;
+        crate::Stats {
+            waiters: hub.map_or(0, Hub::registrations),
+            notices_delivered: hub.map_or(0, Hub::notices),
+            handoffs_received: hub.map_or(0, Hub::handoffs),
+            renewals: Counters::read(&counters.renewals),
+            renewal_failures: Counters::read(&counters.renewal_failures),
+            leases_lost: Counters::read(&counters.leases_lost),
+            subscription_reconnects: hub.map_or(0, Hub::reconnects),
+            background_cleanups_pending: self.inner.ctx.cleanup.pending(),
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::keys::{ttl_millis, Drift};
 use crate::node::{ReleaseResponse, RenewResponse};
 use crate::outcome::{ReleaseOutcome, RenewOutcome};
+use crate::stats::Counters;
 
 /// Why a lease ended while its guard was still alive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,23 +40,59 @@ impl fmt::Display for LeaseLost {
 
 /// Shared between the guard, its keep-alive task and `lost()` futures.
 struct Lease {
-    deadline: Mutex<Instant>,
+    term: Mutex<Term>,
+    /// Signalled at every successful renewal, so that keep-alive reschedules after one it did
+    /// not make.
+    renewed: tokio::sync::Notify,
     drift: Drift,
     lost: watch::Sender<Option<LeaseLost>>,
+    /// The client's [`Stats`](crate::Stats) counters.
+    counters: Arc<Counters>,
+}
+
+/// The lease as the latest renewal (or the acquire) set it.
+#[derive(Clone, Copy)]
+struct Term {
+    deadline: Instant,
+    /// What `ttl()` reports and what keep-alive renews with.
+    ttl: Duration,
+    /// When the renewal that set this term was sent (at first, when the guard was made).
+    sent: Instant,
 }
 
 impl Lease {
-    fn deadline(&self) -> Instant {
-        *self.deadline.lock().unwrap_or_else(|p| p.into_inner())
+    fn term(&self) -> Term {
+        *self.term.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn deadline(&self) -> Instant {
+        self.term().deadline
+    }
+
+    fn ttl(&self) -> Duration {
+        self.term().ttl
+    }
+
+    /// A renewal sent at `sent` with `ttl` succeeded. Renewals that overlap (keep-alive's and a
+    /// `renew_with`) go out in order on one connection and the server applies the last one
+    /// sent, so an answer to an earlier one that comes back later changes nothing.
     fn extend(&self, sent: Instant, ttl: Duration) {
-        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) =
-            crate::lease::lease_deadline(sent, ttl, self.drift);
+        {
+            let mut term = self.term.lock().unwrap_or_else(|p| p.into_inner());
+            if sent < term.sent {
+                return;
+            }
+            *term = Term {
+                deadline: crate::lease::lease_deadline(sent, ttl, self.drift),
+                ttl,
+                sent,
+            };
+        }
+        self.renewed.notify_one();
     }
 
     fn mark_lost(&self, why: LeaseLost) {
-        self.lost.send_if_modified(|l| {
+        let first = self.lost.send_if_modified(|l| {
             if l.is_none() {
                 *l = Some(why);
                 true
@@ -63,6 +100,9 @@ impl Lease {
                 false
             }
         });
+        if first {
+            Counters::bump(&self.counters.leases_lost);
+        }
     }
 
     fn lost_now(&self) -> Option<LeaseLost> {
@@ -77,8 +117,9 @@ impl Lease {
 /// [`LockBuilder::try_acquire`](crate::LockBuilder::try_acquire).
 ///
 /// The lease is counted on this process's monotonic clock from the moment the acquire was
-/// *sent*, minus a drift margin (1% of the ttl + 2 ms): [`deadline`](LockGuard::deadline) is
-/// therefore never later than the server's expiry. Past it, another client may hold the lock;
+/// *sent*, minus the client's drift margin ([`ClientBuilder::clock_drift`](crate::ClientBuilder::clock_drift),
+/// by default 1% of the ttl + 2 ms): [`deadline`](LockGuard::deadline) is therefore never
+/// later than the server's expiry, as long as the clocks drift apart by less than that margin. Past it, another client may hold the lock;
 /// pass [`index`](LockGuard::index) to the resources you write so they can reject stale
 /// writers.
 ///
@@ -91,7 +132,6 @@ pub struct LockGuard {
     id: String,
     key: String,
     index: i64,
-    ttl: Duration,
     immediate: bool,
     lease: Arc<Lease>,
     keep_alive: Option<JoinHandle<()>>,
@@ -103,7 +143,7 @@ impl fmt::Debug for LockGuard {
         f.debug_struct("LockGuard")
             .field("key", &self.key)
             .field("index", &self.index)
-            .field("ttl", &self.ttl)
+            .field("ttl", &self.ttl())
             .field("remaining", &self.remaining())
             .field("keep_alive", &self.keep_alive.is_some())
             .finish_non_exhaustive()
@@ -127,9 +167,15 @@ impl LockGuard {
     ) -> LockGuard {
         let (lost, _) = watch::channel(None);
         let lease = Arc::new(Lease {
-            deadline: Mutex::new(deadline),
+            term: Mutex::new(Term {
+                deadline,
+                ttl,
+                sent: Instant::now(),
+            }),
+            renewed: tokio::sync::Notify::new(),
             drift: client.ctx().config.drift,
             lost,
+            counters: client.ctx().counters.clone(),
         });
         tracing::debug!(
             key,
@@ -151,7 +197,6 @@ impl LockGuard {
                     client.clone(),
                     key.clone(),
                     index,
-                    ttl,
                     lease.clone(),
                     first,
                     keep_alive,
@@ -164,7 +209,6 @@ impl LockGuard {
             id,
             key,
             index,
-            ttl,
             immediate,
             lease,
             keep_alive,
@@ -184,9 +228,12 @@ impl LockGuard {
         self.index
     }
 
-    /// The ttl the lock was acquired (or last renewed) with.
+    /// The ttl the lock was acquired with, or last renewed with: a successful
+    /// [`renew_with`](LockGuard::renew_with) changes it, and so changes what
+    /// [`renew`](LockGuard::renew) and keep-alive renew with from then on. A failed or
+    /// refused renewal leaves it as it was.
     pub fn ttl(&self) -> Duration {
-        self.ttl
+        self.lease.ttl()
     }
 
     /// Whether the first attempt won (no waiting was needed).
@@ -265,8 +312,8 @@ impl LockGuard {
         }
     }
 
-    /// Resets the lock's expiry to the guard's ttl and moves the deadline, if this guard still
-    /// holds the lock. A `missing` or `conflict` answer marks the lease lost.
+    /// Resets the lock's expiry to the guard's [`ttl`](LockGuard::ttl) and moves the deadline,
+    /// if this guard still holds the lock. A `missing` or `conflict` answer marks the lease lost.
     ///
     /// # Errors
     ///
@@ -280,10 +327,12 @@ impl LockGuard {
     /// Dropping the future after the request was sent does not cancel it on the server, but
     /// the deadline only moves when the answer is read.
     pub async fn renew(&self) -> Result<RenewResponse> {
-        self.renew_with(self.ttl).await
+        self.renew_with(self.lease.ttl()).await
     }
 
-    /// As [`renew`](LockGuard::renew), with another ttl for this renewal.
+    /// As [`renew`](LockGuard::renew), with another ttl. When the renewal succeeds, `ttl`
+    /// becomes the guard's [`ttl`](LockGuard::ttl): later renewals, keep-alive's included,
+    /// use it too (keep-alive also renews every `ttl`/3 from then on).
     ///
     /// # Errors
     ///
@@ -322,8 +371,9 @@ impl LockGuard {
     /// # Errors
     ///
     /// Redis faults as [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) or
-    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout); the guard is consumed anyway and one
-    /// more release is scheduled in the background.
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout), after the retries that
+    /// [`Client::release_lock`](crate::Client::release_lock) makes; the guard is consumed anyway
+    /// and one more release is scheduled in the background.
     ///
     /// # Cancel safety
     ///
@@ -378,9 +428,18 @@ async fn renew_once(
     lease: &Lease,
 ) -> Result<RenewOutcome> {
     let sent = Instant::now();
-    let result = client.engine().renew(key, index, ttl_ms).await?;
+    let result = match client.engine().renew(key, index, ttl_ms).await {
+        Ok(result) => result,
+        Err(e) => {
+            Counters::bump(&lease.counters.renewal_failures);
+            return Err(e);
+        }
+    };
     match result {
-        RenewOutcome::Renewed => lease.extend(sent, ttl),
+        RenewOutcome::Renewed => {
+            Counters::bump(&lease.counters.renewals);
+            lease.extend(sent, ttl);
+        }
         RenewOutcome::Missing => {
             tracing::warn!(key, index, "lease lost: the lock is gone from the server");
             lease.mark_lost(LeaseLost::Missing);
@@ -394,22 +453,32 @@ async fn renew_once(
 }
 
 /// Renews every ttl/3 until the lease is lost (or, with `repeat` off, renews once: the claim
-/// of a handed-over lock); never outlives its guard (aborted on drop).
+/// of a handed-over lock); never outlives its guard (aborted on drop). The ttl is the lease's
+/// current one, read at each renewal, so that a `renew_with` in between sticks.
 async fn keep_alive_loop(
     client: Client,
     key: String,
     index: i64,
-    ttl: Duration,
     lease: Arc<Lease>,
     first: Duration,
     repeat: bool,
 ) {
-    let period = (ttl / 3).max(Duration::from_millis(1));
-    let Ok(ttl_ms) = ttl_millis(ttl) else { return };
     let mut next = Instant::now() + first;
     loop {
         let deadline = lease.deadline();
-        tokio::time::sleep_until(next.min(deadline).into()).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(next.min(deadline).into()) => {}
+            () = lease.renewed.notified() => {
+                // A renewal succeeded meanwhile (`renew_with`, or this loop's own): the next
+                // one is due a third of its ttl from now.
+                next = Instant::now() + (lease.ttl() / 3).max(Duration::from_millis(1));
+                continue;
+            }
+        }
+        // Read after the sleep, so that a `renew_with` meanwhile sets the ttl renewed with.
+        let ttl = lease.ttl();
+        let period = (ttl / 3).max(Duration::from_millis(1));
+        let Ok(ttl_ms) = ttl_millis(ttl) else { return };
         if lease.lost.borrow().is_some() {
             return;
         }

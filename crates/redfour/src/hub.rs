@@ -86,6 +86,10 @@ struct Shared {
     /// Subscriptions up (several with Redlock).
     live: AtomicUsize,
     notices: AtomicU64,
+    /// Handoff notices that reached a registered waiter.
+    handoffs: AtomicU64,
+    /// Subscriptions that came back after they had been up and dropped.
+    reconnects: AtomicU64,
     /// The client's own handoff channel (Node layout with the fair queue).
     handoff_channel: Option<String>,
     /// Whether waiters queue (and so get tokens and handoffs).
@@ -148,6 +152,7 @@ impl Shared {
         match slot {
             Some(slot) => {
                 self.notices.fetch_add(1, Ordering::Relaxed);
+                self.handoffs.fetch_add(1, Ordering::Relaxed);
                 // Its own target, so that a profiler can time the notice's arrival alone.
                 tracing::trace!(target: "redfour::handoff_notice", key, index, "handoff notice");
                 *lock(&slot.handoff) = Some(handoff);
@@ -256,6 +261,8 @@ impl Hub {
             state,
             live: AtomicUsize::new(0),
             notices: AtomicU64::new(0),
+            handoffs: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
             handoff_channel,
             fair: fair_on,
             client_token,
@@ -343,6 +350,16 @@ impl Hub {
     /// Notices (release or handoff) delivered to waiters so far.
     pub(crate) fn notices(&self) -> u64 {
         self.shared.notices.load(Ordering::Relaxed)
+    }
+
+    /// Handoff notices that reached a registered waiter so far.
+    pub(crate) fn handoffs(&self) -> u64 {
+        self.shared.handoffs.load(Ordering::Relaxed)
+    }
+
+    /// Subscriptions that came back after they had been up and dropped, so far.
+    pub(crate) fn reconnects(&self) -> u64 {
+        self.shared.reconnects.load(Ordering::Relaxed)
     }
 }
 
@@ -518,6 +535,8 @@ async fn run(
 ) {
     let mut use_resp3 = true;
     let mut backoff = Backoff::new(Duration::from_millis(25), Duration::from_secs(2));
+    // Whether a session of this task was up before: the next one to come up is a reconnect.
+    let mut again = false;
     loop {
         // A failover the sentinels announce ends the session: subscribe at the new master.
         // Watched from before the master is looked up, so that a switch meanwhile counts.
@@ -554,9 +573,9 @@ async fn run(
             match client {
                 Ok(client) => match (resp3_client(&client), use_resp3) {
                     (Some(resp3), true) => {
-                        run_resp3(&shared, &resp3, &channels, connect_timeout).await
+                        run_resp3(&shared, &resp3, &channels, connect_timeout, again).await
                     }
-                    _ => run_resp2(&shared, &client, &channels, connect_timeout).await,
+                    _ => run_resp2(&shared, &client, &channels, connect_timeout, again).await,
                 },
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot find the master to subscribe to");
@@ -577,7 +596,10 @@ async fn run(
             sentinel.forget();
         }
         match outcome {
-            Session::Ended => backoff.reset(),
+            Session::Ended => {
+                again = true;
+                backoff.reset();
+            }
             Session::Failed => {}
             Session::NoResp3 => {
                 tracing::debug!("the server does not speak RESP3; subscribing with RESP2");
@@ -613,10 +635,14 @@ enum Session {
     HubGone,
 }
 
-fn mark_subscribed(shared: &Weak<Shared>, channels: &[String]) -> bool {
+/// `again`: an earlier session of the same subscriber task was up (a reconnect).
+fn mark_subscribed(shared: &Weak<Shared>, channels: &[String], again: bool) -> bool {
     let Some(shared) = shared.upgrade() else {
         return false;
     };
+    if again {
+        shared.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
     shared.live.fetch_add(1, Ordering::Relaxed);
     shared.state.send_modify(|s| {
         s.subscribed = true;
@@ -671,6 +697,7 @@ async fn run_resp3(
     client: &redis::Client,
     channels: &[String],
     connect_timeout: Duration,
+    again: bool,
 ) -> Session {
     let disconnected = Arc::new(Notify::new());
     let sender = {
@@ -707,7 +734,7 @@ async fn run_resp3(
     };
     match tokio::time::timeout(connect_timeout, connect).await {
         Ok(Ok(conn)) => {
-            if !mark_subscribed(shared, channels) {
+            if !mark_subscribed(shared, channels, again) {
                 return Session::HubGone;
             }
             disconnected.notified().await;
@@ -734,10 +761,11 @@ async fn run_resp2(
     client: &redis::Client,
     channels: &[String],
     connect_timeout: Duration,
+    again: bool,
 ) -> Session {
     match tokio::time::timeout(connect_timeout, subscribe(client, channels)).await {
         Ok(Ok(pubsub)) => {
-            if !mark_subscribed(shared, channels) {
+            if !mark_subscribed(shared, channels, again) {
                 return Session::HubGone;
             }
             let mut messages = pubsub.into_on_message();
@@ -859,7 +887,7 @@ async fn run_cluster(
         }
         backoff.wait().await;
     };
-    if !mark_subscribed(&shared, &[]) {
+    if !mark_subscribed(&shared, &[], false) {
         return;
     }
     while let Some(order) = orders.recv().await {

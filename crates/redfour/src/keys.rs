@@ -34,6 +34,13 @@ pub(crate) enum Layout {
     /// `…}:index`, the queue `…}:queue` and `…}:waiters`, and the sharded channels `…}:release`
     /// and `…}:handoff`. Lock keys end with `}` and the others with a fixed suffix, so no two
     /// locks share a name.
+    ///
+    /// Every key expires. The counter lives one hour after the last index taken from it
+    /// (`REDFOUR_COUNTER_LIFE_MS` in `scripts/common.lua`): indexes are floored at the server
+    /// clock, so a counter that expires loses nothing unless that clock steps back by more
+    /// than that, and lock ids used once do not leave a key each forever. The scripts tell a
+    /// per-lock counter from Node's shared one (which never expires: Node's wire format) by its
+    /// name being exactly the lock key plus `:index`, as [`Namespace::counter`] builds it.
     Cluster,
 }
 

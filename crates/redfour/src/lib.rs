@@ -57,9 +57,10 @@
 //!
 //! The keys are Node's: the lock is the hash `{ns}:{id}` with the field `index` (plus `host`,
 //! `pid`, `acquired_at`, `attempt`, an optional `description` and, on a lock handed to a
-//! queued waiter, `handoff`, all of which Node ignores), the counter is `{ns}index`, and
-//! releases are announced on the channel `{ns}-release` with the lock key as the message. The
-//! index is stored in plain decimal, from 1 to [`MAX_INDEX`] (2^53 − 1); a lock hash with
+//! queued waiter, `handoff`, all of which Node ignores), the counter is `{ns}index` (a string
+//! without expiry, as Node keeps it), and releases are announced on the channel `{ns}-release`
+//! with the lock key as the message. The fair queue's own keys, `{ns}-queue:{id}` and
+//! `{ns}-waiters:{id}`, expire on their own. The index is stored in plain decimal, from 1 to [`MAX_INDEX`] (2^53 − 1); a lock hash with
 //! anything else there, or without expiry, is [`ErrorKind::CorruptData`] for every operation
 //! and is never changed.
 //!
@@ -121,9 +122,19 @@
 //!
 //! # Connections
 //!
-//! A [`Client`] uses at most two connections, whatever the number of locks and waiters: one
-//! multiplexed command connection that reconnects by itself, and one subscription shared by all
-//! waiters. Scripts run with `EVALSHA` and are reloaded when the server answers `NOSCRIPT`.
+//! A [`Client`] uses a small fixed number of connections, whatever the number of locks and
+//! waiters. Each is opened at first use and reconnects by itself.
+//!
+//! | topology | connections |
+//! |---|---|
+//! | single server | one multiplexed command connection, and one subscription shared by all waiters (opened at the first wait): two |
+//! | … with [`replica_acks`](ClientBuilder::replica_acks) | one more command connection for the acquires and handoff claims that `WAIT` (it blocks its connection): three |
+//! | Sentinel | the same two (three) to the master, plus one subscription to a sentinel for `+switch-master`, and brief connections to the sentinels whenever the master is looked up (at the start, after a failure) |
+//! | Cluster | one connection per node, masters and replicas (the cluster client's), for commands; as many for the waiters' sharded subscriptions; as many again with `replica_acks` |
+//! | Redlock | per master, one command connection and one subscription |
+//!
+//! [`Client::stats`] counts the subscription's reconnections. Scripts run with `EVALSHA` and
+//! are reloaded when the server answers `NOSCRIPT`.
 //!
 //! # Features
 //!
@@ -157,6 +168,7 @@ mod keys;
 mod lease;
 mod redact;
 mod scripts;
+mod stats;
 mod wait;
 
 #[cfg(feature = "blocking")]
@@ -172,3 +184,4 @@ pub use outcome::{LockStatus, ReleaseOutcome, RenewOutcome};
 
 /// The redis crate this library is built on, for [`Client::from_redis_client`].
 pub use redis;
+pub use stats::Stats;

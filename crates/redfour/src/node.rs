@@ -216,11 +216,14 @@ impl Client {
     ///
     /// [`ErrorKind::InvalidInput`] for an empty id or an index under 1;
     /// [`ErrorKind::CorruptData`] when the key holds foreign data (left untouched);
-    /// [`ErrorKind::Unavailable`] / [`ErrorKind::Timeout`] for Redis faults, after one more try
-    /// on a fresh connection (after a timeout the lock may or may not have been released;
-    /// retrying is safe). When the first try broke off and the second answers, the second's
-    /// answer is returned: `expired` or `conflict` may then mean that the first one released
-    /// the lock.
+    /// [`ErrorKind::Unavailable`] / [`ErrorKind::Timeout`] for Redis faults, once four tries
+    /// have failed: after a transient fault (unreachable, timed out) the release is sent up to
+    /// three more times, 0, 50 and 200 ms apart, while the connection reconnects by itself
+    /// (after a timeout the lock may or may not have been released; retrying is safe). Any
+    /// other error ends it at once. When an earlier try broke off and a later one answers, the
+    /// later one's answer is returned: `expired` or `conflict` may then mean that an earlier
+    /// try released the lock. With Redlock each master gets these tries, and the release fails
+    /// only when no master answered.
     ///
     /// # Cancel safety
     ///

@@ -108,6 +108,9 @@ fn low_level_mapping_and_keep_alive() {
             .success
     );
     assert!(locks.release_lock("x", a.index).unwrap().success);
+    // `renew_lock` is no guard's renewal; the wait above left no registration.
+    assert_eq!(locks.stats().renewals, 0);
+    assert_eq!(locks.stats().waiters, 0);
 
     let g = locks
         .lock("ka")
@@ -123,6 +126,9 @@ fn low_level_mapping_and_keep_alive() {
         g.wait_lost(Duration::from_secs(2)),
         Some(redfour::LeaseLost::Missing)
     );
+    let stats = locks.stats();
+    assert!(stats.renewals >= 1, "{stats:?}");
+    assert_eq!(stats.leases_lost, 1, "{stats:?}");
     assert_eq!(g.release().unwrap().result, ReleaseOutcome::Expired);
 }
 

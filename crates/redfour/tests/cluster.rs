@@ -93,7 +93,7 @@ async fn waiters_in_other_clients_are_woken_on_each_slot() {
         let (got, took) = hand_over(guard, waiting).await;
         assert!(took < Duration::from_secs(3), "{id}: woken after {took:?}");
         got.release().await.unwrap();
-        assert!(wait_until_async(DEADLINE, || async { waiter.waiter_registrations() == 0 }).await);
+        assert!(wait_until_async(DEADLINE, || async { waiter.stats().waiters == 0 }).await);
     }
 }
 
@@ -272,4 +272,127 @@ async fn a_user_with_the_documented_cluster_rule_can_do_everything() {
         };
         assert!(log.is_empty(), "refused: {log:?}");
     }
+}
+
+/// Every key of namespace `ns` on master `node`, with its PTTL (SCAN, then PTTL each).
+fn keys_with_pttl(node: &redfour_test::RedisServer, ns: &str) -> Vec<(String, i64)> {
+    let pattern = format!("{{{ns}:*");
+    let mut cursor = "0".to_owned();
+    let mut found = Vec::new();
+    loop {
+        let reply = node.cmd(&["SCAN", &cursor, "MATCH", &pattern, "COUNT", "1000"]);
+        let redis::Value::Array(parts) = reply else {
+            panic!("SCAN answered {reply:?}");
+        };
+        let [next, redis::Value::Array(keys)] = &parts[..] else {
+            panic!("SCAN answered {parts:?}");
+        };
+        for key in keys {
+            let key = value_text(key).expect("a key name");
+            let pttl = match node.cmd(&["PTTL", &key]) {
+                redis::Value::Int(ms) => ms,
+                other => panic!("PTTL {key}: {other:?}"),
+            };
+            found.push((key, pttl));
+        }
+        cursor = value_text(next).expect("a cursor");
+        if cursor == "0" {
+            return found;
+        }
+    }
+}
+
+/// The cluster layout leaves nothing behind for good: once every lock is released (or dropped,
+/// or handed over, or waited for in vain) and its ttl has passed, every key of the namespace
+/// left on any master expires, the per-lock fencing counters `{NS:ID}:index` included (they used
+/// to stay forever, one per lock id ever used).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_key_of_a_namespace_is_left_without_an_expiry() {
+    const NS: &str = "leak";
+    const IDS: usize = 12;
+    let ttl = Duration::from_secs(1);
+    let cluster = RedisCluster::start(3, 0);
+    let a = cluster_builder(&cluster).namespace(NS).build().unwrap();
+    let b = cluster_builder(&cluster).namespace(NS).build().unwrap();
+
+    for n in 0..IDS {
+        let guard = a
+            .lock(format!("id-{n}"))
+            .ttl(ttl)
+            .try_acquire()
+            .await
+            .unwrap();
+        guard.expect("free lock").release().await.unwrap();
+    }
+    // Handed over to a waiter in another client (with the fair queue: its queue keys).
+    let held = a
+        .lock("handed")
+        .ttl(ttl)
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free lock");
+    let waiting = spawn_waiter(&b, "handed", Duration::from_secs(10)).await;
+    let (got, _) = hand_over(held, waiting).await;
+    got.release().await.unwrap();
+    // A waiter that gives up, then a holder that lets go.
+    let held = a
+        .lock("given-up")
+        .ttl(ttl)
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free lock");
+    let gave_up = b
+        .lock("given-up")
+        .ttl(ttl)
+        .wait(Duration::from_millis(300))
+        .acquire()
+        .await;
+    assert!(gave_up.is_err(), "{gave_up:?}");
+    held.release().await.unwrap();
+    // A guard dropped (released in the background), and one left to expire on the server.
+    drop(
+        a.lock("dropped")
+            .ttl(ttl)
+            .try_acquire()
+            .await
+            .unwrap()
+            .expect("free lock"),
+    );
+    let expired = a.acquire_lock("expired", ttl).await.unwrap();
+    assert!(expired.success);
+    assert!(a.settle(DEADLINE).await && b.settle(DEADLINE).await);
+
+    // Every lock is gone (the last one at the end of its ttl).
+    let masters = cluster.master_indexes();
+    let locks_left = || {
+        masters
+            .iter()
+            .flat_map(|&m| keys_with_pttl(&cluster.nodes()[m], NS))
+            .filter(|(key, _)| key.ends_with('}'))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_until_async(DEADLINE, || async { locks_left().is_empty() }).await,
+        "locks left: {:?}",
+        locks_left()
+    );
+
+    let mut counters = 0;
+    for &m in &masters {
+        for (key, pttl) in keys_with_pttl(&cluster.nodes()[m], NS) {
+            // -2: it expired between SCAN and PTTL.
+            assert!(
+                pttl > 0 || pttl == -2,
+                "master {m}: `{key}` has no expiry (PTTL {pttl})"
+            );
+            if key.ends_with("}:index") && pttl > 0 {
+                counters += 1;
+                assert!(pttl <= 3_600_000, "`{key}` lives for {pttl} ms");
+            }
+        }
+    }
+    // One counter per lock id (they outlive the locks, so that indexes keep increasing).
+    assert_eq!(counters, IDS + 4, "counters found");
 }

@@ -40,7 +40,7 @@ async fn password_in_the_url_is_used_and_never_shown() {
     });
     assert!(
         redfour_test::wait_until_async(common::DEADLINE, || {
-            let n = locks.waiter_registrations();
+            let n = locks.stats().waiters;
             async move { n == 1 }
         })
         .await
@@ -446,7 +446,7 @@ async fn every_operation(
     }));
     let waiting = redfour_test::wait_until_async(common::DEADLINE, || async {
         waiter.0.is_finished()
-            || (locks.waiter_registrations() == 1
+            || (locks.stats().waiters == 1
                 && common::numsub(server, "lock-release") == 1
                 && common::command_calls(server, "evalsha") > attempts)
     })
@@ -456,13 +456,13 @@ async fn every_operation(
         let early = (&mut waiter.0).await.expect("waiter task")?;
         panic!("the waiter got a held lock: {early:?}");
     }
-    let notices = locks.notices_delivered();
+    let notices = locks.stats().notices_delivered;
     guard.release().await?;
     let second = tokio::time::timeout(Duration::from_secs(5), &mut waiter.0)
         .await
         .expect("the waiter was not woken by the release notice")
         .expect("waiter task")?;
-    assert!(locks.notices_delivered() > notices);
+    assert!(locks.stats().notices_delivered > notices);
 
     // A waiter that gives up (and leaves the fair queue).
     let gave_up = locks

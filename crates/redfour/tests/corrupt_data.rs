@@ -129,7 +129,7 @@ async fn one_verdict(server: &RedisServer, locks: &Client, stored: &str, verdict
         }
         assert_eq!(snapshot(server, "lock:x"), before, "{}", what("changed"));
         assert_eq!(dbsize(server), 1, "{}", what("other keys written"));
-        assert_eq!(locks.waiter_registrations(), 0);
+        assert_eq!(locks.stats().waiters, 0);
         return;
     };
     let status = locks
@@ -227,7 +227,7 @@ async fn lock_key_holding_a_string() {
     );
     assert_eq!(pttl(&server, "lock:x"), -1, "an expiry was added");
     assert!(!exists(&server, "lockindex"), "the counter was touched");
-    assert_eq!(locks.waiter_registrations(), 0);
+    assert_eq!(locks.stats().waiters, 0);
 }
 
 #[tokio::test]
@@ -509,7 +509,7 @@ async fn invalid_input_is_refused_before_reaching_redis() {
         assert!(e.is_invalid_input(), "{what}: {e:?}");
     }
     assert_eq!(dbsize(&server), 0, "something reached Redis");
-    assert_eq!(locks.waiter_registrations(), 0);
+    assert_eq!(locks.stats().waiters, 0);
 
     // The bounds themselves are accepted.
     let longest = locks.acquire_lock("x", MAX_TTL).await.unwrap();

@@ -88,7 +88,14 @@ fn push_ghost(server: &RedisServer, id: &str, token: &str, expires_ms: i64) {
 fn notices(clients: &[redfour::Client]) -> Vec<u64> {
     clients
         .iter()
-        .map(redfour::Client::notices_delivered)
+        .map(|c| c.stats().notices_delivered)
+        .collect()
+}
+
+fn handoffs(clients: &[redfour::Client]) -> Vec<u64> {
+    clients
+        .iter()
+        .map(|c| c.stats().handoffs_received)
         .collect()
 }
 
@@ -302,6 +309,11 @@ async fn release_hands_over_directly_with_one_notice() {
             expected,
             "after handoff {w}: one notice per handoff, to the new holder's client only"
         );
+        assert_eq!(
+            handoffs(&clients),
+            expected,
+            "after handoff {w}: one handoff received, by the new holder's client only"
+        );
         assert!(
             listener.messages().is_empty(),
             "a handoff published on the release channel: {:?}",
@@ -318,6 +330,8 @@ async fn release_hands_over_directly_with_one_notice() {
         vec![("lock-release".to_owned(), "lock:handoff".to_owned())]
     );
     assert_eq!(notices(&clients), vec![1; WAITERS]);
+    assert_eq!(handoffs(&clients), vec![1; WAITERS]);
+    assert_eq!(holder.stats().handoffs_received, 0);
     assert_eq!(queued(&server, "handoff"), 0);
     assert_eq!(entries(&server, "handoff"), 0);
 }
@@ -345,11 +359,11 @@ async fn unfair_release_notifies_every_waiter() {
         spawn_waiter(&waiters, "stampede", TTL, w, &tx);
     }
     let waiting = wait_until_async(DEADLINE, || async {
-        waiters.waiter_registrations() == WAITERS && common::numsub(&server, "lock-release") == 1
+        waiters.stats().waiters == WAITERS && common::numsub(&server, "lock-release") == 1
     })
     .await;
-    assert!(waiting, "registrations: {}", waiters.waiter_registrations());
-    assert_eq!(waiters.notices_delivered(), 0);
+    assert!(waiting, "registrations: {}", waiters.stats().waiters);
+    assert_eq!(waiters.stats().notices_delivered, 0);
 
     assert_eq!(
         held.release().await.unwrap().result,
@@ -359,11 +373,18 @@ async fn unfair_release_notifies_every_waiter() {
         let (_, guard) = next_guard(&mut rx).await;
         guard.release().await.unwrap();
     }
-    let delivered = waiters.notices_delivered();
+    let delivered = waiters.stats().notices_delivered;
     assert!(
         delivered >= WAITERS as u64,
         "{delivered} notices for {WAITERS} waiters"
     );
+    if !common::fair_mode() {
+        assert_eq!(
+            waiters.stats().handoffs_received,
+            0,
+            "a broadcast is not a handoff"
+        );
+    }
 }
 
 /// Entries of waiters that are gone (expired, unreadable, missing) at the head of the queue
@@ -564,7 +585,7 @@ async fn cancelled_waiters_leave_the_queue() {
     }
 
     assert_left(&server, "dropped during their first attempt").await;
-    assert_eq!(waiters.waiter_registrations(), 0);
+    assert_eq!(waiters.stats().waiters, 0);
 
     let listener = Listener::start(&server, "lock-release").await;
     assert_eq!(
@@ -623,6 +644,8 @@ async fn settle_waits_for_the_clean_up_of_dropped_waits_and_guards() {
     );
     // Nothing pending: true at once, even with no time to wait.
     assert!(holder.settle(Duration::ZERO).await);
+    assert_eq!(holder.stats().background_cleanups_pending, 0);
+    assert_eq!(waiters.stats().background_cleanups_pending, 0);
 }
 
 /// The first waiter is aborted just as the holder releases (at varying moments around the
@@ -704,8 +727,8 @@ async fn a_handoff_to_a_waiter_dropped_meanwhile_is_passed_on() {
         let clean = wait_until_async(DEADLINE, || async {
             queued(&server, "race") == 0
                 && entries(&server, "race") == 0
-                && first.waiter_registrations() == 0
-                && second.waiter_registrations() == 0
+                && first.stats().waiters == 0
+                && second.stats().waiters == 0
         })
         .await;
         assert!(clean, "round {round}: the queue was not cleaned up");
@@ -748,7 +771,7 @@ async fn a_late_notice_for_a_handoff_already_taken_is_ignored() {
     server.cmd(&["PUBLISH", "lock-release", "lock:late"]);
     let (_, guard) = next_guard(&mut rx).await;
     assert_eq!(guard.index().to_string(), index);
-    assert_eq!(waiter.waiter_registrations(), 0);
+    assert_eq!(waiter.stats().waiters, 0);
 
     // Now the notice arrives.
     let (client_token, _) = token.rsplit_once('/').expect("token = client/waiter");

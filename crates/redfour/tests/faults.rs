@@ -15,7 +15,7 @@ use common::{client, command_calls, exists, numsub, retry_transient, stored_inde
 /// more `EVALSHA` than `evalsha_before`), so that a fault injected next hits a waiting task.
 async fn until_waiting(server: &RedisServer, waiter: &redfour::Client, evalsha_before: u64) {
     let waiting = wait_until_async(DEADLINE, || async {
-        waiter.waiter_registrations() == 1
+        waiter.stats().waiters == 1
             && numsub(server, "lock-release") == 1
             && command_calls(server, "evalsha") > evalsha_before
     })
@@ -324,7 +324,7 @@ async fn unreachable_redis_is_unavailable() {
         .unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
     within(started, "a bounded wait");
-    assert_eq!(locks.waiter_registrations(), 0);
+    assert_eq!(locks.stats().waiters, 0);
 }
 
 /// The URL points at something that is not Redis (here, an HTTP server): the handshake reply
@@ -454,4 +454,121 @@ async fn a_lock_won_after_its_ttl_is_not_held_and_is_released() {
         .await
         .unwrap();
     assert!(held.success, "{held:?}");
+}
+
+/// `stats().subscription_reconnects` counts the waiters' subscription coming back after a
+/// restart of Redis, and not its first subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_a_subscription_reconnect() {
+    let mut server = RedisServer::start();
+    let holder = client(&server);
+    let waiter = client(&server);
+    let held = holder
+        .acquire_lock("resubscribed", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(held.success);
+    let before = command_calls(&server, "evalsha");
+    let task = tokio::spawn({
+        let waiter = waiter.clone();
+        async move {
+            waiter
+                .lock("resubscribed")
+                .wait(Duration::from_secs(30))
+                .acquire()
+                .await
+        }
+    });
+    until_waiting(&server, &waiter, before).await;
+    assert_eq!(waiter.stats().subscription_reconnects, 0);
+
+    tokio::task::block_in_place(|| {
+        server.stop();
+        server.restart();
+    });
+    assert!(
+        wait_until_async(DEADLINE, || async {
+            waiter.stats().subscription_reconnects == 1 && numsub(&server, "lock-release") == 1
+        })
+        .await,
+        "no reconnect counted: {:?}\n{}",
+        waiter.stats(),
+        server.log()
+    );
+    // The restart forgot the lock: the waiter takes it.
+    let guard = tokio::time::timeout(DEADLINE, task)
+        .await
+        .expect("the waiter got the lock")
+        .unwrap()
+        .unwrap();
+    guard.release().await.unwrap();
+    assert_eq!(
+        holder.stats().subscription_reconnects,
+        0,
+        "the holder never subscribed"
+    );
+}
+
+/// `stats().renewal_failures` counts a renewal that got no answer; `renewals` does not move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_a_failed_renewal() {
+    let mut server = RedisServer::start();
+    let locks = client(&server);
+    let guard = locks
+        .lock("unrenewed")
+        .ttl(Duration::from_secs(30))
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free lock");
+    tokio::task::block_in_place(|| server.stop());
+    let failed = guard.renew().await;
+    assert!(failed.is_err(), "{failed:?}");
+    let stats = locks.stats();
+    assert_eq!(
+        (stats.renewal_failures, stats.renewals),
+        (1, 0),
+        "{stats:?}"
+    );
+    assert!(!guard.is_lost(), "a failure alone does not lose the lease");
+    drop(guard);
+}
+
+/// `stats().background_cleanups_pending` counts a dropped guard's release while it cannot
+/// reach Redis (a proxy holds every byte), and returns to zero once it is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_a_pending_background_release() {
+    let server = RedisServer::start();
+    let proxy = redfour_test::Proxy::start(
+        format!("127.0.0.1:{}", server.port())
+            .parse()
+            .expect("address"),
+    )
+    .unwrap();
+    let locks = redfour::Client::builder(proxy.url())
+        .fair(common::fair_mode())
+        .build()
+        .unwrap();
+    let guard = locks
+        .lock("dropped")
+        .ttl(Duration::from_secs(30))
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free lock");
+    assert_eq!(locks.stats().background_cleanups_pending, 0);
+
+    proxy.set_black_hole(true);
+    drop(guard);
+    assert_eq!(locks.stats().background_cleanups_pending, 1);
+    proxy.set_black_hole(false);
+    assert!(
+        wait_until_async(DEADLINE, || async {
+            locks.stats().background_cleanups_pending == 0
+        })
+        .await,
+        "the background release never finished: {:?}",
+        locks.stats()
+    );
+    assert!(!exists(&server, "lock:dropped"));
 }

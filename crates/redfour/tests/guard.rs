@@ -307,3 +307,113 @@ async fn a_guard_from_a_wait_was_not_immediate() {
     );
     assert!(exists(&server, "lock:queue"));
 }
+
+/// `renew_with` sets the guard's ttl: `ttl()` reports it, and keep-alive renews with it from
+/// then on (it used to go on with the acquire's ttl, silently undoing `renew_with`).
+#[tokio::test]
+async fn renew_with_sets_the_ttl_that_keep_alive_renews_with() {
+    let server = RedisServer::start();
+    let locks = client(&server);
+    let short = Duration::from_millis(300);
+    let long = Duration::from_secs(3);
+    let guard = locks
+        .lock("renewed-longer")
+        .ttl(short)
+        .keep_alive(true)
+        .acquire()
+        .await
+        .unwrap();
+    assert_eq!(guard.ttl(), short);
+
+    let renewed = guard.renew_with(long).await.unwrap();
+    assert_eq!(renewed.result, RenewOutcome::Renewed);
+    assert_eq!(guard.ttl(), long);
+
+    // The next keep-alive renewal (a third of the new ttl later) keeps the new ttl.
+    let renewals = locks.stats().renewals;
+    assert!(
+        redfour_test::wait_until_async(DEADLINE, || async { locks.stats().renewals > renewals })
+            .await,
+        "keep-alive never renewed: {:?}",
+        locks.stats()
+    );
+    let left = pttl(&server, "lock:renewed-longer");
+    assert!(
+        left > short.as_millis() as i64,
+        "keep-alive renewed with the acquire's ttl: PTTL {left} ms"
+    );
+    assert_eq!(guard.ttl(), long);
+    assert!(!guard.is_lost(), "{:?}", guard.lost_reason());
+
+    // And `renew` renews with it too.
+    assert_eq!(guard.renew().await.unwrap().result, RenewOutcome::Renewed);
+    assert!(pttl(&server, "lock:renewed-longer") > short.as_millis() as i64);
+    guard.release().await.unwrap();
+}
+
+/// `stats().renewals` counts the guard's successful renewals, explicit and keep-alive.
+#[tokio::test]
+async fn stats_count_renewals() {
+    let server = RedisServer::start();
+    let locks = client(&server);
+    assert_eq!(locks.stats(), redfour::Stats::default());
+    let guard = locks
+        .lock("counted")
+        .ttl(Duration::from_secs(5))
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free lock");
+    assert_eq!(locks.stats().renewals, 0);
+    guard.renew().await.unwrap();
+    assert_eq!(locks.stats().renewals, 1);
+    // Clones share the counters.
+    assert_eq!(locks.clone().stats().renewals, 1);
+
+    let kept = locks
+        .lock("counted-kept")
+        .ttl(Duration::from_millis(300))
+        .keep_alive(true)
+        .acquire()
+        .await
+        .unwrap();
+    assert!(
+        redfour_test::wait_until_async(DEADLINE, || async { locks.stats().renewals >= 3 }).await,
+        "keep-alive renewals not counted: {:?}",
+        locks.stats()
+    );
+    let stats = locks.stats();
+    assert_eq!((stats.renewal_failures, stats.leases_lost), (0, 0));
+    kept.release().await.unwrap();
+    guard.release().await.unwrap();
+}
+
+/// `stats().leases_lost` counts a lease lost by deleting the key, once per guard.
+#[tokio::test]
+async fn stats_count_a_lease_lost_once() {
+    let server = RedisServer::start();
+    let locks = client(&server);
+    let guard = locks
+        .lock("counted-lost")
+        .ttl(Duration::from_millis(300))
+        .keep_alive(true)
+        .acquire()
+        .await
+        .unwrap();
+    assert_eq!(locks.stats().leases_lost, 0);
+
+    server.cmd(&["DEL", "lock:counted-lost"]);
+    let why = tokio::time::timeout(DEADLINE, guard.lost())
+        .await
+        .expect("lost() did not fire");
+    assert_eq!(why, LeaseLost::Missing);
+    assert_eq!(locks.stats().leases_lost, 1);
+
+    // Later renewals that find it missing again, and the deadline passing, count no more.
+    assert_eq!(guard.renew().await.unwrap().result, RenewOutcome::Missing);
+    tokio::time::timeout(DEADLINE, guard.lost())
+        .await
+        .expect("lost() resolves again");
+    assert_eq!(locks.stats().leases_lost, 1);
+    drop(guard);
+}

@@ -196,3 +196,60 @@ async fn interoperates_with_a_lock_written_by_node() {
     assert!(lock.success, "{lock:?}");
     assert!(lock.index > 7);
 }
+
+/// Node's layout keeps Node's wire format: the shared counter `{ns}index` never expires
+/// (Node redfour's never does), while the fair queue's keys (`{ns}-queue:{id}`,
+/// `{ns}-waiters:{id}`), which Node never reads, expire on their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_counter_never_expires_and_the_queue_keys_do() {
+    let server = RedisServer::start();
+    let holder = common::builder(&server).fair(true).build().unwrap();
+    let waiter = common::builder(&server).fair(true).build().unwrap();
+    let held = holder
+        .lock("queued")
+        .ttl(TTL)
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free lock");
+    assert_eq!(
+        pttl(&server, "lockindex"),
+        -1,
+        "Node's counter has no expiry"
+    );
+
+    let waiting = common::spawn_waiter(&waiter, "queued", TTL).await;
+    assert!(
+        redfour_test::wait_until_async(common::DEADLINE, || async {
+            exists(&server, "lock-queue:queued") && exists(&server, "lock-waiters:queued")
+        })
+        .await,
+        "the waiter never queued"
+    );
+    for key in ["lock-queue:queued", "lock-waiters:queued"] {
+        let left = pttl(&server, key);
+        assert!(left > 0, "`{key}` has no expiry (PTTL {left})");
+    }
+
+    // A handoff takes the next index from the counter too.
+    let first = held.index();
+    let (got, _) = common::hand_over(held, waiting).await;
+    assert!(got.index() > first);
+    assert_eq!(
+        pttl(&server, "lockindex"),
+        -1,
+        "a handoff gave Node's counter an expiry"
+    );
+    assert_eq!(
+        common::text(&server, &["GET", "lockindex"]),
+        Some(got.index().to_string())
+    );
+    got.release().await.unwrap();
+    for key in strings(&server, &["KEYS", "lock*"]) {
+        let left = pttl(&server, &key);
+        assert!(
+            key == "lockindex" || left > 0,
+            "`{key}` is left without an expiry (PTTL {left})"
+        );
+    }
+}

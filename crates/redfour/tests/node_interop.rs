@@ -717,7 +717,7 @@ async fn node_release_wakes_rust_waiter() {
     // The waiter registers for notices, subscribes, then makes its first attempt, which fails:
     // once the server has run it, the waiter is waiting for a notice.
     let attempted = wait_until_async(ANSWER_TIMEOUT, || async {
-        locks.waiter_registrations() >= 1 && script_calls(&server) > calls_before
+        locks.stats().waiters >= 1 && script_calls(&server) > calls_before
     })
     .await;
     assert!(attempted, "the Rust waiter never made its first attempt");
@@ -743,7 +743,7 @@ async fn node_release_wakes_rust_waiter() {
     assert!(guard.index() > node_index);
     let released = guard.release().await.expect("release");
     assert_eq!(released.result, ReleaseOutcome::Released);
-    assert_eq!(locks.waiter_registrations(), 0);
+    assert_eq!(locks.stats().waiters, 0);
     node.quit().await;
 }
 

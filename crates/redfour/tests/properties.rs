@@ -154,7 +154,7 @@ fn waiters_with_any_id_are_woken() {
                 }
             });
             let registered = redfour_test::wait_until_async(Duration::from_secs(5), || {
-                let n = locks.waiter_registrations();
+                let n = locks.stats().waiters;
                 async move { n == 1 }
             })
             .await;

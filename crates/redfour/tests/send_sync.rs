@@ -22,6 +22,7 @@ fn handles_guards_and_errors_are_send_and_sync() {
     assert_send_sync_static::<Error>();
     assert_send_sync_static::<ErrorKind>();
     assert_send_sync_static::<LeaseLost>();
+    assert_send_sync_static::<redfour::Stats>();
     assert_send_sync_static::<AcquireResponse>();
     assert_send_sync_static::<ReleaseResponse>();
     assert_send_sync_static::<ReleaseOutcome>();

@@ -74,7 +74,7 @@ async fn handoff_by_notice(
     // Subscribed, and its first attempt found the lock held: from now on only the release
     // notice (or a poll a minute away) wakes it.
     let waiting = wait_until_async(DEADLINE, || async {
-        waiters.waiter_registrations() == 1
+        waiters.stats().waiters == 1
             && numsub(server, "lock-release") >= 1
             && command_calls(server, "evalsha") > attempts
     })
@@ -84,7 +84,7 @@ async fn handoff_by_notice(
         "the waiter never subscribed and tried\n{}",
         server.log()
     );
-    let notices = waiters.notices_delivered();
+    let notices = waiters.stats().notices_delivered;
 
     let released = Instant::now();
     assert_eq!(
@@ -99,7 +99,7 @@ async fn handoff_by_notice(
     assert!(released.elapsed() < NOTICE);
     assert!(!guard.acquired_immediately());
     assert!(
-        waiters.notices_delivered() > notices,
+        waiters.stats().notices_delivered > notices,
         "no notice reached the waiter"
     );
     assert_eq!(

@@ -97,7 +97,7 @@ async fn sixteen_tasks_increment_exactly() {
     assert_eq!(value.as_deref(), Some("3200"), "{}", server.log());
     assert!(!exists(&server, "lock:counter"));
     for locks in &clients {
-        assert_eq!(locks.waiter_registrations(), 0);
+        assert_eq!(locks.stats().waiters, 0);
     }
 }
 
@@ -173,9 +173,9 @@ async fn dropped_waits_leave_no_registrations_and_no_locks() {
         }));
     }
     assert!(
-        wait_until_async(DEADLINE, || async { waiters.waiter_registrations() == 50 }).await,
+        wait_until_async(DEADLINE, || async { waiters.stats().waiters == 50 }).await,
         "registrations: {}",
-        waiters.waiter_registrations()
+        waiters.stats().waiters
     );
     for task in &tasks {
         task.abort();
@@ -184,14 +184,14 @@ async fn dropped_waits_leave_no_registrations_and_no_locks() {
         let err = task.await.expect_err("the wait cannot have succeeded");
         assert!(err.is_cancelled(), "{err:?}");
     }
-    assert_eq!(waiters.waiter_registrations(), 0);
+    assert_eq!(waiters.stats().waiters, 0);
 
     // Waits dropped by a timeout, in this task.
     for _ in 0..10 {
         let wait = waiters.lock("busy").ttl(Duration::from_secs(30)).acquire();
         let timed_out = tokio::time::timeout(Duration::from_millis(20), wait).await;
         assert!(timed_out.is_err(), "{timed_out:?}");
-        assert_eq!(waiters.waiter_registrations(), 0);
+        assert_eq!(waiters.stats().waiters, 0);
     }
 
     let released = holder.release_lock("busy", held.index).await.unwrap();
@@ -248,5 +248,5 @@ async fn dropped_acquires_do_not_leave_the_lock_held() {
         wins > completed_wins,
         "no attempt won after its caller was gone ({wins} wins, all read): the test proved nothing"
     );
-    assert_eq!(locks.waiter_registrations(), 0);
+    assert_eq!(locks.stats().waiters, 0);
 }

@@ -5,7 +5,7 @@
 //! → `release()` with nothing in between, until the run time is over; a worker that is waiting when the time
 //! runs out finishes that wait. Every release therefore hands the lock to one of the others,
 //! so the acquisition rate is the handoff rate. Per worker, the acquisitions and the longest
-//! single wait are kept; the clients' `notices_delivered()` counters give the wakeups.
+//! single wait are kept; the clients' `stats().notices_delivered` counters give the wakeups.
 
 use std::time::{Duration, Instant};
 
@@ -50,7 +50,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
     }
     let mut conn = ctx.target.connection().await?;
     let rtt = ping_latencies(&mut conn, ctx.params.rtt_warmup, ctx.params.rtt_samples).await?;
-    let notices_before: u64 = clients.iter().map(redfour::Client::notices_delivered).sum();
+    let notices_before: u64 = clients.iter().map(|c| c.stats().notices_delivered).sum();
 
     // A common start a little ahead, so that spawning does not favour the first workers.
     let start = Instant::now() + Duration::from_millis(20);
@@ -89,7 +89,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
     }
     let elapsed = start.elapsed();
 
-    let notices: u64 = clients.iter().map(redfour::Client::notices_delivered).sum();
+    let notices: u64 = clients.iter().map(|c| c.stats().notices_delivered).sum();
     let total: u64 = tallies.iter().map(|t| t.acquisitions).sum();
     let per_worker = tallies.iter().map(|t| t.acquisitions);
     let waits = Latencies::new(tallies.iter().flat_map(|t| t.waits.clone()).collect());

@@ -66,7 +66,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
                 (got, Instant::now())
             }
         });
-        if !poll_until(STEP_LIMIT, || waiter.waiter_registrations() >= 1).await {
+        if !poll_until(STEP_LIMIT, || waiter.stats().waiters >= 1).await {
             return Err("the waiter did not register within 10 s".into());
         }
         let attempted = match attempts_before {

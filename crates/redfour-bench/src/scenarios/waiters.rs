@@ -65,7 +65,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
     // parked waiters.
     let mut registered = false;
     while Instant::now() < deadline {
-        if waiting.waiter_registrations() >= n {
+        if waiting.stats().waiters >= n {
             registered = true;
             break;
         }

@@ -310,6 +310,13 @@ impl Client {
         self.rt.block_on(self.inner.settle(limit))
     }
 
+    /// A snapshot of this client's activity (waits registered, notices, renewals, leases
+    /// lost, …); see [`crate::Client::stats`]. Never touches Redis and never blocks on I/O, so
+    /// it may be called anywhere, inside an async runtime too.
+    pub fn stats(&self) -> crate::Stats {
+        self.inner.stats()
+    }
+
     /// Opens the command connection and sends `PING`; see [`crate::Client::ping`].
     ///
     /// # Errors
@@ -518,7 +525,7 @@ impl LockGuard {
         self.guard().index()
     }
 
-    /// The ttl the lock was acquired with.
+    /// The ttl the lock was acquired or last renewed with; see [`crate::LockGuard::ttl`].
     pub fn ttl(&self) -> Duration {
         self.guard().ttl()
     }

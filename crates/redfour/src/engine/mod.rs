@@ -81,6 +81,9 @@ pub(crate) struct Context {
     pub(crate) attempt_slots: tokio::sync::Semaphore,
     /// Clean-up work running in the background, for [`Client::settle`](crate::Client::settle).
     pub(crate) cleanup: Arc<Cleanup>,
+    /// The counters behind [`Client::stats`](crate::Client::stats), shared with the guards'
+    /// leases.
+    pub(crate) counters: Arc<crate::stats::Counters>,
 }
 
 impl Context {
@@ -99,6 +102,7 @@ impl Context {
             attempts: AtomicU64::new(0),
             attempt_slots: tokio::sync::Semaphore::new(MAX_ATTEMPTS_IN_FLIGHT),
             cleanup: Arc::default(),
+            counters: Arc::default(),
         }
     }
 

@@ -54,12 +54,17 @@ local function redfour_lock(key)
   return pttl, raw
 end
 
--- The next fencing index: the counter plus one, floored at the server clock in microseconds.
--- One call in the usual case: the counter is behind the clock, so the clock is the index and is
--- written while the old value is read (`SET ... GET`). Foreign contents are put back as they
--- were (value and expiry) before the error is raised, all inside this atomic script, so that
--- nobody ever sees them changed; a key of another type is refused by Redis before any write.
-local function redfour_next_index(counter, now_us)
+-- How long a per-lock counter (the cluster layout's `{ns:id}:index`) lives after the last index
+-- taken from it: one hour. Every index is floored at the server clock, so a counter that expires
+-- loses nothing as long as that clock does not step back (or, after a failover, the next
+-- master's clock is not behind) by more than this; and every lock id ever used no longer leaves
+-- a key forever. Node redfour's one shared counter `{ns}index` is its wire format and never
+-- expires: the layout is told by the name, a per-lock counter being exactly the lock key plus
+-- `:index` (`Namespace::counter` in keys.rs), which a Node counter never is.
+local REDFOUR_COUNTER_LIFE_MS = 3600000
+
+-- The counter plus one, floored at `now_us` (see `redfour_next_index`).
+local function redfour_counter_next(counter, now_us)
   local now = string.format('%d', now_us)
   local raw = redis.pcall('SET', counter, now, 'KEEPTTL', 'GET')
   if type(raw) == 'table' and raw.err then
@@ -90,6 +95,20 @@ local function redfour_next_index(counter, now_us)
   return current + 1
 end
 
+-- The next fencing index for the lock `key`: the counter plus one, floored at the server clock
+-- in microseconds. One call in the usual case: the counter is behind the clock, so the clock is
+-- the index and is written while the old value is read (`SET ... GET`). Foreign contents are put
+-- back as they were (value and expiry) before the error is raised, all inside this atomic
+-- script, so that nobody ever sees them changed; a key of another type is refused by Redis
+-- before any write. A per-lock counter gets (back) its expiry with every index taken from it.
+local function redfour_next_index(key, counter, now_us)
+  local index = redfour_counter_next(counter, now_us)
+  if counter == key .. ':index' then
+    redis.call('PEXPIRE', counter, REDFOUR_COUNTER_LIFE_MS)
+  end
+  return index
+end
+
 -- Writes the lock hash of a new holder with `index` (the key is known to be free). The holder
 -- metadata are the field, value pairs of `meta` from position `first` on (ARGV itself, or a
 -- queue entry's list), so that nothing is copied on the way.
@@ -106,7 +125,7 @@ end
 
 -- Takes the next index and writes the lock for a new holder (the key is known to be free).
 local function redfour_grant(key, counter, now_us, ttl, meta, first, token)
-  local index = redfour_next_index(counter, now_us)
+  local index = redfour_next_index(key, counter, now_us)
   redfour_write_holder(key, index, now_us, ttl, meta, first, token)
   return index
 end

@@ -26,7 +26,7 @@ if pttl < 0 then
   local head, entry
   head, entry, now_us = redfour_live_head(queue, entries, nil)
   now_us = now_us or redfour_now_us()
-  local index = redfour_next_index(counter, now_us)
+  local index = redfour_next_index(key, counter, now_us)
   if not head or head == token then
     if head then
       redfour_take_head(queue, entries, head)

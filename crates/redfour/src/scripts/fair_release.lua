@@ -22,7 +22,7 @@ end
 -- lock is deleted.
 local head, entry, now_us = redfour_live_head(queue, entries, nil)
 if head then
-  local index = redfour_next_index(counter, now_us)
+  local index = redfour_next_index(key, counter, now_us)
   redfour_handoff(key, queue, entries, head, entry, now_us, tonumber(ARGV[3]), index)
 else
   redis.call('DEL', key)

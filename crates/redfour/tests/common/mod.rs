@@ -178,15 +178,12 @@ pub async fn spawn_waiter(
     id: &str,
     wait: Duration,
 ) -> tokio::task::JoinHandle<redfour::Result<redfour::LockGuard>> {
-    let before = client.waiter_registrations();
+    let before = client.stats().waiters;
     let waiter = client.clone();
     let id = id.to_owned();
     let waiting = tokio::spawn(async move { waiter.lock(id).wait(wait).acquire().await });
     assert!(
-        wait_until_async(DEADLINE, || async {
-            client.waiter_registrations() > before
-        })
-        .await,
+        wait_until_async(DEADLINE, || async { client.stats().waiters > before }).await,
         "the waiter never registered"
     );
     waiting
