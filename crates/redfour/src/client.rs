@@ -963,6 +963,10 @@ impl Client {
                             crate::ErrorKind::Unavailable,
                             format!("cannot connect to redis at {}", self.inner.address),
                         )
+                    } else if err.is_access_denied() {
+                        // Say which server refused the login.
+                        let message = format!("{} (redis at {})", err.message(), self.inner.address);
+                        err.reclassify(crate::ErrorKind::AccessDenied, message)
                     } else {
                         err
                     }

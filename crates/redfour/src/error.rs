@@ -405,14 +405,18 @@ pub(crate) const UNKNOWN_SERVICE: &str = "REDFOUR_UNKNOWN_SERVICE";
 /// A login refused by the server, in each way redis-rs reports one: `AuthenticationFailed`
 /// for RESP2's `AUTH`, the server's own `WRONGPASS` (RESP3's `HELLO 3 AUTH`) or `NOAUTH` (no
 /// password given), and inside the I/O error of a cluster client that reached no seed node,
-/// which keeps only the text of the last refusal.
+/// which keeps only the text of the last refusal. Without a password, a server that needs one
+/// answers a command of more than 10 arguments (a script call) with
+/// `ERR Protocol error: unauthenticated multibulk length` (and a long argument with
+/// `... unauthenticated bulk length`) before it gets to `NOAUTH`.
 fn refused_login(err: &redis::RedisError) -> bool {
-    const SIGNS: [&str; 5] = [
+    const SIGNS: [&str; 6] = [
         "WRONGPASS",
         "NOAUTH",
         "AuthenticationFailed",
         "invalid username-password pair",
         "Authentication required",
+        "Protocol error: unauthenticated",
     ];
     err.kind() == redis::ErrorKind::AuthenticationFailed
         || matches!(err.code(), Some("WRONGPASS" | "NOAUTH"))
@@ -543,6 +547,11 @@ mod tests {
             "Failed to create initial connections",
             "Password authentication failed - AuthenticationFailed".to_owned(),
         ));
+        let unauthenticated = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "An error was signalled by the server",
+            "Protocol error: unauthenticated multibulk length".to_owned(),
+        ));
         // A sentinel that refused the login, as the sentinel client passes it on.
         let sentinel = redis::RedisError::from((
             redis::ErrorKind::AuthenticationFailed,
@@ -554,6 +563,7 @@ mod tests {
             ("resp2", resp2),
             ("cluster", cluster),
             ("cluster resp2", cluster_resp2),
+            ("no password, long command", unauthenticated),
             ("sentinel", sentinel),
         ] {
             let err = Error::from_redis(e, None);
