@@ -68,7 +68,7 @@ pub(crate) async fn ping(nodes: &[Client], quorum: usize) -> Result<()> {
     let lost = Error::new(
         ErrorKind::QuorumLost,
         format!(
-            "only {up} of {} Redlock masters answered (a majority is {quorum})",
+            "only {up} of {} masters answered (a majority is {quorum})",
             nodes.len()
         ),
     );

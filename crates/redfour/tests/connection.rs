@@ -663,3 +663,41 @@ async fn a_user_missing_one_command_gets_a_clear_error_quickly() {
         );
     }
 }
+
+/// A reporter that prints the source chain (as `anyhow`'s `{:#}` does) says the cause of an
+/// unreachable Redis once: `Display` does not append the source. The chain is followed through
+/// this crate's errors down to the first error of redis-rs (whose own `Display` repeats its
+/// I/O source's text: that is redis-rs's choice, not this crate's).
+#[tokio::test]
+async fn an_unreachable_redis_names_the_cause_once_in_the_chain() {
+    fn chain(err: &redfour::Error) -> String {
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(err);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.downcast_ref::<redfour::Error>().and_then(std::error::Error::source);
+        }
+        text
+    }
+    let mut servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    for server in &mut servers {
+        server.stop();
+    }
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let standalone = quick(urls[0].clone()).build().unwrap();
+    let redlock = redfour::Client::builder_with_topology(redfour::Topology::Redlock, urls.clone())
+        .connect_timeout(Duration::from_secs(1))
+        .reconnect_retries(1)
+        .build()
+        .unwrap();
+    for locks in [standalone, redlock] {
+        let acquired = locks.acquire_lock("x", Duration::from_secs(1)).await;
+        for err in [acquired.unwrap_err(), locks.ping().await.unwrap_err()] {
+            assert!(err.is_unavailable(), "{err:?}");
+            let text = chain(&err);
+            assert_eq!(text.matches("Connection refused").count(), 1, "{text}");
+            assert!(text.contains(&servers[0].port().to_string()) || err.is_quorum_lost(), "{text}");
+        }
+    }
+}
