@@ -588,7 +588,14 @@ mod tests {
             &["--namespace", "", "status", "x"][..],
             &["--master-password", "p", "status", "x"],
             &["--url", "redis://a", "--url", "redis://b", "status", "x"],
-            &["--topology", "redlock", "--replica-acks", "1", "status", "x"],
+            &[
+                "--topology",
+                "redlock",
+                "--replica-acks",
+                "1",
+                "status",
+                "x",
+            ],
             &["--topology", "sentinel", "--service", "", "status", "x"],
         ] {
             assert!(resolve(args).is_ok(), "{args:?}");

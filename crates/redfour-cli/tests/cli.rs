@@ -699,7 +699,9 @@ fn a_wrong_password_ends_a_wait_without_limit_at_once_and_says_so() {
     let dir = temp();
     let marker = dir.path().join("started");
     for userinfo in [":hunter2@", "locker:hunter2@", ""] {
-        let url = server.url().replace("redis://", &format!("redis://{userinfo}"));
+        let url = server
+            .url()
+            .replace("redis://", &format!("redis://{userinfo}"));
         for args in [
             vec!["wait", "x", "--ttl", "1s"],
             vec!["run", "x", "--ttl", "1s", "--", "touch", path_arg(&marker)],
@@ -738,7 +740,10 @@ fn a_mistyped_sentinel_service_ends_a_wait_without_limit_at_once() {
             ran.stderr.contains("unknown sentinel service"),
             "{args:?}: {ran:?}"
         );
-        assert!(ran.stderr.contains(&format!("`{typo}`")), "{args:?}: {ran:?}");
+        assert!(
+            ran.stderr.contains(&format!("`{typo}`")),
+            "{args:?}: {ran:?}"
+        );
     }
 }
 
@@ -776,17 +781,30 @@ fn settings_the_library_rejects_exit_2_with_its_reason() {
     let (_b, b) = dead_url();
     let dir = temp();
     let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
-        .unwrap();
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     let tls_a = a.replace("redis://", "rediss://");
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--url", &a, "--namespace", ""], "namespace must not be empty"),
+        (
+            vec!["--url", &a, "--namespace", ""],
+            "namespace must not be empty",
+        ),
         (
             vec!["--url", &a, "--master-password", "p"],
             "sentinel topology only",
         ),
         (
-            vec!["--topology", "redlock", "--url", &a, "--master-password", "p"],
+            vec![
+                "--topology",
+                "redlock",
+                "--url",
+                &a,
+                "--master-password",
+                "p",
+            ],
             "sentinel topology only",
         ),
         (vec!["--url", &a, "--url", &b], "takes one address"),
@@ -811,10 +829,7 @@ fn settings_the_library_rejects_exit_2_with_its_reason() {
         ),
     ];
     for (global, says) in cases {
-        for args in [
-            vec!["status", "x"],
-            vec!["wait", "x", "--ttl", "1s"],
-        ] {
+        for args in [vec!["status", "x"], vec!["wait", "x", "--ttl", "1s"]] {
             let mut cmd = redfour();
             cmd.args(&global).args(&args);
             let ran = ok(cmd);

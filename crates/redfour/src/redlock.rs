@@ -73,12 +73,14 @@ pub(crate) async fn ping(nodes: &[Client], quorum: usize) -> Result<()> {
         ),
     );
     // As for an acquire: a refusal no retry mends, on enough masters, speaks for itself.
-    Err(lasting(nodes.len(), quorum, &mut errors).unwrap_or_else(|| {
-        match errors.into_iter().min_by_key(Error::is_transient) {
-            Some(e) => lost.with_source(e),
-            None => lost,
-        }
-    }))
+    Err(
+        lasting(nodes.len(), quorum, &mut errors).unwrap_or_else(|| {
+            match errors.into_iter().min_by_key(Error::is_transient) {
+                Some(e) => lost.with_source(e),
+                None => lost,
+            }
+        }),
+    )
 }
 
 /// A master's error that no retry mends (foreign data first, then a refused login or

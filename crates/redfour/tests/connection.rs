@@ -128,7 +128,11 @@ async fn a_wait_started_while_redis_is_down_gets_the_lock_when_it_is_back() {
         let locks = quick(url.clone()).fair(fair).build().unwrap();
         let waiter = tokio::spawn({
             let locks = locks.clone();
-            async move { locks.wait_acquire_lock("down", Duration::from_secs(5), None).await }
+            async move {
+                locks
+                    .wait_acquire_lock("down", Duration::from_secs(5), None)
+                    .await
+            }
         });
         // Something that must not happen: the wait giving up while Redis is down (a
         // refused login gives up within about a second, see above).
@@ -676,7 +680,9 @@ async fn an_unreachable_redis_names_the_cause_once_in_the_chain() {
         while let Some(s) = source {
             text.push_str(": ");
             text.push_str(&s.to_string());
-            source = s.downcast_ref::<redfour::Error>().and_then(std::error::Error::source);
+            source = s
+                .downcast_ref::<redfour::Error>()
+                .and_then(std::error::Error::source);
         }
         text
     }
@@ -697,7 +703,10 @@ async fn an_unreachable_redis_names_the_cause_once_in_the_chain() {
             assert!(err.is_unavailable(), "{err:?}");
             let text = chain(&err);
             assert_eq!(text.matches("Connection refused").count(), 1, "{text}");
-            assert!(text.contains(&servers[0].port().to_string()) || err.is_quorum_lost(), "{text}");
+            assert!(
+                text.contains(&servers[0].port().to_string()) || err.is_quorum_lost(),
+                "{text}"
+            );
         }
     }
 }

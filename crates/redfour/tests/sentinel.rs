@@ -362,7 +362,10 @@ async fn a_mistyped_service_ends_a_wait_without_limit_at_once() {
         .await
         .unwrap_err();
     assert!(err.is_unavailable() && err.is_transient(), "{err:?}");
-    assert!(started.elapsed() >= Duration::from_secs(2), "gave up early: {err:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "gave up early: {err:?}"
+    );
 }
 
 /// The master's password wrong (the sentinels' is right): a wait without a limit ends within
