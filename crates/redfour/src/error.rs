@@ -209,7 +209,7 @@ impl Error {
             // seed node reports an I/O error that carries the refusal of the last one.
             _ if refused_login(&err) => (
                 ErrorKind::AccessDenied,
-                "the login was refused: a wrong password or user name, or none given where one is needed".to_owned(),
+                "the login was refused: check the password and user name (or give them, if the server needs them)".to_owned(),
             ),
             _ if refused_command(&err) => (
                 ErrorKind::AccessDenied,
