@@ -122,10 +122,14 @@ impl Failure {
                 because(format!("{doing}: cannot reach Redis at {address}")),
             ),
             // Not transient: the library gave up at once, also a wait without --wait. 69 as
-            // every refusal by the server; the message says what to fix.
+            // every refusal by the server. The server's own words (the root cause) say whether
+            // it was the login or the ACL; the library's message is not repeated, since it may
+            // name the address already.
             ErrorKind::AccessDenied => Failure::new(
                 UNAVAILABLE,
-                because(format!("{doing}: Redis at {address} refused access: {what}")),
+                because(format!(
+                    "{doing}: Redis at {address} refused access (check the password, the user name and its ACL)"
+                )),
             ),
             ErrorKind::UnknownService => Failure::new(
                 UNAVAILABLE,

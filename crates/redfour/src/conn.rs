@@ -195,11 +195,16 @@ impl SentinelShared {
         if !unknown.is_empty() && unknown.iter().all(|u| *u == Some(true)) {
             return redis::make_extension_error(
                 crate::error::UNKNOWN_SERVICE.into(),
-                Some(format!(
-                    "none of the {} sentinels monitors a master named `{}` (check the service name)",
-                    unknown.len(),
-                    self.service
-                )),
+                Some(match unknown.len() {
+                    1 => format!(
+                        "the sentinel does not monitor a master named `{}` (check the service name)",
+                        self.service
+                    ),
+                    n => format!(
+                        "none of the {n} sentinels monitors a master named `{}` (check the service name)",
+                        self.service
+                    ),
+                }),
             );
         }
         err

@@ -262,7 +262,11 @@ impl Error {
             ),
             _ => (ErrorKind::Redis, "redis error".to_owned()),
         };
-        let mut e = Error::new(kind, message).with_source(err);
+        let mut e = Error::new(kind, message);
+        // That error was made here (see `conn.rs`), its text is the message: not a cause.
+        if kind != ErrorKind::UnknownService {
+            e = e.with_source(err);
+        }
         if let Some(key) = key {
             e = e.with_key(key);
         }
@@ -602,6 +606,7 @@ mod tests {
         let err = Error::from_redis(unknown, None);
         assert!(err.is_unknown_service() && !err.is_transient(), "{err:?}");
         assert!(err.to_string().contains("`mymastr`"), "{err}");
+        assert!(err.source().is_none(), "said once: {err:?}");
         // What redis-rs says when no sentinel names a usable master: during a failover too.
         let missing = redis::RedisError::from((
             redis::ErrorKind::MasterNameNotFoundBySentinel,
