@@ -909,8 +909,12 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when Redis cannot be reached,
-    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) when it does not answer in time.
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when Redis cannot be reached
+    /// (with Redlock, [`ErrorKind::QuorumLost`](crate::ErrorKind::QuorumLost) when a majority
+    /// cannot), [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) when it does not answer in
+    /// time, [`ErrorKind::AccessDenied`](crate::ErrorKind::AccessDenied) when it refuses the
+    /// login, [`ErrorKind::UnknownService`](crate::ErrorKind::UnknownService) when no sentinel
+    /// knows the service.
     ///
     /// # Cancel safety
     ///
@@ -985,6 +989,11 @@ impl Client {
                             crate::ErrorKind::Unavailable,
                             format!("cannot connect to redis at {}", self.inner.address),
                         )
+                    } else if err.is_access_denied() {
+                        // Say which server refused the login.
+                        let message =
+                            format!("{} (redis at {})", err.message(), self.inner.address);
+                        err.reclassify(crate::ErrorKind::AccessDenied, message)
                     } else {
                         err
                     }

@@ -1055,7 +1055,10 @@ impl Client {
     /// [`MAX_TTL`](crate::MAX_TTL), and with Redlock for a ttl that the drift margin leaves no
     /// validity (2 ms or less by default); [`ErrorKind::ValidityExpired`] for a lock granted
     /// too late (released); [`ErrorKind::CorruptData`] when the key holds foreign data (left
-    /// untouched); [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`] for Redis faults.
+    /// untouched); [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`] for Redis faults (with
+    /// Redlock, [`ErrorKind::QuorumLost`] when too few masters answer);
+    /// [`ErrorKind::AccessDenied`] when Redis refuses the login or a command (ACL);
+    /// [`ErrorKind::UnknownService`] when no sentinel knows the service.
     ///
     /// # Cancel safety
     ///
@@ -1127,6 +1130,9 @@ impl Client {
     /// locks granted too late are retried (with backoff) until the wait runs out; if the last
     /// attempt that came to a decision failed that way, its error is returned
     /// ([`ErrorKind::ValidityExpired`], [`ErrorKind::Unavailable`], ...) rather than an answer.
+    /// Errors that are not [transient](Error::is_transient), such as a refused login
+    /// ([`ErrorKind::AccessDenied`]) or an unknown Sentinel service
+    /// ([`ErrorKind::UnknownService`]), end the wait at once, also one without a limit.
     ///
     /// # Cancel safety
     ///
@@ -1183,6 +1189,7 @@ impl Client {
     ///
     /// [`ErrorKind::InvalidInput`] for an empty id or an index under 1;
     /// [`ErrorKind::CorruptData`] when the key holds foreign data (left untouched);
+    /// [`ErrorKind::AccessDenied`] when Redis refuses the login or the command (ACL);
     /// [`ErrorKind::Unavailable`] / [`ErrorKind::Timeout`] for Redis faults, once four tries
     /// have failed: after a transient fault (unreachable, timed out) the release is sent up to
     /// three more times, 0, 50 and 200 ms apart, while the connection reconnects by itself
@@ -1376,7 +1383,9 @@ impl LockBuilder {
     /// foreign data at the key; Redis faults that outlast the wait as
     /// [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`], and locks still granted too late
     /// when it runs out as [`ErrorKind::ValidityExpired`] (the last attempt's reason is
-    /// reported).
+    /// reported). Errors that are not [transient](Error::is_transient) end the wait at once,
+    /// also one without a limit: a refused login or command ([`ErrorKind::AccessDenied`]), a
+    /// service no sentinel knows ([`ErrorKind::UnknownService`]).
     ///
     /// # Cancel safety
     ///
