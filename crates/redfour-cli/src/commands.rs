@@ -34,14 +34,13 @@ pub async fn execute(settings: Settings) -> Result<u8, Failure> {
     if let Some(pem) = settings.tls_ca {
         builder = builder.tls_root_certificates(pem);
     }
+    // The checks of the settings are `build()`'s (the flags only check what the library
+    // never sees): its reason, with its cause, is the message, and exit status 2.
     let client = builder.build().map_err(|e| {
-        let cause = exit::root_cause(&e);
         let what = exit::summary(&e);
-        // Without a source, the root cause is the error itself: say it once.
-        if std::error::Error::source(&e).is_some() {
-            Failure::usage(format!("{what}: {cause}"))
-        } else {
-            Failure::usage(what)
+        match exit::root_cause(&e) {
+            Some(cause) => Failure::usage(format!("{what}: {cause}")),
+            None => Failure::usage(what),
         }
     })?;
     // Caught from here on: a signal ends the command cleanly (see `signals`).
@@ -142,7 +141,8 @@ async fn wait_for(
     let doing = format!("wait for `{id}`");
     let failure = |e: redfour::Error| Failure::from_lib(&e, &doing, client.address());
     // While waiting, the library retries an unreachable Redis (forever without --wait): find
-    // out first that it is there at all, so a wrong URL fails fast.
+    // out first that it is there at all, so a wrong URL fails fast. (A refused login or an
+    // unknown sentinel service ends a wait at once in the library itself.)
     client.ping().await.map_err(failure)?;
     let r = match wait {
         WaitLimit::NoWait => client.acquire_lock(id, ttl).await,
@@ -228,7 +228,7 @@ async fn deliver(client: &Client, answer: &AcquireJson<'_>) -> Result<(), Failur
         Err(e) => format!(
             "releasing the lock (index {}) failed too, so it stays held until its ttl ends: {}",
             answer.index,
-            exit::one_line(&e.to_string())
+            exit::one_line(&exit::chain(&e))
         ),
     };
     Err(failure.and(&format!("; {then}")))

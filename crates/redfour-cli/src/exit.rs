@@ -16,6 +16,9 @@ pub const USAGE: u8 = 2;
 /// EX_DATAERR: the key holds foreign or corrupt data; it was left untouched.
 pub const DATA: u8 = 65;
 /// EX_UNAVAILABLE: Redis cannot be reached, did not answer in time, or refused the command.
+/// Also a refused login (wrong password), a command the ACL does not permit, and a sentinel
+/// service nobody knows: not 2, which promises that nothing was sent to Redis (and which a
+/// wrong password never got before), but reported at once, also by a wait without `--wait`.
 pub const UNAVAILABLE: u8 = 69;
 /// EX_SOFTWARE: `run` lost the lease while the command ran.
 pub const LEASE_LOST: u8 = 70;
@@ -44,8 +47,10 @@ EXIT STATUS:
            conflict (release), missing or conflict (renew)
   2        usage error or invalid input (bad flag, duration, index or id)
   65       the key holds foreign or corrupt data (left untouched)
-  69       Redis cannot be reached, did not answer in time (outcome unknown), or
-           refused the command
+  69       Redis cannot be reached (with redlock: no majority of the masters), did
+           not answer in time (outcome unknown), or refused the command; also, at
+           once and without retrying (a wait too), when Redis refuses the login or
+           the ACL refuses a command, and when no sentinel knows --service
   70       run: the lease was lost while the command ran (it got SIGTERM, then
            SIGKILL after --grace)
   71       operating-system error (runtime, signal handlers)
@@ -91,28 +96,48 @@ impl Failure {
         Failure::new(USAGE, message)
     }
 
-    /// Classifies a library error. `doing` says what was attempted (e.g. "acquire `x`") and
-    /// `address` is the (password-redacted) Redis address.
+    /// Classifies a library error by its kind (never by its text). `doing` says what was
+    /// attempted (e.g. "acquire `x`") and `address` is the (password-redacted) Redis address.
+    /// The cause (the innermost error of the chain, e.g. "Connection refused (os error 111)")
+    /// is said once, at the end.
     pub fn from_lib(err: &redfour::Error, doing: &str, address: &str) -> Self {
         use redfour::ErrorKind;
         let what = summary(err);
+        let because = |text: String| match root_cause(err) {
+            Some(cause) => format!("{text}: {cause}"),
+            None => text,
+        };
         match err.kind() {
-            ErrorKind::InvalidInput => Failure::usage(format!("{doing}: {what}")),
+            ErrorKind::InvalidInput => Failure::usage(because(format!("{doing}: {what}"))),
             ErrorKind::CorruptData => Failure::new(
                 DATA,
                 format!("{doing}: foreign or corrupt data in Redis at {address}, left untouched: {what}"),
             ),
-            ErrorKind::Unavailable if what.contains("quorum") => Failure::new(
+            ErrorKind::QuorumLost => Failure::new(
                 UNAVAILABLE,
-                format!("{doing}: {what} ({address}): {}", root_cause(err)),
+                because(format!("{doing}: Redlock quorum lost: {what} ({address})")),
             ),
             ErrorKind::Unavailable => Failure::new(
                 UNAVAILABLE,
-                format!("{doing}: cannot reach Redis at {address}: {}", root_cause(err)),
+                because(format!("{doing}: cannot reach Redis at {address}")),
+            ),
+            // Not transient: the library gave up at once, also a wait without --wait. 69 as
+            // every refusal by the server. The server's own words (the root cause) say whether
+            // it was the login or the ACL; the library's message is not repeated, since it may
+            // name the address already.
+            ErrorKind::AccessDenied => Failure::new(
+                UNAVAILABLE,
+                because(format!(
+                    "{doing}: Redis at {address} refused access (check the password, the user name and its ACL)"
+                )),
+            ),
+            ErrorKind::UnknownService => Failure::new(
+                UNAVAILABLE,
+                because(format!("{doing}: unknown sentinel service at {address}: {what}")),
             ),
             ErrorKind::Timeout => Failure::new(
                 UNAVAILABLE,
-                format!("{doing}: Redis at {address} did not answer in time, the outcome is unknown: {}", root_cause(err)),
+                because(format!("{doing}: Redis at {address} did not answer in time, the outcome is unknown")),
             ),
             ErrorKind::NotAcquired => Failure::new(NOT_ACQUIRED, format!("{doing}: {what}")),
             // Not held by another, nobody holds it: a retry may win (EX_TEMPFAIL).
@@ -120,11 +145,11 @@ impl Failure {
                 NOT_ACQUIRED,
                 format!("{doing}: won too late, at {address}: {what}"),
             ),
-            // Script failures, refused commands (ACL, OOM) and kinds added later: the server
-            // side is at fault, not the caller's input.
+            // Script failures, other errors of the server (OOM) and kinds added later: the
+            // server side is at fault, not the caller's input.
             _ => Failure::new(
                 UNAVAILABLE,
-                format!("{doing}: Redis at {address} failed the request: {err}"),
+                format!("{doing}: Redis at {address} failed the request: {}", chain(err)),
             ),
         }
     }
@@ -154,31 +179,35 @@ impl fmt::Display for Failure {
     }
 }
 
-/// The error's own message and key, without its kind (said by the caller) and without its
-/// source chain (the library's `Display` appends both).
+/// The error's own message and key, without its kind (which the caller says in its own words).
+/// The library's `Display` is "kind: message (key `k`)", without the source chain.
 pub fn summary(err: &redfour::Error) -> String {
     let full = err.to_string();
-    let without_source = match std::error::Error::source(err) {
-        Some(source) => full
-            .strip_suffix(&format!(": {source}"))
-            .unwrap_or(&full)
-            .to_owned(),
-        None => full.clone(),
-    };
-    without_source
-        .strip_prefix(&format!("{}: ", err.kind()))
-        .unwrap_or(&without_source)
+    full.strip_prefix(&format!("{}: ", err.kind()))
+        .unwrap_or(&full)
         .to_owned()
 }
 
 /// The innermost error of the chain: "Connection refused (os error 111)" rather than three
-/// layers saying that Redis cannot be reached.
-pub fn root_cause(err: &redfour::Error) -> String {
-    let mut current: &dyn std::error::Error = err;
+/// layers saying that Redis cannot be reached. `None` when the error has no source.
+pub fn root_cause(err: &redfour::Error) -> Option<String> {
+    let mut current: &dyn std::error::Error = std::error::Error::source(err)?;
     while let Some(source) = current.source() {
         current = source;
     }
-    current.to_string()
+    Some(current.to_string())
+}
+
+/// The error and every source under it, each said once: "a: b: c".
+pub fn chain(err: &redfour::Error) -> String {
+    let mut text = err.to_string();
+    let mut current: Option<&dyn std::error::Error> = std::error::Error::source(err);
+    while let Some(source) = current {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+        current = source.source();
+    }
+    text
 }
 
 /// Scripts read stderr line by line: keep every message on one.

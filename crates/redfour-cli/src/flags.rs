@@ -328,14 +328,14 @@ impl Flags {
     ///
     /// A [`Failure`] with exit status 2 and a one-line reason.
     pub fn resolve(self) -> Result<Settings, Failure> {
-        if self.namespace.is_empty() {
-            return Err(Failure::usage("invalid --namespace: it must not be empty"));
-        }
+        // The settings the library takes (namespace, service name, how many URLs, which
+        // topology takes master credentials, TLS roots or replica acknowledgements) are
+        // checked by `ClientBuilder::build`, whose reason comes through with exit status 2
+        // (see `commands::execute`). Only what the library never sees is checked here: which
+        // flags go together, and the values this crate parses.
         let topology = match (self.topology, self.service) {
-            (TopologyArg::Sentinel, Some(service)) if !service.is_empty() => {
-                redfour::Topology::Sentinel { service }
-            }
-            (TopologyArg::Sentinel, _) => {
+            (TopologyArg::Sentinel, Some(service)) => redfour::Topology::Sentinel { service },
+            (TopologyArg::Sentinel, None) => {
                 return Err(Failure::usage(
                     "--topology sentinel needs --service NAME (the name the sentinels monitor the master under)",
                 ))
@@ -351,36 +351,15 @@ impl Flags {
         };
         let urls = self.url;
         let master_credentials = match (self.master_user, self.master_password) {
-            (_, Some(_)) if !matches!(topology, redfour::Topology::Sentinel { .. }) => {
-                return Err(Failure::usage(
-                    "--master-password applies to --topology sentinel only",
-                ))
-            }
             (user, Some(password)) => Some((user, password)),
             (Some(_), None) => return Err(Failure::usage("--master-user needs --master-password")),
             (None, None) => None,
         };
-        if topology == redfour::Topology::Standalone && urls.len() != 1 {
-            return Err(Failure::usage(format!(
-                "--url was given {} times: the standalone topology takes one (see --topology)",
-                urls.len()
-            )));
-        }
         let tls_ca = match &self.tls_ca {
-            Some(_) if topology != redfour::Topology::Standalone => {
-                return Err(Failure::usage(
-                    "--tls-ca applies to the standalone topology only",
-                ))
-            }
             Some(path) => Some(read_tls_ca(path, &urls[0])?),
             None => None,
         };
         let replica_acks = match self.replica_acks {
-            Some(_) if topology == redfour::Topology::Redlock => {
-                return Err(Failure::usage(
-                    "--replica-acks does not apply to --topology redlock (its masters have no replicas of each other)",
-                ))
-            }
             Some(n) => Some((
                 n,
                 parse_duration("--replica-ack-timeout", &self.replica_ack_timeout)?,
@@ -603,13 +582,27 @@ mod tests {
         assert_eq!(s.urls.len(), 3);
         let s = resolve(&["--replica-acks", "1", "status", "x"]).unwrap();
         assert_eq!(s.replica_acks, Some((1, Duration::from_millis(100))));
+        // Checked by `ClientBuilder::build` (see the binary's test
+        // `settings_the_library_rejects_exit_2_with_its_reason`), not here.
+        for args in [
+            &["--namespace", "", "status", "x"][..],
+            &["--master-password", "p", "status", "x"],
+            &["--url", "redis://a", "--url", "redis://b", "status", "x"],
+            &[
+                "--topology",
+                "redlock",
+                "--replica-acks",
+                "1",
+                "status",
+                "x",
+            ],
+            &["--topology", "sentinel", "--service", "", "status", "x"],
+        ] {
+            assert!(resolve(args).is_ok(), "{args:?}");
+        }
         for (args, says) in [
             (&["--topology", "sentinel", "status", "x"][..], "--service"),
             (&["--service", "m", "status", "x"][..], "sentinel only"),
-            (
-                &["--master-password", "p", "status", "x"][..],
-                "sentinel only",
-            ),
             (
                 &[
                     "--topology",
@@ -622,21 +615,6 @@ mod tests {
                     "x",
                 ][..],
                 "--master-password",
-            ),
-            (
-                &["--url", "redis://a", "--url", "redis://b", "status", "x"][..],
-                "takes one",
-            ),
-            (
-                &[
-                    "--topology",
-                    "redlock",
-                    "--replica-acks",
-                    "1",
-                    "status",
-                    "x",
-                ][..],
-                "--replica-acks",
             ),
             (
                 &[
@@ -773,7 +751,6 @@ mod tests {
                 "--grace",
             ),
             (&["run", "x", "--ttl", "1s", "--", ""], "CMD"),
-            (&["--namespace", "", "status", "x"], "--namespace"),
         ] {
             let message = usage_error(args);
             assert!(message.contains(needle), "{args:?}: {message}");

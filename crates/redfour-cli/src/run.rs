@@ -202,13 +202,13 @@ async fn finish(guard: LockGuard, code: u8, doing: &str) -> Result<u8, Failure> 
         Err(e) => match lost {
             Some(why) => Err(Failure::new(
                 exit::LEASE_LOST,
-                format!("{doing}: the lease was lost while the command ran ({why}); the command exited with {code}; the release failed too: {e}"),
+                format!("{doing}: the lease was lost while the command ran ({why}); the command exited with {code}; the release failed too: {}", exit::chain(&e)),
             )),
             None => {
                 eprintln!(
                     "redfour: warning: {doing}: could not release the lock (it expires within {}): {}",
                     status_line::human(ttl),
-                    exit::one_line(&e.to_string())
+                    exit::one_line(&exit::chain(&e))
                 );
                 Ok(code)
             }
@@ -270,7 +270,7 @@ async fn release_after_failure(guard: LockGuard, doing: &str) {
     if let Err(e) = guard.release().await {
         eprintln!(
             "redfour: warning: {doing}: could not release the lock: {}",
-            exit::one_line(&e.to_string())
+            exit::one_line(&exit::chain(&e))
         );
     }
 }

@@ -689,6 +689,157 @@ fn the_password_is_not_shown_when_it_is_wrong() {
     }
 }
 
+/// A wrong password ends a `wait` or `run` without `--wait` at once (the library gives up on
+/// a refused login; the CLI's first `PING` is not what stops it), with exit 69 and a message
+/// that says the login was refused, not that Redis cannot be reached; the password shows
+/// nowhere.
+#[test]
+fn a_wrong_password_ends_a_wait_without_limit_at_once_and_says_so() {
+    let server = RedisServer::start_with_args(&["--requirepass", "right-one"]);
+    let dir = temp();
+    let marker = dir.path().join("started");
+    for userinfo in [":hunter2@", "locker:hunter2@", ""] {
+        let url = server
+            .url()
+            .replace("redis://", &format!("redis://{userinfo}"));
+        for args in [
+            vec!["wait", "x", "--ttl", "1s"],
+            vec!["run", "x", "--ttl", "1s", "--", "touch", path_arg(&marker)],
+        ] {
+            let mut cmd = redfour();
+            cmd.args(["--url", &url]).args(&args);
+            let ran = ok(cmd);
+            ran.assert_code(69).assert_one_line_reason();
+            assert!(ran.took < Duration::from_secs(6), "{args:?}: {ran:?}");
+            assert!(ran.stderr.contains("refused access"), "{args:?}: {ran:?}");
+            assert!(ran.stderr.contains("password"), "{args:?}: {ran:?}");
+            assert!(ran.stderr.contains(&server.port().to_string()), "{ran:?}");
+            assert!(!ran.stderr.contains("hunter2"), "{args:?}: {ran:?}");
+            assert!(ran.stdout.is_empty(), "{ran:?}");
+        }
+    }
+    assert!(!marker.exists(), "run must not start the command");
+}
+
+/// A mistyped `--service` ends a `wait` without `--wait` at once with exit 69 and a message
+/// naming the service nobody knows.
+#[test]
+fn a_mistyped_sentinel_service_ends_a_wait_without_limit_at_once() {
+    let group = redfour_test::SentinelGroup::start(0, 1);
+    let mut flags = topology_flags("sentinel", &group.sentinel_urls());
+    let typo = format!("{}-typo", group.service());
+    flags.extend(["--service".to_owned(), typo.clone()]);
+    for args in [
+        vec!["wait", "x", "--ttl", "1s"],
+        vec!["run", "x", "--ttl", "1s", "--", "true"],
+    ] {
+        let ran = ok(cli_with(&flags, &args));
+        ran.assert_code(69).assert_one_line_reason();
+        assert!(ran.took < Duration::from_secs(6), "{args:?}: {ran:?}");
+        assert!(
+            ran.stderr.contains("unknown sentinel service"),
+            "{args:?}: {ran:?}"
+        );
+        assert!(
+            ran.stderr.contains(&format!("`{typo}`")),
+            "{args:?}: {ran:?}"
+        );
+    }
+}
+
+/// The cause of an unreachable Redis ("Connection refused") is said once, whatever the
+/// command and the topology.
+#[test]
+fn an_unreachable_redis_names_the_cause_once() {
+    let (_servers, urls): (Vec<RedisServer>, Vec<String>) = (0..3).map(|_| dead_url()).unzip();
+    let mut commands = every_command();
+    commands.push(vec!["wait", "x", "--ttl", "1s"]);
+    for flags in [
+        topology_flags("standalone", &urls[..1]),
+        topology_flags("redlock", &urls),
+    ] {
+        for args in &commands {
+            let ran = ok(cli_with(&flags, args));
+            ran.assert_code(69).assert_one_line_reason();
+            assert_eq!(
+                ran.stderr.matches("Connection refused").count(),
+                1,
+                "{flags:?} {args:?}: {ran:?}"
+            );
+        }
+    }
+}
+
+/// What `ClientBuilder::build` rejects, the CLI no longer checks itself: its reason comes
+/// through, one line, exit 2, before anything is sent (nothing listens at these URLs: a
+/// command that got past the checks would exit 69). Moved here from the flags' unit tests,
+/// which expected the CLI's own wording ("--namespace", "sentinel only", "takes one",
+/// "--replica-acks", "--service"); the library's says the same.
+#[test]
+fn settings_the_library_rejects_exit_2_with_its_reason() {
+    let (_a, a) = dead_url();
+    let (_b, b) = dead_url();
+    let dir = temp();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let tls_a = a.replace("redis://", "rediss://");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--url", &a, "--namespace", ""],
+            "namespace must not be empty",
+        ),
+        (
+            vec!["--url", &a, "--master-password", "p"],
+            "sentinel topology only",
+        ),
+        (
+            vec![
+                "--topology",
+                "redlock",
+                "--url",
+                &a,
+                "--master-password",
+                "p",
+            ],
+            "sentinel topology only",
+        ),
+        (vec!["--url", &a, "--url", &b], "takes one address"),
+        (
+            vec!["--topology", "redlock", "--url", &a, "--replica-acks", "1"],
+            "replica acknowledgements do not apply to Redlock",
+        ),
+        (
+            vec!["--topology", "sentinel", "--url", &a, "--service", ""],
+            "service name must not be empty",
+        ),
+        (
+            vec![
+                "--topology",
+                "cluster",
+                "--url",
+                &tls_a,
+                "--tls-ca",
+                path_arg(&ca),
+            ],
+            "only supported for the standalone topology",
+        ),
+    ];
+    for (global, says) in cases {
+        for args in [vec!["status", "x"], vec!["wait", "x", "--ttl", "1s"]] {
+            let mut cmd = redfour();
+            cmd.args(&global).args(&args);
+            let ran = ok(cmd);
+            ran.assert_code(2).assert_one_line_reason();
+            assert!(ran.stderr.contains(says), "{global:?}: {ran:?}");
+            assert!(ran.stdout.is_empty(), "{ran:?}");
+        }
+    }
+}
+
 /// TCP URLs for `port` carrying `password` in the query string or fragment, which the redis
 /// crate does not read but whose writer meant a secret (issue 10).
 fn tcp_query_urls(port: u16, password: &str) -> Vec<String> {

@@ -576,8 +576,12 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when Redis cannot be reached,
-    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) when it does not answer in time.
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when Redis cannot be reached
+    /// (with Redlock, [`ErrorKind::QuorumLost`](crate::ErrorKind::QuorumLost) when a majority
+    /// cannot), [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) when it does not answer in
+    /// time, [`ErrorKind::AccessDenied`](crate::ErrorKind::AccessDenied) when it refuses the
+    /// login, [`ErrorKind::UnknownService`](crate::ErrorKind::UnknownService) when no sentinel
+    /// knows the service.
     ///
     /// # Cancel safety
     ///

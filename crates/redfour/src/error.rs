@@ -19,8 +19,8 @@ pub enum ErrorKind {
     /// The caller passed something unusable: an empty lock id, a ttl of zero or one beyond what
     /// Redis accepts, a bad URL or namespace. Nothing was sent to Redis.
     InvalidInput,
-    /// Redis could not be reached (connection refused, dropped, authentication failed, the
-    /// server is loading or read-only). If the connection dropped while the command was in
+    /// Redis could not be reached (connection refused or dropped, the server is loading or
+    /// read-only, the sentinels name no reachable master right now). If the connection dropped while the command was in
     /// flight, it may have run: an acquire that won this way is released in the background;
     /// a release or renewal can simply be retried. The command connection reconnects by itself
     /// for the next command.
@@ -36,7 +36,7 @@ pub enum ErrorKind {
     /// A bounded wait ran out while the lock was still held by someone else
     /// (see [`LockBuilder::acquire`](crate::LockBuilder::acquire)).
     NotAcquired,
-    /// Any other error reported by Redis (for example a missing ACL permission or `OOM`).
+    /// Any other error reported by Redis (for example `OOM`).
     Redis,
     /// An acquire won on the master was not acknowledged by as many replicas as
     /// [`ClientBuilder::replica_acks`](crate::ClientBuilder::replica_acks) asks for, in time; the
@@ -50,6 +50,28 @@ pub enum ErrorKind {
     /// servers (or a ttl too short for the round trips) cause it. Transient: a waiting acquire
     /// keeps trying until its wait runs out, and reports this if its last attempt ended so.
     ValidityExpired,
+    /// With [`Topology::Redlock`](crate::Topology::Redlock): too few masters answered (or
+    /// granted in time) to make a majority, because the others could not be reached or did not
+    /// answer in time. What was won on a minority is released. A refinement of
+    /// [`Unavailable`](ErrorKind::Unavailable) ([`Error::is_unavailable`] is true for it too),
+    /// and as transient: a waiting acquire keeps trying while masters come back. When the
+    /// masters that failed did so for a reason no retry mends (foreign data, a refused login),
+    /// and they leave no majority possible, that master's own error is reported instead.
+    QuorumLost,
+    /// Redis refused this client: its login (a wrong password or user name, no password where
+    /// one is required, a user that is disabled: `WRONGPASS`, `NOAUTH`, a refused `AUTH` or
+    /// `HELLO`), or a command its ACL does not permit (`NOPERM`; with Redis 7.0, a script's
+    /// command refused as "can't run this command"). Also when it is a sentinel that refused
+    /// the login. **Not transient**: nothing changes until someone fixes the credentials or the
+    /// ACL, so even a wait without a limit gives up at once with this error.
+    AccessDenied,
+    /// With [`Topology::Sentinel`](crate::Topology::Sentinel): every sentinel answered, and
+    /// none of them monitors a master under the service name given (a mistyped name, or the
+    /// wrong sentinels). **Not transient**: a wait without a limit gives up at once. When some
+    /// sentinels could not be reached, or one knows the name but has no reachable master for
+    /// it right now (a failover), the error is [`Unavailable`](ErrorKind::Unavailable) and
+    /// transient instead.
+    UnknownService,
 }
 
 impl fmt::Display for ErrorKind {
@@ -64,6 +86,9 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Redis => "redis error",
             ErrorKind::NotReplicated => "not acknowledged by enough replicas",
             ErrorKind::ValidityExpired => "lock won too late, its validity had run out",
+            ErrorKind::QuorumLost => "Redlock quorum lost",
+            ErrorKind::AccessDenied => "redis refused access",
+            ErrorKind::UnknownService => "unknown sentinel service",
         })
     }
 }
@@ -71,7 +96,9 @@ impl fmt::Display for ErrorKind {
 /// The error type of every fallible operation in this crate.
 ///
 /// It is small (one pointer), `Send + Sync + 'static`, and keeps the underlying
-/// [`redis::RedisError`] (if any) as its [`source`](StdError::source).
+/// [`redis::RedisError`] (if any) as its [`source`](StdError::source). Its `Display` says what
+/// went wrong (the kind, a message, the key) but not the cause: walk the source chain for that
+/// (`anyhow`'s `{:#}` does), so that the cause is printed once.
 ///
 /// # Examples
 ///
@@ -168,20 +195,32 @@ impl Error {
                 ErrorKind::CorruptData,
                 "a key holds a value of the wrong type".to_owned(),
             ),
+            (_, Some(UNKNOWN_SERVICE)) => (
+                ErrorKind::UnknownService,
+                err.detail()
+                    .unwrap_or("no sentinel knows the service")
+                    .to_owned(),
+            ),
             _ if err.is_timeout() => (
                 ErrorKind::Timeout,
                 "redis did not answer in time; the command may or may not have run".to_owned(),
             ),
-            (RK::Io | RK::AuthenticationFailed | RK::ClusterConnectionNotFound, _) => {
-                (ErrorKind::Unavailable, "cannot reach redis".to_owned())
-            }
-            // A refused login: redis-rs says AuthenticationFailed for RESP2's AUTH, but passes
-            // the server's reply to RESP3's `HELLO 3 AUTH` on as it is.
-            (_, Some("WRONGPASS" | "NOAUTH")) => {
+            // Before any fault of reaching the server: a cluster client that could reach no
+            // seed node reports an I/O error that carries the refusal of the last one.
+            _ if refused_login(&err) => (
+                ErrorKind::AccessDenied,
+                "the login was refused: check the password and user name (or give them, if the server needs them)".to_owned(),
+            ),
+            _ if refused_command(&err) => (
+                ErrorKind::AccessDenied,
+                "a command of redfour is not permitted to this user (ACL)".to_owned(),
+            ),
+            (RK::Io | RK::ClusterConnectionNotFound, _) => {
                 (ErrorKind::Unavailable, "cannot reach redis".to_owned())
             }
             // Between a master's failure and its replacement's promotion, the sentinels name
-            // no usable master.
+            // no usable master. (A service that no sentinel knows is told apart where the
+            // sentinels are asked: see `UNKNOWN_SERVICE`.)
             (RK::MasterNameNotFoundBySentinel | RK::NoValidReplicasFoundBySentinel, _) => (
                 ErrorKind::Unavailable,
                 "the sentinels name no reachable master for the service right now".to_owned(),
@@ -214,21 +253,6 @@ impl Error {
                     "the lock's slot is being migrated to another node; try again".to_owned(),
                 )
             }
-            (RK::Server(SK::NoPerm), _) => {
-                (ErrorKind::Redis, "redis refused the command".to_owned())
-            }
-            // Redis 7.0 reports a command refused inside a script as a plain `ERR` (7.2 and
-            // later as `NOPERM`, above).
-            (RK::Server(SK::ResponseError), _)
-                if err
-                    .detail()
-                    .is_some_and(|d| d.contains("can't run this command")) =>
-            {
-                (
-                    ErrorKind::Redis,
-                    "redis refused a command of a redfour script (ACL)".to_owned(),
-                )
-            }
             (RK::Server(SK::ResponseError), _) | (RK::Extension, _) => {
                 (ErrorKind::Script, "a redfour script failed".to_owned())
             }
@@ -238,7 +262,11 @@ impl Error {
             ),
             _ => (ErrorKind::Redis, "redis error".to_owned()),
         };
-        let mut e = Error::new(kind, message).with_source(err);
+        let mut e = Error::new(kind, message);
+        // That error was made here (see `conn.rs`), its text is the message: not a cause.
+        if kind != ErrorKind::UnknownService {
+            e = e.with_source(err);
+        }
         if let Some(key) = key {
             e = e.with_key(key);
         }
@@ -277,9 +305,26 @@ impl Error {
         self.kind() == ErrorKind::InvalidInput
     }
 
-    /// Redis could not be reached.
+    /// Redis could not be reached: [`ErrorKind::Unavailable`], and with Redlock
+    /// [`ErrorKind::QuorumLost`] (too few masters reached), which refines it.
     pub fn is_unavailable(&self) -> bool {
-        self.kind() == ErrorKind::Unavailable
+        matches!(self.kind(), ErrorKind::Unavailable | ErrorKind::QuorumLost)
+    }
+
+    /// Redlock: too few masters answered to make a majority (see [`ErrorKind::QuorumLost`]).
+    pub fn is_quorum_lost(&self) -> bool {
+        self.kind() == ErrorKind::QuorumLost
+    }
+
+    /// Redis refused this client's login or a command its ACL does not permit (see
+    /// [`ErrorKind::AccessDenied`]); not transient.
+    pub fn is_access_denied(&self) -> bool {
+        self.kind() == ErrorKind::AccessDenied
+    }
+
+    /// No sentinel knows the service name (see [`ErrorKind::UnknownService`]); not transient.
+    pub fn is_unknown_service(&self) -> bool {
+        self.kind() == ErrorKind::UnknownService
     }
 
     /// Redis did not answer in time; the outcome of the command is unknown.
@@ -308,17 +353,90 @@ impl Error {
         self.kind() == ErrorKind::ValidityExpired
     }
 
-    /// Errors worth retrying while waiting for a lock: the server may come back, or answer
-    /// faster next time.
-    pub(crate) fn is_transient(&self) -> bool {
+    /// Whether trying again later may succeed without anyone changing anything: the errors a
+    /// waiting acquire retries until its wait runs out (forever, without a limit).
+    ///
+    /// Transient: [`Unavailable`](ErrorKind::Unavailable) and
+    /// [`QuorumLost`](ErrorKind::QuorumLost) (the server, or the masters, may come back),
+    /// [`Timeout`](ErrorKind::Timeout) (it may answer faster next time; mind that the outcome
+    /// of the command that timed out is unknown), [`NotReplicated`](ErrorKind::NotReplicated)
+    /// and [`ValidityExpired`](ErrorKind::ValidityExpired) (the lock was released; the next
+    /// grant may be acknowledged, or come in time).
+    ///
+    /// Not transient: everything else, because a retry meets the same answer until a person
+    /// acts: [`InvalidInput`](ErrorKind::InvalidInput), [`CorruptData`](ErrorKind::CorruptData),
+    /// [`Script`](ErrorKind::Script), [`Redis`](ErrorKind::Redis),
+    /// [`AccessDenied`](ErrorKind::AccessDenied) (credentials or ACL to fix),
+    /// [`UnknownService`](ErrorKind::UnknownService) (a service name to fix), and
+    /// [`NotAcquired`](ErrorKind::NotAcquired) (the wait is over; waiting longer is the
+    /// caller's choice). Kinds added later say where they fall in their docs.
+    ///
+    /// # Examples
+    ///
+    /// A retry loop of one's own around one-shot attempts:
+    ///
+    /// ```no_run
+    /// # async fn example(locks: redfour::Client) -> redfour::Result<()> {
+    /// use std::time::Duration;
+    /// let guard = loop {
+    ///     match locks.lock("report").try_acquire().await {
+    ///         Ok(Some(guard)) => break guard,
+    ///         Ok(None) => {}                        // held by someone else
+    ///         Err(e) if e.is_transient() => {}      // Redis away for now: try again
+    ///         Err(e) => return Err(e),              // a person has to act
+    ///     }
+    ///     tokio::time::sleep(Duration::from_millis(500)).await;
+    /// };
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn is_transient(&self) -> bool {
         matches!(
             self.kind(),
             ErrorKind::Unavailable
+                | ErrorKind::QuorumLost
                 | ErrorKind::Timeout
                 | ErrorKind::NotReplicated
                 | ErrorKind::ValidityExpired
         )
     }
+}
+
+/// The code of the error the Sentinel connection makes when every sentinel answered that it
+/// does not know the service (see `conn.rs`), read back here as [`ErrorKind::UnknownService`].
+pub(crate) const UNKNOWN_SERVICE: &str = "REDFOUR_UNKNOWN_SERVICE";
+
+/// A login refused by the server, in each way redis-rs reports one: `AuthenticationFailed`
+/// for RESP2's `AUTH`, the server's own `WRONGPASS` (RESP3's `HELLO 3 AUTH`) or `NOAUTH` (no
+/// password given), and inside the I/O error of a cluster client that reached no seed node,
+/// which keeps only the text of the last refusal. Without a password, a server that needs one
+/// answers a command of more than 10 arguments (a script call) with
+/// `ERR Protocol error: unauthenticated multibulk length` (and a long argument with
+/// `... unauthenticated bulk length`) before it gets to `NOAUTH`.
+fn refused_login(err: &redis::RedisError) -> bool {
+    const SIGNS: [&str; 6] = [
+        "WRONGPASS",
+        "NOAUTH",
+        "AuthenticationFailed",
+        "invalid username-password pair",
+        "Authentication required",
+        "Protocol error: unauthenticated",
+    ];
+    err.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(err.code(), Some("WRONGPASS" | "NOAUTH"))
+        || err
+            .detail()
+            .is_some_and(|d| SIGNS.iter().any(|sign| d.contains(sign)))
+}
+
+/// A command the user's ACL does not permit: `NOPERM`, or (Redis 7.0) a plain `ERR` saying
+/// that the user executing a script "can't run this command".
+fn refused_command(err: &redis::RedisError) -> bool {
+    err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
+        || err.code() == Some("NOPERM")
+        || err
+            .detail()
+            .is_some_and(|d| d.contains("can't run this command") || d.starts_with("NOPERM"))
 }
 
 /// The message of an error raised inside a script, without the location Redis appends
@@ -345,14 +463,13 @@ impl fmt::Debug for Error {
     }
 }
 
+/// The kind, the message and the key, without the source: the cause is the next link of the
+/// chain ([`std::error::Error::source`]), which reporters such as `anyhow` print themselves.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.inner.kind, self.inner.message)?;
         if let Some(key) = &self.inner.key {
             write!(f, " (key `{key}`)")?;
-        }
-        if let Some(source) = &self.inner.source {
-            write!(f, ": {source}")?;
         }
         Ok(())
     }
@@ -391,11 +508,12 @@ mod tests {
         assert_eq!(err.key(), Some("lock:a"));
         let source = err.source().expect("source kept");
         assert!(source.downcast_ref::<redis::RedisError>().is_some());
+        // The cause is in the chain, not in the text: a reporter that prints the chain says
+        // it once.
         let text = err.to_string();
-        assert!(
-            text.contains("lock:a") && text.contains("refused"),
-            "{text}"
-        );
+        assert!(text.contains("lock:a"), "{text}");
+        assert!(!text.contains("refused"), "{text}");
+        assert!(source.to_string().contains("refused"), "{source}");
     }
 
     #[test]
@@ -409,18 +527,120 @@ mod tests {
         assert!(err.to_string().contains("holds a string"));
     }
 
+    /// Every way redis-rs reports a refused login is `AccessDenied`, and not transient.
     #[test]
-    fn a_refused_resp3_login_is_unavailable() {
-        let e = redis::make_extension_error(
+    fn a_refused_login_is_access_denied_in_every_form() {
+        let resp3 = redis::make_extension_error(
             "WRONGPASS".into(),
             Some("invalid username-password pair or user is disabled.".into()),
         );
-        let err = Error::from_redis(e, None);
-        assert!(err.is_unavailable(), "{err:?}");
+        let noauth =
+            redis::make_extension_error("NOAUTH".into(), Some("Authentication required.".into()));
+        let resp2 = redis::RedisError::from((
+            redis::ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
+        ));
+        // A cluster client that reached no seed node keeps only the last refusal's text.
+        let cluster = redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "Failed to create initial connections",
+            "\"WRONGPASS\": invalid username-password pair or user is disabled.".to_owned(),
+        ));
+        let cluster_resp2 = redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "Failed to create initial connections",
+            "Password authentication failed - AuthenticationFailed".to_owned(),
+        ));
+        let unauthenticated = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "An error was signalled by the server",
+            "Protocol error: unauthenticated multibulk length".to_owned(),
+        ));
+        // A sentinel that refused the login, as the sentinel client passes it on.
+        let sentinel = redis::RedisError::from((
+            redis::ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
+        ));
+        for (what, e) in [
+            ("resp3", resp3),
+            ("noauth", noauth),
+            ("resp2", resp2),
+            ("cluster", cluster),
+            ("cluster resp2", cluster_resp2),
+            ("no password, long command", unauthenticated),
+            ("sentinel", sentinel),
+        ] {
+            let err = Error::from_redis(e, None);
+            assert_eq!(err.kind(), ErrorKind::AccessDenied, "{what}: {err:?}");
+            assert!(err.is_access_denied() && !err.is_transient(), "{what}");
+            assert!(!err.is_unavailable(), "{what}");
+            assert!(err.to_string().contains("password"), "{what}: {err}");
+        }
+        // A seed node that cannot be reached stays transient.
+        let unreachable = redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "Failed to create initial connections",
+            "Connection refused (os error 111)".to_owned(),
+        ));
+        assert!(Error::from_redis(unreachable, None).is_transient());
     }
 
     #[test]
-    fn a_command_refused_inside_a_script_is_a_redis_error() {
+    fn a_command_refused_by_the_acl_is_access_denied() {
+        let e = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm),
+            "An error was signalled by the server",
+            "User reader has no permissions to run the 'evalsha' command".to_owned(),
+        ));
+        let err = Error::from_redis(e, Some("lock:x"));
+        assert!(err.is_access_denied() && !err.is_transient(), "{err:?}");
+        assert!(err.to_string().contains("refused"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_service_is_not_transient_and_a_missing_master_is() {
+        let unknown = redis::make_extension_error(
+            UNKNOWN_SERVICE.into(),
+            Some("none of the 3 sentinels monitors a master named `mymastr`".into()),
+        );
+        let err = Error::from_redis(unknown, None);
+        assert!(err.is_unknown_service() && !err.is_transient(), "{err:?}");
+        assert!(err.to_string().contains("`mymastr`"), "{err}");
+        assert!(err.source().is_none(), "said once: {err:?}");
+        // What redis-rs says when no sentinel names a usable master: during a failover too.
+        let missing = redis::RedisError::from((
+            redis::ErrorKind::MasterNameNotFoundBySentinel,
+            "Master with given name not found in sentinel",
+        ));
+        let err = Error::from_redis(missing, None);
+        assert!(err.is_unavailable() && err.is_transient(), "{err:?}");
+    }
+
+    #[test]
+    fn transient_kinds() {
+        for (kind, transient) in [
+            (ErrorKind::InvalidInput, false),
+            (ErrorKind::Unavailable, true),
+            (ErrorKind::Timeout, true),
+            (ErrorKind::CorruptData, false),
+            (ErrorKind::Script, false),
+            (ErrorKind::NotAcquired, false),
+            (ErrorKind::Redis, false),
+            (ErrorKind::NotReplicated, true),
+            (ErrorKind::ValidityExpired, true),
+            (ErrorKind::QuorumLost, true),
+            (ErrorKind::AccessDenied, false),
+            (ErrorKind::UnknownService, false),
+        ] {
+            assert_eq!(Error::new(kind, "x").is_transient(), transient, "{kind}");
+        }
+        let lost = Error::new(ErrorKind::QuorumLost, "1 of 3 masters answered");
+        assert!(lost.is_quorum_lost() && lost.is_unavailable());
+        assert!(!Error::new(ErrorKind::Unavailable, "x").is_quorum_lost());
+    }
+
+    #[test]
+    fn a_command_refused_inside_a_script_is_access_denied() {
         let e = redis::RedisError::from((
             redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
             "An error was signalled by the server",
@@ -429,7 +649,7 @@ mod tests {
                 .to_owned(),
         ));
         let err = Error::from_redis(e, Some("lock:x"));
-        assert_eq!(err.kind(), ErrorKind::Redis, "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::AccessDenied, "{err:?}");
         assert!(err.to_string().contains("refused"), "{err}");
     }
 

@@ -318,9 +318,11 @@ impl LockGuard {
     /// # Errors
     ///
     /// Redis faults as [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) or
-    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) (the deadline does not move);
-    /// [`ErrorKind::CorruptData`](crate::ErrorKind::CorruptData) if the key was overwritten
-    /// with foreign data.
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) (the deadline does not move; with
+    /// Redlock, [`ErrorKind::QuorumLost`](crate::ErrorKind::QuorumLost) when too few masters
+    /// answer); [`ErrorKind::AccessDenied`](crate::ErrorKind::AccessDenied) when Redis refuses
+    /// the command; [`ErrorKind::CorruptData`](crate::ErrorKind::CorruptData) if the key was
+    /// overwritten with foreign data.
     ///
     /// # Cancel safety
     ///

@@ -116,13 +116,15 @@ impl LockBuilder {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::NotAcquired`] when a bounded wait ran out (the holder's remaining ttl is in
-    /// [`Error::holder_ttl`]); [`ErrorKind::InvalidInput`] for an empty id or a bad ttl (with
-    /// Redlock, one the drift margin leaves no validity); [`ErrorKind::CorruptData`] for
+    /// [`ErrorKind::NotAcquired`](crate::ErrorKind::NotAcquired) when a bounded wait ran out (the holder's remaining ttl is in
+    /// [`Error::holder_ttl`]); [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for an empty id or a bad ttl (with
+    /// Redlock, one the drift margin leaves no validity); [`ErrorKind::CorruptData`](crate::ErrorKind::CorruptData) for
     /// foreign data at the key; Redis faults that outlast the wait as
-    /// [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`], and locks still granted too late
-    /// when it runs out as [`ErrorKind::ValidityExpired`] (the last attempt's reason is
-    /// reported).
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) or [`ErrorKind::Timeout`](crate::ErrorKind::Timeout), and locks still granted too late
+    /// when it runs out as [`ErrorKind::ValidityExpired`](crate::ErrorKind::ValidityExpired) (the last attempt's reason is
+    /// reported). Errors that are not [transient](crate::Error::is_transient) end the wait at once,
+    /// also one without a limit: a refused login or command ([`ErrorKind::AccessDenied`](crate::ErrorKind::AccessDenied)), a
+    /// service no sentinel knows ([`ErrorKind::UnknownService`](crate::ErrorKind::UnknownService)).
     ///
     /// # Cancel safety
     ///
@@ -186,7 +188,7 @@ impl LockBuilder {
     /// # Errors
     ///
     /// As [`acquire`](LockBuilder::acquire), without `NotAcquired`:
-    /// [`ErrorKind::ValidityExpired`] when the lock was granted too late to be held (it was
+    /// [`ErrorKind::ValidityExpired`](crate::ErrorKind::ValidityExpired) when the lock was granted too late to be held (it was
     /// released; nobody holds it, so this is not `Ok(None)`).
     ///
     /// # Cancel safety

@@ -72,7 +72,7 @@ impl Client {
     /// an error. A lock granted too late to be held (the answer came after its validity had
     /// run out: ttl less the drift margin, counted from the request; the whole ttl for ttls of
     /// a few ms on one server) is released at once and reported as
-    /// [`ErrorKind::ValidityExpired`]: nobody holds it, and trying again may win. Prefer
+    /// [`ErrorKind::ValidityExpired`](crate::ErrorKind::ValidityExpired): nobody holds it, and trying again may win. Prefer
     /// [`lock`](Client::lock), whose guard tracks the lease for you.
     ///
     /// With Redlock, the attempt is decided as soon as the masters' answers allow: a majority
@@ -83,11 +83,14 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`] for an empty id or a ttl under 1 ms or over
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for an empty id or a ttl under 1 ms or over
     /// [`MAX_TTL`](crate::MAX_TTL), and with Redlock for a ttl that the drift margin leaves no
-    /// validity (2 ms or less by default); [`ErrorKind::ValidityExpired`] for a lock granted
-    /// too late (released); [`ErrorKind::CorruptData`] when the key holds foreign data (left
-    /// untouched); [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`] for Redis faults.
+    /// validity (2 ms or less by default); [`ErrorKind::ValidityExpired`](crate::ErrorKind::ValidityExpired) for a lock granted
+    /// too late (released); [`ErrorKind::CorruptData`](crate::ErrorKind::CorruptData) when the key holds foreign data (left
+    /// untouched); [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) or [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) for Redis faults (with
+    /// Redlock, [`ErrorKind::QuorumLost`](crate::ErrorKind::QuorumLost) when too few masters answer);
+    /// [`ErrorKind::AccessDenied`](crate::ErrorKind::AccessDenied) when Redis refuses the login or a command (ACL);
+    /// [`ErrorKind::UnknownService`](crate::ErrorKind::UnknownService) when no sentinel knows the service.
     ///
     /// # Cancel safety
     ///
@@ -159,7 +162,10 @@ impl Client {
     /// As [`acquire_lock`](Client::acquire_lock). While waiting, Redis being unreachable and
     /// locks granted too late are retried (with backoff) until the wait runs out; if the last
     /// attempt that came to a decision failed that way, its error is returned
-    /// ([`ErrorKind::ValidityExpired`], [`ErrorKind::Unavailable`], ...) rather than an answer.
+    /// ([`ErrorKind::ValidityExpired`](crate::ErrorKind::ValidityExpired), [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable), ...) rather than an answer.
+    /// Errors that are not [transient](crate::Error::is_transient), such as a refused login
+    /// ([`ErrorKind::AccessDenied`](crate::ErrorKind::AccessDenied)) or an unknown Sentinel service
+    /// ([`ErrorKind::UnknownService`](crate::ErrorKind::UnknownService)), end the wait at once, also one without a limit.
     ///
     /// # Cancel safety
     ///
@@ -214,9 +220,10 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`] for an empty id or an index under 1;
-    /// [`ErrorKind::CorruptData`] when the key holds foreign data (left untouched);
-    /// [`ErrorKind::Unavailable`] / [`ErrorKind::Timeout`] for Redis faults, once four tries
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for an empty id or an index under 1;
+    /// [`ErrorKind::CorruptData`](crate::ErrorKind::CorruptData) when the key holds foreign data (left untouched);
+    /// [`ErrorKind::AccessDenied`](crate::ErrorKind::AccessDenied) when Redis refuses the login or the command (ACL);
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) / [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) for Redis faults, once four tries
     /// have failed: after a transient fault (unreachable, timed out) the release is sent up to
     /// three more times, 0, 50 and 200 ms apart, while the connection reconnects by itself
     /// (after a timeout the lock may or may not have been released; retrying is safe). Any
@@ -252,7 +259,7 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// As [`release_lock`](Client::release_lock), plus [`ErrorKind::InvalidInput`] for a bad
+    /// As [`release_lock`](Client::release_lock), plus [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a bad
     /// ttl.
     ///
     /// # Cancel safety
@@ -283,7 +290,7 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::CorruptData`] when the key holds something other than a lock, a lock
+    /// [`ErrorKind::CorruptData`](crate::ErrorKind::CorruptData) when the key holds something other than a lock, a lock
     /// without an index, or a lock without expiry; Redis faults as usual.
     ///
     /// # Cancel safety

@@ -65,7 +65,7 @@ impl fmt::Display for RenewOutcome {
     }
 }
 
-/// A read-only view of one lock, from [`Client::status`].
+/// A read-only view of one lock, from [`Client::status`](crate::Client::status).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LockStatus {

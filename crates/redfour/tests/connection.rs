@@ -52,7 +52,7 @@ async fn password_in_the_url_is_used_and_never_shown() {
 }
 
 #[tokio::test]
-async fn a_wrong_password_is_unavailable_and_not_leaked() {
+async fn a_wrong_password_is_access_denied_and_not_leaked() {
     let server = RedisServer::start_with_args(&["--requirepass", "right-one"]);
     // RESP3 logs in with `HELLO 3 AUTH`, whose refusal redis-rs reports differently.
     for query in ["", "?protocol=resp3"] {
@@ -62,11 +62,91 @@ async fn a_wrong_password_is_unavailable_and_not_leaked() {
             .acquire_lock("x", Duration::from_secs(1))
             .await
             .unwrap_err();
-        assert!(err.is_unavailable(), "{query}: {err:?}");
+        // Was `is_unavailable()`: issue 11 makes a refused login a kind of its own, not
+        // transient.
+        assert!(err.is_access_denied(), "{query}: {err:?}");
+        assert!(!err.is_transient(), "{query}: {err:?}");
         let text = err.to_string();
         assert!(!text.contains("wrong-one"), "{text}");
         assert!(!format!("{err:?}").contains("wrong-one"), "{err:?}");
         assert!(text.contains(&server.port().to_string()), "{text}");
+    }
+}
+
+/// A wait without a limit, by a library user who did not `ping` first (as the CLI does): a
+/// wrong password or none at all ends it within seconds with the refusal, instead of retrying
+/// forever.
+#[tokio::test]
+async fn a_wrong_password_ends_a_wait_without_limit_at_once() {
+    let server = RedisServer::start_with_args(&["--requirepass", "right-one"]);
+    let port = server.port();
+    let urls = [
+        format!("redis://:wrong-one@127.0.0.1:{port}/"),
+        format!("redis://:wrong-one@127.0.0.1:{port}/?protocol=resp3"),
+        format!("redis://locker:wrong-one@127.0.0.1:{port}/"),
+        // No password where one is needed: NOAUTH at the first command.
+        format!("redis://127.0.0.1:{port}/"),
+    ];
+    for url in urls {
+        for fair in [true, false] {
+            let locks = quick(url.clone()).fair(fair).build().unwrap();
+            let started = std::time::Instant::now();
+            let waited = tokio::time::timeout(
+                Duration::from_secs(10),
+                locks.wait_acquire_lock("x", Duration::from_secs(1), None),
+            )
+            .await;
+            let took = started.elapsed();
+            let err = match waited {
+                Ok(Err(err)) => err,
+                Ok(Ok(r)) => panic!("{url} fair {fair}: acquired {r:?}"),
+                Err(_) => panic!("{url} fair {fair}: still waiting after {took:?}"),
+            };
+            assert!(err.is_access_denied(), "{url} fair {fair}: {err:?}");
+            assert!(took < Duration::from_secs(5), "{url} fair {fair}: {took:?}");
+            assert!(!format!("{err:?}").contains("wrong-one"), "{err:?}");
+            let started = std::time::Instant::now();
+            let err = tokio::time::timeout(Duration::from_secs(10), locks.lock("y").acquire())
+                .await
+                .unwrap_or_else(|_| panic!("{url} fair {fair}: lock().acquire() still waiting"))
+                .unwrap_err();
+            assert!(err.is_access_denied(), "{url} fair {fair}: {err:?}");
+            assert!(started.elapsed() < Duration::from_secs(5), "{url}");
+        }
+    }
+    assert_eq!(common::dbsize(&server), 0);
+}
+
+/// A Redis that is down but configured right is still waited for: the wait started while it
+/// was down gets the lock once it is back.
+#[tokio::test]
+async fn a_wait_started_while_redis_is_down_gets_the_lock_when_it_is_back() {
+    let mut server = RedisServer::start_with_args(&["--requirepass", "right-one"]);
+    let url = format!("redis://:right-one@127.0.0.1:{}/", server.port());
+    server.stop();
+    for fair in [true, false] {
+        let locks = quick(url.clone()).fair(fair).build().unwrap();
+        let waiter = tokio::spawn({
+            let locks = locks.clone();
+            async move {
+                locks
+                    .wait_acquire_lock("down", Duration::from_secs(5), None)
+                    .await
+            }
+        });
+        // Something that must not happen: the wait giving up while Redis is down (a
+        // refused login gives up within about a second, see above).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!waiter.is_finished(), "fair {fair}: {:?}", waiter.await);
+        server.restart();
+        let got = tokio::time::timeout(common::DEADLINE, waiter)
+            .await
+            .expect("the wait did not end after the restart")
+            .unwrap()
+            .expect("acquired once Redis is back");
+        assert!(got.success, "fair {fair}: {got:?}");
+        assert!(locks.release_lock("down", got.index).await.unwrap().success);
+        server.stop();
     }
 }
 
@@ -108,7 +188,7 @@ async fn acl_user_and_database_number() {
 }
 
 #[tokio::test]
-async fn a_user_without_permission_gets_a_redis_error_and_nothing_changes() {
+async fn a_user_without_permission_is_access_denied_and_nothing_changes() {
     let server = RedisServer::start();
     // May read, may not run scripts.
     server.cmd(&[
@@ -128,7 +208,7 @@ async fn a_user_without_permission_gets_a_redis_error_and_nothing_changes() {
         .acquire_lock("x", Duration::from_secs(1))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), redfour::ErrorKind::Redis, "{err:?}");
+    assert_eq!(err.kind(), redfour::ErrorKind::AccessDenied, "{err:?}");
     assert_eq!(common::dbsize(&server), 0);
 }
 
@@ -318,7 +398,8 @@ async fn a_unix_socket_password_is_used_and_a_wrong_one_never_shown() {
             .acquire_lock("x", Duration::from_secs(1))
             .await
             .unwrap_err();
-        assert!(err.is_unavailable(), "{url}: {err:?}");
+        // Was `is_unavailable()`: a refused login is `AccessDenied` since issue 11.
+        assert!(err.is_access_denied(), "{url}: {err:?}");
         let text = err.to_string();
         assert!(text.contains(&socket), "the socket is missing: {text}");
         assert_hidden("error message", &text);
@@ -529,7 +610,7 @@ async fn the_minimal_acl_rule_allows_every_operation() {
         .acquire_lock("x", Duration::from_secs(1))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), redfour::ErrorKind::Redis, "{err:?}");
+    assert_eq!(err.kind(), redfour::ErrorKind::AccessDenied, "{err:?}");
     assert_eq!(
         common::strings(&server, &["KEYS", "other*"]),
         Vec::<String>::new(),
@@ -538,7 +619,7 @@ async fn the_minimal_acl_rule_allows_every_operation() {
 }
 
 /// A user missing any one command of the rule (but `subscribe`, see below) gets an error of kind
-/// `Redis` saying that Redis refused it, within a few seconds, instead of a hang.
+/// `AccessDenied` (was `Redis` before issue 11) saying that Redis refused it, within a few seconds, instead of a hang.
 ///
 /// `hmget` and `lrem` run where nobody can receive an error (after a dropped acquire, after a
 /// waiter left), so they are checked through `ACL LOG` by the test above. Without `subscribe`,
@@ -575,7 +656,7 @@ async fn a_user_missing_one_command_gets_a_clear_error_quickly() {
         };
         assert_eq!(
             err.kind(),
-            redfour::ErrorKind::Redis,
+            redfour::ErrorKind::AccessDenied,
             "without {missing}: {err:?}"
         );
         let text = err.to_string();
@@ -584,5 +665,48 @@ async fn a_user_missing_one_command_gets_a_clear_error_quickly() {
             !acl_denials(&server, &user).is_empty(),
             "without {missing}: nothing in ACL LOG"
         );
+    }
+}
+
+/// A reporter that prints the source chain (as `anyhow`'s `{:#}` does) says the cause of an
+/// unreachable Redis once: `Display` does not append the source. The chain is followed through
+/// this crate's errors down to the first error of redis-rs (whose own `Display` repeats its
+/// I/O source's text: that is redis-rs's choice, not this crate's).
+#[tokio::test]
+async fn an_unreachable_redis_names_the_cause_once_in_the_chain() {
+    fn chain(err: &redfour::Error) -> String {
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(err);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s
+                .downcast_ref::<redfour::Error>()
+                .and_then(std::error::Error::source);
+        }
+        text
+    }
+    let mut servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    for server in &mut servers {
+        server.stop();
+    }
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let standalone = quick(urls[0].clone()).build().unwrap();
+    let redlock = redfour::Client::builder_with_topology(redfour::Topology::Redlock, urls.clone())
+        .connect_timeout(Duration::from_secs(1))
+        .reconnect_retries(1)
+        .build()
+        .unwrap();
+    for locks in [standalone, redlock] {
+        let acquired = locks.acquire_lock("x", Duration::from_secs(1)).await;
+        for err in [acquired.unwrap_err(), locks.ping().await.unwrap_err()] {
+            assert!(err.is_unavailable(), "{err:?}");
+            let text = chain(&err);
+            assert_eq!(text.matches("Connection refused").count(), 1, "{text}");
+            assert!(
+                text.contains(&servers[0].port().to_string()) || err.is_quorum_lost(),
+                "{text}"
+            );
+        }
     }
 }

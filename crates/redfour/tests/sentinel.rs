@@ -306,7 +306,83 @@ async fn a_refused_wait_releases_the_lock() {
         .build()
         .unwrap();
     let err = client.lock("job").try_acquire().await.unwrap_err();
-    assert_eq!(err.kind(), redfour::ErrorKind::Redis, "{err:?}");
+    assert_eq!(err.kind(), redfour::ErrorKind::AccessDenied, "{err:?}");
     assert!(!err.is_corrupt_data());
     assert_eq!(server.cmd(&["EXISTS", "lock:job"]), redis::Value::Int(0));
+}
+
+/// A mistyped service name: every sentinel answers that it does not know it, so a wait without
+/// a limit (by a library user who did not `ping` first) ends within seconds with
+/// `UnknownService`. With one of the sentinels unreachable, that one might know the name: the
+/// error stays transient, and a bounded wait keeps trying to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mistyped_service_ends_a_wait_without_limit_at_once() {
+    let group = SentinelGroup::start(0, 2);
+    let typo = format!("{}-typo", group.service());
+    let builder = |urls: Vec<String>| {
+        Client::sentinel(urls, typo.as_str())
+            .connect_timeout(Duration::from_secs(1))
+            .response_timeout(Duration::from_secs(2))
+            .fair(common::fair_mode())
+            .build()
+            .unwrap()
+    };
+    let locks = builder(group.sentinel_urls());
+    let started = Instant::now();
+    let err = tokio::time::timeout(DEADLINE, locks.lock("x").acquire())
+        .await
+        .expect("still waiting")
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(err.is_unknown_service(), "{err:?}");
+    assert!(!err.is_transient(), "{err:?}");
+    assert!(err.to_string().contains(&typo), "{err}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let err = tokio::time::timeout(
+        DEADLINE,
+        locks.wait_acquire_lock("x", Duration::from_secs(1), None),
+    )
+    .await
+    .expect("still waiting")
+    .unwrap_err();
+    assert!(err.is_unknown_service(), "{err:?}");
+
+    // A sentinel that cannot be reached.
+    let mut gone = RedisServer::start();
+    let gone_url = gone.url();
+    gone.stop();
+    let mut urls = group.sentinel_urls();
+    urls.push(gone_url);
+    let locks = builder(urls);
+    let started = Instant::now();
+    let err = locks
+        .lock("x")
+        .wait(Duration::from_secs(2))
+        .acquire()
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable() && err.is_transient(), "{err:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "gave up early: {err:?}"
+    );
+}
+
+/// The master's password wrong (the sentinels' is right): a wait without a limit ends within
+/// seconds with `AccessDenied`, and the password shows nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_master_password_ends_a_wait_without_limit_at_once() {
+    let group = SentinelGroup::start_with_password(0, 1, "m4ster-secret");
+    let locks = sentinel_builder(&group)
+        .master_credentials(None, "wr0ng-secret")
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = tokio::time::timeout(DEADLINE, locks.lock("x").acquire())
+        .await
+        .expect("still waiting")
+        .unwrap_err();
+    assert!(err.is_access_denied(), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{err:?}");
+    assert!(!format!("{err:?}").contains("wr0ng-secret"), "{err:?}");
 }

@@ -163,7 +163,52 @@ impl SentinelShared {
     /// A client for the current master, asked from the sentinels (which check that it calls
     /// itself master).
     pub(crate) async fn master_client(&self) -> RedisResult<redis::Client> {
-        self.sentinel.lock().await.async_get_client().await
+        let found = self.sentinel.lock().await.async_get_client().await;
+        match found {
+            Err(e) if e.kind() == redis::ErrorKind::MasterNameNotFoundBySentinel => {
+                Err(self.unknown_service_or(e).await)
+            }
+            other => other,
+        }
+    }
+
+    /// redis-rs says "master name not found" alike for a name no sentinel knows (a mistake no
+    /// retry mends) and for a known master that is down or not promoted yet (a failover, which
+    /// passes), and does not say which sentinels it could not reach. Asks every sentinel
+    /// whether it knows the name at all: only when each one answers that it does not is the
+    /// error an unknown service; otherwise it stays `err` (transient).
+    async fn unknown_service_or(&self, err: RedisError) -> RedisError {
+        let asks = self.sentinels.iter().map(|info| async move {
+            let client = redis::Client::open(info.clone()).ok()?;
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&self.config)
+                .await
+                .ok()?;
+            let address: Option<Vec<String>> = redis::cmd("SENTINEL")
+                .arg("GET-MASTER-ADDR-BY-NAME")
+                .arg(&self.service)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            Some(address.is_none())
+        });
+        let unknown = futures_util::future::join_all(asks).await;
+        if !unknown.is_empty() && unknown.iter().all(|u| *u == Some(true)) {
+            return redis::make_extension_error(
+                crate::error::UNKNOWN_SERVICE.into(),
+                Some(match unknown.len() {
+                    1 => format!(
+                        "the sentinel does not monitor a master named `{}` (check the service name)",
+                        self.service
+                    ),
+                    n => format!(
+                        "none of the {n} sentinels monitors a master named `{}` (check the service name)",
+                        self.service
+                    ),
+                }),
+            );
+        }
+        err
     }
 
     /// Changes at every failover the sentinels announce (`+switch-master`).
@@ -213,7 +258,11 @@ impl SentinelShared {
                     *current = Some((generation, conn.clone()));
                     return Ok((generation, conn));
                 }
-                Err(e) if attempt < self.retries => {
+                // A refused login or an unknown service stays so: report it at once.
+                Err(e)
+                    if attempt < self.retries
+                        && crate::error::Error::from_redis(e.clone(), None).is_transient() =>
+                {
                     tracing::debug!(service = %self.service, error = %e, "cannot reach the master yet; asking the sentinels again");
                     attempt += 1;
                     delay.wait().await;

@@ -177,6 +177,10 @@ impl Direct {
                             crate::ErrorKind::Unavailable,
                             format!("cannot connect to redis at {}", self.address),
                         )
+                    } else if err.is_access_denied() {
+                        // Say which server refused the login.
+                        let message = format!("{} (redis at {})", err.message(), self.address);
+                        err.reclassify(ErrorKind::AccessDenied, message)
                     } else {
                         err
                     }

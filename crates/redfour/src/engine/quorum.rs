@@ -156,17 +156,35 @@ async fn ping(nodes: &[Direct], quorum: usize) -> Result<()> {
     if up >= quorum {
         return Ok(());
     }
-    let err = Error::new(
-        ErrorKind::Unavailable,
+    let lost = Error::new(
+        ErrorKind::QuorumLost,
         format!(
-            "only {up} of {} Redlock masters answered (a majority is {quorum})",
+            "only {up} of {} masters answered (a majority is {quorum})",
             nodes.len()
         ),
     );
-    Err(match errors.into_iter().next() {
-        Some(e) => err.with_source(e),
-        None => err,
-    })
+    // As for an acquire: a refusal no retry mends, on enough masters, speaks for itself.
+    Err(
+        lasting(nodes.len(), quorum, &mut errors).unwrap_or_else(|| {
+            match errors.into_iter().min_by_key(Error::is_transient) {
+                Some(e) => lost.with_source(e),
+                None => lost,
+            }
+        }),
+    )
+}
+
+/// A master's error that no retry mends (foreign data first, then a refused login or
+/// command), when the masters that failed that way leave no majority possible.
+fn lasting(nodes: usize, quorum: usize, errors: &mut Vec<Error>) -> Option<Error> {
+    let lasting_count = errors.iter().filter(|e| !e.is_transient()).count();
+    let lasting = errors
+        .iter()
+        .position(Error::is_corrupt_data)
+        .or_else(|| errors.iter().position(|e| !e.is_transient()));
+    lasting
+        .filter(|_| nodes - lasting_count < quorum)
+        .map(|i| errors.swap_remove(i))
 }
 
 /// The error for too few masters answering: a master's own error when it is not a fault of
@@ -175,23 +193,16 @@ async fn ping(nodes: &[Direct], quorum: usize) -> Result<()> {
 fn quorum_lost(answered: usize, nodes: usize, quorum: usize, mut errors: Vec<Error>) -> Error {
     // Lasting only when the masters that failed that way leave no majority possible; with
     // enough masters merely unreachable, a retry may still win.
-    let lasting_count = errors.iter().filter(|e| !e.is_transient()).count();
-    let lasting = errors
-        .iter()
-        .position(Error::is_corrupt_data)
-        .or_else(|| errors.iter().position(|e| !e.is_transient()));
-    if let Some(i) = lasting.filter(|_| nodes - lasting_count < quorum) {
-        return errors.swap_remove(i);
+    if let Some(lasting) = lasting(nodes, quorum, &mut errors) {
+        return lasting;
     }
     unreachable_quorum(answered, nodes, quorum, errors)
 }
 
 fn unreachable_quorum(answered: usize, nodes: usize, quorum: usize, errors: Vec<Error>) -> Error {
     let err = Error::new(
-        ErrorKind::Unavailable,
-        format!(
-            "Redlock quorum lost: {answered} of {nodes} masters answered, and a majority is {quorum}"
-        ),
+        ErrorKind::QuorumLost,
+        format!("{answered} of {nodes} masters answered, and a majority is {quorum}"),
     );
     // The most telling cause: a master's own refusal before a fault of reaching one.
     match errors.into_iter().min_by_key(Error::is_transient) {
@@ -574,9 +585,9 @@ async fn attempt(
         }
         wins.release_now(end).await;
         return Err(Error::new(
-            ErrorKind::Unavailable,
+            ErrorKind::QuorumLost,
             format!(
-                "Redlock quorum lost: a majority granted the lock, but only {took} of {} masters adopted its index (a majority is {quorum}); it was released",
+                "a majority granted the lock, but only {took} of {} masters adopted its index (a majority is {quorum}); it was released",
                 nodes.len()
             ),
         )
