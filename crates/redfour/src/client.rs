@@ -11,6 +11,7 @@ pub use crate::config::Topology;
 use crate::engine::{describe_connection, describe_urls, Context, Engine, Plan};
 use crate::error::{Error, Result};
 use crate::hub::Hub;
+use crate::wait::Waiting;
 
 /// The default namespace, the same as Node redfour's.
 pub const DEFAULT_NAMESPACE: &str = "lock";
@@ -600,22 +601,12 @@ impl Client {
         &self.inner.ctx
     }
 
-    /// The client's notification hub, started on first use.
-    pub(crate) async fn hub(&self) -> Result<&Hub> {
-        self.inner
-            .hub
-            .get_or_try_init(|| async {
-                let (source, fair) = self.inner.engine.subscriptions().await?;
-                let ctx = &self.inner.ctx;
-                Ok(Hub::start(
-                    source,
-                    ctx.ns.clone(),
-                    ctx.config.connect_timeout,
-                    fair,
-                    ctx.cleanup.clone(),
-                ))
-            })
-            .await
+    /// What a wait of this client needs: its engine and its hub.
+    pub(crate) fn waiting(&self) -> Waiting<'_> {
+        Waiting {
+            engine: &self.inner.engine,
+            hub: &self.inner.hub,
+        }
     }
 
     /// A snapshot of this client's activity: waits registered now, notices and handoffs

@@ -20,7 +20,6 @@ use crate::backoff::Backoff;
 use crate::cleanup::{Cleanup, Ticket};
 use crate::engine::{Conn, FairSetup, SentinelShared, SubSource};
 use crate::keys::Namespace;
-use crate::scripts::{Eval, ScriptSet};
 
 /// Whether the subscription is live, and how many times it (re)started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,15 +48,12 @@ enum SubChange {
 enum Chore {
     Leave {
         ticket: Ticket,
-        queue: String,
-        entries: String,
+        key: Box<str>,
         token: String,
     },
     PassOn {
         ticket: Ticket,
         key: String,
-        queue: String,
-        entries: String,
         index: i64,
         token: String,
     },
@@ -98,7 +94,6 @@ struct Shared {
     janitor: Option<mpsc::UnboundedSender<Chore>>,
     /// The client's count of clean-up work in the background.
     cleanup: Arc<Cleanup>,
-    ns: Namespace,
     /// Cluster: the subscriber task's orders, and the locks whose channels are subscribed.
     sharded: Option<mpsc::UnboundedSender<SubChange>>,
     ready: Mutex<HashSet<Box<str>>>,
@@ -176,12 +171,9 @@ impl Shared {
     /// handoff is still unclaimed, so a waiter that did take it never loses it this way.
     fn pass_on(&self, key: &str, index: i64, token: &str) {
         if let Some(janitor) = &self.janitor {
-            let (queue, entries) = self.ns.queue_keys(key);
             let _ = janitor.send(Chore::PassOn {
                 ticket: self.cleanup.ticket(),
                 key: key.to_owned(),
-                queue,
-                entries,
                 index,
                 token: token.to_owned(),
             });
@@ -241,7 +233,6 @@ impl Hub {
                     rx,
                     setup.conn,
                     ns.clone(),
-                    setup.scripts,
                     setup.claim_window_ms,
                 )));
                 (Some(tx), setup.handoff_channel, setup.client_token)
@@ -268,7 +259,6 @@ impl Hub {
             client_token,
             janitor,
             cleanup,
-            ns,
             sharded,
             ready: Mutex::new(HashSet::new()),
         });
@@ -456,11 +446,9 @@ impl Drop for Registration {
             }
         } else if self.queued.load(Ordering::Relaxed) {
             if let (Some(janitor), Some(token)) = (&self.shared.janitor, self.token.take()) {
-                let (queue, entries) = self.shared.ns.queue_keys(&self.key);
                 let _ = janitor.send(Chore::Leave {
                     ticket: self.shared.cleanup.ticket(),
-                    queue,
-                    entries,
+                    key: self.key.clone(),
                     token,
                 });
             }
@@ -473,7 +461,6 @@ async fn janitor(
     mut chores: mpsc::UnboundedReceiver<Chore>,
     mut conn: Conn,
     ns: Namespace,
-    scripts: &'static ScriptSet,
     claim_window_ms: u64,
 ) {
     while let Some(chore) = chores.recv().await {
@@ -481,36 +468,25 @@ async fn janitor(
             Chore::Leave {
                 // Held until the command's answer is in.
                 ticket: _ticket,
-                queue,
-                entries,
+                key,
                 token,
             } => {
                 let r: redis::RedisResult<i64> =
-                    Eval::new(&scripts.fair_leave, &[&queue, &entries])
-                        .arg(&token)
-                        .invoke(&mut conn)
-                        .await;
+                    ns.leave_call(&key, &token).invoke(&mut conn).await;
                 if let Err(e) = r {
-                    tracing::debug!(queue, token, error = %e, "could not leave the queue; the entry will expire");
+                    tracing::debug!(key = &*key, token, error = %e, "could not leave the queue; the entry will expire");
                 }
             }
             Chore::PassOn {
                 ticket: _ticket,
                 key,
-                queue,
-                entries,
                 index,
                 token,
             } => {
-                let counter = ns.counter(&key);
-                let r: redis::RedisResult<redis::Value> =
-                    Eval::new(&scripts.fair_release, &[&key, &counter, &queue, &entries])
-                        .arg(index)
-                        .arg(&*ns.channel(&key))
-                        .arg(claim_window_ms)
-                        .arg(&token)
-                        .invoke(&mut conn)
-                        .await;
+                let r: redis::RedisResult<redis::Value> = ns
+                    .fair_release_call(&key, index, claim_window_ms, Some(&token))
+                    .invoke(&mut conn)
+                    .await;
                 if let Err(e) = r {
                     tracing::warn!(key, index, error = %e, "could not pass on an unclaimed handoff; it expires after the claim window");
                 }

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::scripts::{Eval, ScriptSet};
 
 /// The longest lock id (and namespace) accepted, in bytes: 1 MiB. Ids are data of any content
 /// (quotes, newlines, Lua syntax, braces); the bound only keeps a runaway id from becoming a
@@ -154,6 +155,138 @@ fn concat(parts: &[&str]) -> String {
         out.push_str(part);
     }
     out
+}
+
+/// What an acquire writes into the lock hash about its holder.
+pub(crate) struct HolderFields<'a> {
+    pub(crate) host: &'a str,
+    pub(crate) pid: u32,
+    /// The attempt's own id, so that its clean-up releases only what it won.
+    pub(crate) attempt: &'a str,
+    pub(crate) description: Option<&'a str>,
+}
+
+/// A fair-queue waiter's side of an acquire.
+pub(crate) struct Queueing<'a> {
+    /// The waiter's token; empty for a one-shot attempt that does not queue.
+    pub(crate) token: &'a str,
+    pub(crate) entry_lifetime_ms: u64,
+    /// Where a handoff to this waiter is announced.
+    pub(crate) handoff_channel: &'a str,
+    pub(crate) claim_window_ms: u64,
+}
+
+/// Every script call of the crate, built here and only here: each script's KEYS and ARGV, in
+/// the order its Lua reads them (see the header of each `scripts/*.lua`). Callers pass meaning
+/// (a lock key, a ttl, an index), never positions.
+impl Namespace {
+    /// The scripts of this layout (notices with `PUBLISH`, or `SPUBLISH` in the lock's slot).
+    pub(crate) fn scripts(&self) -> &'static ScriptSet {
+        match self.layout {
+            Layout::Node => &crate::scripts::NODE,
+            Layout::Cluster => &crate::scripts::CLUSTER,
+        }
+    }
+
+    /// `acquire.lua`: KEYS lock, counter; ARGV ttl, holder fields.
+    pub(crate) fn acquire_call(&self, key: &str, ttl_ms: u64, holder: &HolderFields<'_>) -> Eval {
+        let mut call = Eval::new(&self.scripts().acquire, &[key, &self.counter(key)]);
+        call.arg(ttl_ms);
+        holder_args(&mut call, holder);
+        call
+    }
+
+    /// `fair_acquire.lua`: KEYS lock, counter, queue, entries; ARGV ttl, token, entry
+    /// lifetime, handoff channel, claim window, holder fields.
+    pub(crate) fn fair_acquire_call(
+        &self,
+        key: &str,
+        ttl_ms: u64,
+        queueing: &Queueing<'_>,
+        holder: &HolderFields<'_>,
+    ) -> Eval {
+        let mut call = self.queue_call(&self.scripts().fair_acquire, key);
+        call.arg(ttl_ms)
+            .arg(queueing.token)
+            .arg(queueing.entry_lifetime_ms)
+            .arg(queueing.handoff_channel)
+            .arg(queueing.claim_window_ms);
+        holder_args(&mut call, holder);
+        call
+    }
+
+    /// `release.lua`: KEYS lock; ARGV index, release channel.
+    pub(crate) fn release_call(&self, key: &str, index: i64) -> Eval {
+        let mut call = Eval::new(&self.scripts().release, &[key]);
+        call.arg(index).arg(&*self.channel(key));
+        call
+    }
+
+    /// `fair_release.lua`: KEYS lock, counter, queue, entries; ARGV index, release channel,
+    /// claim window, and the token of a waiter whose unclaimed handoff is to be passed on.
+    pub(crate) fn fair_release_call(
+        &self,
+        key: &str,
+        index: i64,
+        claim_window_ms: u64,
+        pass_on_from: Option<&str>,
+    ) -> Eval {
+        let mut call = self.queue_call(&self.scripts().fair_release, key);
+        call.arg(index)
+            .arg(&*self.channel(key))
+            .arg(claim_window_ms);
+        if let Some(token) = pass_on_from {
+            call.arg(token);
+        }
+        call
+    }
+
+    /// `fair_leave.lua`: KEYS queue, entries; ARGV the waiter's token.
+    pub(crate) fn leave_call(&self, key: &str, token: &str) -> Eval {
+        let (queue, entries) = self.queue_keys(key);
+        let mut call = Eval::new(&self.scripts().fair_leave, &[&queue, &entries]);
+        call.arg(token);
+        call
+    }
+
+    /// `renew.lua`: KEYS lock; ARGV index, ttl.
+    pub(crate) fn renew_call(&self, key: &str, index: i64, ttl_ms: u64) -> Eval {
+        let mut call = Eval::new(&self.scripts().renew, &[key]);
+        call.arg(index).arg(ttl_ms);
+        call
+    }
+
+    /// `status.lua`: KEYS lock.
+    pub(crate) fn status_call(&self, key: &str) -> Eval {
+        Eval::new(&self.scripts().status, &[key])
+    }
+
+    /// `redlock_adopt.lua`: KEYS lock, counter; ARGV the index this master granted, the
+    /// adopted one.
+    pub(crate) fn adopt_call(&self, key: &str, granted: i64, adopted: i64) -> Eval {
+        let mut call = Eval::new(&crate::scripts::REDLOCK_ADOPT, &[key, &self.counter(key)]);
+        call.arg(granted).arg(adopted);
+        call
+    }
+
+    /// A fair-queue script on the lock at `key`: KEYS lock, counter, queue, entries.
+    fn queue_call(&self, script: &'static redis::Script, key: &str) -> Eval {
+        let (queue, entries) = self.queue_keys(key);
+        Eval::new(script, &[key, &self.counter(key), &queue, &entries])
+    }
+}
+
+/// The holder fields as `field, value` pairs, the tail of both acquire scripts' ARGV.
+fn holder_args(call: &mut Eval, holder: &HolderFields<'_>) {
+    call.arg("host")
+        .arg(holder.host)
+        .arg("pid")
+        .arg(holder.pid)
+        .arg("attempt")
+        .arg(holder.attempt);
+    if let Some(description) = holder.description {
+        call.arg("description").arg(description);
+    }
 }
 
 pub(crate) fn check_id(id: &str) -> Result<()> {

@@ -158,6 +158,7 @@ impl LockBuilder {
         );
         let waited = self
             .client
+            .waiting()
             .wait_for(&key, ttl_ms, &self.meta, self.wait, false)
             .instrument(span)
             .await?;

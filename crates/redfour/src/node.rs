@@ -186,6 +186,7 @@ impl Client {
             wait_ms = wait.map(|w| w.as_millis() as u64)
         );
         let waited = self
+            .waiting()
             .wait_for(&key, ttl_ms, &Meta::default(), wait, true)
             .instrument(span)
             .await?;

@@ -51,31 +51,10 @@ impl Eval {
 }
 
 impl Eval {
-    /// Runs the script and then `WAIT replicas timeout` on the same connection (see
-    /// [`Conn::query_then_wait`](crate::engine::Conn::query_then_wait)), reloading the script on
-    /// `NOSCRIPT`. Returns the script's reply and how many replicas acknowledged it (or why
-    /// `WAIT` failed: the script's effects stand either way).
-    pub(crate) async fn invoke_then_wait<T: FromRedisValue>(
-        &self,
-        conn: &mut crate::engine::Conn,
-        key: &str,
-        replicas: u32,
-        timeout: std::time::Duration,
-    ) -> RedisResult<(T, RedisResult<i64>)> {
-        let (reply, acked) = match conn
-            .query_then_wait(&self.cmd, key, replicas, timeout)
-            .await
-        {
-            Err(err)
-                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-            {
-                self.script.load_async(conn).await?;
-                conn.query_then_wait(&self.cmd, key, replicas, timeout)
-                    .await?
-            }
-            other => other?,
-        };
-        Ok((redis::from_redis_value(reply)?, acked))
+    /// The command as built, and the script it runs (for a caller that sends it in a pipeline
+    /// of its own and reloads the script on `NOSCRIPT`).
+    pub(crate) fn parts(&self) -> (&Cmd, &'static Script) {
+        (&self.cmd, self.script)
     }
 }
 

@@ -5,9 +5,12 @@
 use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
-use crate::client::Client;
+use tokio::sync::OnceCell;
+
 use crate::engine::{Attempt, Meta};
+use crate::engine::{Context, Engine};
 use crate::error::{Error, Result};
+use crate::hub::Hub;
 use crate::outcome::RenewOutcome;
 
 /// What a wait ended with.
@@ -29,7 +32,7 @@ pub(crate) enum Waited {
 /// A handed-over lock whose claim is in flight; released by index if the claim never
 /// completes.
 struct Unclaimed<'a> {
-    client: &'a Client,
+    engine: &'a Engine,
     key: &'a str,
     index: i64,
     armed: bool,
@@ -38,14 +41,43 @@ struct Unclaimed<'a> {
 impl Drop for Unclaimed<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.client
-                .engine()
-                .release_in_background(self.key, self.index);
+            self.engine.release_in_background(self.key, self.index);
         }
     }
 }
 
-impl Client {
+/// What a wait needs: the engine, and the hub (started on first use) that wakes it.
+pub(crate) struct Waiting<'a> {
+    pub(crate) engine: &'a Engine,
+    pub(crate) hub: &'a OnceCell<Hub>,
+}
+
+impl Waiting<'_> {
+    fn engine(&self) -> &Engine {
+        self.engine
+    }
+
+    fn ctx(&self) -> &Context {
+        self.engine.context()
+    }
+
+    /// The client's notification hub, started on first use.
+    pub(crate) async fn hub(&self) -> Result<&Hub> {
+        self.hub
+            .get_or_try_init(|| async {
+                let (source, fair) = self.engine.subscriptions().await?;
+                let ctx = self.ctx();
+                Ok(Hub::start(
+                    source,
+                    ctx.ns.clone(),
+                    ctx.config.connect_timeout,
+                    fair,
+                    ctx.cleanup.clone(),
+                ))
+            })
+            .await
+    }
+
     /// Waits for the lock: registered for notices before the first attempt, woken by a release
     /// notice (or, with the fair queue, by the lock being handed over), by the holder's expiry,
     /// or by a resubscription after a reconnect.
@@ -253,7 +285,7 @@ impl Client {
         // dropped, or the claim fails in transit, release it by index (it goes to the next
         // waiter) rather than leave it held for a full ttl with no holder.
         let mut unclaimed = Unclaimed {
-            client: self,
+            engine: self.engine,
             key,
             index,
             armed: true,

@@ -53,6 +53,30 @@ impl ConnectionLike for Conn {
 }
 
 impl Conn {
+    /// Runs the script call `call` and then `WAIT replicas timeout` on this connection (see
+    /// [`query_then_wait`](Conn::query_then_wait)), reloading the script on `NOSCRIPT`.
+    /// Returns the script's reply and how many replicas acknowledged it (or why `WAIT` failed:
+    /// the script's effects stand either way).
+    pub(crate) async fn eval_then_wait<T: redis::FromRedisValue>(
+        &mut self,
+        call: &crate::scripts::Eval,
+        key: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> RedisResult<(T, RedisResult<i64>)> {
+        let (cmd, script) = call.parts();
+        let (reply, acked) = match self.query_then_wait(cmd, key, replicas, timeout).await {
+            Err(err)
+                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                script.load_async(self).await?;
+                self.query_then_wait(cmd, key, replicas, timeout).await?
+            }
+            other => other?,
+        };
+        Ok((redis::from_redis_value(reply)?, acked))
+    }
+
     /// Runs `cmd` and then `WAIT replicas timeout` as one pipeline, so that both go over the
     /// same connection to the master that holds `key` (on a cluster, the master of the key's
     /// slot): the answer counts the replicas that acknowledged that very write. Returns `cmd`'s

@@ -15,11 +15,10 @@ use super::conn::{Conn, Lane, SentinelConn, SentinelShared};
 use super::{Attempt, Context, FairSetup, Meta, SubSource};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use crate::keys::Layout;
+use crate::keys::{HolderFields, Layout, Queueing};
 use crate::outcome::{
     parse_index, parse_pttl, parse_status, LockStatus, ReleaseOutcome, RenewOutcome,
 };
-use crate::scripts::Eval;
 
 /// How the master that holds a lock is reached.
 // One per engine, behind its `Arc`: the variants' sizes do not matter.
@@ -202,7 +201,10 @@ impl Direct {
     /// Who holds the lock `id` (at `key`): one read-only script call.
     pub(crate) async fn status(&self, id: &str, key: &str) -> Result<LockStatus> {
         let mut conn = self.connection().await?;
-        let reply: Vec<redis::Value> = Eval::new(&self.ctx.scripts().status, &[key])
+        let reply: Vec<redis::Value> = self
+            .ctx
+            .ns
+            .status_call(key)
             .invoke(&mut conn)
             .await
             .map_err(|e| Error::from_redis(e, Some(key)))?;
@@ -242,7 +244,6 @@ impl Direct {
             client_token: ctx.token.clone(),
             conn: self.connection().await?,
             claim_window_ms: ctx.config.claim_window.as_millis() as u64,
-            scripts: ctx.scripts(),
         })
     }
 
@@ -349,29 +350,23 @@ impl Direct {
         let _slot = self.ctx.attempt_slots.acquire().await.ok();
         let mut conn = self.connection().await?;
         let inner = &*self.ctx;
-        let holder = &inner.holder;
-        let scripts = inner.scripts();
-        let mut inv;
-        if inner.config.fair {
-            inv = self.queue_eval(&scripts.fair_acquire, key);
-            inv.arg(ttl_ms)
-                .arg(token.unwrap_or(""))
-                .arg(inner.config.entry_lifetime().as_millis() as u64)
-                .arg(&*inner.handoff_channel_for(key))
-                .arg(inner.config.claim_window.as_millis() as u64);
+        let holder = HolderFields {
+            host: &inner.holder.host,
+            pid: inner.holder.pid,
+            attempt: attempt_id,
+            description: meta.description.as_deref(),
+        };
+        let inv = if inner.config.fair {
+            let queueing = Queueing {
+                token: token.unwrap_or(""),
+                entry_lifetime_ms: inner.config.entry_lifetime().as_millis() as u64,
+                handoff_channel: &inner.handoff_channel_for(key),
+                claim_window_ms: inner.config.claim_window.as_millis() as u64,
+            };
+            inner.ns.fair_acquire_call(key, ttl_ms, &queueing, &holder)
         } else {
-            inv = Eval::new(&scripts.acquire, &[key, &inner.ns.counter(key)]);
-            inv.arg(ttl_ms);
-        }
-        inv.arg("host")
-            .arg(&holder.host)
-            .arg("pid")
-            .arg(holder.pid)
-            .arg("attempt")
-            .arg(attempt_id);
-        if let Some(desc) = &meta.description {
-            inv.arg("description").arg(&**desc);
-        }
+            inner.ns.acquire_call(key, ttl_ms, &holder)
+        };
         let sent = Instant::now();
         let map_err = |e| {
             let err = Error::from_redis(e, Some(key));
@@ -388,8 +383,8 @@ impl Direct {
             // blocks it, and renewals and releases must not queue behind it.
             drop(conn);
             let mut acks = self.ack_connection().await?;
-            let (reply, acked) = inv
-                .invoke_then_wait(&mut acks, key, replicas, inner.config.replica_ack_timeout)
+            let (reply, acked) = acks
+                .eval_then_wait(&inv, key, replicas, inner.config.replica_ack_timeout)
                 .await
                 .map_err(map_err)?;
             (reply, Some(acked))
@@ -459,11 +454,11 @@ impl Direct {
     /// Takes the waiter `token` out of the lock's queue (best effort: an entry left behind
     /// expires on the server).
     pub(crate) async fn leave_queue(&self, key: &str, token: &str) {
-        let (queue, entries) = self.ctx.ns.queue_keys(key);
         let left = async {
             let mut conn = self.connection().await?;
-            Eval::new(&self.ctx.scripts().fair_leave, &[&queue, &entries])
-                .arg(token)
+            self.ctx
+                .ns
+                .leave_call(key, token)
                 .invoke::<i64>(&mut conn)
                 .await
                 .map_err(|e| Error::from_redis(e, Some(key)))
@@ -473,28 +468,15 @@ impl Direct {
         }
     }
 
-    /// An invocation of a fair-queue script on the lock at `key`: its KEYS are the lock, the
-    /// counter, the queue list and the queue entries.
-    fn queue_eval(&self, script: &'static redis::Script, key: &str) -> Eval {
-        let ns = &self.ctx.ns;
-        let (queue, entries) = ns.queue_keys(key);
-        Eval::new(script, &[key, &ns.counter(key), &queue, &entries])
-    }
-
     pub(crate) async fn release(&self, key: &str, index: i64) -> Result<(ReleaseOutcome, i64)> {
         let mut conn = self.connection().await?;
         let inner = &*self.ctx;
-        let scripts = inner.scripts();
-        let mut inv;
-        if inner.config.fair {
-            inv = self.queue_eval(&scripts.fair_release, key);
-            inv.arg(index)
-                .arg(&*inner.ns.channel(key))
-                .arg(inner.config.claim_window.as_millis() as u64);
+        let inv = if inner.config.fair {
+            let window_ms = inner.config.claim_window.as_millis() as u64;
+            inner.ns.fair_release_call(key, index, window_ms, None)
         } else {
-            inv = Eval::new(&scripts.release, &[key]);
-            inv.arg(index).arg(&*inner.ns.channel(key));
-        }
+            inner.ns.release_call(key, index)
+        };
         // A release is safe to repeat (it acts only for `index`), so a connection that broke
         // under it (a Redis restart, a dropped connection, a failover) or a slot in migration
         // gets a few more tries instead of leaving the lock to its ttl. If an earlier try did
@@ -535,9 +517,10 @@ impl Direct {
 
     pub(crate) async fn renew(&self, key: &str, index: i64, ttl_ms: u64) -> Result<RenewOutcome> {
         let mut conn = self.connection().await?;
-        let reply = Eval::new(&self.ctx.scripts().renew, &[key])
-            .arg(index)
-            .arg(ttl_ms)
+        let reply = self
+            .ctx
+            .ns
+            .renew_call(key, index, ttl_ms)
             .invoke(&mut conn)
             .await
             .map_err(|e| Error::from_redis(e, Some(key)))?;
@@ -549,15 +532,9 @@ impl Direct {
     async fn renew_acknowledged(&self, key: &str, index: i64, ttl_ms: u64) -> Result<RenewOutcome> {
         let config = &self.ctx.config;
         let mut conn = self.ack_connection().await?;
-        let (reply, acked) = Eval::new(&self.ctx.scripts().renew, &[key])
-            .arg(index)
-            .arg(ttl_ms)
-            .invoke_then_wait(
-                &mut conn,
-                key,
-                config.replica_acks,
-                config.replica_ack_timeout,
-            )
+        let call = self.ctx.ns.renew_call(key, index, ttl_ms);
+        let (reply, acked) = conn
+            .eval_then_wait(&call, key, config.replica_acks, config.replica_ack_timeout)
             .await
             .map_err(|e| Error::from_redis(e, Some(key)))?;
         let outcome = renew_outcome(key, reply)?;

@@ -34,7 +34,6 @@ use crate::config::{Config, HolderIdentity};
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::{ttl_millis, Layout, Namespace};
 use crate::outcome::{LockStatus, ReleaseOutcome, RenewOutcome};
-use crate::scripts::ScriptSet;
 
 /// What the fair queue needs from the hub: where handoffs arrive, and a connection on which to
 /// tidy up after waiters that left (leave the queue, pass on a lock handed to a waiter that
@@ -46,7 +45,6 @@ pub(crate) struct FairSetup {
     pub(crate) client_token: String,
     pub(crate) conn: Conn,
     pub(crate) claim_window_ms: u64,
-    pub(crate) scripts: &'static ScriptSet,
 }
 
 /// Where the hub subscribes.
@@ -112,14 +110,6 @@ impl Context {
         match self.ns.layout() {
             Layout::Node => std::borrow::Cow::Borrowed(&self.handoff_channel),
             Layout::Cluster => self.ns.handoff_channel(&self.token, key),
-        }
-    }
-
-    /// The scripts of this client's layout.
-    pub(crate) fn scripts(&self) -> &'static crate::scripts::ScriptSet {
-        match self.ns.layout() {
-            Layout::Node => &crate::scripts::NODE,
-            Layout::Cluster => &crate::scripts::CLUSTER,
         }
     }
 }

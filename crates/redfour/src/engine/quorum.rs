@@ -24,7 +24,6 @@ use super::{Attempt, Context, Direct, Master, Meta, SubSource};
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::Drift;
 use crate::outcome::{LockStatus, ReleaseOutcome, RenewOutcome};
-use crate::scripts::{Eval, REDLOCK_ADOPT};
 
 /// The Redlock engine: independent masters, each a [`Direct`] engine, and how many of them
 /// make a majority.
@@ -526,13 +525,10 @@ async fn attempt(
         }
         // Past the validity the adoption is useless; past a waiting caller's end, too late.
         let adopt_until = end.map_or(valid_until, |e| e.min(valid_until));
-        let counter = ctx.ns.counter(key);
         let steps = join_all(candidates.iter().map(|&(i, granted)| {
             let node = &nodes[i];
-            let counter = &counter;
             async move {
-                let mut inv = Eval::new(&REDLOCK_ADOPT, &[key, counter]);
-                inv.arg(granted).arg(adopted);
+                let inv = ctx.ns.adopt_call(key, granted, adopted);
                 let step = async {
                     let mut conn = node.connection().await?;
                     inv.invoke::<i64>(&mut conn)
