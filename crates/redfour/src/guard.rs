@@ -92,17 +92,17 @@ impl Lease {
     }
 
     fn mark_lost(&self, why: LeaseLost) {
-        let first = self.lost.send_if_modified(|l| {
+        self.lost.send_if_modified(|l| {
             if l.is_none() {
+                // Counted before the watchers are woken, so that whoever sees the loss also
+                // sees it counted.
+                Counters::bump(&self.counters.leases_lost);
                 *l = Some(why);
                 true
             } else {
                 false
             }
         });
-        if first {
-            Counters::bump(&self.counters.leases_lost);
-        }
     }
 
     fn lost_now(&self) -> Option<LeaseLost> {
