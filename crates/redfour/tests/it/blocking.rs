@@ -1,5 +1,4 @@
 //! The synchronous facade against a real Redis.
-#![cfg(feature = "blocking")]
 
 use std::thread;
 use std::time::{Duration, Instant};

@@ -1,10 +1,10 @@
 //! Regression tests for bugs found in review: each failed before its fix.
 
-mod common;
-
 use std::time::Duration;
 
 use redfour_test::RedisServer;
+
+use crate::common;
 
 /// A malformed queue entry (a fractional ttl, a reserved field in its metadata) is dropped as
 /// dead; it must not make a release fail halfway and leave a lock without expiry.
