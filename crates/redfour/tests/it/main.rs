@@ -1,7 +1,8 @@
-//! The integration tests of `redfour`, in one test binary: every file of `crates/redfour/tests`
-//! linked once rather than once per file (each binary links the whole crate and its
-//! dependencies). Each module is one area; `cargo test -p redfour --test it <module>::` runs
-//! one of them, e.g. `sentinel::` or `node_interop::`.
+//! The integration tests of `redfour`, in one test binary with a module per area: every test
+//! binary links the whole crate and its dependencies, so one binary is linked once where a file
+//! per area was linked eighteen times. `cargo test -p redfour --test it <module>::` runs one
+//! area, e.g. `sentinel::` or `node_interop::`. New tests go into a module here, not into a new
+//! file beside `it/`.
 //!
 //! Every test starts its own servers through the test kit (`redfour-test`) on free ports, so
 //! the tests of all modules run side by side in one process.
