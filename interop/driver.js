@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Drives Node redfour 1.0.5 (the npm package, unmodified) for the Rust interop tests in
-// crates/redfour/tests/node_interop.rs, and for trying the interop by hand.
+// crates/redfour/tests/it/node_interop.rs, and for trying the interop by hand.
 //
 // Usage:
 //   node driver.js REDIS_URL [NAMESPACE] [COMMAND_JSON ...]

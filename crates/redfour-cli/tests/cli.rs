@@ -1991,7 +1991,7 @@ fn help_documents_tls_ca() {
 // ---- ACL --------------------------------------------------------------------------------
 
 /// The minimal ACL rule for namespace `lock`; the same as in
-/// `crates/redfour/tests/connection.rs` (where each command is explained) and the README.
+/// `crates/redfour/tests/it/connection.rs` (where each command is explained) and the README.
 const ACL_RULE: &str = "resetkeys ~lock* resetchannels &lock* -@all \
     +ping +evalsha +script|load +hmget +subscribe \
     +time +type +exists +pttl +hget +hgetall +hset +hdel +hexists +pexpire +set +del \

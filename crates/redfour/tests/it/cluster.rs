@@ -2,12 +2,10 @@
 //! sharded notices between clients, a busy lock's slot resharded mid-run, and `CLUSTER
 //! FAILOVER` under a held lock.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{fair_mode, hand_over, spawn_waiter, value_text, Contenders, DEADLINE};
+use crate::common::{fair_mode, hand_over, spawn_waiter, value_text, Contenders, DEADLINE};
 use redfour::Client;
 use redfour_test::{wait_until_async, RedisCluster};
 

@@ -4,9 +4,6 @@
 //! Every helper that talks to Redis goes through [`RedisServer::cmd`], which opens its own
 //! connection: the library's connections are never borrowed to inspect the server.
 
-// Each test binary uses a different subset of these helpers.
-#![allow(dead_code)]
-
 use std::time::Duration;
 
 use redfour_test::{wait_until_async, RedisServer};

@@ -1,15 +1,13 @@
 //! The wire layout shared with Node redfour: key, counter and channel names per namespace,
 //! the release message, holder metadata in the lock hash, and locks written by Node.
 
-mod common;
-
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use redfour::ReleaseOutcome;
 use redfour_test::RedisServer;
 
-use common::{client, exists, pttl, stored_index, strings};
+use crate::common::{self, client, exists, pttl, stored_index, strings};
 
 const TTL: Duration = Duration::from_secs(10);
 

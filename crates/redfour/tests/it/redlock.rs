@@ -1,12 +1,10 @@
 //! Redlock over independent masters, on real servers: 3 and 5 masters, masters killed and
 //! restarted, a minority cut off behind the test kit's proxy, a lost quorum.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{hand_over, int, spawn_waiter, text, Contenders};
+use crate::common::{hand_over, int, spawn_waiter, text, Contenders};
 use redfour::Client;
 use redfour_test::{Proxy, RedisServer};
 

@@ -1,14 +1,12 @@
 //! The cases of Node redfour's own test suite, through the Node-shaped API
 //! (`acquire_lock`, `wait_acquire_lock`, `release_lock`, `renew_lock`).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use redfour::{ReleaseOutcome, RenewOutcome};
 use redfour_test::RedisServer;
 
-use common::{client, exists, pttl, stored_index};
+use crate::common::{self, client, exists, pttl, stored_index};
 
 #[tokio::test]
 async fn release_only_with_the_valid_index() {

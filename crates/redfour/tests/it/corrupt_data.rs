@@ -1,14 +1,12 @@
 //! Foreign or corrupt data at the lock's keys gives typed errors and is never touched; invalid
 //! input is refused before anything reaches Redis.
 
-mod common;
-
 use std::time::Duration;
 
 use redfour::{Client, Error, ReleaseOutcome, RenewOutcome, MAX_ID_LEN, MAX_INDEX, MAX_TTL};
 use redfour_test::RedisServer;
 
-use common::{client, dbsize, exists, pttl, strings, text};
+use crate::common::{self, client, dbsize, exists, pttl, strings, text};
 
 const TTL: Duration = Duration::from_secs(10);
 

@@ -3,8 +3,6 @@
 //! waiter dropped at that very moment, the claim of a handed-over lock, Node-style (unfair)
 //! clients on the same keys, and exclusion under contention.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,7 +14,7 @@ use redis::AsyncCommands;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use common::{exists, int, pttl, stored_index, strings, text, DEADLINE};
+use crate::common::{self, exists, int, pttl, stored_index, strings, text, DEADLINE};
 
 /// A ttl no test reaches: a lock that goes away did so because it was released or handed over.
 const TTL: Duration = Duration::from_secs(30);

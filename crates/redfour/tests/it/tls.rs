@@ -5,16 +5,13 @@
 //!
 //! Every server here speaks TLS only (the test kit's `RedisServer::start_tls`), so any
 //! connection that works went through TLS.
-#![cfg(feature = "tls")]
-
-mod common;
 
 use std::time::{Duration, Instant};
 
 use redfour::ReleaseOutcome;
 use redfour_test::{wait_until_async, RedisServer};
 
-use common::{command_calls, numsub, DEADLINE};
+use crate::common::{command_calls, numsub, DEADLINE};
 
 /// A ttl no test reaches.
 const TTL: Duration = Duration::from_secs(30);

@@ -1,14 +1,12 @@
 //! The held lock: its lease deadline on the monotonic clock, keep-alive, the `lost()` signal,
 //! explicit renewal, release on drop, and a release that finds someone else's lock.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use redfour::{LeaseLost, ReleaseOutcome, RenewOutcome};
 use redfour_test::RedisServer;
 
-use common::{client, exists, pttl, stored_index, wait_gone, DEADLINE};
+use crate::common::{client, exists, pttl, stored_index, wait_gone, DEADLINE};
 
 /// The documented drift margin: 1% of the ttl plus 2 ms.
 fn drift(ttl: Duration) -> Duration {

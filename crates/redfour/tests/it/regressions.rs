@@ -1,10 +1,10 @@
 //! Regression tests for bugs found in review: each failed before its fix.
 
-mod common;
-
 use std::time::Duration;
 
 use redfour_test::RedisServer;
+
+use crate::common;
 
 /// A malformed queue entry (a fractional ttl, a reserved field in its metadata) is dropped as
 /// dead; it must not make a release fail halfway and leave a lock without expiry.
@@ -90,13 +90,25 @@ async fn huge_durations_do_not_panic() {
         .is_invalid_input());
 }
 
-/// The last handle of a blocking client may be dropped inside an async runtime.
+/// The last handle of a blocking client may be dropped inside an async runtime: the drop does
+/// not panic (Tokio forbids dropping a runtime there), and the client's own runtime still
+/// shuts down in the background, closing its connection rather than leaking it.
 #[cfg(feature = "blocking")]
 #[test]
 fn blocking_client_dropped_inside_a_runtime() {
     let server = RedisServer::start();
+    let client_list = || common::text(&server, &["CLIENT", "LIST"]).unwrap_or_default();
+    // The client's connections, told apart from this test's own (each `server.cmd` opens one,
+    // whose last command is `CLIENT LIST`) by the last command the client sent.
+    let pinged = || {
+        client_list()
+            .lines()
+            .filter(|line| line.contains(" cmd=ping "))
+            .count()
+    };
     let locks = redfour::blocking::Client::new(&server.url()).unwrap();
     locks.ping().unwrap();
+    assert_eq!(pinged(), 1, "{}", client_list());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -104,4 +116,9 @@ fn blocking_client_dropped_inside_a_runtime() {
     rt.block_on(async move {
         drop(locks);
     });
+    assert!(
+        redfour_test::wait_until(common::DEADLINE, || pinged() == 0),
+        "the dropped client's connection is still open:\n{}",
+        client_list()
+    );
 }

@@ -2,11 +2,9 @@
 //! `redis-sentinel`s): the client follows the master the sentinels name through `SENTINEL
 //! FAILOVER` and a killed master, for commands, renewals and waiters; `WAIT` acknowledgements.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{hand_over, spawn_waiter, value_text, DEADLINE};
+use crate::common::{self, hand_over, spawn_waiter, value_text, DEADLINE};
 use redfour::Client;
 use redfour_test::{wait_until_async, RedisServer, SentinelGroup};
 

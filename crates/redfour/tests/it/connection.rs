@@ -1,10 +1,10 @@
 //! Connection settings: passwords, ACL users, database numbers, an existing `redis::Client`.
 
-mod common;
-
 use std::time::Duration;
 
 use redfour_test::RedisServer;
+
+use crate::common;
 
 fn quick(url: String) -> redfour::ClientBuilder {
     redfour::Client::builder(url)

@@ -1,15 +1,15 @@
 //! Faults: Redis restarted under a waiter and a holder, the subscription killed, the script
 //! cache flushed, Redis unreachable; and the check that scripts travel by `EVALSHA`.
 
-mod common;
-
 use std::net::{Ipv4Addr, TcpListener};
 use std::time::{Duration, Instant};
 
 use redfour::{LeaseLost, ReleaseOutcome, RenewOutcome};
 use redfour_test::{wait_until_async, RedisServer};
 
-use common::{client, command_calls, exists, numsub, retry_transient, stored_index, DEADLINE};
+use crate::common::{
+    self, client, command_calls, exists, numsub, retry_transient, stored_index, DEADLINE,
+};
 
 /// Waits until `waiter` is registered, subscribed, and has made its first attempt (seen as one
 /// more `EVALSHA` than `evalsha_before`), so that a fault injected next hits a waiting task.

@@ -2,8 +2,6 @@
 //! (quotes, Lua syntax, newlines, braces, control characters, 100 kB), and ttls are accepted
 //! exactly in their documented range. Each property runs its cases on one server of its own.
 
-mod common;
-
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -11,7 +9,7 @@ use proptest::test_runner::TestRunner;
 use redfour::{ReleaseOutcome, RenewOutcome, MAX_INDEX, MAX_TTL};
 use redfour_test::RedisServer;
 
-use common::{dbsize, int};
+use crate::common::{self, dbsize, int};
 
 /// Text that would break a script if it were spliced into Lua or a command line, mixed with
 /// arbitrary Unicode.

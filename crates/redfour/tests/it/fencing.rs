@@ -1,13 +1,11 @@
 //! The fencing index: strictly increasing across acquisitions, also after the counter key
 //! was lost or reset, and always exact in a JavaScript number (below 2^53).
 
-mod common;
-
 use std::time::Duration;
 
 use redfour_test::RedisServer;
 
-use common::{client, stored_index, text};
+use crate::common::{client, stored_index, text};
 
 const TTL: Duration = Duration::from_secs(10);
 const JS_EXACT: i64 = 1 << 53;

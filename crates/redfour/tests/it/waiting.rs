@@ -1,8 +1,6 @@
 //! Waiting for a lock: exclusion under contention, wake-ups without a release, and cancelled
 //! waits and acquisitions that must leave nothing behind.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +9,7 @@ use redfour::ReleaseOutcome;
 use redfour_test::{wait_until_async, RedisServer};
 use redis::AsyncCommands;
 
-use common::{client, command_calls, exists, DEADLINE};
+use crate::common::{self, client, command_calls, exists, DEADLINE};
 
 /// 16 tasks on 4 clients each add 1 to a Redis key 200 times, with a non-atomic
 /// read-modify-write (GET, yield, SET) inside the lock: any lapse of exclusion loses an
