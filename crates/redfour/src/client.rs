@@ -643,6 +643,14 @@ impl Client {
     }
 }
 
+#[cfg(test)]
+impl ClientInner {
+    /// The engine alone, for the engine's own tests.
+    pub(crate) fn into_engine(self) -> Engine {
+        self.engine
+    }
+}
+
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")

@@ -302,3 +302,106 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Topology;
+
+    /// An engine of `topology` over these addresses, built without contacting any server
+    /// (connections are opened on first use).
+    fn engine(topology: Topology, urls: &[&str], fair: bool, replica_acks: u32) -> Engine {
+        let mut builder =
+            crate::Client::builder_with_topology(topology, urls.iter().copied()).fair(fair);
+        if replica_acks > 0 {
+            builder = builder.replica_acks(replica_acks, Duration::from_millis(100));
+        }
+        let client = builder.build().expect("valid settings");
+        let Ok(inner) = std::sync::Arc::try_unwrap(client.inner) else {
+            panic!("a fresh client has one handle");
+        };
+        inner.into_engine()
+    }
+
+    #[test]
+    fn each_topology_gets_its_engine_and_queue() {
+        let one = engine(Topology::Standalone, &["redis://127.0.0.1:1/"], true, 0);
+        assert!(matches!(one, Engine::Direct(_)) && one.fair() && !one.claims_now());
+        let unfair = engine(Topology::Standalone, &["redis://127.0.0.1:1/"], false, 0);
+        assert!(!unfair.fair());
+        let sentinel = engine(
+            Topology::Sentinel {
+                service: "m".into(),
+            },
+            &["redis://127.0.0.1:1/"],
+            true,
+            1,
+        );
+        assert!(matches!(sentinel, Engine::Direct(_)) && sentinel.fair());
+        assert!(
+            sentinel.claims_now(),
+            "acknowledged handoffs are claimed at once"
+        );
+        let cluster = engine(Topology::Cluster, &["redis://127.0.0.1:1/"], true, 0);
+        assert!(matches!(cluster, Engine::Direct(_)) && cluster.fair());
+        assert_eq!(cluster.context().ns.layout(), Layout::Cluster);
+        // Redlock has no fair queue, whatever the setting: its masters cannot agree on one.
+        let redlock = engine(
+            Topology::Redlock,
+            &[
+                "redis://127.0.0.1:1/",
+                "redis://127.0.0.1:2/",
+                "redis://127.0.0.1:3/",
+            ],
+            true,
+            0,
+        );
+        assert!(matches!(redlock, Engine::Quorum(_)));
+        assert!(!redlock.fair() && !redlock.claims_now());
+        assert!(!redlock.context().config.fair);
+        assert_eq!(redlock.context().ns.layout(), Layout::Node);
+    }
+
+    #[test]
+    fn only_redlock_refuses_ttls_the_drift_margin_eats() {
+        let one = engine(Topology::Standalone, &["redis://127.0.0.1:1/"], true, 0);
+        assert_eq!(one.acquire_ttl(Duration::from_millis(1)).ok(), Some(1));
+        let redlock = engine(
+            Topology::Redlock,
+            &[
+                "redis://127.0.0.1:1/",
+                "redis://127.0.0.1:2/",
+                "redis://127.0.0.1:3/",
+            ],
+            true,
+            0,
+        );
+        let refused = redlock.acquire_ttl(Duration::from_millis(2)).unwrap_err();
+        assert!(refused.is_invalid_input(), "{refused}");
+        assert_eq!(redlock.acquire_ttl(Duration::from_secs(1)).ok(), Some(1000));
+        for engine in [one, redlock] {
+            assert!(engine
+                .acquire_ttl(Duration::ZERO)
+                .unwrap_err()
+                .is_invalid_input());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_quorum_has_no_queue_to_leave() {
+        // Nothing is sent: the masters do not exist, and the call returns at once.
+        let redlock = engine(
+            Topology::Redlock,
+            &[
+                "redis://127.0.0.1:1/",
+                "redis://127.0.0.1:2/",
+                "redis://127.0.0.1:3/",
+            ],
+            true,
+            0,
+        );
+        tokio::time::timeout(Duration::from_secs(1), redlock.leave_queue("lock:x", "t"))
+            .await
+            .expect("no round trip");
+    }
+}
