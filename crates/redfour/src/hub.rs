@@ -929,3 +929,92 @@ async fn run_cluster(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    /// A hub with no subscription and no janitor: notices are fed to `dispatch` by hand.
+    fn detached(handoff_channel: Option<&str>) -> Hub {
+        let (state, _) = watch::channel(HubState::default());
+        let shared = Arc::new(Shared {
+            waiters: Mutex::new(Waiters::default()),
+            next_id: AtomicU64::new(0),
+            state,
+            live: AtomicUsize::new(0),
+            notices: AtomicU64::new(0),
+            handoffs: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            handoff_channel: handoff_channel.map(str::to_owned),
+            fair: handoff_channel.is_some(),
+            client_token: "me".to_owned(),
+            janitor: None,
+            cleanup: Arc::default(),
+            sharded: None,
+            ready: Mutex::new(HashSet::new()),
+        });
+        Hub {
+            shared,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Whether the waiter was woken (a stored permit completes `notified` at once).
+    fn woken(registration: &Registration) -> bool {
+        registration.notified().now_or_never().is_some()
+    }
+
+    #[test]
+    fn a_release_notice_wakes_every_waiter_of_that_lock_and_no_other() {
+        let hub = detached(None);
+        let a1 = hub.register("lock:a");
+        let a2 = hub.register("lock:a");
+        let b = hub.register("lock:b");
+        assert_eq!(hub.registrations(), 3);
+        dispatch(&hub.shared, b"lock-release", b"lock:a");
+        assert!(woken(&a1) && woken(&a2));
+        assert!(!woken(&b), "another lock's waiter");
+        assert_eq!(hub.notices(), 2);
+        // A lock with no waiter: nobody to wake, nothing counted.
+        dispatch(&hub.shared, b"lock-release", b"lock:c");
+        assert_eq!(hub.notices(), 2);
+        drop(a1);
+        dispatch(&hub.shared, b"lock-release", b"lock:a");
+        assert!(woken(&a2));
+        assert_eq!(hub.notices(), 3, "a dropped registration is not woken");
+        drop((a2, b));
+        assert_eq!(hub.registrations(), 0);
+    }
+
+    #[test]
+    fn a_handoff_reaches_only_the_waiter_it_names() {
+        let hub = detached(Some("lock-handoff:me"));
+        let first = hub.register("lock:a");
+        let second = hub.register("lock:a");
+        let token = second.token().expect("fair waiters have tokens").to_owned();
+        assert!(token.starts_with("me/"), "{token}");
+        let notice = format!("{token} 42 5000 lock:a");
+        dispatch(&hub.shared, b"lock-handoff:me", notice.as_bytes());
+        assert!(woken(&second) && !woken(&first));
+        assert_eq!(
+            second.take_handoff(),
+            Some(Handoff {
+                index: 42,
+                window: Duration::from_millis(5000)
+            })
+        );
+        assert_eq!(first.take_handoff(), None);
+        assert_eq!(hub.handoffs(), 1);
+        // Another client's waiter, a malformed notice: ignored.
+        for payload in ["other/0 7 5000 lock:a", "me/0 x 5000 lock:a", "me/0 7", ""] {
+            dispatch(&hub.shared, b"lock-handoff:me", payload.as_bytes());
+        }
+        assert!(!woken(&first) && first.take_handoff().is_none());
+        assert_eq!(hub.handoffs(), 1);
+        // On the release channel, the same bytes are a lock key, not a handoff.
+        dispatch(&hub.shared, b"lock-release", notice.as_bytes());
+        assert!(second.take_handoff().is_none());
+    }
+}
