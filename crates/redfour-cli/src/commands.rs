@@ -46,23 +46,27 @@ pub async fn execute(settings: Settings) -> Result<u8, Failure> {
     // Caught from here on: a signal ends the command cleanly (see `signals`).
     let mut signals = Signals::install()
         .map_err(|e| Failure::new(exit::OS, format!("cannot install signal handlers: {e}")))?;
-    let doing = match &settings.action {
+    // What the command is doing (for the message if a signal ends it), and the doing of it.
+    type Step<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u8, Failure>> + 'a>>;
+    let (doing, one_shot): (String, Step<'_>) = match &settings.action {
         Action::Run(run) => return run::run(&client, run.clone(), signals).await,
-        Action::Acquire { id, .. } => format!("acquire `{id}`"),
-        Action::Wait { id, .. } => format!("wait for `{id}`"),
-        Action::Release { id, .. } => format!("release `{id}`"),
-        Action::Renew { id, .. } => format!("renew `{id}`"),
-        Action::Status { id } => format!("status of `{id}`"),
-    };
-    let one_shot = async {
-        match &settings.action {
-            Action::Acquire { id, ttl } => acquire(&client, id, *ttl).await,
-            Action::Wait { id, ttl, wait } => wait_for(&client, id, *ttl, *wait).await,
-            Action::Release { id, index } => release(&client, id, *index).await,
-            Action::Renew { id, index, ttl } => renew(&client, id, *index, *ttl).await,
-            Action::Status { id } => status(&client, id).await,
-            Action::Run(_) => unreachable!("handled above"),
-        }
+        Action::Acquire { id, ttl } => (
+            format!("acquire `{id}`"),
+            Box::pin(acquire(&client, id, *ttl)),
+        ),
+        Action::Wait { id, ttl, wait } => (
+            format!("wait for `{id}`"),
+            Box::pin(wait_for(&client, id, *ttl, *wait)),
+        ),
+        Action::Release { id, index } => (
+            format!("release `{id}`"),
+            Box::pin(release(&client, id, *index)),
+        ),
+        Action::Renew { id, index, ttl } => (
+            format!("renew `{id}`"),
+            Box::pin(renew(&client, id, *index, *ttl)),
+        ),
+        Action::Status { id } => (format!("status of `{id}`"), Box::pin(status(&client, id))),
     };
     tokio::select! {
         result = one_shot => result,

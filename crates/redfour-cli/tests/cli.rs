@@ -199,6 +199,21 @@ fn path_arg(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+/// `run x --ttl 1s --wait 1s -- touch MARKER`: the marker exists only if the command started.
+fn run_touching(marker: &Path) -> Vec<&str> {
+    vec![
+        "run",
+        "x",
+        "--ttl",
+        "1s",
+        "--wait",
+        "1s",
+        "--",
+        "touch",
+        path_arg(marker),
+    ]
+}
+
 fn wait_for_file(path: &Path) {
     assert!(
         wait_until(DEADLINE, || path.exists()),
@@ -993,17 +1008,7 @@ fn foreign_lock_key_exits_65_and_is_left_alone() {
         vec!["release", "x", "--index", "1"],
         vec!["renew", "x", "--index", "1", "--ttl", "1s"],
         vec!["status", "x"],
-        vec![
-            "run",
-            "x",
-            "--ttl",
-            "1s",
-            "--wait",
-            "1s",
-            "--",
-            "touch",
-            path_arg(&marker),
-        ],
+        run_touching(&marker),
     ];
     for args in commands {
         let ran = ok(cli(&server, &args));
@@ -1054,17 +1059,7 @@ fn hand_edited_indexes_get_one_answer_from_every_command() {
         commands.push(vec!["release", "x", "--index", "5"]);
         commands.push(vec!["renew", "x", "--index", "5", "--ttl", "1s"]);
         commands.push(vec!["release", "x", "--index", "1000"]);
-        commands.push(vec![
-            "run",
-            "x",
-            "--ttl",
-            "1s",
-            "--wait",
-            "1s",
-            "--",
-            "touch",
-            path_arg(&marker),
-        ]);
+        commands.push(run_touching(&marker));
         for args in commands {
             let ran = ok(cli(&server, &args));
             ran.assert_code(65).assert_one_line_reason();

@@ -106,6 +106,33 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
+    fn new(
+        state: watch::Sender<HubState>,
+        handoff_channel: Option<String>,
+        fair: bool,
+        client_token: String,
+        janitor: Option<mpsc::UnboundedSender<Chore>>,
+        cleanup: Arc<Cleanup>,
+        sharded: Option<mpsc::UnboundedSender<SubChange>>,
+    ) -> Shared {
+        Shared {
+            waiters: Mutex::new(Waiters::default()),
+            next_id: AtomicU64::new(0),
+            state,
+            live: AtomicUsize::new(0),
+            notices: AtomicU64::new(0),
+            handoffs: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            handoff_channel,
+            fair,
+            client_token,
+            janitor,
+            cleanup,
+            sharded,
+            ready: Mutex::new(HashSet::new()),
+        }
+    }
+
     fn dispatch_release(&self, key: &[u8]) {
         let waiters = lock(&self.waiters);
         if let Some(entries) = waiters.by_key.get(key) {
@@ -246,22 +273,15 @@ impl Hub {
             }
             _ => (None, None),
         };
-        let shared = Arc::new(Shared {
-            waiters: Mutex::new(Waiters::default()),
-            next_id: AtomicU64::new(0),
+        let shared = Arc::new(Shared::new(
             state,
-            live: AtomicUsize::new(0),
-            notices: AtomicU64::new(0),
-            handoffs: AtomicU64::new(0),
-            reconnects: AtomicU64::new(0),
             handoff_channel,
-            fair: fair_on,
+            fair_on,
             client_token,
             janitor,
             cleanup,
             sharded,
-            ready: Mutex::new(HashSet::new()),
-        });
+        ));
         match source {
             SubSource::Fixed(clients) => {
                 for client in clients {
@@ -939,22 +959,15 @@ mod tests {
     /// A hub with no subscription and no janitor: notices are fed to `dispatch` by hand.
     fn detached(handoff_channel: Option<&str>) -> Hub {
         let (state, _) = watch::channel(HubState::default());
-        let shared = Arc::new(Shared {
-            waiters: Mutex::new(Waiters::default()),
-            next_id: AtomicU64::new(0),
+        let shared = Arc::new(Shared::new(
             state,
-            live: AtomicUsize::new(0),
-            notices: AtomicU64::new(0),
-            handoffs: AtomicU64::new(0),
-            reconnects: AtomicU64::new(0),
-            handoff_channel: handoff_channel.map(str::to_owned),
-            fair: handoff_channel.is_some(),
-            client_token: "me".to_owned(),
-            janitor: None,
-            cleanup: Arc::default(),
-            sharded: None,
-            ready: Mutex::new(HashSet::new()),
-        });
+            handoff_channel.map(str::to_owned),
+            handoff_channel.is_some(),
+            "me".to_owned(),
+            None,
+            Arc::default(),
+            None,
+        ));
         Hub {
             shared,
             tasks: Vec::new(),

@@ -323,6 +323,20 @@ mod tests {
         inner.into_engine()
     }
 
+    /// A Redlock engine over three masters, asked for the fair queue.
+    fn redlock() -> Engine {
+        engine(
+            Topology::Redlock,
+            &[
+                "redis://127.0.0.1:1/",
+                "redis://127.0.0.1:2/",
+                "redis://127.0.0.1:3/",
+            ],
+            true,
+            0,
+        )
+    }
+
     #[test]
     fn each_topology_gets_its_engine_and_queue() {
         let one = engine(Topology::Standalone, &["redis://127.0.0.1:1/"], true, 0);
@@ -346,16 +360,7 @@ mod tests {
         assert!(matches!(cluster, Engine::Direct(_)) && cluster.fair());
         assert_eq!(cluster.context().ns.layout(), Layout::Cluster);
         // Redlock has no fair queue, whatever the setting: its masters cannot agree on one.
-        let redlock = engine(
-            Topology::Redlock,
-            &[
-                "redis://127.0.0.1:1/",
-                "redis://127.0.0.1:2/",
-                "redis://127.0.0.1:3/",
-            ],
-            true,
-            0,
-        );
+        let redlock = redlock();
         assert!(matches!(redlock, Engine::Quorum(_)));
         assert!(!redlock.fair() && !redlock.claims_now());
         assert!(!redlock.context().config.fair);
@@ -366,16 +371,7 @@ mod tests {
     fn only_redlock_refuses_ttls_the_drift_margin_eats() {
         let one = engine(Topology::Standalone, &["redis://127.0.0.1:1/"], true, 0);
         assert_eq!(one.acquire_ttl(Duration::from_millis(1)).ok(), Some(1));
-        let redlock = engine(
-            Topology::Redlock,
-            &[
-                "redis://127.0.0.1:1/",
-                "redis://127.0.0.1:2/",
-                "redis://127.0.0.1:3/",
-            ],
-            true,
-            0,
-        );
+        let redlock = redlock();
         let refused = redlock.acquire_ttl(Duration::from_millis(2)).unwrap_err();
         assert!(refused.is_invalid_input(), "{refused}");
         assert_eq!(redlock.acquire_ttl(Duration::from_secs(1)).ok(), Some(1000));
@@ -390,16 +386,7 @@ mod tests {
     #[tokio::test]
     async fn a_quorum_has_no_queue_to_leave() {
         // Nothing is sent: the masters do not exist, and the call returns at once.
-        let redlock = engine(
-            Topology::Redlock,
-            &[
-                "redis://127.0.0.1:1/",
-                "redis://127.0.0.1:2/",
-                "redis://127.0.0.1:3/",
-            ],
-            true,
-            0,
-        );
+        let redlock = redlock();
         tokio::time::timeout(Duration::from_secs(1), redlock.leave_queue("lock:x", "t"))
             .await
             .expect("no round trip");
