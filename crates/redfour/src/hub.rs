@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::backoff::Backoff;
 use crate::cleanup::{Cleanup, Ticket};
-use crate::engine::{Conn, FairSetup, SentinelShared, SubSource};
+use crate::engine::{Conn, SubServer, Subscriptions};
 use crate::keys::Namespace;
 
 /// Whether the subscription is live, and how many times it (re)started.
@@ -86,6 +86,8 @@ struct Shared {
     handoffs: AtomicU64,
     /// Subscriptions that came back after they had been up and dropped.
     reconnects: AtomicU64,
+    /// Names the channels, and tells them apart.
+    ns: Namespace,
     /// The client's own handoff channel (Node layout with the fair queue).
     handoff_channel: Option<String>,
     /// Whether waiters queue (and so get tokens and handoffs).
@@ -106,8 +108,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         state: watch::Sender<HubState>,
+        ns: Namespace,
         handoff_channel: Option<String>,
         fair: bool,
         client_token: String,
@@ -123,6 +127,7 @@ impl Shared {
             notices: AtomicU64::new(0),
             handoffs: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            ns,
             handoff_channel,
             fair,
             client_token,
@@ -240,12 +245,16 @@ impl Hub {
     /// Starts the subscriber task(s) (and, for the fair queue, the janitor). Must be called
     /// inside a Tokio runtime.
     pub(crate) fn start(
-        source: SubSource,
+        subscriptions: Subscriptions,
         ns: Namespace,
         connect_timeout: Duration,
-        fair: Option<FairSetup>,
         cleanup: Arc<Cleanup>,
     ) -> Hub {
+        let Subscriptions {
+            servers,
+            sharded: cluster,
+            fair,
+        } = subscriptions;
         let (state, _) = watch::channel(HubState::default());
         let mut channels = vec![ns.channel("").into_owned()];
         let mut tasks = Vec::new();
@@ -266,15 +275,10 @@ impl Hub {
             }
             None => (None, None, String::new()),
         };
-        let (sharded, orders) = match &source {
-            SubSource::Cluster(_) => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                (Some(tx), Some(rx))
-            }
-            _ => (None, None),
-        };
+        let (sharded, orders) = cluster.as_ref().map(|_| mpsc::unbounded_channel()).unzip();
         let shared = Arc::new(Shared::new(
             state,
+            ns,
             handoff_channel,
             fair_on,
             client_token,
@@ -282,33 +286,21 @@ impl Hub {
             cleanup,
             sharded,
         ));
-        match source {
-            SubSource::Fixed(clients) => {
-                for client in clients {
-                    tasks.push(tokio::spawn(run(
-                        Arc::downgrade(&shared),
-                        Target::Fixed(client),
-                        channels.clone(),
-                        connect_timeout,
-                    )));
-                }
-            }
-            SubSource::Sentinel(sentinel) => tasks.push(tokio::spawn(run(
+        for server in servers {
+            tasks.push(tokio::spawn(run(
                 Arc::downgrade(&shared),
-                Target::Sentinel(sentinel),
-                channels,
+                server,
+                channels.clone(),
                 connect_timeout,
-            ))),
-            SubSource::Cluster(builder) => {
-                if let Some(orders) = orders {
-                    tasks.push(tokio::spawn(run_cluster(
-                        Arc::downgrade(&shared),
-                        builder,
-                        orders,
-                        connect_timeout,
-                    )));
-                }
-            }
+            )));
+        }
+        if let (Some(builder), Some(orders)) = (cluster, orders) {
+            tasks.push(tokio::spawn(run_cluster(
+                Arc::downgrade(&shared),
+                builder,
+                orders,
+                connect_timeout,
+            )));
         }
         Hub { shared, tasks }
     }
@@ -525,7 +517,7 @@ async fn janitor(
 /// waiter than the RESP2 pub/sub stream, which older servers get.
 async fn run(
     shared: Weak<Shared>,
-    target: Target,
+    server: SubServer,
     channels: Vec<String>,
     connect_timeout: Duration,
 ) {
@@ -534,27 +526,11 @@ async fn run(
     // Whether a session of this task was up before: the next one to come up is a reconnect.
     let mut again = false;
     loop {
-        // A failover the sentinels announce ends the session: subscribe at the new master.
-        // Watched from before the master is looked up, so that a switch meanwhile counts.
-        let mut switched = match &target {
-            Target::Sentinel(sentinel) => {
-                sentinel.watch_failovers();
-                Some(sentinel.switches())
-            }
-            Target::Fixed(_) => None,
-        };
-        let client = match &target {
-            Target::Fixed(client) => Ok(client.clone()),
-            Target::Sentinel(sentinel) => {
-                match tokio::time::timeout(connect_timeout, sentinel.master_client()).await {
-                    Ok(found) => found,
-                    Err(_) => Err(redis::RedisError::from((
-                        redis::ErrorKind::Io,
-                        "the sentinels did not answer in time",
-                    ))),
-                }
-            }
-        };
+        // A move of the server (a failover the sentinels announce) ends the session:
+        // subscribe at the new one. Watched from before the server is looked up, so that a
+        // move meanwhile counts.
+        let mut switched = server.moves();
+        let client = server.locate(connect_timeout).await;
         let moved = async {
             match &mut switched {
                 Some(switches) => {
@@ -586,10 +562,8 @@ async fn run(
                 mark_unsubscribed(&shared, &channels)
             }
         };
-        if let (Target::Sentinel(sentinel), Session::Ended) = (&target, &outcome) {
-            // The master may have moved (a failover drops its clients): let the commands ask
-            // the sentinels again too, instead of finding out by a failure.
-            sentinel.forget();
+        if let Session::Ended = outcome {
+            server.session_ended();
         }
         match outcome {
             Session::Ended => {
@@ -609,14 +583,6 @@ async fn run(
         }
         backoff.wait().await;
     }
-}
-
-/// The server a subscription goes to.
-// One per subscriber task.
-#[allow(clippy::large_enum_variant)]
-enum Target {
-    Fixed(redis::Client),
-    Sentinel(Arc<SentinelShared>),
 }
 
 /// How one subscription session ended.
@@ -665,12 +631,10 @@ fn mark_unsubscribed(shared: &Weak<Shared>, channels: &[String]) -> Session {
 }
 
 fn dispatch(shared: &Shared, channel: &[u8], payload: &[u8]) {
-    let handoff = match &shared.handoff_channel {
-        Some(own) => own.as_bytes() == channel,
-        // A cluster's per-lock channels.
-        None => shared.sharded.is_some() && channel.ends_with(b":handoff"),
-    };
-    if handoff {
+    if shared
+        .ns
+        .is_handoff_channel(channel, shared.handoff_channel.as_deref())
+    {
         shared.dispatch_handoff(payload);
     } else {
         shared.dispatch_release(payload);
@@ -799,11 +763,6 @@ async fn subscribe(
     Ok(pubsub)
 }
 
-/// The channels of one lock in the cluster layout (`…}:release`, `…}:handoff`).
-fn sharded_channels(key: &str) -> [String; 2] {
-    [format!("{key}:release"), format!("{key}:handoff")]
-}
-
 /// The cluster subscriber: one RESP3 cluster connection whose push messages are dispatched in
 /// its reader. Each lock with waiters has its two sharded channels subscribed (`SSUBSCRIBE`
 /// goes to the master of the lock's slot); the cluster connection subscribes again after a
@@ -826,7 +785,7 @@ async fn run_cluster(
                 Some(redis::Value::BulkString(c)) => c,
                 _ => return Ok(()),
             };
-            let key = channel.strip_suffix(b":release");
+            let key = shared.ns.lock_of_release_channel(channel);
             match info.kind {
                 redis::PushKind::SMessage => {
                     if let Some(redis::Value::BulkString(payload)) = info.data.get(1) {
@@ -897,7 +856,7 @@ async fn run_cluster(
                 }
                 let subscribed = tokio::time::timeout(
                     connect_timeout,
-                    conn.ssubscribe(&sharded_channels(&key)[..]),
+                    conn.ssubscribe(&hub.ns.lock_channels(&key)[..]),
                 )
                 .await;
                 match subscribed {
@@ -936,7 +895,7 @@ async fn run_cluster(
                 lock(&hub.ready).remove(&key);
                 let unsubscribed = tokio::time::timeout(
                     connect_timeout,
-                    conn.sunsubscribe(&sharded_channels(&key)[..]),
+                    conn.sunsubscribe(&hub.ns.lock_channels(&key)[..]),
                 )
                 .await;
                 if !matches!(unsubscribed, Ok(Ok(()))) {
@@ -958,11 +917,20 @@ mod tests {
 
     /// A hub with no subscription and no janitor: notices are fed to `dispatch` by hand.
     fn detached(handoff_channel: Option<&str>) -> Hub {
+        detached_in(
+            Namespace::new("lock").expect("a valid namespace"),
+            handoff_channel,
+            handoff_channel.is_some(),
+        )
+    }
+
+    fn detached_in(ns: Namespace, handoff_channel: Option<&str>, fair: bool) -> Hub {
         let (state, _) = watch::channel(HubState::default());
         let shared = Arc::new(Shared::new(
             state,
+            ns,
             handoff_channel.map(str::to_owned),
-            handoff_channel.is_some(),
+            fair,
             "me".to_owned(),
             None,
             Arc::default(),
@@ -1029,5 +997,26 @@ mod tests {
         // On the release channel, the same bytes are a lock key, not a handoff.
         dispatch(&hub.shared, b"lock-release", notice.as_bytes());
         assert!(second.take_handoff().is_none());
+    }
+
+    #[test]
+    fn in_the_cluster_layout_each_locks_handoff_channel_carries_handoffs() {
+        let ns = Namespace::with_layout("lock", crate::keys::Layout::Cluster).expect("namespace");
+        let key = ns.lock_key("a").expect("key");
+        let [release, handoff] = ns.lock_channels(&key);
+        let hub = detached_in(ns, None, true);
+        let waiter = hub.register(&key);
+        let token = waiter.token().expect("fair waiters have tokens").to_owned();
+        let notice = format!("{token} 7 5000 {key}");
+        // On the lock's release channel the same bytes are a lock key, not a handoff.
+        dispatch(&hub.shared, release.as_bytes(), notice.as_bytes());
+        assert!(waiter.take_handoff().is_none());
+        dispatch(&hub.shared, handoff.as_bytes(), notice.as_bytes());
+        assert!(woken(&waiter));
+        assert_eq!(waiter.take_handoff().map(|h| h.index), Some(7));
+        // A release on the lock's own channel names the lock.
+        dispatch(&hub.shared, release.as_bytes(), key.as_bytes());
+        assert!(woken(&waiter));
+        assert_eq!(hub.handoffs(), 1);
     }
 }

@@ -45,6 +45,10 @@ pub(crate) enum Layout {
     Cluster,
 }
 
+/// The suffixes of a lock's sharded channels in the cluster layout.
+const RELEASE_SUFFIX: &str = ":release";
+const HANDOFF_SUFFIX: &str = ":handoff";
+
 #[derive(Debug, Clone)]
 pub(crate) struct Namespace {
     name: String,
@@ -103,7 +107,7 @@ impl Namespace {
     pub(crate) fn channel(&self, lock_key: &str) -> Cow<'_, str> {
         match self.layout {
             Layout::Node => Cow::Borrowed(&self.channel),
-            Layout::Cluster => Cow::Owned(concat(&[lock_key, ":release"])),
+            Layout::Cluster => Cow::Owned(concat(&[lock_key, RELEASE_SUFFIX])),
         }
     }
 
@@ -133,7 +137,33 @@ impl Namespace {
     pub(crate) fn handoff_channel(&self, client_token: &str, lock_key: &str) -> Cow<'_, str> {
         match self.layout {
             Layout::Node => Cow::Owned(format!("{}-handoff:{}", self.name, client_token)),
-            Layout::Cluster => Cow::Owned(concat(&[lock_key, ":handoff"])),
+            Layout::Cluster => Cow::Owned(concat(&[lock_key, HANDOFF_SUFFIX])),
+        }
+    }
+
+    /// The channels a subscriber hears on about the lock at `lock_key` alone, in the cluster
+    /// layout: its release channel and its handoff channel (both sharded, in the lock's slot).
+    pub(crate) fn lock_channels(&self, lock_key: &str) -> [String; 2] {
+        [
+            concat(&[lock_key, RELEASE_SUFFIX]),
+            concat(&[lock_key, HANDOFF_SUFFIX]),
+        ]
+    }
+
+    /// The lock whose release channel `channel` is, in the cluster layout.
+    pub(crate) fn lock_of_release_channel<'c>(&self, channel: &'c [u8]) -> Option<&'c [u8]> {
+        match self.layout {
+            Layout::Node => None,
+            Layout::Cluster => channel.strip_suffix(RELEASE_SUFFIX.as_bytes()),
+        }
+    }
+
+    /// Whether a message on `channel` is a handoff notice: on the client's own handoff
+    /// channel (`own`, Node layout), or on any lock's handoff channel (cluster layout).
+    pub(crate) fn is_handoff_channel(&self, channel: &[u8], own: Option<&str>) -> bool {
+        match self.layout {
+            Layout::Node => own.is_some_and(|own| own.as_bytes() == channel),
+            Layout::Cluster => channel.ends_with(HANDOFF_SUFFIX.as_bytes()),
         }
     }
 
@@ -373,6 +403,31 @@ mod tests {
         assert_eq!(queue, "mylock-queue:a:b");
         assert_eq!(entries, "mylock-waiters:a:b");
         assert_eq!(ns.handoff_channel("c1", "mylock:a:b"), "mylock-handoff:c1");
+    }
+
+    #[test]
+    fn channels_are_told_apart_by_layout() {
+        let node = Namespace::new("mylock").unwrap();
+        assert!(node.is_handoff_channel(b"mylock-handoff:c1", Some("mylock-handoff:c1")));
+        assert!(!node.is_handoff_channel(b"mylock-release", Some("mylock-handoff:c1")));
+        assert!(
+            !node.is_handoff_channel(b"mylock-handoff:c1", None),
+            "no fair queue"
+        );
+        assert_eq!(node.lock_of_release_channel(b"mylock-release"), None);
+
+        let cluster = Namespace::with_layout("jobs", Layout::Cluster).unwrap();
+        let key = cluster.lock_key("a:release").unwrap();
+        let [release, handoff] = cluster.lock_channels(&key);
+        assert_eq!(release, cluster.channel(&key));
+        assert_eq!(handoff, cluster.handoff_channel("any client", &key));
+        assert!(cluster.is_handoff_channel(handoff.as_bytes(), None));
+        assert!(!cluster.is_handoff_channel(release.as_bytes(), None));
+        assert_eq!(
+            cluster.lock_of_release_channel(release.as_bytes()),
+            Some(key.as_bytes())
+        );
+        assert_eq!(cluster.lock_of_release_channel(handoff.as_bytes()), None);
     }
 
     /// The hash tag Redis Cluster hashes for `key`: the text between the first `{` and the

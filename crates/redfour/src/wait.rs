@@ -65,13 +65,12 @@ impl Waiting<'_> {
     pub(crate) async fn hub(&self) -> Result<&Hub> {
         self.hub
             .get_or_try_init(|| async {
-                let (source, fair) = self.engine.subscriptions().await?;
+                let subscriptions = self.engine.subscriptions().await?;
                 let ctx = self.ctx();
                 Ok(Hub::start(
-                    source,
+                    subscriptions,
                     ctx.ns.clone(),
                     ctx.config.connect_timeout,
-                    fair,
                     ctx.cleanup.clone(),
                 ))
             })

@@ -12,7 +12,7 @@ use tokio::sync::OnceCell;
 use tracing::Instrument;
 
 use super::conn::{Conn, Lane, SentinelConn, SentinelShared};
-use super::{Attempt, Context, FairSetup, Meta, SubSource};
+use super::{Attempt, Context, FairSetup, Meta, SubServer, Subscriptions};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::{HolderFields, Layout, Queueing};
@@ -222,13 +222,18 @@ impl Direct {
     }
 
     /// Where the hub subscribes for this master's notices.
-    pub(crate) fn sub_source(&self) -> SubSource {
-        match &self.master {
-            Master::Standalone(client) => SubSource::Fixed(vec![client.clone()]),
-            Master::Sentinel(shared) => SubSource::Sentinel(shared.clone()),
+    pub(crate) fn subscriptions(&self, fair: Option<FairSetup>) -> Subscriptions {
+        let (servers, sharded) = match &self.master {
+            Master::Standalone(client) => (vec![SubServer::fixed(client.clone())], None),
+            Master::Sentinel(shared) => (vec![SubServer::sentinel(shared.clone())], None),
             Master::Cluster { urls, .. } => {
-                SubSource::Cluster(cluster_builder(urls, &self.ctx.config))
+                (Vec::new(), Some(cluster_builder(urls, &self.ctx.config)))
             }
+        };
+        Subscriptions {
+            servers,
+            sharded,
+            fair,
         }
     }
 

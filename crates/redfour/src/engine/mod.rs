@@ -19,6 +19,7 @@ mod build;
 mod conn;
 mod direct;
 mod quorum;
+mod subscribe;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub(crate) use build::{describe_connection, describe_urls, Plan};
 pub(crate) use conn::{Conn, SentinelShared};
 pub(crate) use direct::{cluster_builder, Direct, Master};
 pub(crate) use quorum::Quorum;
+pub(crate) use subscribe::{SubServer, Subscriptions};
 
 use crate::cleanup::Cleanup;
 use crate::config::{Config, HolderIdentity};
@@ -45,18 +47,6 @@ pub(crate) struct FairSetup {
     pub(crate) client_token: String,
     pub(crate) conn: Conn,
     pub(crate) claim_window_ms: u64,
-}
-
-/// Where the hub subscribes.
-// Built once per hub and consumed at once.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum SubSource {
-    /// These servers (one standalone server, or each Redlock master).
-    Fixed(Vec<redis::Client>),
-    /// The master the sentinels name, asked again at every reconnection.
-    Sentinel(Arc<SentinelShared>),
-    /// A cluster: sharded channels per lock.
-    Cluster(redis::cluster::ClusterClientBuilder),
 }
 
 /// Acquire attempts one client keeps in flight at most.
@@ -288,7 +278,7 @@ impl Engine {
 
     /// Where the notification hub subscribes, and, with the fair queue, what it needs to tidy
     /// up after waiters that left.
-    pub(crate) async fn subscriptions(&self) -> Result<(SubSource, Option<FairSetup>)> {
+    pub(crate) async fn subscriptions(&self) -> Result<Subscriptions> {
         match self {
             Engine::Direct(direct) => {
                 let fair = if self.fair() {
@@ -296,9 +286,10 @@ impl Engine {
                 } else {
                     None
                 };
-                Ok((direct.sub_source(), fair))
+                Ok(direct.subscriptions(fair))
             }
-            Engine::Quorum(quorum) => Ok((quorum.sub_source(), None)),
+            // No fair queue: see `Engine::fair`.
+            Engine::Quorum(quorum) => Ok(quorum.subscriptions()),
         }
     }
 }

@@ -20,7 +20,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use std::sync::Arc;
 
-use super::{Attempt, Context, Direct, Master, Meta, SubSource};
+use super::{Attempt, Context, Direct, Master, Meta, SubServer, Subscriptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::Drift;
 use crate::outcome::{LockStatus, ReleaseOutcome, RenewOutcome};
@@ -108,9 +108,13 @@ impl Quorum {
         }
     }
 
-    /// One subscription per master, all feeding the same waiters.
-    pub(crate) fn sub_source(&self) -> SubSource {
-        SubSource::Fixed(self.masters.clone())
+    /// One subscription per master, all feeding the same waiters; no fair queue.
+    pub(crate) fn subscriptions(&self) -> Subscriptions {
+        Subscriptions {
+            servers: self.masters.iter().cloned().map(SubServer::fixed).collect(),
+            sharded: None,
+            fair: None,
+        }
     }
 }
 
