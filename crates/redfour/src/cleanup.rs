@@ -1,7 +1,8 @@
 //! Counts the clean-up work a client left running in the background (a dropped guard's
 //! release, an abandoned attempt's clean-up, a waiter leaving the fair queue, a handed-over
 //! lock passed on), so that [`Client::settle`](crate::Client::settle) can wait for it before a
-//! process exits.
+//! process exits; and [`OnDrop`], the one guard that starts such work when a future that
+//! won something on the server is dropped before it could hand it over.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -70,10 +71,114 @@ impl Cleanup {
     }
 }
 
+/// Holds a value and undoes it on drop (`undo(value)`) unless disarmed: what an operation won
+/// on the server, to be given back if the operation ends (or its future is dropped) before it
+/// can hand it over. The value stays reachable (and mutable) through `Deref`, so that what the
+/// guard covers can grow while the operation runs.
+pub(crate) struct OnDrop<T, F: FnOnce(T)> {
+    /// `None` only once disarmed or dropped, when nothing can reach it any more.
+    armed: Option<(T, F)>,
+}
+
+impl<T, F: FnOnce(T)> OnDrop<T, F> {
+    /// Armed: `undo` runs on `value` when the guard is dropped.
+    pub(crate) fn new(value: T, undo: F) -> Self {
+        OnDrop {
+            armed: Some((value, undo)),
+        }
+    }
+
+    /// The operation handed over what it won: the undo never runs. Returns the value.
+    pub(crate) fn disarm(mut self) -> T {
+        match self.armed.take() {
+            Some((value, _)) => value,
+            None => unreachable!("an OnDrop is disarmed once, by value"),
+        }
+    }
+}
+
+impl<T, F: FnOnce(T)> std::ops::Deref for OnDrop<T, F> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match &self.armed {
+            Some((value, _)) => value,
+            None => unreachable!("an OnDrop is reachable only while armed"),
+        }
+    }
+}
+
+impl<T, F: FnOnce(T)> std::ops::DerefMut for OnDrop<T, F> {
+    fn deref_mut(&mut self) -> &mut T {
+        match &mut self.armed {
+            Some((value, _)) => value,
+            None => unreachable!("an OnDrop is reachable only while armed"),
+        }
+    }
+}
+
+impl<T, F: FnOnce(T)> Drop for OnDrop<T, F> {
+    fn drop(&mut self) {
+        if let Some((value, undo)) = self.armed.take() {
+            undo(value);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
     use std::time::Duration;
+
+    #[test]
+    fn on_drop_undoes_when_dropped() {
+        let undone = RefCell::new(Vec::new());
+        let guard = OnDrop::new(7, |v| undone.borrow_mut().push(v));
+        assert!(undone.borrow().is_empty(), "not before the drop");
+        drop(guard);
+        assert_eq!(*undone.borrow(), [7]);
+    }
+
+    #[test]
+    fn on_drop_undoes_nothing_once_disarmed() {
+        let undone = RefCell::new(Vec::new());
+        let guard = OnDrop::new(7, |v| undone.borrow_mut().push(v));
+        assert_eq!(guard.disarm(), 7);
+        assert!(undone.borrow().is_empty());
+    }
+
+    #[test]
+    fn on_drop_value_is_reachable_and_mutable() {
+        let undone = RefCell::new(Vec::new());
+        let mut guard = OnDrop::new(vec![1], |v: Vec<i32>| undone.borrow_mut().extend(v));
+        guard.push(2);
+        assert_eq!(guard.len(), 2);
+        assert_eq!(*guard, [1, 2]);
+        // The undo sees what the value grew to.
+        drop(guard);
+        assert_eq!(*undone.borrow(), [1, 2]);
+        let mut guard = OnDrop::new(vec![1], |v: Vec<i32>| undone.borrow_mut().extend(v));
+        guard[0] = 3;
+        assert_eq!(guard.disarm(), [3]);
+        assert_eq!(*undone.borrow(), [1, 2], "a disarmed guard undoes nothing");
+    }
+
+    #[tokio::test]
+    async fn on_drop_undoes_when_its_future_is_dropped() {
+        let undone = RefCell::new(Vec::new());
+        let pending = async {
+            let _guard = OnDrop::new("won", |v| undone.borrow_mut().push(v));
+            std::future::pending::<()>().await;
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), pending)
+                .await
+                .is_err(),
+            "never ends"
+        );
+        assert_eq!(*undone.borrow(), ["won"]);
+    }
 
     #[tokio::test]
     async fn idle_waits_for_every_ticket() {

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
+use crate::cleanup::OnDrop;
 use tokio::sync::OnceCell;
 
 use crate::engine::{Attempt, Meta};
@@ -31,19 +32,12 @@ pub(crate) enum Waited {
 
 /// A handed-over lock whose claim is in flight; released by index if the claim never
 /// completes.
-struct Unclaimed<'a> {
+fn unclaimed<'a>(
     engine: &'a Engine,
     key: &'a str,
     index: i64,
-    armed: bool,
-}
-
-impl Drop for Unclaimed<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.engine.release_in_background(self.key, self.index);
-        }
-    }
+) -> OnDrop<i64, impl FnOnce(i64) + 'a> {
+    OnDrop::new(index, move |index| engine.release_in_background(key, index))
 }
 
 /// What a wait needs: the engine, and the hub (started on first use) that wakes it.
@@ -283,18 +277,13 @@ impl Waiting<'_> {
         // Until the answer is read, nobody else knows this lock is ours: if this future is
         // dropped, or the claim fails in transit, release it by index (it goes to the next
         // waiter) rather than leave it held for a full ttl with no holder.
-        let mut unclaimed = Unclaimed {
-            engine: self.engine,
-            key,
-            index,
-            armed: true,
-        };
+        let unclaimed = unclaimed(self.engine, key, index);
         let sent = Instant::now();
         let ttl_ms = ttl.as_millis() as u64;
         let claimed = self.engine().claim(key, index, ttl_ms).await;
         match claimed {
             Ok(RenewOutcome::Renewed) => {
-                unclaimed.armed = false;
+                unclaimed.disarm();
                 Ok(Some(Waited::Acquired {
                     index,
                     ttl,
@@ -304,7 +293,7 @@ impl Waiting<'_> {
                 }))
             }
             Ok(_) => {
-                unclaimed.armed = false;
+                unclaimed.disarm();
                 tracing::debug!(
                     key,
                     index,

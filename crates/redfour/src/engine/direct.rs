@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use super::conn::{Conn, Lane, SentinelConn, SentinelShared};
 use super::{Attempt, Context, FairSetup, Meta, SubServer, Subscriptions};
+use crate::cleanup::OnDrop;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::{HolderFields, Layout, Queueing};
@@ -67,30 +68,24 @@ impl std::ops::Deref for Direct {
 /// writes its own id into the lock hash, so the clean-up releases the lock only if that very
 /// attempt won it. On a multiplexed connection the clean-up is sent after the attempt, so it
 /// runs after it on the server.
-struct InFlight<'a> {
+fn in_flight<'a>(
     direct: &'a Direct,
     key: &'a str,
     attempt_id: &'a str,
-    armed: bool,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let direct = self.direct.clone();
-        let key = self.key.to_owned();
-        let attempt_id = self.attempt_id.to_owned();
-        self.direct.ctx.cleanup.spawn(
+) -> OnDrop<&'a str, impl FnOnce(&'a str) + 'a> {
+    OnDrop::new(attempt_id, move |attempt_id: &str| {
+        let owner = direct.clone();
+        let key = key.to_owned();
+        let attempt_id = attempt_id.to_owned();
+        direct.ctx.cleanup.spawn(
             async move {
-                if let Err(e) = direct.release_attempt(&key, &attempt_id).await {
+                if let Err(e) = owner.release_attempt(&key, &attempt_id).await {
                     tracing::debug!(key, error = %e, "could not clean up after an abandoned attempt; a lock it won expires by its ttl");
                 }
             }
             .in_current_span(),
         );
-    }
+    })
 }
 
 impl Direct {
@@ -267,17 +262,14 @@ impl Direct {
     ) -> Result<Attempt> {
         let seq = self.ctx.attempts.fetch_add(1, Ordering::Relaxed);
         let attempt_id = format!("{}#{seq}", self.ctx.token);
-        let mut in_flight = InFlight {
-            direct: self,
-            key,
-            attempt_id: &attempt_id,
-            armed: true,
-        };
+        let in_flight = in_flight(self, key, &attempt_id);
         let result = self
             .attempt_now(key, ttl_ms, meta, token, &attempt_id)
             .await;
         // After a transient error the attempt may or may not have run: stay armed.
-        in_flight.armed = matches!(&result, Err(e) if e.is_transient());
+        if matches!(&result, Err(e) if e.is_transient()) {
+            return result;
+        }
         // A lock won after its lease had already run out on this process's clock (the reply
         // was held up for longer than the ttl) is no lock to rely on: release it at once and
         // say so (it is not held by someone else: `ValidityExpired`).
@@ -289,11 +281,12 @@ impl Direct {
                     waited_ms = sent.elapsed().as_millis() as u64,
                     "the lock was won after its ttl had run out here; releasing it"
                 );
-                // Armed again while the release is out: if this future is dropped meanwhile,
+                // Still armed while the release is out: if this future is dropped meanwhile,
                 // or the release fails, the attempt's cleanup releases the lock by its id.
-                in_flight.armed = true;
                 match self.release(key, *index).await {
-                    Ok(_) => in_flight.armed = false,
+                    Ok(_) => {
+                        in_flight.disarm();
+                    }
                     Err(e) => {
                         tracing::warn!(key, index, error = %e, "cannot release a lock won too late; cleaning up in the background");
                     }
@@ -313,6 +306,8 @@ impl Direct {
                 });
             }
         }
+        // The caller learns the outcome.
+        in_flight.disarm();
         result
     }
 

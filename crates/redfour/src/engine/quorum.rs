@@ -21,6 +21,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::sync::Arc;
 
 use super::{Attempt, Context, Direct, Master, Meta, SubServer, Subscriptions};
+use crate::cleanup::OnDrop;
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::Drift;
 use crate::outcome::{LockStatus, ReleaseOutcome, RenewOutcome};
@@ -215,61 +216,71 @@ fn unreachable_quorum(answered: usize, nodes: usize, quorum: usize, errors: Vec<
 }
 
 /// Locks won on some masters, released (in the background) unless disarmed: the acquire
-/// failed, or its future was dropped before it could answer.
+/// failed, or its future was dropped before it could answer. Held by an [`OnDrop`] guard
+/// (see [`wins`]).
 struct Wins<'a> {
     nodes: &'a [Direct],
     key: &'a str,
     /// (master, index it granted, index adopted there if any)
     held: Vec<(usize, i64, Option<i64>)>,
-    armed: bool,
-}
-
-impl Drop for Wins<'_> {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        for &(node, granted, adopted) in &self.held {
-            // Whichever index the master stores now: the other answers `conflict` or
-            // `expired`, changing nothing.
-            self.nodes[node].release_in_background(self.key, granted);
-            if let Some(adopted) = adopted.filter(|a| *a != granted) {
-                self.nodes[node].release_in_background(self.key, adopted);
-            }
-        }
-    }
 }
 
 impl Wins<'_> {
-    /// Releases what was won now rather than in the background, so that the caller's next
-    /// attempt does not find its own grants still in place (and take them for someone
-    /// else's). What cannot be released in time (the node timeout, and `end` if any) is left
-    /// to the background.
-    async fn release_now(&mut self, end: Option<Instant>) {
-        let (nodes, key) = (self.nodes, self.key);
+    /// What releasing the wins takes: (master, index), in the order they were won.
+    fn releases(&self) -> Vec<(usize, i64)> {
         let mut releases = Vec::new();
         for &(node, granted, adopted) in &self.held {
+            // Whichever index the master stores now: the other answers `conflict` or
+            // `expired`, changing nothing.
             releases.push((node, granted));
             if let Some(adopted) = adopted.filter(|a| *a != granted) {
                 releases.push((node, adopted));
             }
         }
-        let done = join_all(releases.iter().map(|&(node, index)| {
-            let node = &nodes[node];
-            let mut limit = node_timeout(node);
-            if let Some(end) = end {
-                limit = limit.min(end.saturating_duration_since(Instant::now()));
-            }
-            bounded(node, limit, node.release(key, index))
-        }))
-        .await;
-        for (&(node, index), result) in releases.iter().zip(done) {
-            if result.is_err() {
-                nodes[node].release_in_background(key, index);
-            }
-        }
-        self.armed = false;
+        releases
     }
+}
+
+/// Nothing won yet; whatever is pushed to `held` is released in the background unless the
+/// guard is disarmed.
+fn wins<'a>(nodes: &'a [Direct], key: &'a str) -> OnDrop<Wins<'a>, impl FnOnce(Wins<'a>)> {
+    OnDrop::new(
+        Wins {
+            nodes,
+            key,
+            held: Vec::new(),
+        },
+        |wins: Wins<'a>| {
+            for (node, index) in wins.releases() {
+                wins.nodes[node].release_in_background(wins.key, index);
+            }
+        },
+    )
+}
+
+/// Releases what was won now rather than in the background, so that the caller's next
+/// attempt does not find its own grants still in place (and take them for someone else's).
+/// What cannot be released in time (the node timeout, and `end` if any) is left to the
+/// background. The guard stays armed until the releases are in: if this future is dropped
+/// meanwhile, everything won is released in the background.
+async fn release_now<'a, F: FnOnce(Wins<'a>)>(wins: OnDrop<Wins<'a>, F>, end: Option<Instant>) {
+    let (nodes, key) = (wins.nodes, wins.key);
+    let releases = wins.releases();
+    let done = join_all(releases.iter().map(|&(node, index)| {
+        let node = &nodes[node];
+        let mut limit = node_timeout(node);
+        if let Some(end) = end {
+            limit = limit.min(end.saturating_duration_since(Instant::now()));
+        }
+        bounded(node, limit, node.release(key, index))
+    }))
+    .await;
+    for (&(node, index), result) in releases.iter().zip(done) {
+        if result.is_err() {
+            nodes[node].release_in_background(key, index);
+        }
+    }
+    wins.disarm();
 }
 
 /// A short random pause, so that clients that split the masters between them do not retry
@@ -462,12 +473,7 @@ async fn attempt(
     let end = cutoff.map(|c| {
         c.max(sent) + CUTOFF_SLACK.min(ctx.config.node_timeout.min(ctx.config.response_timeout))
     });
-    let mut wins = Wins {
-        nodes,
-        key,
-        held: Vec::new(),
-        armed: true,
-    };
+    let mut wins = wins(nodes, key);
     let mut tally = Tally {
         nodes: nodes.len(),
         quorum,
@@ -516,7 +522,7 @@ async fn attempt(
             w.2 = Some(adopted);
         }
         if Instant::now() >= valid_until {
-            wins.release_now(end).await;
+            release_now(wins, end).await;
             return Ok(won_too_late(
                 key,
                 quorum,
@@ -554,7 +560,7 @@ async fn attempt(
                     nodes[i].release_in_background(key, granted);
                 }
             }
-            wins.armed = false;
+            wins.disarm();
             tracing::debug!(key, index = adopted, masters = took, "Redlock acquired");
             return Ok(Attempt::Acquired {
                 index: adopted,
@@ -563,7 +569,7 @@ async fn attempt(
             });
         }
         if now >= valid_until {
-            wins.release_now(end).await;
+            release_now(wins, end).await;
             return Ok(won_too_late(
                 key,
                 quorum,
@@ -583,7 +589,7 @@ async fn attempt(
             // The caller's time is up: `wins` releases in the background.
             return Ok(Attempt::Undecided);
         }
-        wins.release_now(end).await;
+        release_now(wins, end).await;
         return Err(Error::new(
             ErrorKind::QuorumLost,
             format!(
@@ -603,7 +609,7 @@ async fn attempt(
         );
         return Ok(Attempt::Undecided);
     }
-    wins.release_now(end).await;
+    release_now(wins, end).await;
     let answered = tally.granted + tally.held;
     if answered < quorum {
         return Err(quorum_lost(answered, nodes.len(), quorum, errors));
