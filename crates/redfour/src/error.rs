@@ -475,6 +475,36 @@ impl fmt::Display for Error {
     }
 }
 
+impl Error {
+    /// The error and its whole source chain on one line (`kind: message: cause: cause`), for
+    /// the crate's own log lines, which have no reporter to walk the chain.
+    pub(crate) fn report(&self) -> Report<'_> {
+        Report(self)
+    }
+}
+
+/// See [`Error::report`].
+pub(crate) struct Report<'a>(&'a Error);
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut last = self.0.to_string();
+        f.write_str(&last)?;
+        let mut cause = self.0.source();
+        while let Some(next) = cause {
+            let text = next.to_string();
+            // Some errors (redis-rs's among them, and script errors quoted in ours) print their
+            // source in their own text and return it from `source()` too: say it once.
+            if !last.contains(&text) {
+                write!(f, ": {text}")?;
+            }
+            last = text;
+            cause = next.source();
+        }
+        Ok(())
+    }
+}
+
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         self.inner
@@ -514,6 +544,18 @@ mod tests {
         assert!(text.contains("lock:a"), "{text}");
         assert!(!text.contains("refused"), "{text}");
         assert!(source.to_string().contains("refused"), "{source}");
+    }
+
+    #[test]
+    fn the_report_for_log_lines_carries_the_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err = Error::from_redis(redis::RedisError::from(io), Some("lock:a"));
+        let report = err.report().to_string();
+        assert!(report.starts_with(&err.to_string()), "{report}");
+        assert_eq!(report.matches("refused").count(), 1, "{report}");
+        // An error without a source reports as its text.
+        let plain = Error::invalid("bad ttl");
+        assert_eq!(plain.report().to_string(), plain.to_string());
     }
 
     #[test]

@@ -505,7 +505,7 @@ async fn keep_alive_loop(
             Err(e) => {
                 // Try again soon; the deadline decides when the lease is lost.
                 let retry = (period / 4).max(Duration::from_millis(10));
-                tracing::warn!(key, index, error = %e, retry_in_ms = retry.as_millis() as u64, "lease renewal failed");
+                tracing::warn!(key, index, error = %e.report(), retry_in_ms = retry.as_millis() as u64, "lease renewal failed");
                 next = Instant::now() + retry;
             }
         }

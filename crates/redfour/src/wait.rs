@@ -96,7 +96,7 @@ impl Waiting<'_> {
                 Ok(hub) => break hub,
                 Err(e) if e.is_transient() && deadline.is_none_or(|d| Instant::now() < d) => {
                     let pause = backoff.next_pause();
-                    tracing::warn!(key, error = %e, retry_in_ms = pause.as_millis() as u64, "cannot reach redis to wait; retrying");
+                    tracing::warn!(key, error = %e.report(), retry_in_ms = pause.as_millis() as u64, "cannot reach redis to wait; retrying");
                     let wake = Instant::now() + pause;
                     tokio::time::sleep_until(deadline.map_or(wake, |d| d.min(wake)).into()).await;
                 }
@@ -173,7 +173,7 @@ impl Waiting<'_> {
                     last_pttl = Duration::ZERO;
                     // Slow servers: back off as from a failure.
                     let pause = backoff.next_pause();
-                    tracing::debug!(key, error = %error, retry_in_ms = pause.as_millis() as u64, "won too late while waiting; retrying");
+                    tracing::debug!(key, error = %error.report(), retry_in_ms = pause.as_millis() as u64, "won too late while waiting; retrying");
                     last_failure = Some(error);
                     pause
                 }
@@ -184,7 +184,7 @@ impl Waiting<'_> {
                         return Err(e);
                     }
                     let pause = backoff.next_pause();
-                    tracing::warn!(key, error = %e, retry_in_ms = pause.as_millis() as u64, "acquire attempt failed while waiting; retrying");
+                    tracing::warn!(key, error = %e.report(), retry_in_ms = pause.as_millis() as u64, "acquire attempt failed while waiting; retrying");
                     last_failure = Some(e);
                     pause
                 }
@@ -302,7 +302,7 @@ impl Waiting<'_> {
                 Ok(None)
             }
             Err(e) if e.is_transient() => {
-                tracing::warn!(key, index, error = %e, "claiming a handed-over lock failed; passing it on");
+                tracing::warn!(key, index, error = %e.report(), "claiming a handed-over lock failed; passing it on");
                 Ok(None)
             }
             Err(e) => Err(e),

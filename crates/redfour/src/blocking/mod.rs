@@ -623,7 +623,7 @@ impl Drop for LockGuard {
             return;
         }
         if let Err(e) = self.rt.block_on(guard.release()) {
-            tracing::warn!(error = %e, "release on drop failed; the lock will expire by its ttl");
+            tracing::warn!(error = %e.report(), "release on drop failed; the lock will expire by its ttl");
         }
     }
 }

@@ -80,7 +80,7 @@ fn in_flight<'a>(
         direct.ctx.cleanup.spawn(
             async move {
                 if let Err(e) = owner.release_attempt(&key, &attempt_id).await {
-                    tracing::debug!(key, error = %e, "could not clean up after an abandoned attempt; a lock it won expires by its ttl");
+                    tracing::debug!(key, error = %e.report(), "could not clean up after an abandoned attempt; a lock it won expires by its ttl");
                 }
             }
             .in_current_span(),
@@ -288,7 +288,7 @@ impl Direct {
                         in_flight.disarm();
                     }
                     Err(e) => {
-                        tracing::warn!(key, index, error = %e, "cannot release a lock won too late; cleaning up in the background");
+                        tracing::warn!(key, index, error = %e.report(), "cannot release a lock won too late; cleaning up in the background");
                     }
                 }
                 let drift = self.ctx.config.drift;
@@ -426,11 +426,11 @@ impl Direct {
                 Err(e) => Some(Error::from_redis(e, Some(key))),
             };
             if let Some(err) = refused {
-                tracing::warn!(key, index, error = %err, "an acquire was not acknowledged by enough replicas; releasing it");
+                tracing::warn!(key, index, error = %err.report(), "an acquire was not acknowledged by enough replicas; releasing it");
                 // If this release fails or is cut off, the caller's attempt cleanup (armed while
                 // the release is out) releases the lock by the attempt's id.
                 if let Err(e) = self.release(key, index).await {
-                    tracing::warn!(key, index, error = %e, "cannot release an unacknowledged lock; cleaning up in the background");
+                    tracing::warn!(key, index, error = %e.report(), "cannot release an unacknowledged lock; cleaning up in the background");
                     return Err(e);
                 }
                 return Err(err);
@@ -464,7 +464,7 @@ impl Direct {
                 .map_err(|e| Error::from_redis(e, Some(key)))
         };
         if let Err(e) = left.await {
-            tracing::debug!(key, error = %e, "could not leave the queue; the entry will expire");
+            tracing::debug!(key, error = %e.report(), "could not leave the queue; the entry will expire");
         }
     }
 
@@ -495,7 +495,7 @@ impl Direct {
                     let Some(pause) = retries.next().filter(|_| err.is_transient()) else {
                         return Err(err);
                     };
-                    tracing::debug!(key, index, error = %err, "release failed; trying again");
+                    tracing::debug!(key, index, error = %err.report(), "release failed; trying again");
                     tokio::time::sleep(pause).await;
                 }
             }
@@ -565,7 +565,7 @@ impl Direct {
             async move {
                 match owner.release(&key, index).await {
                     Ok(r) => tracing::debug!(key, index, result = %r.0, "released in the background"),
-                    Err(e) => tracing::warn!(key, index, error = %e, "background release failed; the lock will expire by its ttl"),
+                    Err(e) => tracing::warn!(key, index, error = %e.report(), "background release failed; the lock will expire by its ttl"),
                 }
             }
             .in_current_span()
