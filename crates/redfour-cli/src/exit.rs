@@ -179,13 +179,13 @@ impl fmt::Display for Failure {
     }
 }
 
-/// The error's own message and key, without its kind (which the caller says in its own words).
-/// The library's `Display` is "kind: message (key `k`)", without the source chain.
+/// The error's own message and key, without its kind (which the caller says in its own words)
+/// or its cause: "message (key `k`)".
 pub fn summary(err: &redfour::Error) -> String {
-    let full = err.to_string();
-    full.strip_prefix(&format!("{}: ", err.kind()))
-        .unwrap_or(&full)
-        .to_owned()
+    match err.key() {
+        Some(key) => format!("{} (key `{key}`)", err.message()),
+        None => err.message().to_owned(),
+    }
 }
 
 /// The innermost error of the chain: "Connection refused (os error 111)" rather than three

@@ -1,5 +1,7 @@
-//! Exponential backoff: the one way this crate spaces out retries (reconnecting a
-//! subscription, re-asking the sentinels, retrying an attempt while waiting).
+//! Exponential backoff: the one way this crate spaces out open-ended retries (reconnecting a
+//! subscription, re-asking the sentinels, retrying an attempt while waiting). Two fixed
+//! schedules are not backoffs and stay where they are used: a release's three quick retries
+//! (`engine/direct.rs`) and a cluster subscriber's retry of one lock's channels (`hub.rs`).
 
 use std::time::Duration;
 

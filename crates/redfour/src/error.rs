@@ -280,7 +280,9 @@ impl Error {
         self
     }
 
-    pub(crate) fn message(&self) -> &str {
+    /// What went wrong, in words, without the kind, the key or the cause: the part of
+    /// `Display` ("kind: message (key `k`)") a caller puts in sentences of its own.
+    pub fn message(&self) -> &str {
         &self.inner.message
     }
 

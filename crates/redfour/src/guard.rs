@@ -62,7 +62,7 @@ struct Term {
 
 impl Lease {
     fn term(&self) -> Term {
-        *self.term.lock().unwrap_or_else(|p| p.into_inner())
+        *crate::sync::lock(&self.term)
     }
 
     fn deadline(&self) -> Instant {
@@ -78,7 +78,7 @@ impl Lease {
     /// sent, so an answer to an earlier one that comes back later changes nothing.
     fn extend(&self, sent: Instant, ttl: Duration) {
         {
-            let mut term = self.term.lock().unwrap_or_else(|p| p.into_inner());
+            let mut term = crate::sync::lock(&self.term);
             if sent < term.sent {
                 return;
             }

@@ -20,6 +20,7 @@ use crate::backoff::Backoff;
 use crate::cleanup::{Cleanup, Ticket};
 use crate::engine::{Conn, SubServer, Subscriptions};
 use crate::keys::Namespace;
+use crate::sync::lock;
 
 /// Whether the subscription is live, and how many times it (re)started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -101,12 +102,6 @@ struct Shared {
     ready: Mutex<HashSet<Box<str>>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section is a single insert, remove or read, so a poisoned lock still
-    // holds consistent data.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Shared {
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -139,13 +134,18 @@ impl Shared {
     }
 
     fn dispatch_release(&self, key: &[u8]) {
-        let waiters = lock(&self.waiters);
-        if let Some(entries) = waiters.by_key.get(key) {
+        let woken = {
+            let waiters = lock(&self.waiters);
+            let Some(entries) = waiters.by_key.get(key) else {
+                return;
+            };
             for slot in entries.values() {
-                self.notices.fetch_add(1, Ordering::Relaxed);
                 slot.notify.notify_one();
             }
-        }
+            entries.len()
+        };
+        // Counted once, after the waiters' lock is let go.
+        self.notices.fetch_add(woken as u64, Ordering::Relaxed);
     }
 
     /// `"{token} {index} {window_ms} {key}"` on this client's handoff channel.

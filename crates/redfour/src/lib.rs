@@ -169,6 +169,7 @@ mod lease;
 mod redact;
 mod scripts;
 mod stats;
+mod sync;
 mod wait;
 
 #[cfg(feature = "blocking")]

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::backoff::Backoff;
+use crate::sync::lock;
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
@@ -411,10 +412,6 @@ async fn watch_switches(shared: std::sync::Weak<SentinelShared>) {
 /// master, or one that lost its replicas under `min-replicas-to-write`, or one still loading.
 fn master_moved(code: &str) -> bool {
     matches!(code, "READONLY" | "MASTERDOWN" | "LOADING" | "NOREPLICAS")
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ConnectionLike for SentinelConn {

@@ -412,19 +412,17 @@ impl Direct {
             "acquire attempt"
         );
         if let (1, Some(acked)) = (won, acked) {
-            let refused = match acked {
-                Ok(acked) if acked >= i64::from(replicas) => None,
-                Ok(acked) => Some(Error::new(
-                    ErrorKind::NotReplicated,
-                    format!(
-                        "the acquire was acknowledged by {acked} of the {replicas} replicas asked for within {} ms; the lock was released",
-                        inner.config.replica_ack_timeout.as_millis()
-                    ),
-                )
-                .with_key(key)),
-                // `WAIT` itself failed (an ACL without `+wait`): the lock was won all the same.
-                Err(e) => Some(Error::from_redis(e, Some(key))),
-            };
+            // A failed `WAIT` (an ACL without `+wait`) refuses too: the lock was won all the
+            // same, and is given back.
+            let refused = acknowledged(
+                acked,
+                replicas,
+                inner.config.replica_ack_timeout,
+                key,
+                "the acquire",
+                "; the lock was released",
+            )
+            .err();
             if let Some(err) = refused {
                 tracing::warn!(key, index, error = %err.report(), "an acquire was not acknowledged by enough replicas; releasing it");
                 // If this release fails or is cut off, the caller's attempt cleanup (armed while
@@ -541,17 +539,14 @@ impl Direct {
         if outcome != RenewOutcome::Renewed {
             return Ok(outcome);
         }
-        let acked = acked.map_err(|e| Error::from_redis(e, Some(key)))?;
-        if acked < i64::from(config.replica_acks) {
-            return Err(Error::new(
-                ErrorKind::NotReplicated,
-                format!(
-                    "the claim of a handed-over lock was acknowledged by {acked} of the {} replicas asked for",
-                    config.replica_acks
-                ),
-            )
-            .with_key(key));
-        }
+        acknowledged(
+            acked,
+            config.replica_acks,
+            config.replica_ack_timeout,
+            key,
+            "the claim of a handed-over lock",
+            "",
+        )?;
         Ok(outcome)
     }
 
@@ -581,6 +576,32 @@ impl Direct {
 }
 
 /// The outcome in a renew script's reply.
+/// Whether a write was acknowledged by the `wanted` replicas within `timeout` (`WAIT`'s
+/// answer, or its failure): `NotReplicated` naming `what` and the count when too few did in
+/// time, the failure itself when `WAIT` could not run. `then` ends the message (what was done
+/// about it).
+fn acknowledged(
+    acked: redis::RedisResult<i64>,
+    wanted: u32,
+    timeout: Duration,
+    key: &str,
+    what: &str,
+    then: &str,
+) -> Result<()> {
+    match acked {
+        Ok(acked) if acked >= i64::from(wanted) => Ok(()),
+        Ok(acked) => Err(Error::new(
+            ErrorKind::NotReplicated,
+            format!(
+                "{what} was acknowledged by {acked} of the {wanted} replicas asked for within {} ms{then}",
+                timeout.as_millis()
+            ),
+        )
+        .with_key(key)),
+        Err(e) => Err(Error::from_redis(e, Some(key))),
+    }
+}
+
 fn renew_outcome(key: &str, reply: (i64, String, i64, i64)) -> Result<RenewOutcome> {
     let (ok, word, _idx, _extra) = reply;
     match (ok, word.as_str()) {
@@ -604,4 +625,33 @@ pub(crate) fn cluster_builder(
         .connection_timeout(config.connect_timeout)
         .response_timeout(config.response_timeout)
         .retries(config.reconnect_retries.min(u32::MAX as usize) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledgements_are_checked_against_the_replicas_asked_for() {
+        let timeout = Duration::from_millis(250);
+        for acked in [2, 3] {
+            assert!(acknowledged(Ok(acked), 2, timeout, "k", "the acquire", "").is_ok());
+        }
+        let err = acknowledged(Ok(1), 2, timeout, "k", "the acquire", "; released").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotReplicated);
+        assert!(err.is_transient(), "{err:?}");
+        assert_eq!(err.key(), Some("k"));
+        assert_eq!(
+            err.message(),
+            "the acquire was acknowledged by 1 of the 2 replicas asked for within 250 ms; released"
+        );
+        // `WAIT` refused (an ACL without `+wait`): that refusal, not a count.
+        let refused = redis::make_extension_error(
+            "NOPERM".into(),
+            Some("no permission to run the 'wait' command".into()),
+        );
+        let err = acknowledged(Err(refused), 1, timeout, "k", "the claim", "").unwrap_err();
+        assert_ne!(err.kind(), ErrorKind::NotReplicated, "{err:?}");
+        assert_eq!(err.key(), Some("k"));
+    }
 }
