@@ -142,40 +142,76 @@ where
 /// Whether a majority of the masters answer a `PING`, without waiting for the others once
 /// that is decided.
 async fn ping(nodes: &[Direct], quorum: usize) -> Result<()> {
-    let mut up = 0;
-    let mut errors = Vec::new();
+    let mut tally = PingTally::new(nodes.len(), quorum);
     gather(
         nodes,
         None,
         |node| node.ping(),
         |_, reply| {
-            match reply {
-                Ok(()) => up += 1,
-                Err(e) => errors.push(e),
-            }
-            Listen::done_if(up >= quorum || nodes.len() - errors.len() < quorum)
+            tally.add(reply);
+            tally.listen()
         },
     )
     .await;
-    if up >= quorum {
-        return Ok(());
+    tally.outcome()
+}
+
+/// The answers of the masters to a `PING` so far.
+#[derive(Debug)]
+struct PingTally {
+    nodes: usize,
+    quorum: usize,
+    /// Answered.
+    up: usize,
+    errors: Vec<Error>,
+}
+
+impl PingTally {
+    fn new(nodes: usize, quorum: usize) -> PingTally {
+        PingTally {
+            nodes,
+            quorum,
+            up: 0,
+            errors: Vec::new(),
+        }
     }
-    let lost = Error::new(
-        ErrorKind::QuorumLost,
-        format!(
-            "only {up} of {} masters answered (a majority is {quorum})",
-            nodes.len()
-        ),
-    );
-    // As for an acquire: a refusal no retry mends, on enough masters, speaks for itself.
-    Err(
-        lasting(nodes.len(), quorum, &mut errors).unwrap_or_else(|| {
+
+    fn add(&mut self, reply: Result<()>) {
+        match reply {
+            Ok(()) => self.up += 1,
+            Err(e) => self.errors.push(e),
+        }
+    }
+
+    /// Decided once a majority answered, or once the masters that did not fail cannot make one.
+    fn listen(&self) -> Listen {
+        Listen::done_if(self.up >= self.quorum || self.nodes - self.errors.len() < self.quorum)
+    }
+
+    /// Up when a majority answered; else a refusal no retry mends, on enough masters to leave
+    /// no majority possible, or "quorum lost" with the most telling failure as its source.
+    fn outcome(self) -> Result<()> {
+        let PingTally {
+            nodes,
+            quorum,
+            up,
+            mut errors,
+        } = self;
+        if up >= quorum {
+            return Ok(());
+        }
+        let lost = Error::new(
+            ErrorKind::QuorumLost,
+            format!("only {up} of {nodes} masters answered (a majority is {quorum})"),
+        );
+        // As for an acquire: a refusal no retry mends, on enough masters, speaks for itself.
+        Err(lasting(nodes, quorum, &mut errors).unwrap_or_else(|| {
             match errors.into_iter().min_by_key(Error::is_transient) {
                 Some(e) => lost.with_source(e),
                 None => lost,
             }
-        }),
-    )
+        }))
+    }
 }
 
 /// A master's error that no retry mends (foreign data first, then a refused login or
@@ -203,6 +239,8 @@ fn quorum_lost(answered: usize, nodes: usize, quorum: usize, mut errors: Vec<Err
     unreachable_quorum(answered, nodes, quorum, errors)
 }
 
+/// "Quorum lost": only `answered` of `nodes` masters answered. Its source is the first master's
+/// own refusal (an error that is not transient) if any, else the first failure.
 fn unreachable_quorum(answered: usize, nodes: usize, quorum: usize, errors: Vec<Error>) -> Error {
     let err = Error::new(
         ErrorKind::QuorumLost,
@@ -354,6 +392,107 @@ impl Tally {
             Listen::On
         }
     }
+
+    /// What the answers decide once the attempt stopped listening, with `unanswered` masters
+    /// still out: `held_pttls` are the remaining ttls reported by the masters that hold the
+    /// lock for someone else, `errors` the failures, and `jitter` the least wait reported for
+    /// a held lock.
+    fn verdict(
+        &self,
+        unanswered: usize,
+        held_pttls: Vec<Duration>,
+        errors: Vec<Error>,
+        jitter: Duration,
+    ) -> Verdict {
+        if self.granted >= self.quorum {
+            return Verdict::Granted;
+        }
+        if self.open() && unanswered > 0 {
+            return Verdict::Undecided;
+        }
+        let answered = self.granted + self.held;
+        if answered < self.quorum {
+            return Verdict::Lost(quorum_lost(answered, self.nodes, self.quorum, errors));
+        }
+        Verdict::Held(next_free(self.quorum, self.granted, held_pttls, jitter))
+    }
+}
+
+/// What an attempt's answers decide (see [`Tally::verdict`]).
+#[derive(Debug)]
+enum Verdict {
+    /// A majority granted: its masters adopt one index next.
+    Granted,
+    /// Cut off by a waiting caller's end with the outcome still open.
+    Undecided,
+    /// Too few masters answered to tell a held lock from a lost quorum.
+    Lost(Error),
+    /// Held by someone else on enough masters that no majority granted; a majority may be
+    /// free after this long.
+    Held(Duration),
+}
+
+/// When enough masters would be free for a majority, after an attempt that `granted` on some
+/// masters (which it releases, so they are free) and found the lock held on the others with
+/// `held_pttls` left: the soonest of those to expire count first. Never less than `jitter`;
+/// `jitter` alone when the held masters are too few to make up the majority (the rest failed).
+fn next_free(
+    quorum: usize,
+    granted: usize,
+    mut held_pttls: Vec<Duration>,
+    jitter: Duration,
+) -> Duration {
+    held_pttls.sort();
+    match quorum.checked_sub(granted + 1) {
+        Some(more) => held_pttls
+            .get(more)
+            .copied()
+            .unwrap_or(Duration::ZERO)
+            .max(jitter),
+        None => jitter,
+    }
+}
+
+/// How the adoption of a granted majority's fencing index ends, when `took` masters adopted it
+/// and the last answer came in at `now`: held when a majority adopted it within the validity
+/// (until `valid_until`), won too late past it, undecided past a waiting caller's `end`, and
+/// else "quorum lost" (what was granted is released).
+fn adoption(
+    key: &str,
+    took: usize,
+    nodes: usize,
+    quorum: usize,
+    now: Instant,
+    valid_until: Instant,
+    end: Option<Instant>,
+) -> Adoption {
+    if took >= quorum && now < valid_until {
+        return Adoption::Acquired;
+    }
+    if now >= valid_until {
+        return Adoption::TooLate;
+    }
+    if end.is_some_and(|e| now >= e) {
+        return Adoption::Undecided;
+    }
+    Adoption::Lost(
+        Error::new(
+            ErrorKind::QuorumLost,
+            format!(
+                "a majority granted the lock, but only {took} of {nodes} masters adopted its index (a majority is {quorum}); it was released"
+            ),
+        )
+        .with_key(key),
+    )
+}
+
+/// See [`adoption`].
+#[derive(Debug)]
+enum Adoption {
+    Acquired,
+    TooLate,
+    Undecided,
+    Lost(Error),
 }
 
 /// Whether [`gather`] goes on listening for the masters that have not answered yet.
@@ -449,7 +588,7 @@ async fn bounded<T>(
 /// majority granted it within its validity (ttl − drift, counted from before the requests)
 /// and adopted one fencing index.
 ///
-/// It stops listening as soon as the answers in decide it (see [`Tally::decided`]), at the
+/// It stops listening as soon as the answers in decide it (see [`Tally::listen`]), at the
 /// node timeout, and, for a waiting acquire, at `cutoff` plus [`CUTOFF_SLACK`] (the adoption
 /// too). Every grant is released unless the lock is returned: grants in hand by [`Wins`],
 /// grants of masters that answer after the attempt stopped listening by their own step's
@@ -469,7 +608,7 @@ async fn attempt(
     let sent = Instant::now();
     let validity = crate::lease::validity(ttl, drift);
     let valid_until = sent + validity;
-    // An attempt started at (or after) the cutoff still hears the masters that answer at once.
+    // An attempt started at (or reached) the cutoff still hears the masters that answer at once.
     let end = cutoff.map(|c| {
         c.max(sent) + CUTOFF_SLACK.min(ctx.config.node_timeout.min(ctx.config.response_timeout))
     });
@@ -514,46 +653,71 @@ async fn attempt(
         },
     )
     .await;
-    if tally.granted >= quorum {
-        let adopted = wins.held.iter().map(|w| w.1).max().unwrap_or(0);
-        let candidates: Vec<(usize, i64)> = wins.held.iter().map(|w| (w.0, w.1)).collect();
-        for w in &mut wins.held {
-            // Until the answers are in, either index may be stored.
-            w.2 = Some(adopted);
-        }
-        if Instant::now() >= valid_until {
-            release_now(wins, end).await;
-            return Ok(won_too_late(
+    match tally.verdict(unanswered, held_pttls, errors, jitter()) {
+        Verdict::Granted => {}
+        Verdict::Undecided => {
+            // Cut off by a waiting caller's end, with the outcome still open: `wins` releases
+            // in the background.
+            tracing::debug!(
                 key,
-                quorum,
-                nodes.len(),
-                sent,
-                majority_at,
-                ttl,
-                drift,
-            ));
+                unanswered,
+                "Redlock: the wait ran out before the masters decided the attempt"
+            );
+            return Ok(Attempt::Undecided);
         }
-        // Past the validity the adoption is useless; past a waiting caller's end, too late.
-        let adopt_until = end.map_or(valid_until, |e| e.min(valid_until));
-        let steps = join_all(candidates.iter().map(|&(i, granted)| {
-            let node = &nodes[i];
-            async move {
-                let inv = ctx.ns.adopt_call(key, granted, adopted);
-                let step = async {
-                    let mut conn = node.connection().await?;
-                    inv.invoke::<i64>(&mut conn)
-                        .await
-                        .map_err(|e| Error::from_redis(e, Some(key)))
-                };
-                let limit =
-                    node_timeout(node).min(adopt_until.saturating_duration_since(Instant::now()));
-                matches!(tokio::time::timeout(limit, step).await, Ok(Ok(1)))
-            }
-        }))
-        .await;
-        let took = steps.iter().filter(|ok| **ok).count();
-        let now = Instant::now();
-        if took >= quorum && now < valid_until {
+        Verdict::Lost(error) => {
+            release_now(wins, end).await;
+            return Err(error);
+        }
+        Verdict::Held(pttl) => {
+            release_now(wins, end).await;
+            return Ok(Attempt::Held {
+                pttl,
+                sent,
+                holder: None,
+            });
+        }
+    }
+    let adopted = wins.held.iter().map(|w| w.1).max().unwrap_or(0);
+    let candidates: Vec<(usize, i64)> = wins.held.iter().map(|w| (w.0, w.1)).collect();
+    for w in &mut wins.held {
+        // Until the answers are in, either index may be stored.
+        w.2 = Some(adopted);
+    }
+    if Instant::now() >= valid_until {
+        release_now(wins, end).await;
+        return Ok(won_too_late(
+            key,
+            quorum,
+            nodes.len(),
+            sent,
+            majority_at,
+            ttl,
+            drift,
+        ));
+    }
+    // Past the validity the adoption is useless; past a waiting caller's end, too late.
+    let adopt_until = end.map_or(valid_until, |e| e.min(valid_until));
+    let steps = join_all(candidates.iter().map(|&(i, granted)| {
+        let node = &nodes[i];
+        async move {
+            let inv = ctx.ns.adopt_call(key, granted, adopted);
+            let step = async {
+                let mut conn = node.connection().await?;
+                inv.invoke::<i64>(&mut conn)
+                    .await
+                    .map_err(|e| Error::from_redis(e, Some(key)))
+            };
+            let limit =
+                node_timeout(node).min(adopt_until.saturating_duration_since(Instant::now()));
+            matches!(tokio::time::timeout(limit, step).await, Ok(Ok(1)))
+        }
+    }))
+    .await;
+    let took = steps.iter().filter(|ok| **ok).count();
+    let now = Instant::now();
+    let lost = match adoption(key, took, nodes.len(), quorum, now, valid_until, end) {
+        Adoption::Acquired => {
             // Masters that granted but did not adopt hold a stray lock under their own index.
             for (&(i, granted), ok) in candidates.iter().zip(&steps) {
                 if !ok {
@@ -568,7 +732,7 @@ async fn attempt(
                 sent,
             });
         }
-        if now >= valid_until {
+        Adoption::TooLate => {
             release_now(wins, end).await;
             return Ok(won_too_late(
                 key,
@@ -580,57 +744,20 @@ async fn attempt(
                 drift,
             ));
         }
-        tracing::debug!(
-            key,
-            adopted = took,
-            "Redlock: a majority granted but too few masters adopted its index in time; releasing it"
-        );
-        if end.is_some_and(|e| now >= e) {
-            // The caller's time is up: `wins` releases in the background.
-            return Ok(Attempt::Undecided);
-        }
-        release_now(wins, end).await;
-        return Err(Error::new(
-            ErrorKind::QuorumLost,
-            format!(
-                "a majority granted the lock, but only {took} of {} masters adopted its index (a majority is {quorum}); it was released",
-                nodes.len()
-            ),
-        )
-        .with_key(key));
-    }
-    if tally.open() && unanswered > 0 {
-        // Cut off by a waiting caller's end, with the outcome still open: `wins` releases in
-        // the background.
-        tracing::debug!(
-            key,
-            unanswered,
-            "Redlock: the wait ran out before the masters decided the attempt"
-        );
-        return Ok(Attempt::Undecided);
-    }
-    release_now(wins, end).await;
-    let answered = tally.granted + tally.held;
-    if answered < quorum {
-        return Err(quorum_lost(answered, nodes.len(), quorum, errors));
-    }
-    // Not enough grants: when would enough masters be free? The ones this attempt won (and
-    // releases now) are; of the others, the soonest to expire first.
-    held_pttls.sort();
-    let free = tally.granted;
-    let pttl = match quorum.checked_sub(free + 1) {
-        Some(more) => held_pttls
-            .get(more)
-            .copied()
-            .unwrap_or(Duration::ZERO)
-            .max(jitter()),
-        None => jitter(),
+        Adoption::Undecided => None,
+        Adoption::Lost(error) => Some(error),
     };
-    Ok(Attempt::Held {
-        pttl,
-        sent,
-        holder: None,
-    })
+    tracing::debug!(
+        key,
+        adopted = took,
+        "Redlock: a majority granted but too few masters adopted its index in time; releasing it"
+    );
+    let Some(error) = lost else {
+        // The caller's time is up: `wins` releases in the background.
+        return Ok(Attempt::Undecided);
+    };
+    release_now(wins, end).await;
+    Err(error)
 }
 
 /// A majority granted the lock, but its answers were in only at `at`, past the validity.
@@ -668,6 +795,29 @@ async fn release(
     index: i64,
 ) -> Result<(ReleaseOutcome, i64)> {
     let replies = on_all(nodes, |node| node.release(key, index)).await;
+    let unreachable = replies.iter().filter(|reply| reply.is_err()).count();
+    let outcome = release_outcome(replies, quorum, index);
+    if unreachable > 0 && matches!(outcome, Ok((ReleaseOutcome::Released, _))) {
+        tracing::warn!(
+            key,
+            index,
+            unreachable,
+            "Redlock release did not reach every master; the lock expires there by its ttl"
+        );
+    }
+    outcome
+}
+
+/// What a release of `index` did, from every master's answer (the outcome and the index it
+/// stores): a conflict when a majority holds someone else's index (the first such answer's);
+/// else released when any master released it; else a conflict when any master holds someone
+/// else's; else "quorum lost" when every master failed; else expired (`-1`).
+fn release_outcome(
+    replies: Vec<Result<(ReleaseOutcome, i64)>>,
+    quorum: usize,
+    index: i64,
+) -> Result<(ReleaseOutcome, i64)> {
+    let nodes = replies.len();
     let mut released = 0;
     let mut conflicts = Vec::new();
     let mut errors = Vec::new();
@@ -683,21 +833,13 @@ async fn release(
         return Ok((ReleaseOutcome::Conflict, conflicts[0]));
     }
     if released > 0 {
-        if !errors.is_empty() {
-            tracing::warn!(
-                key,
-                index,
-                unreachable = errors.len(),
-                "Redlock release did not reach every master; the lock expires there by its ttl"
-            );
-        }
         return Ok((ReleaseOutcome::Released, index));
     }
     if let Some(&stored) = conflicts.first() {
         return Ok((ReleaseOutcome::Conflict, stored));
     }
-    if errors.len() == nodes.len() {
-        return Err(quorum_lost(0, nodes.len(), quorum, errors));
+    if errors.len() == nodes {
+        return Err(quorum_lost(0, nodes, quorum, errors));
     }
     Ok((ReleaseOutcome::Expired, -1))
 }
@@ -709,115 +851,199 @@ async fn renew(
     index: i64,
     ttl_ms: u64,
 ) -> Result<RenewOutcome> {
-    let mut renewed = 0;
-    let mut conflicts = 0;
-    let mut refused = 0;
-    let mut errors = Vec::new();
-    // Decided once a majority renewed, or once a majority answered and the rest cannot make
-    // one renew: a stalled master must not hold a renewal up past the lease it extends.
+    let mut tally = RenewTally::new(nodes.len(), quorum);
     let unanswered = gather(
         nodes,
         None,
         |node| node.renew(key, index, ttl_ms),
         |_, reply| {
-            match reply {
-                Ok(RenewOutcome::Renewed) => renewed += 1,
-                Ok(RenewOutcome::Conflict) => {
-                    conflicts += 1;
-                    refused += 1;
-                }
-                Ok(_) => refused += 1,
-                Err(e) => errors.push(e),
-            }
-            let pending = nodes.len() - renewed - refused - errors.len();
-            Listen::done_if(
-                renewed >= quorum
-                    || (renewed + pending < quorum && renewed + refused >= quorum)
-                    || renewed + refused + pending < quorum,
-            )
+            tally.add(reply);
+            tally.listen()
         },
     )
     .await;
-    if renewed >= quorum {
-        return Ok(RenewOutcome::Renewed);
+    tally.outcome(unanswered)
+}
+
+/// The answers of the masters to a renewal so far.
+#[derive(Debug)]
+struct RenewTally {
+    nodes: usize,
+    quorum: usize,
+    renewed: usize,
+    /// Held by someone else there.
+    conflicts: usize,
+    /// Not renewed there: the conflicts, and the masters where the lock is missing.
+    refused: usize,
+    errors: Vec<Error>,
+}
+
+impl RenewTally {
+    fn new(nodes: usize, quorum: usize) -> RenewTally {
+        RenewTally {
+            nodes,
+            quorum,
+            renewed: 0,
+            conflicts: 0,
+            refused: 0,
+            errors: Vec::new(),
+        }
     }
-    let answered = nodes.len() - errors.len() - unanswered;
-    if answered < quorum {
-        return Err(quorum_lost(answered, nodes.len(), quorum, errors));
+
+    fn add(&mut self, reply: Result<RenewOutcome>) {
+        match reply {
+            Ok(RenewOutcome::Renewed) => self.renewed += 1,
+            Ok(RenewOutcome::Conflict) => {
+                self.conflicts += 1;
+                self.refused += 1;
+            }
+            Ok(_) => self.refused += 1,
+            Err(e) => self.errors.push(e),
+        }
     }
-    Ok(if conflicts > 0 {
-        RenewOutcome::Conflict
-    } else {
-        RenewOutcome::Missing
-    })
+
+    /// Decided once a majority renewed, or once a majority answered and the rest cannot make
+    /// one renew (or a majority cannot answer): a stalled master must not hold a renewal up
+    /// past the lease it extends.
+    fn listen(&self) -> Listen {
+        let (renewed, refused, quorum) = (self.renewed, self.refused, self.quorum);
+        let pending = self.nodes - renewed - refused - self.errors.len();
+        Listen::done_if(
+            renewed >= quorum
+                || (renewed + pending < quorum && renewed + refused >= quorum)
+                || renewed + refused + pending < quorum,
+        )
+    }
+
+    /// Renewed when a majority renewed; else "quorum lost" when fewer than a majority
+    /// answered (`unanswered` were still out); else a conflict when any master holds someone
+    /// else's lock, missing when none does.
+    fn outcome(self, unanswered: usize) -> Result<RenewOutcome> {
+        if self.renewed >= self.quorum {
+            return Ok(RenewOutcome::Renewed);
+        }
+        let answered = self.nodes - self.errors.len() - unanswered;
+        if answered < self.quorum {
+            return Err(quorum_lost(answered, self.nodes, self.quorum, self.errors));
+        }
+        Ok(if self.conflicts > 0 {
+            RenewOutcome::Conflict
+        } else {
+            RenewOutcome::Missing
+        })
+    }
 }
 
 /// The lock as a majority of masters see it: held by the index that a majority store (with
 /// the shortest remaining ttl among them), or free.
 async fn status(nodes: &[Direct], quorum: usize, id: &str, key: &str) -> Result<LockStatus> {
-    let mut seen: Vec<LockStatus> = Vec::new();
-    let mut errors = Vec::new();
-    let mut corrupt = None;
-    // Decided once an index is stored on a majority, or once a majority answered and no
-    // index can reach one any more (or a majority cannot answer).
+    let mut tally = StatusTally::new(nodes.len(), quorum);
     gather(
         nodes,
         None,
         |node| node.status(id, key),
         |_, reply| {
-            match reply {
-                Ok(status) => seen.push(status),
-                Err(e) if e.is_corrupt_data() => {
-                    corrupt = Some(e);
-                    return Listen::Done;
-                }
-                Err(e) => errors.push(e),
-            }
-            let pending = nodes.len() - seen.len() - errors.len();
-            let most = seen
-                .iter()
-                .filter(|s| s.held)
-                .map(|c| seen.iter().filter(|s| s.held && s.index == c.index).count())
-                .max()
-                .unwrap_or(0);
-            Listen::done_if(
-                most >= quorum
-                    || (most + pending < quorum && seen.len() >= quorum)
-                    || seen.len() + pending < quorum,
-            )
+            tally.add(reply);
+            tally.listen()
         },
     )
     .await;
-    if let Some(e) = corrupt {
-        return Err(e);
-    }
-    if seen.len() < quorum {
-        return Err(quorum_lost(seen.len(), nodes.len(), quorum, errors));
-    }
-    let majority = seen.iter().filter(|s| s.held).find(|candidate| {
-        seen.iter()
-            .filter(|s| s.held && s.index == candidate.index)
-            .count()
-            >= quorum
-    });
-    if let Some(found) = majority {
-        let index = found.index;
-        let shortest = seen
-            .iter()
-            .filter(|s| s.held && s.index == index)
-            .min_by_key(|s| s.ttl)
-            .cloned();
-        if let Some(status) = shortest {
-            return Ok(status);
+    tally.outcome(id)
+}
+
+/// The answers of the masters to a status query so far.
+#[derive(Debug)]
+struct StatusTally {
+    nodes: usize,
+    quorum: usize,
+    seen: Vec<LockStatus>,
+    errors: Vec<Error>,
+    /// Foreign data at the key on a master: it decides the query at once.
+    corrupt: Option<Error>,
+}
+
+impl StatusTally {
+    fn new(nodes: usize, quorum: usize) -> StatusTally {
+        StatusTally {
+            nodes,
+            quorum,
+            seen: Vec::new(),
+            errors: Vec::new(),
+            corrupt: None,
         }
     }
-    Ok(LockStatus {
-        id: id.to_owned(),
-        held: false,
-        index: -1,
-        ttl: None,
-        holder: Default::default(),
-    })
+
+    fn add(&mut self, reply: Result<LockStatus>) {
+        match reply {
+            Ok(status) => self.seen.push(status),
+            Err(e) if e.is_corrupt_data() => self.corrupt = Some(e),
+            Err(e) => self.errors.push(e),
+        }
+    }
+
+    /// Decided at once by foreign data; else once an index is stored on a majority, or once a
+    /// majority answered and no index can reach one any more (or a majority cannot answer).
+    fn listen(&self) -> Listen {
+        if self.corrupt.is_some() {
+            return Listen::Done;
+        }
+        let (seen, quorum) = (&self.seen, self.quorum);
+        let pending = self.nodes - seen.len() - self.errors.len();
+        let most = seen
+            .iter()
+            .filter(|s| s.held)
+            .map(|c| seen.iter().filter(|s| s.held && s.index == c.index).count())
+            .max()
+            .unwrap_or(0);
+        Listen::done_if(
+            most >= quorum
+                || (most + pending < quorum && seen.len() >= quorum)
+                || seen.len() + pending < quorum,
+        )
+    }
+
+    /// Foreign data's error first; else "quorum lost" when fewer than a majority answered;
+    /// else the status of the index a majority store (the one with the shortest ttl, the first
+    /// of equals), or free.
+    fn outcome(self, id: &str) -> Result<LockStatus> {
+        let StatusTally {
+            nodes,
+            quorum,
+            seen,
+            errors,
+            corrupt,
+        } = self;
+        if let Some(e) = corrupt {
+            return Err(e);
+        }
+        if seen.len() < quorum {
+            return Err(quorum_lost(seen.len(), nodes, quorum, errors));
+        }
+        let majority = seen.iter().filter(|s| s.held).find(|candidate| {
+            seen.iter()
+                .filter(|s| s.held && s.index == candidate.index)
+                .count()
+                >= quorum
+        });
+        if let Some(found) = majority {
+            let index = found.index;
+            let shortest = seen
+                .iter()
+                .filter(|s| s.held && s.index == index)
+                .min_by_key(|s| s.ttl)
+                .cloned();
+            if let Some(status) = shortest {
+                return Ok(status);
+            }
+        }
+        Ok(LockStatus {
+            id: id.to_owned(),
+            held: false,
+            index: -1,
+            ttl: None,
+            holder: Default::default(),
+        })
+    }
 }
 
 #[cfg(test)]
