@@ -142,40 +142,76 @@ where
 /// Whether a majority of the masters answer a `PING`, without waiting for the others once
 /// that is decided.
 async fn ping(nodes: &[Direct], quorum: usize) -> Result<()> {
-    let mut up = 0;
-    let mut errors = Vec::new();
+    let mut tally = PingTally::new(nodes.len(), quorum);
     gather(
         nodes,
         None,
         |node| node.ping(),
         |_, reply| {
-            match reply {
-                Ok(()) => up += 1,
-                Err(e) => errors.push(e),
-            }
-            Listen::done_if(up >= quorum || nodes.len() - errors.len() < quorum)
+            tally.add(reply);
+            tally.listen()
         },
     )
     .await;
-    if up >= quorum {
-        return Ok(());
+    tally.outcome()
+}
+
+/// The answers of the masters to a `PING` so far.
+#[derive(Debug)]
+struct PingTally {
+    nodes: usize,
+    quorum: usize,
+    /// Answered.
+    up: usize,
+    errors: Vec<Error>,
+}
+
+impl PingTally {
+    fn new(nodes: usize, quorum: usize) -> PingTally {
+        PingTally {
+            nodes,
+            quorum,
+            up: 0,
+            errors: Vec::new(),
+        }
     }
-    let lost = Error::new(
-        ErrorKind::QuorumLost,
-        format!(
-            "only {up} of {} masters answered (a majority is {quorum})",
-            nodes.len()
-        ),
-    );
-    // As for an acquire: a refusal no retry mends, on enough masters, speaks for itself.
-    Err(
-        lasting(nodes.len(), quorum, &mut errors).unwrap_or_else(|| {
+
+    fn add(&mut self, reply: Result<()>) {
+        match reply {
+            Ok(()) => self.up += 1,
+            Err(e) => self.errors.push(e),
+        }
+    }
+
+    /// Decided once a majority answered, or once the masters that did not fail cannot make one.
+    fn listen(&self) -> Listen {
+        Listen::done_if(self.up >= self.quorum || self.nodes - self.errors.len() < self.quorum)
+    }
+
+    /// Up when a majority answered; else a refusal no retry mends, on enough masters to leave
+    /// no majority possible, or "quorum lost" with the most telling failure as its source.
+    fn outcome(self) -> Result<()> {
+        let PingTally {
+            nodes,
+            quorum,
+            up,
+            mut errors,
+        } = self;
+        if up >= quorum {
+            return Ok(());
+        }
+        let lost = Error::new(
+            ErrorKind::QuorumLost,
+            format!("only {up} of {nodes} masters answered (a majority is {quorum})"),
+        );
+        // As for an acquire: a refusal no retry mends, on enough masters, speaks for itself.
+        Err(lasting(nodes, quorum, &mut errors).unwrap_or_else(|| {
             match errors.into_iter().min_by_key(Error::is_transient) {
                 Some(e) => lost.with_source(e),
                 None => lost,
             }
-        }),
-    )
+        }))
+    }
 }
 
 /// A master's error that no retry mends (foreign data first, then a refused login or
@@ -203,6 +239,8 @@ fn quorum_lost(answered: usize, nodes: usize, quorum: usize, mut errors: Vec<Err
     unreachable_quorum(answered, nodes, quorum, errors)
 }
 
+/// "Quorum lost": only `answered` of `nodes` masters answered. Its source is the first master's
+/// own refusal (an error that is not transient) if any, else the first failure.
 fn unreachable_quorum(answered: usize, nodes: usize, quorum: usize, errors: Vec<Error>) -> Error {
     let err = Error::new(
         ErrorKind::QuorumLost,
@@ -354,6 +392,107 @@ impl Tally {
             Listen::On
         }
     }
+
+    /// What the answers decide once the attempt stopped listening, with `unanswered` masters
+    /// still out: `held_pttls` are the remaining ttls reported by the masters that hold the
+    /// lock for someone else, `errors` the failures, and `jitter` the least wait reported for
+    /// a held lock.
+    fn verdict(
+        &self,
+        unanswered: usize,
+        held_pttls: Vec<Duration>,
+        errors: Vec<Error>,
+        jitter: Duration,
+    ) -> Verdict {
+        if self.granted >= self.quorum {
+            return Verdict::Granted;
+        }
+        if self.open() && unanswered > 0 {
+            return Verdict::Undecided;
+        }
+        let answered = self.granted + self.held;
+        if answered < self.quorum {
+            return Verdict::Lost(quorum_lost(answered, self.nodes, self.quorum, errors));
+        }
+        Verdict::Held(next_free(self.quorum, self.granted, held_pttls, jitter))
+    }
+}
+
+/// What an attempt's answers decide (see [`Tally::verdict`]).
+#[derive(Debug)]
+enum Verdict {
+    /// A majority granted: its masters adopt one index next.
+    Granted,
+    /// Cut off by a waiting caller's end with the outcome still open.
+    Undecided,
+    /// Too few masters answered to tell a held lock from a lost quorum.
+    Lost(Error),
+    /// Held by someone else on enough masters that no majority granted; a majority may be
+    /// free after this long.
+    Held(Duration),
+}
+
+/// When enough masters would be free for a majority, after an attempt that `granted` on some
+/// masters (which it releases, so they are free) and found the lock held on the others with
+/// `held_pttls` left: the soonest of those to expire count first. Never less than `jitter`;
+/// `jitter` alone when the held masters are too few to make up the majority (the rest failed).
+fn next_free(
+    quorum: usize,
+    granted: usize,
+    mut held_pttls: Vec<Duration>,
+    jitter: Duration,
+) -> Duration {
+    held_pttls.sort();
+    match quorum.checked_sub(granted + 1) {
+        Some(more) => held_pttls
+            .get(more)
+            .copied()
+            .unwrap_or(Duration::ZERO)
+            .max(jitter),
+        None => jitter,
+    }
+}
+
+/// How the adoption of a granted majority's fencing index ends, when `took` masters adopted it
+/// and the last answer came in at `now`: held when a majority adopted it within the validity
+/// (until `valid_until`), won too late past it, undecided past a waiting caller's `end`, and
+/// else "quorum lost" (what was granted is released).
+fn adoption(
+    key: &str,
+    took: usize,
+    nodes: usize,
+    quorum: usize,
+    now: Instant,
+    valid_until: Instant,
+    end: Option<Instant>,
+) -> Adoption {
+    if took >= quorum && now < valid_until {
+        return Adoption::Acquired;
+    }
+    if now >= valid_until {
+        return Adoption::TooLate;
+    }
+    if end.is_some_and(|e| now >= e) {
+        return Adoption::Undecided;
+    }
+    Adoption::Lost(
+        Error::new(
+            ErrorKind::QuorumLost,
+            format!(
+                "a majority granted the lock, but only {took} of {nodes} masters adopted its index (a majority is {quorum}); it was released"
+            ),
+        )
+        .with_key(key),
+    )
+}
+
+/// See [`adoption`].
+#[derive(Debug)]
+enum Adoption {
+    Acquired,
+    TooLate,
+    Undecided,
+    Lost(Error),
 }
 
 /// Whether [`gather`] goes on listening for the masters that have not answered yet.
@@ -449,7 +588,7 @@ async fn bounded<T>(
 /// majority granted it within its validity (ttl − drift, counted from before the requests)
 /// and adopted one fencing index.
 ///
-/// It stops listening as soon as the answers in decide it (see [`Tally::decided`]), at the
+/// It stops listening as soon as the answers in decide it (see [`Tally::listen`]), at the
 /// node timeout, and, for a waiting acquire, at `cutoff` plus [`CUTOFF_SLACK`] (the adoption
 /// too). Every grant is released unless the lock is returned: grants in hand by [`Wins`],
 /// grants of masters that answer after the attempt stopped listening by their own step's
@@ -469,7 +608,7 @@ async fn attempt(
     let sent = Instant::now();
     let validity = crate::lease::validity(ttl, drift);
     let valid_until = sent + validity;
-    // An attempt started at (or after) the cutoff still hears the masters that answer at once.
+    // An attempt started at (or reached) the cutoff still hears the masters that answer at once.
     let end = cutoff.map(|c| {
         c.max(sent) + CUTOFF_SLACK.min(ctx.config.node_timeout.min(ctx.config.response_timeout))
     });
@@ -514,46 +653,71 @@ async fn attempt(
         },
     )
     .await;
-    if tally.granted >= quorum {
-        let adopted = wins.held.iter().map(|w| w.1).max().unwrap_or(0);
-        let candidates: Vec<(usize, i64)> = wins.held.iter().map(|w| (w.0, w.1)).collect();
-        for w in &mut wins.held {
-            // Until the answers are in, either index may be stored.
-            w.2 = Some(adopted);
-        }
-        if Instant::now() >= valid_until {
-            release_now(wins, end).await;
-            return Ok(won_too_late(
+    match tally.verdict(unanswered, held_pttls, errors, jitter()) {
+        Verdict::Granted => {}
+        Verdict::Undecided => {
+            // Cut off by a waiting caller's end, with the outcome still open: `wins` releases
+            // in the background.
+            tracing::debug!(
                 key,
-                quorum,
-                nodes.len(),
-                sent,
-                majority_at,
-                ttl,
-                drift,
-            ));
+                unanswered,
+                "Redlock: the wait ran out before the masters decided the attempt"
+            );
+            return Ok(Attempt::Undecided);
         }
-        // Past the validity the adoption is useless; past a waiting caller's end, too late.
-        let adopt_until = end.map_or(valid_until, |e| e.min(valid_until));
-        let steps = join_all(candidates.iter().map(|&(i, granted)| {
-            let node = &nodes[i];
-            async move {
-                let inv = ctx.ns.adopt_call(key, granted, adopted);
-                let step = async {
-                    let mut conn = node.connection().await?;
-                    inv.invoke::<i64>(&mut conn)
-                        .await
-                        .map_err(|e| Error::from_redis(e, Some(key)))
-                };
-                let limit =
-                    node_timeout(node).min(adopt_until.saturating_duration_since(Instant::now()));
-                matches!(tokio::time::timeout(limit, step).await, Ok(Ok(1)))
-            }
-        }))
-        .await;
-        let took = steps.iter().filter(|ok| **ok).count();
-        let now = Instant::now();
-        if took >= quorum && now < valid_until {
+        Verdict::Lost(error) => {
+            release_now(wins, end).await;
+            return Err(error);
+        }
+        Verdict::Held(pttl) => {
+            release_now(wins, end).await;
+            return Ok(Attempt::Held {
+                pttl,
+                sent,
+                holder: None,
+            });
+        }
+    }
+    let adopted = wins.held.iter().map(|w| w.1).max().unwrap_or(0);
+    let candidates: Vec<(usize, i64)> = wins.held.iter().map(|w| (w.0, w.1)).collect();
+    for w in &mut wins.held {
+        // Until the answers are in, either index may be stored.
+        w.2 = Some(adopted);
+    }
+    if Instant::now() >= valid_until {
+        release_now(wins, end).await;
+        return Ok(won_too_late(
+            key,
+            quorum,
+            nodes.len(),
+            sent,
+            majority_at,
+            ttl,
+            drift,
+        ));
+    }
+    // Past the validity the adoption is useless; past a waiting caller's end, too late.
+    let adopt_until = end.map_or(valid_until, |e| e.min(valid_until));
+    let steps = join_all(candidates.iter().map(|&(i, granted)| {
+        let node = &nodes[i];
+        async move {
+            let inv = ctx.ns.adopt_call(key, granted, adopted);
+            let step = async {
+                let mut conn = node.connection().await?;
+                inv.invoke::<i64>(&mut conn)
+                    .await
+                    .map_err(|e| Error::from_redis(e, Some(key)))
+            };
+            let limit =
+                node_timeout(node).min(adopt_until.saturating_duration_since(Instant::now()));
+            matches!(tokio::time::timeout(limit, step).await, Ok(Ok(1)))
+        }
+    }))
+    .await;
+    let took = steps.iter().filter(|ok| **ok).count();
+    let now = Instant::now();
+    let lost = match adoption(key, took, nodes.len(), quorum, now, valid_until, end) {
+        Adoption::Acquired => {
             // Masters that granted but did not adopt hold a stray lock under their own index.
             for (&(i, granted), ok) in candidates.iter().zip(&steps) {
                 if !ok {
@@ -568,7 +732,7 @@ async fn attempt(
                 sent,
             });
         }
-        if now >= valid_until {
+        Adoption::TooLate => {
             release_now(wins, end).await;
             return Ok(won_too_late(
                 key,
@@ -580,57 +744,20 @@ async fn attempt(
                 drift,
             ));
         }
-        tracing::debug!(
-            key,
-            adopted = took,
-            "Redlock: a majority granted but too few masters adopted its index in time; releasing it"
-        );
-        if end.is_some_and(|e| now >= e) {
-            // The caller's time is up: `wins` releases in the background.
-            return Ok(Attempt::Undecided);
-        }
-        release_now(wins, end).await;
-        return Err(Error::new(
-            ErrorKind::QuorumLost,
-            format!(
-                "a majority granted the lock, but only {took} of {} masters adopted its index (a majority is {quorum}); it was released",
-                nodes.len()
-            ),
-        )
-        .with_key(key));
-    }
-    if tally.open() && unanswered > 0 {
-        // Cut off by a waiting caller's end, with the outcome still open: `wins` releases in
-        // the background.
-        tracing::debug!(
-            key,
-            unanswered,
-            "Redlock: the wait ran out before the masters decided the attempt"
-        );
-        return Ok(Attempt::Undecided);
-    }
-    release_now(wins, end).await;
-    let answered = tally.granted + tally.held;
-    if answered < quorum {
-        return Err(quorum_lost(answered, nodes.len(), quorum, errors));
-    }
-    // Not enough grants: when would enough masters be free? The ones this attempt won (and
-    // releases now) are; of the others, the soonest to expire first.
-    held_pttls.sort();
-    let free = tally.granted;
-    let pttl = match quorum.checked_sub(free + 1) {
-        Some(more) => held_pttls
-            .get(more)
-            .copied()
-            .unwrap_or(Duration::ZERO)
-            .max(jitter()),
-        None => jitter(),
+        Adoption::Undecided => None,
+        Adoption::Lost(error) => Some(error),
     };
-    Ok(Attempt::Held {
-        pttl,
-        sent,
-        holder: None,
-    })
+    tracing::debug!(
+        key,
+        adopted = took,
+        "Redlock: a majority granted but too few masters adopted its index in time; releasing it"
+    );
+    let Some(error) = lost else {
+        // The caller's time is up: `wins` releases in the background.
+        return Ok(Attempt::Undecided);
+    };
+    release_now(wins, end).await;
+    Err(error)
 }
 
 /// A majority granted the lock, but its answers were in only at `at`, past the validity.
@@ -668,6 +795,29 @@ async fn release(
     index: i64,
 ) -> Result<(ReleaseOutcome, i64)> {
     let replies = on_all(nodes, |node| node.release(key, index)).await;
+    let unreachable = replies.iter().filter(|reply| reply.is_err()).count();
+    let outcome = release_outcome(replies, quorum, index);
+    if unreachable > 0 && matches!(outcome, Ok((ReleaseOutcome::Released, _))) {
+        tracing::warn!(
+            key,
+            index,
+            unreachable,
+            "Redlock release did not reach every master; the lock expires there by its ttl"
+        );
+    }
+    outcome
+}
+
+/// What a release of `index` did, from every master's answer (the outcome and the index it
+/// stores): a conflict when a majority holds someone else's index (the first such answer's);
+/// else released when any master released it; else a conflict when any master holds someone
+/// else's; else "quorum lost" when every master failed; else expired (`-1`).
+fn release_outcome(
+    replies: Vec<Result<(ReleaseOutcome, i64)>>,
+    quorum: usize,
+    index: i64,
+) -> Result<(ReleaseOutcome, i64)> {
+    let nodes = replies.len();
     let mut released = 0;
     let mut conflicts = Vec::new();
     let mut errors = Vec::new();
@@ -683,21 +833,13 @@ async fn release(
         return Ok((ReleaseOutcome::Conflict, conflicts[0]));
     }
     if released > 0 {
-        if !errors.is_empty() {
-            tracing::warn!(
-                key,
-                index,
-                unreachable = errors.len(),
-                "Redlock release did not reach every master; the lock expires there by its ttl"
-            );
-        }
         return Ok((ReleaseOutcome::Released, index));
     }
     if let Some(&stored) = conflicts.first() {
         return Ok((ReleaseOutcome::Conflict, stored));
     }
-    if errors.len() == nodes.len() {
-        return Err(quorum_lost(0, nodes.len(), quorum, errors));
+    if errors.len() == nodes {
+        return Err(quorum_lost(0, nodes, quorum, errors));
     }
     Ok((ReleaseOutcome::Expired, -1))
 }
@@ -709,115 +851,199 @@ async fn renew(
     index: i64,
     ttl_ms: u64,
 ) -> Result<RenewOutcome> {
-    let mut renewed = 0;
-    let mut conflicts = 0;
-    let mut refused = 0;
-    let mut errors = Vec::new();
-    // Decided once a majority renewed, or once a majority answered and the rest cannot make
-    // one renew: a stalled master must not hold a renewal up past the lease it extends.
+    let mut tally = RenewTally::new(nodes.len(), quorum);
     let unanswered = gather(
         nodes,
         None,
         |node| node.renew(key, index, ttl_ms),
         |_, reply| {
-            match reply {
-                Ok(RenewOutcome::Renewed) => renewed += 1,
-                Ok(RenewOutcome::Conflict) => {
-                    conflicts += 1;
-                    refused += 1;
-                }
-                Ok(_) => refused += 1,
-                Err(e) => errors.push(e),
-            }
-            let pending = nodes.len() - renewed - refused - errors.len();
-            Listen::done_if(
-                renewed >= quorum
-                    || (renewed + pending < quorum && renewed + refused >= quorum)
-                    || renewed + refused + pending < quorum,
-            )
+            tally.add(reply);
+            tally.listen()
         },
     )
     .await;
-    if renewed >= quorum {
-        return Ok(RenewOutcome::Renewed);
+    tally.outcome(unanswered)
+}
+
+/// The answers of the masters to a renewal so far.
+#[derive(Debug)]
+struct RenewTally {
+    nodes: usize,
+    quorum: usize,
+    renewed: usize,
+    /// Held by someone else there.
+    conflicts: usize,
+    /// Not renewed there: the conflicts, and the masters where the lock is missing.
+    refused: usize,
+    errors: Vec<Error>,
+}
+
+impl RenewTally {
+    fn new(nodes: usize, quorum: usize) -> RenewTally {
+        RenewTally {
+            nodes,
+            quorum,
+            renewed: 0,
+            conflicts: 0,
+            refused: 0,
+            errors: Vec::new(),
+        }
     }
-    let answered = nodes.len() - errors.len() - unanswered;
-    if answered < quorum {
-        return Err(quorum_lost(answered, nodes.len(), quorum, errors));
+
+    fn add(&mut self, reply: Result<RenewOutcome>) {
+        match reply {
+            Ok(RenewOutcome::Renewed) => self.renewed += 1,
+            Ok(RenewOutcome::Conflict) => {
+                self.conflicts += 1;
+                self.refused += 1;
+            }
+            Ok(_) => self.refused += 1,
+            Err(e) => self.errors.push(e),
+        }
     }
-    Ok(if conflicts > 0 {
-        RenewOutcome::Conflict
-    } else {
-        RenewOutcome::Missing
-    })
+
+    /// Decided once a majority renewed, or once a majority answered and the rest cannot make
+    /// one renew (or a majority cannot answer): a stalled master must not hold a renewal up
+    /// past the lease it extends.
+    fn listen(&self) -> Listen {
+        let (renewed, refused, quorum) = (self.renewed, self.refused, self.quorum);
+        let pending = self.nodes - renewed - refused - self.errors.len();
+        Listen::done_if(
+            renewed >= quorum
+                || (renewed + pending < quorum && renewed + refused >= quorum)
+                || renewed + refused + pending < quorum,
+        )
+    }
+
+    /// Renewed when a majority renewed; else "quorum lost" when fewer than a majority
+    /// answered (`unanswered` were still out); else a conflict when any master holds someone
+    /// else's lock, missing when none does.
+    fn outcome(self, unanswered: usize) -> Result<RenewOutcome> {
+        if self.renewed >= self.quorum {
+            return Ok(RenewOutcome::Renewed);
+        }
+        let answered = self.nodes - self.errors.len() - unanswered;
+        if answered < self.quorum {
+            return Err(quorum_lost(answered, self.nodes, self.quorum, self.errors));
+        }
+        Ok(if self.conflicts > 0 {
+            RenewOutcome::Conflict
+        } else {
+            RenewOutcome::Missing
+        })
+    }
 }
 
 /// The lock as a majority of masters see it: held by the index that a majority store (with
 /// the shortest remaining ttl among them), or free.
 async fn status(nodes: &[Direct], quorum: usize, id: &str, key: &str) -> Result<LockStatus> {
-    let mut seen: Vec<LockStatus> = Vec::new();
-    let mut errors = Vec::new();
-    let mut corrupt = None;
-    // Decided once an index is stored on a majority, or once a majority answered and no
-    // index can reach one any more (or a majority cannot answer).
+    let mut tally = StatusTally::new(nodes.len(), quorum);
     gather(
         nodes,
         None,
         |node| node.status(id, key),
         |_, reply| {
-            match reply {
-                Ok(status) => seen.push(status),
-                Err(e) if e.is_corrupt_data() => {
-                    corrupt = Some(e);
-                    return Listen::Done;
-                }
-                Err(e) => errors.push(e),
-            }
-            let pending = nodes.len() - seen.len() - errors.len();
-            let most = seen
-                .iter()
-                .filter(|s| s.held)
-                .map(|c| seen.iter().filter(|s| s.held && s.index == c.index).count())
-                .max()
-                .unwrap_or(0);
-            Listen::done_if(
-                most >= quorum
-                    || (most + pending < quorum && seen.len() >= quorum)
-                    || seen.len() + pending < quorum,
-            )
+            tally.add(reply);
+            tally.listen()
         },
     )
     .await;
-    if let Some(e) = corrupt {
-        return Err(e);
-    }
-    if seen.len() < quorum {
-        return Err(quorum_lost(seen.len(), nodes.len(), quorum, errors));
-    }
-    let majority = seen.iter().filter(|s| s.held).find(|candidate| {
-        seen.iter()
-            .filter(|s| s.held && s.index == candidate.index)
-            .count()
-            >= quorum
-    });
-    if let Some(found) = majority {
-        let index = found.index;
-        let shortest = seen
-            .iter()
-            .filter(|s| s.held && s.index == index)
-            .min_by_key(|s| s.ttl)
-            .cloned();
-        if let Some(status) = shortest {
-            return Ok(status);
+    tally.outcome(id)
+}
+
+/// The answers of the masters to a status query so far.
+#[derive(Debug)]
+struct StatusTally {
+    nodes: usize,
+    quorum: usize,
+    seen: Vec<LockStatus>,
+    errors: Vec<Error>,
+    /// Foreign data at the key on a master: it decides the query at once.
+    corrupt: Option<Error>,
+}
+
+impl StatusTally {
+    fn new(nodes: usize, quorum: usize) -> StatusTally {
+        StatusTally {
+            nodes,
+            quorum,
+            seen: Vec::new(),
+            errors: Vec::new(),
+            corrupt: None,
         }
     }
-    Ok(LockStatus {
-        id: id.to_owned(),
-        held: false,
-        index: -1,
-        ttl: None,
-        holder: Default::default(),
-    })
+
+    fn add(&mut self, reply: Result<LockStatus>) {
+        match reply {
+            Ok(status) => self.seen.push(status),
+            Err(e) if e.is_corrupt_data() => self.corrupt = Some(e),
+            Err(e) => self.errors.push(e),
+        }
+    }
+
+    /// Decided at once by foreign data; else once an index is stored on a majority, or once a
+    /// majority answered and no index can reach one any more (or a majority cannot answer).
+    fn listen(&self) -> Listen {
+        if self.corrupt.is_some() {
+            return Listen::Done;
+        }
+        let (seen, quorum) = (&self.seen, self.quorum);
+        let pending = self.nodes - seen.len() - self.errors.len();
+        let most = seen
+            .iter()
+            .filter(|s| s.held)
+            .map(|c| seen.iter().filter(|s| s.held && s.index == c.index).count())
+            .max()
+            .unwrap_or(0);
+        Listen::done_if(
+            most >= quorum
+                || (most + pending < quorum && seen.len() >= quorum)
+                || seen.len() + pending < quorum,
+        )
+    }
+
+    /// Foreign data's error first; else "quorum lost" when fewer than a majority answered;
+    /// else the status of the index a majority store (the one with the shortest ttl, the first
+    /// of equals), or free.
+    fn outcome(self, id: &str) -> Result<LockStatus> {
+        let StatusTally {
+            nodes,
+            quorum,
+            seen,
+            errors,
+            corrupt,
+        } = self;
+        if let Some(e) = corrupt {
+            return Err(e);
+        }
+        if seen.len() < quorum {
+            return Err(quorum_lost(seen.len(), nodes, quorum, errors));
+        }
+        let majority = seen.iter().filter(|s| s.held).find(|candidate| {
+            seen.iter()
+                .filter(|s| s.held && s.index == candidate.index)
+                .count()
+                >= quorum
+        });
+        if let Some(found) = majority {
+            let index = found.index;
+            let shortest = seen
+                .iter()
+                .filter(|s| s.held && s.index == index)
+                .min_by_key(|s| s.ttl)
+                .cloned();
+            if let Some(status) = shortest {
+                return Ok(status);
+            }
+        }
+        Ok(LockStatus {
+            id: id.to_owned(),
+            held: false,
+            index: -1,
+            ttl: None,
+            holder: Default::default(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -881,5 +1107,720 @@ mod tests {
         };
         assert!(check_ttl(Duration::from_millis(111), wide).is_err());
         check_ttl(Duration::from_millis(112), wide).unwrap();
+    }
+
+    fn timeout(message: &str) -> Error {
+        Error::new(ErrorKind::Timeout, message)
+    }
+
+    fn denied(message: &str) -> Error {
+        Error::new(ErrorKind::AccessDenied, message)
+    }
+
+    fn corrupt(message: &str) -> Error {
+        Error::new(ErrorKind::CorruptData, message)
+    }
+
+    /// The error an error has as its source, if it is one of ours.
+    fn cause(err: &Error) -> Option<&Error> {
+        std::error::Error::source(err)?.downcast_ref::<Error>()
+    }
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn the_source_of_a_lost_quorum_is_the_first_refusal_else_the_first_failure() {
+        let bare = unreachable_quorum(1, 3, 2, Vec::new());
+        assert!(bare.is_quorum_lost(), "{bare}");
+        assert_eq!(
+            bare.message(),
+            "1 of 3 masters answered, and a majority is 2"
+        );
+        assert!(cause(&bare).is_none());
+
+        // Only transient failures: the first one, of equals.
+        let err = unreachable_quorum(1, 3, 2, vec![timeout("a"), timeout("b")]);
+        assert_eq!(cause(&err).map(Error::message), Some("a"));
+        // A refusal wins over a fault of reaching a master that came in before it.
+        let err = unreachable_quorum(0, 3, 2, vec![timeout("a"), denied("b"), denied("c")]);
+        assert!(err.is_quorum_lost());
+        let source = cause(&err).expect("a source");
+        assert!(source.is_access_denied());
+        assert_eq!(source.message(), "b");
+    }
+
+    #[test]
+    fn a_lasting_error_speaks_for_itself_only_when_it_leaves_no_majority() {
+        // One refusal of three: the two others could still make a majority.
+        let mut errors = vec![timeout("a"), denied("b")];
+        assert!(lasting(3, 2, &mut errors).is_none());
+        assert_eq!(errors.len(), 2, "nothing taken");
+        let err = quorum_lost(1, 3, 2, errors);
+        assert!(err.is_quorum_lost() && err.is_transient(), "{err}");
+        assert_eq!(cause(&err).map(Error::message), Some("b"));
+
+        // Two refusals of three: no majority is possible, the first refusal is the error.
+        let mut errors = vec![timeout("a"), denied("b"), denied("c")];
+        let err = lasting(3, 2, &mut errors).expect("lasting");
+        assert!(err.is_access_denied(), "{err}");
+        assert_eq!(err.message(), "b");
+        let err = quorum_lost(0, 3, 2, vec![timeout("a"), denied("b"), denied("c")]);
+        assert!(err.is_access_denied() && !err.is_transient(), "{err}");
+        assert_eq!(err.message(), "b");
+
+        // Foreign data comes first, wherever it is among the refusals.
+        let err = quorum_lost(0, 3, 2, vec![denied("a"), corrupt("b"), denied("c")]);
+        assert!(err.is_corrupt_data(), "{err}");
+        assert_eq!(err.message(), "b");
+
+        // All transient: quorum lost, whatever their number.
+        let err = quorum_lost(0, 5, 3, (0..5).map(|_| timeout("t")).collect());
+        assert!(err.is_quorum_lost(), "{err}");
+        assert_eq!(
+            err.message(),
+            "0 of 5 masters answered, and a majority is 3"
+        );
+    }
+
+    fn verdict(t: Tally, pttls: &[u64], errors: Vec<Error>) -> Verdict {
+        let pttls = pttls.iter().copied().map(ms).collect();
+        // The masters still out, as `gather` counts them.
+        t.verdict(t.pending(), pttls, errors, ms(5))
+    }
+
+    #[test]
+    fn an_acquire_is_granted_by_a_majority_of_grants_exact_or_clear() {
+        assert!(matches!(
+            verdict(tally(5, 5, 0, 0), &[], vec![]),
+            Verdict::Granted
+        ));
+        assert!(matches!(
+            verdict(tally(5, 4, 1, 0), &[100], vec![]),
+            Verdict::Granted
+        ));
+        // Exactly a majority, the others failed or are still out.
+        assert!(matches!(
+            verdict(tally(5, 3, 0, 2), &[], vec![timeout("a"), denied("b")]),
+            Verdict::Granted
+        ));
+        assert!(matches!(
+            verdict(tally(3, 2, 0, 0), &[], vec![]),
+            Verdict::Granted
+        ));
+    }
+
+    #[test]
+    fn an_acquire_one_grant_short_is_held_undecided_or_lost() {
+        // A majority answered, one grant short: held, free once one more master is.
+        match verdict(tally(5, 2, 1, 2), &[300], vec![timeout("a"), timeout("b")]) {
+            Verdict::Held(pttl) => assert_eq!(pttl, ms(300)),
+            other => panic!("{other:?}"),
+        }
+        // Cut off with the outcome still open: undecided, whatever was won.
+        assert!(matches!(
+            verdict(tally(5, 2, 0, 0), &[], vec![]),
+            Verdict::Undecided
+        ));
+        assert!(matches!(
+            verdict(tally(3, 1, 1, 0), &[100], vec![]),
+            Verdict::Undecided
+        ));
+        assert!(matches!(
+            verdict(tally(3, 0, 1, 0), &[100], vec![]),
+            Verdict::Undecided
+        ));
+        // Cut off, but the masters still out cannot make a majority of grants.
+        assert!(matches!(
+            verdict(tally(3, 0, 2, 0), &[100, 200], vec![]),
+            Verdict::Held(_)
+        ));
+        // One answer short of a majority: quorum lost, even with a grant in hand.
+        match verdict(
+            tally(5, 1, 1, 3),
+            &[100],
+            vec![timeout("a"), timeout("b"), timeout("c")],
+        ) {
+            Verdict::Lost(err) => {
+                assert!(err.is_quorum_lost(), "{err}");
+                assert_eq!(
+                    err.message(),
+                    "2 of 5 masters answered, and a majority is 3"
+                );
+                assert_eq!(cause(&err).map(Error::message), Some("a"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match verdict(tally(3, 0, 1, 1), &[100], vec![timeout("a")]) {
+            Verdict::Lost(err) => assert!(err.is_quorum_lost(), "{err}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_acquire_that_every_master_failed_reports_the_telling_error() {
+        // Unreachable: quorum lost, its source the refusal among the faults.
+        match verdict(
+            tally(3, 0, 0, 3),
+            &[],
+            vec![timeout("a"), denied("b"), timeout("c")],
+        ) {
+            Verdict::Lost(err) => {
+                assert!(err.is_quorum_lost(), "{err}");
+                assert_eq!(
+                    err.message(),
+                    "0 of 3 masters answered, and a majority is 2"
+                );
+                assert_eq!(cause(&err).map(Error::message), Some("b"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Refused by enough masters to leave no majority: that refusal, foreign data first.
+        match verdict(
+            tally(3, 0, 0, 3),
+            &[],
+            vec![denied("a"), timeout("b"), corrupt("c")],
+        ) {
+            Verdict::Lost(err) => {
+                assert!(err.is_corrupt_data(), "{err}");
+                assert_eq!(err.message(), "c");
+            }
+            other => panic!("{other:?}"),
+        }
+        match verdict(
+            tally(3, 0, 0, 3),
+            &[],
+            vec![timeout("a"), denied("b"), denied("c")],
+        ) {
+            Verdict::Lost(err) => {
+                assert!(err.is_access_denied(), "{err}");
+                assert_eq!(err.message(), "b");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_held_lock_is_reported_free_when_enough_masters_would_be() {
+        let pttls = [300, 100, 500, 200, 400].map(ms).to_vec();
+        let jitter = ms(5);
+        // Three free masters needed: the soonest three to expire, whatever their order.
+        assert_eq!(next_free(3, 0, pttls.clone(), jitter), ms(300));
+        // The ones this attempt won (and releases) are free already.
+        assert_eq!(next_free(3, 1, pttls.clone(), jitter), ms(200));
+        assert_eq!(next_free(3, 2, pttls.clone(), jitter), ms(100));
+        // Ties count once each.
+        assert_eq!(
+            next_free(3, 0, [200, 100, 200].map(ms).to_vec(), jitter),
+            ms(200)
+        );
+        assert_eq!(
+            next_free(3, 1, [200, 200].map(ms).to_vec(), jitter),
+            ms(200)
+        );
+        // Never sooner than the jitter.
+        assert_eq!(next_free(3, 2, vec![ms(1)], jitter), jitter);
+        assert_eq!(next_free(3, 2, vec![Duration::ZERO], jitter), jitter);
+        // Too few held to make up a majority (the rest failed): just the jitter.
+        assert_eq!(next_free(3, 0, [100, 200].map(ms).to_vec(), jitter), jitter);
+        assert_eq!(next_free(3, 0, Vec::new(), jitter), jitter);
+        // A majority won: nothing to wait for.
+        assert_eq!(next_free(3, 3, pttls, jitter), jitter);
+    }
+
+    #[test]
+    fn an_adopted_index_holds_the_lock_only_on_a_majority_within_the_validity() {
+        let now = Instant::now();
+        let valid_until = now + ms(100);
+        // A waiting caller's end still ahead, and reached.
+        let (ahead, reached) = (Some(now + ms(50)), Some(now));
+        // A clear or an exact majority adopted it in time.
+        for took in [5, 3] {
+            assert!(matches!(
+                adoption("k", took, 5, 3, now, valid_until, None),
+                Adoption::Acquired
+            ));
+            assert!(matches!(
+                adoption("k", took, 5, 3, now, valid_until, reached),
+                Adoption::Acquired
+            ));
+        }
+        // Past the validity: too late, a majority or not, ahead of the caller's end.
+        for took in [5, 3, 2, 0] {
+            for end in [None, ahead, reached] {
+                assert!(matches!(
+                    adoption("k", took, 5, 3, valid_until, valid_until, end),
+                    Adoption::TooLate
+                ));
+            }
+        }
+        // One short of a majority, in time: undecided past the caller's end, else lost.
+        assert!(matches!(
+            adoption("k", 2, 5, 3, now, valid_until, reached),
+            Adoption::Undecided
+        ));
+        for end in [None, ahead] {
+            match adoption("k", 2, 5, 3, now, valid_until, end) {
+                Adoption::Lost(err) => {
+                    assert!(err.is_quorum_lost(), "{err}");
+                    assert_eq!(err.key(), Some("k"));
+                    assert_eq!(
+                        err.message(),
+                        "a majority granted the lock, but only 2 of 5 masters adopted its index (a majority is 3); it was released"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(
+            adoption("k", 0, 3, 2, now, valid_until, None),
+            Adoption::Lost(_)
+        ));
+    }
+
+    fn released() -> Result<(ReleaseOutcome, i64)> {
+        Ok((ReleaseOutcome::Released, 7))
+    }
+
+    fn conflict(stored: i64) -> Result<(ReleaseOutcome, i64)> {
+        Ok((ReleaseOutcome::Conflict, stored))
+    }
+
+    fn expired() -> Result<(ReleaseOutcome, i64)> {
+        Ok((ReleaseOutcome::Expired, -1))
+    }
+
+    fn decide_release(
+        replies: Vec<Result<(ReleaseOutcome, i64)>>,
+    ) -> Result<(ReleaseOutcome, i64)> {
+        let quorum = replies.len() / 2 + 1;
+        release_outcome(replies, quorum, 7)
+    }
+
+    #[test]
+    fn a_release_is_released_where_any_master_released_it() {
+        assert_eq!(
+            decide_release(vec![released(), released(), released()]).unwrap(),
+            (ReleaseOutcome::Released, 7)
+        );
+        // One master is enough, whatever the others say short of a majority of conflicts.
+        assert_eq!(
+            decide_release(vec![released(), expired(), Err(timeout("a"))]).unwrap(),
+            (ReleaseOutcome::Released, 7)
+        );
+        assert_eq!(
+            decide_release(vec![
+                conflict(9),
+                conflict(9),
+                released(),
+                expired(),
+                Err(timeout("a"))
+            ])
+            .unwrap(),
+            (ReleaseOutcome::Released, 7)
+        );
+        // Tied: two conflicts are no majority of four.
+        assert_eq!(
+            decide_release(vec![conflict(8), conflict(9), released(), released()]).unwrap(),
+            (ReleaseOutcome::Released, 7)
+        );
+    }
+
+    #[test]
+    fn a_release_conflicts_on_a_majority_of_conflicts_or_when_none_released() {
+        // A majority holds someone else's index: the first conflict's index, even where the
+        // others released.
+        assert_eq!(
+            decide_release(vec![
+                conflict(8),
+                conflict(9),
+                conflict(8),
+                released(),
+                released()
+            ])
+            .unwrap(),
+            (ReleaseOutcome::Conflict, 8)
+        );
+        assert_eq!(
+            decide_release(vec![conflict(9), conflict(8), released()]).unwrap(),
+            (ReleaseOutcome::Conflict, 9)
+        );
+        // Nothing released: any conflict (the first) wins over expired and over failures.
+        assert_eq!(
+            decide_release(vec![expired(), conflict(9), expired()]).unwrap(),
+            (ReleaseOutcome::Conflict, 9)
+        );
+        assert_eq!(
+            decide_release(vec![Err(timeout("a")), conflict(9), Err(denied("b"))]).unwrap(),
+            (ReleaseOutcome::Conflict, 9)
+        );
+        assert_eq!(
+            decide_release(vec![conflict(8), conflict(9), expired(), expired()]).unwrap(),
+            (ReleaseOutcome::Conflict, 8)
+        );
+    }
+
+    #[test]
+    fn a_release_is_expired_unless_every_master_failed() {
+        assert_eq!(
+            decide_release(vec![expired(), expired(), expired()]).unwrap(),
+            (ReleaseOutcome::Expired, -1)
+        );
+        // One answer is enough: a release does not need a majority to answer.
+        assert_eq!(
+            decide_release(vec![expired(), Err(timeout("a")), Err(timeout("b"))]).unwrap(),
+            (ReleaseOutcome::Expired, -1)
+        );
+        let err = decide_release(vec![Err(timeout("a")), Err(denied("b")), Err(timeout("c"))])
+            .unwrap_err();
+        assert!(err.is_quorum_lost(), "{err}");
+        assert_eq!(
+            err.message(),
+            "0 of 3 masters answered, and a majority is 2"
+        );
+        assert_eq!(cause(&err).map(Error::message), Some("b"));
+        let err = decide_release(vec![Err(denied("a")), Err(timeout("b")), Err(denied("c"))])
+            .unwrap_err();
+        assert!(err.is_access_denied(), "{err}");
+        assert_eq!(err.message(), "a");
+    }
+
+    /// Feeds `replies` in this order to `answer`, as [`gather`] does, until it says done:
+    /// how many were heard.
+    fn hear<T>(replies: Vec<T>, mut answer: impl FnMut(T) -> Listen) -> usize {
+        let mut heard = 0;
+        for reply in replies {
+            heard += 1;
+            if answer(reply) == Listen::Done {
+                break;
+            }
+        }
+        heard
+    }
+
+    /// What a renewal decides when the masters answer `replies` in this order: how many were
+    /// heard, and the outcome.
+    fn decide_renew(
+        nodes: usize,
+        replies: Vec<Result<RenewOutcome>>,
+    ) -> (usize, Result<RenewOutcome>) {
+        let mut tally = RenewTally::new(nodes, nodes / 2 + 1);
+        let heard = hear(replies, |reply| {
+            tally.add(reply);
+            tally.listen()
+        });
+        (heard, tally.outcome(nodes - heard))
+    }
+
+    /// What the renewal tally of `nodes` masters says after each of `replies`.
+    fn renew_listens(nodes: usize, replies: Vec<Result<RenewOutcome>>) -> Vec<Listen> {
+        let mut tally = RenewTally::new(nodes, nodes / 2 + 1);
+        replies
+            .into_iter()
+            .map(|reply| {
+                tally.add(reply);
+                tally.listen()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_renewal_is_decided_by_a_majority_of_renewals() {
+        use RenewOutcome::*;
+        // Exactly a majority: the third master is not waited for.
+        let (heard, outcome) = decide_renew(3, vec![Ok(Renewed), Ok(Renewed), Ok(Conflict)]);
+        assert_eq!((heard, outcome.unwrap()), (2, Renewed));
+        let (heard, outcome) = decide_renew(
+            5,
+            vec![
+                Ok(Missing),
+                Ok(Renewed),
+                Err(timeout("a")),
+                Ok(Renewed),
+                Ok(Renewed),
+            ],
+        );
+        assert_eq!((heard, outcome.unwrap()), (5, Renewed));
+        let (heard, outcome) = decide_renew(5, (0..5).map(|_| Ok(Renewed)).collect());
+        assert_eq!((heard, outcome.unwrap()), (3, Renewed));
+    }
+
+    #[test]
+    fn a_renewal_one_short_is_lost_as_a_conflict_or_as_missing() {
+        use RenewOutcome::*;
+        // A majority refused: decided without the rest.
+        let (heard, outcome) = decide_renew(3, vec![Ok(Missing), Ok(Missing), Ok(Renewed)]);
+        assert_eq!((heard, outcome.unwrap()), (2, Missing));
+        // Any conflict among the refusals makes it a conflict.
+        let (heard, outcome) = decide_renew(5, vec![Ok(Missing), Ok(Conflict), Ok(Missing)]);
+        assert_eq!((heard, outcome.unwrap()), (3, Conflict));
+        // One renewal short, with a failure: a majority answered, so not quorum lost.
+        let (heard, outcome) = decide_renew(3, vec![Ok(Renewed), Ok(Missing), Err(timeout("a"))]);
+        assert_eq!((heard, outcome.unwrap()), (3, Missing));
+        let (heard, outcome) = decide_renew(3, vec![Ok(Renewed), Err(timeout("a")), Ok(Conflict)]);
+        assert_eq!((heard, outcome.unwrap()), (3, Conflict));
+        // Tied two to two of four: no majority renewed.
+        let (heard, outcome) =
+            decide_renew(4, vec![Ok(Renewed), Ok(Missing), Ok(Renewed), Ok(Conflict)]);
+        assert_eq!((heard, outcome.unwrap()), (4, Conflict));
+        // While the masters still out could make a majority renew, they are heard.
+        assert_eq!(
+            renew_listens(3, vec![Ok(Renewed), Ok(Missing)]),
+            [Listen::On, Listen::On]
+        );
+        assert_eq!(
+            renew_listens(3, vec![Ok(Missing), Err(timeout("a"))]),
+            [Listen::On, Listen::On]
+        );
+    }
+
+    #[test]
+    fn a_renewal_without_a_majority_answering_is_quorum_lost() {
+        use RenewOutcome::*;
+        // Every master failed: decided once no majority can answer.
+        let (heard, outcome) = decide_renew(
+            3,
+            vec![Err(timeout("a")), Err(denied("b")), Err(timeout("c"))],
+        );
+        assert_eq!(heard, 2);
+        let err = outcome.unwrap_err();
+        assert!(err.is_quorum_lost(), "{err}");
+        assert_eq!(
+            err.message(),
+            "0 of 3 masters answered, and a majority is 2"
+        );
+        assert_eq!(cause(&err).map(Error::message), Some("b"));
+        // One answer short of a majority.
+        let (heard, outcome) = decide_renew(
+            5,
+            vec![
+                Ok(Renewed),
+                Err(timeout("a")),
+                Ok(Missing),
+                Err(timeout("b")),
+                Err(timeout("c")),
+            ],
+        );
+        assert_eq!(heard, 5);
+        let err = outcome.unwrap_err();
+        assert!(err.is_quorum_lost(), "{err}");
+        assert_eq!(
+            err.message(),
+            "2 of 5 masters answered, and a majority is 3"
+        );
+        assert_eq!(cause(&err).map(Error::message), Some("a"));
+        // Refused by enough masters to leave no majority: that refusal.
+        let (_, outcome) = decide_renew(3, vec![Err(denied("a")), Err(denied("b"))]);
+        let err = outcome.unwrap_err();
+        assert!(err.is_access_denied(), "{err}");
+        assert_eq!(err.message(), "a");
+    }
+
+    fn held(index: i64, ttl: u64, host: &str) -> Result<LockStatus> {
+        Ok(LockStatus {
+            id: "id".to_owned(),
+            held: true,
+            index,
+            ttl: Some(ms(ttl)),
+            holder: [("host".to_owned(), host.to_owned())].into(),
+        })
+    }
+
+    fn free() -> Result<LockStatus> {
+        Ok(LockStatus {
+            id: "id".to_owned(),
+            held: false,
+            index: -1,
+            ttl: None,
+            holder: Default::default(),
+        })
+    }
+
+    /// What a status query decides when the masters answer `replies` in this order: how many
+    /// were heard, and the outcome.
+    fn decide_status(
+        nodes: usize,
+        replies: Vec<Result<LockStatus>>,
+    ) -> (usize, Result<LockStatus>) {
+        let mut tally = StatusTally::new(nodes, nodes / 2 + 1);
+        let heard = hear(replies, |reply| {
+            tally.add(reply);
+            tally.listen()
+        });
+        (heard, tally.outcome("id"))
+    }
+
+    #[test]
+    fn a_status_is_the_index_a_majority_store_with_the_shortest_ttl() {
+        // Exactly a majority: the third master is not waited for.
+        let (heard, outcome) = decide_status(3, vec![held(7, 300, "a"), held(7, 200, "b"), free()]);
+        assert_eq!(heard, 2);
+        assert_eq!(outcome.unwrap(), held(7, 200, "b").unwrap());
+        let (heard, outcome) = decide_status(
+            5,
+            vec![
+                held(7, 500, "a"),
+                free(),
+                held(7, 100, "b"),
+                Err(timeout("t")),
+                held(7, 300, "c"),
+            ],
+        );
+        assert_eq!(heard, 5);
+        assert_eq!(outcome.unwrap(), held(7, 100, "b").unwrap());
+        // Equal ttls: the first answer of them.
+        let (_, outcome) = decide_status(3, vec![held(7, 200, "a"), held(7, 200, "b")]);
+        assert_eq!(outcome.unwrap(), held(7, 200, "a").unwrap());
+        // A clear majority, answered after a stray index.
+        let (heard, outcome) = decide_status(
+            5,
+            vec![
+                held(8, 50, "x"),
+                held(7, 400, "a"),
+                held(7, 300, "b"),
+                held(7, 350, "c"),
+            ],
+        );
+        assert_eq!(heard, 4);
+        assert_eq!(outcome.unwrap(), held(7, 300, "b").unwrap());
+    }
+
+    #[test]
+    fn a_status_without_a_majority_index_is_free() {
+        // One short of a majority.
+        let (heard, outcome) = decide_status(
+            5,
+            vec![
+                held(7, 100, "a"),
+                held(7, 100, "b"),
+                free(),
+                free(),
+                Err(timeout("t")),
+            ],
+        );
+        assert_eq!(heard, 5);
+        assert_eq!(outcome.unwrap(), free().unwrap());
+        // Decided once no index can reach a majority, without the rest.
+        let (heard, outcome) = decide_status(3, vec![free(), free(), held(7, 100, "a")]);
+        assert_eq!((heard, outcome.unwrap()), (2, free().unwrap()));
+        let (heard, outcome) = decide_status(
+            5,
+            vec![
+                held(7, 100, "a"),
+                held(8, 100, "b"),
+                free(),
+                free(),
+                held(7, 100, "c"),
+            ],
+        );
+        assert_eq!((heard, outcome.unwrap()), (4, free().unwrap()));
+        // Two indexes, one master each: the third decides.
+        let (heard, outcome) = decide_status(3, vec![held(7, 100, "a"), held(8, 100, "b"), free()]);
+        assert_eq!((heard, outcome.unwrap()), (3, free().unwrap()));
+        // Tied two to two of four.
+        let (heard, outcome) = decide_status(
+            4,
+            vec![
+                held(7, 100, "a"),
+                held(8, 100, "b"),
+                held(7, 100, "c"),
+                held(8, 100, "d"),
+            ],
+        );
+        assert_eq!((heard, outcome.unwrap()), (4, free().unwrap()));
+    }
+
+    #[test]
+    fn a_status_without_a_majority_answering_is_quorum_lost_and_foreign_data_an_error() {
+        let (heard, outcome) = decide_status(
+            3,
+            vec![Err(timeout("a")), Err(denied("b")), held(7, 100, "a")],
+        );
+        assert_eq!(heard, 2);
+        let err = outcome.unwrap_err();
+        assert!(err.is_quorum_lost(), "{err}");
+        assert_eq!(
+            err.message(),
+            "0 of 3 masters answered, and a majority is 2"
+        );
+        assert_eq!(cause(&err).map(Error::message), Some("b"));
+        // One answer short of a majority.
+        let (_, outcome) = decide_status(
+            5,
+            vec![
+                held(7, 100, "a"),
+                held(7, 100, "b"),
+                Err(timeout("x")),
+                Err(timeout("y")),
+                Err(timeout("z")),
+            ],
+        );
+        let err = outcome.unwrap_err();
+        assert!(err.is_quorum_lost(), "{err}");
+        assert_eq!(
+            err.message(),
+            "2 of 5 masters answered, and a majority is 3"
+        );
+        assert_eq!(cause(&err).map(Error::message), Some("x"));
+        // Foreign data on one master decides at once, ahead of everything else.
+        let (heard, outcome) = decide_status(
+            3,
+            vec![held(7, 100, "a"), Err(corrupt("c")), held(7, 100, "b")],
+        );
+        assert_eq!(heard, 2);
+        let err = outcome.unwrap_err();
+        assert!(err.is_corrupt_data(), "{err}");
+        assert_eq!(err.message(), "c");
+        let (_, outcome) = decide_status(3, vec![Err(timeout("a")), Err(corrupt("c"))]);
+        assert!(outcome.unwrap_err().is_corrupt_data());
+    }
+
+    #[test]
+    fn a_ping_needs_a_majority_up() {
+        let pings = |nodes: usize, replies: Vec<Result<()>>| {
+            let mut tally = PingTally::new(nodes, nodes / 2 + 1);
+            let heard = hear(replies, |reply| {
+                tally.add(reply);
+                tally.listen()
+            });
+            (heard, tally.outcome())
+        };
+        // Exactly a majority: the third is not waited for.
+        let (heard, outcome) = pings(3, vec![Ok(()), Ok(()), Err(timeout("a"))]);
+        assert_eq!(heard, 2);
+        outcome.unwrap();
+        let (heard, outcome) = pings(5, vec![Ok(()), Err(timeout("a")), Ok(()), Ok(())]);
+        assert_eq!(heard, 4);
+        outcome.unwrap();
+        // One short: decided once the failures leave no majority; the refusal is the source.
+        let (heard, outcome) = pings(3, vec![Ok(()), Err(timeout("a")), Err(denied("b"))]);
+        assert_eq!(heard, 3);
+        let err = outcome.unwrap_err();
+        assert!(err.is_quorum_lost(), "{err}");
+        assert_eq!(
+            err.message(),
+            "only 1 of 3 masters answered (a majority is 2)"
+        );
+        assert_eq!(cause(&err).map(Error::message), Some("b"));
+        // Every master failed: decided once a majority failed.
+        let (heard, outcome) = pings(
+            5,
+            vec![
+                Err(timeout("a")),
+                Err(timeout("b")),
+                Err(timeout("c")),
+                Ok(()),
+            ],
+        );
+        assert_eq!(heard, 3);
+        let err = outcome.unwrap_err();
+        assert!(err.is_quorum_lost(), "{err}");
+        assert_eq!(cause(&err).map(Error::message), Some("a"));
+        // Refused by enough masters to leave no majority: that refusal, foreign data first.
+        let (_, outcome) = pings(3, vec![Err(denied("a")), Err(corrupt("b"))]);
+        let err = outcome.unwrap_err();
+        assert!(err.is_corrupt_data(), "{err}");
+        assert_eq!(err.message(), "b");
     }
 }
