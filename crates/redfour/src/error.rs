@@ -182,12 +182,28 @@ impl Error {
         .with_key(key)
     }
 
+    /// Whether a script found the fencing counter (not the lock) unusable.
+    pub(crate) fn about_counter(err: &redis::RedisError) -> bool {
+        matches!(
+            err.code(),
+            Some("REDFOUR_WRONGTYPE_COUNTER" | "REDFOUR_CORRUPT_COUNTER")
+        )
+    }
+
     /// Classifies an error of the Redis client.
     pub(crate) fn from_redis(err: redis::RedisError, key: Option<&str>) -> Self {
         use redis::{ErrorKind as RK, ServerErrorKind as SK};
         let code = err.code().map(str::to_owned);
         let (kind, message) = match (err.kind(), code.as_deref()) {
-            (_, Some("REDFOUR_WRONGTYPE" | "REDFOUR_CORRUPT")) => (
+            (
+                _,
+                Some(
+                    "REDFOUR_WRONGTYPE"
+                    | "REDFOUR_CORRUPT"
+                    | "REDFOUR_WRONGTYPE_COUNTER"
+                    | "REDFOUR_CORRUPT_COUNTER",
+                ),
+            ) => (
                 ErrorKind::CorruptData,
                 script_detail(err.detail().unwrap_or("corrupt data")).to_owned(),
             ),
@@ -566,9 +582,18 @@ mod tests {
             "REDFOUR_WRONGTYPE".into(),
             Some("lock key holds a string".into()),
         );
+        assert!(!Error::about_counter(&e));
         let err = Error::from_redis(e, Some("lock:x"));
         assert!(err.is_corrupt_data(), "{err:?}");
         assert!(err.to_string().contains("holds a string"));
+        for code in ["REDFOUR_WRONGTYPE_COUNTER", "REDFOUR_CORRUPT_COUNTER"] {
+            let e = redis::make_extension_error(
+                code.into(),
+                Some("the counter is not an integer".into()),
+            );
+            assert!(Error::about_counter(&e), "{code}");
+            assert!(Error::from_redis(e, None).is_corrupt_data(), "{code}");
+        }
     }
 
     /// Every way redis-rs reports a refused login is `AccessDenied`, and not transient.

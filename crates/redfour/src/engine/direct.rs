@@ -368,12 +368,11 @@ impl Direct {
             inner.ns.acquire_call(key, ttl_ms, &holder)
         };
         let sent = Instant::now();
-        let map_err = |e| {
-            let err = Error::from_redis(e, Some(key));
-            if err.is_corrupt_data() && err.message().contains("counter") {
-                err.with_key(inner.ns.counter(key).into_owned())
+        let map_err = |e: redis::RedisError| {
+            if Error::about_counter(&e) {
+                Error::from_redis(e, Some(key)).with_key(inner.ns.counter(key).into_owned())
             } else {
-                err
+                Error::from_redis(e, Some(key))
             }
         };
         let replicas = inner.config.replica_acks;

@@ -1,6 +1,7 @@
 -- Shared functions of every redfour script (prepended to each of them).
 -- Errors are raised as {err = 'CODE message'}: REDFOUR_WRONGTYPE for a key holding another
--- type, REDFOUR_CORRUPT for unusable contents. Foreign data is never written over.
+-- type, REDFOUR_CORRUPT for unusable contents; the same codes with _COUNTER when the key is the
+-- fencing counter rather than the lock. Foreign data is never written over.
 
 -- Raises a failed `redis.pcall`'s error as it is unless it says the key holds another type:
 -- a refused command (an ACL without it, OOM) is not foreign data.
@@ -69,7 +70,7 @@ local function redfour_counter_next(counter, now_us)
   local raw = redis.pcall('SET', counter, now, 'KEEPTTL', 'GET')
   if type(raw) == 'table' and raw.err then
     redfour_unless_wrongtype(raw)
-    error({err = 'REDFOUR_WRONGTYPE the counter key holds a '
+    error({err = 'REDFOUR_WRONGTYPE_COUNTER the counter key holds a '
       .. redis.call('TYPE', counter)['ok'] .. ', not a string'})
   end
   if not raw then
@@ -84,9 +85,9 @@ local function redfour_counter_next(counter, now_us)
   if current == nil or current >= 9007199254740991 then
     redis.call('SET', counter, raw, 'KEEPTTL')
     if current == nil then
-      error({err = 'REDFOUR_CORRUPT the counter is not an integer'})
+      error({err = 'REDFOUR_CORRUPT_COUNTER the counter is not an integer'})
     end
-    error({err = 'REDFOUR_CORRUPT the counter is at or beyond 2^53-1, the largest index JavaScript reads exactly'})
+    error({err = 'REDFOUR_CORRUPT_COUNTER the counter is at or beyond 2^53-1, the largest index JavaScript reads exactly'})
   end
   if current < now_us then
     return now_us

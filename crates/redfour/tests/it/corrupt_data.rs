@@ -251,10 +251,13 @@ async fn counter_that_is_not_a_number() {
     // With an expiry of its own, which must survive too.
     server.cmd(&["SET", "lockindex", "notanumber", "PX", "600000"]);
 
+    // Each names the counter, not the lock, as the key at fault.
     let err = locks.acquire_lock("x", TTL).await.unwrap_err();
     assert!(err.is_corrupt_data(), "{err:?}");
+    assert_eq!(err.key(), Some("lockindex"), "{err:?}");
     let err = locks.lock("x").try_acquire().await.unwrap_err();
     assert!(err.is_corrupt_data(), "{err:?}");
+    assert_eq!(err.key(), Some("lockindex"), "{err:?}");
     let err = locks
         .lock("x")
         .wait(Duration::from_millis(300))
@@ -262,6 +265,7 @@ async fn counter_that_is_not_a_number() {
         .await
         .unwrap_err();
     assert!(err.is_corrupt_data(), "{err:?}");
+    assert_eq!(err.key(), Some("lockindex"), "{err:?}");
 
     assert_eq!(
         text(&server, &["GET", "lockindex"]).as_deref(),
@@ -305,6 +309,7 @@ async fn counter_beyond_the_largest_exact_index_says_so() {
         server.cmd(&["SET", "lockindex", counter]);
         let err = locks.acquire_lock("x", TTL).await.unwrap_err();
         assert!(err.is_corrupt_data(), "{err:?}");
+        assert_eq!(err.key(), Some("lockindex"), "{err:?}");
         assert!(err.to_string().contains("2^53-1"), "{counter}: {err}");
         assert!(
             !err.to_string().contains("not an integer"),
@@ -326,11 +331,13 @@ async fn counter_that_is_a_hash() {
 
     let err = locks.acquire_lock("x", TTL).await.unwrap_err();
     assert!(err.is_corrupt_data(), "{err:?}");
+    assert_eq!(err.key(), Some("lockindex"), "{err:?}");
     let err = locks
         .wait_acquire_lock("x", TTL, Some(Duration::from_millis(300)))
         .await
         .unwrap_err();
     assert!(err.is_corrupt_data(), "{err:?}");
+    assert_eq!(err.key(), Some("lockindex"), "{err:?}");
 
     assert_eq!(strings(&server, &["HGETALL", "lockindex"]), ["f", "v"]);
     assert!(!exists(&server, "lock:x"));
