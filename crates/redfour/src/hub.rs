@@ -1,11 +1,12 @@
-//! The notification hub: one subscription per client, to the namespace's release channel (and,
-//! with the fair queue, to the client's own handoff channel), fanned out to the waiters
-//! registered for each lock key.
+//! The notification hub: one subscriber per server the engine names (`engine::Subscriptions`),
+//! to the namespace's release channel (and, with the fair queue, to the client's own handoff
+//! channel), fanned out to the waiters registered for each lock key. Where those servers are is
+//! the engine's business: a fixed address, the master the sentinels name (looked up again at
+//! every reconnection, and when it moves), or each Redlock master, all feeding the same waiters.
 //!
-//! With Sentinel the subscription goes to the master the sentinels name (asked again at every
-//! reconnection); with Redlock there is one subscription per master, all feeding the same
-//! waiters; on a cluster, each lock with waiters has its own sharded channels (`SSUBSCRIBE`),
-//! subscribed while the lock has waiters, through a cluster connection that follows the slots.
+//! When the engine hands over a sharded source instead (a cluster), each lock with waiters has
+//! its own sharded channels (`SSUBSCRIBE`), subscribed while the lock has waiters, through a
+//! cluster connection that follows the slots.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -134,18 +135,16 @@ impl Shared {
     }
 
     fn dispatch_release(&self, key: &[u8]) {
-        let woken = {
-            let waiters = lock(&self.waiters);
-            let Some(entries) = waiters.by_key.get(key) else {
-                return;
-            };
+        let waiters = lock(&self.waiters);
+        if let Some(entries) = waiters.by_key.get(key) {
+            // One add for them all, before any is woken: a waiter that reads the stats
+            // after its wake-up finds its notice counted.
+            self.notices
+                .fetch_add(entries.len() as u64, Ordering::Relaxed);
             for slot in entries.values() {
                 slot.notify.notify_one();
             }
-            entries.len()
-        };
-        // Counted once, after the waiters' lock is let go.
-        self.notices.fetch_add(woken as u64, Ordering::Relaxed);
+        }
     }
 
     /// `"{token} {index} {window_ms} {key}"` on this client's handoff channel.

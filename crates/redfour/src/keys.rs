@@ -144,6 +144,7 @@ impl Namespace {
     /// The channels a subscriber hears on about the lock at `lock_key` alone, in the cluster
     /// layout: its release channel and its handoff channel (both sharded, in the lock's slot).
     pub(crate) fn lock_channels(&self, lock_key: &str) -> [String; 2] {
+        debug_assert_eq!(self.layout, Layout::Cluster, "per-lock channels");
         [
             concat(&[lock_key, RELEASE_SUFFIX]),
             concat(&[lock_key, HANDOFF_SUFFIX]),

@@ -413,7 +413,7 @@ impl Direct {
         if let (1, Some(acked)) = (won, acked) {
             // A failed `WAIT` (an ACL without `+wait`) refuses too: the lock was won all the
             // same, and is given back.
-            let refused = acknowledged(
+            let refused = check_acks(
                 acked,
                 replicas,
                 inner.config.replica_ack_timeout,
@@ -538,7 +538,7 @@ impl Direct {
         if outcome != RenewOutcome::Renewed {
             return Ok(outcome);
         }
-        acknowledged(
+        check_acks(
             acked,
             config.replica_acks,
             config.replica_ack_timeout,
@@ -574,12 +574,11 @@ impl Direct {
     }
 }
 
-/// The outcome in a renew script's reply.
 /// Whether a write was acknowledged by the `wanted` replicas within `timeout` (`WAIT`'s
 /// answer, or its failure): `NotReplicated` naming `what` and the count when too few did in
 /// time, the failure itself when `WAIT` could not run. `then` ends the message (what was done
 /// about it).
-fn acknowledged(
+fn check_acks(
     acked: redis::RedisResult<i64>,
     wanted: u32,
     timeout: Duration,
@@ -601,6 +600,7 @@ fn acknowledged(
     }
 }
 
+/// The outcome in a renew script's reply.
 fn renew_outcome(key: &str, reply: (i64, String, i64, i64)) -> Result<RenewOutcome> {
     let (ok, word, _idx, _extra) = reply;
     match (ok, word.as_str()) {
@@ -634,9 +634,9 @@ mod tests {
     fn acknowledgements_are_checked_against_the_replicas_asked_for() {
         let timeout = Duration::from_millis(250);
         for acked in [2, 3] {
-            assert!(acknowledged(Ok(acked), 2, timeout, "k", "the acquire", "").is_ok());
+            assert!(check_acks(Ok(acked), 2, timeout, "k", "the acquire", "").is_ok());
         }
-        let err = acknowledged(Ok(1), 2, timeout, "k", "the acquire", "; released").unwrap_err();
+        let err = check_acks(Ok(1), 2, timeout, "k", "the acquire", "; released").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotReplicated);
         assert!(err.is_transient(), "{err:?}");
         assert_eq!(err.key(), Some("k"));
@@ -649,7 +649,7 @@ mod tests {
             "NOPERM".into(),
             Some("no permission to run the 'wait' command".into()),
         );
-        let err = acknowledged(Err(refused), 1, timeout, "k", "the claim", "").unwrap_err();
+        let err = check_acks(Err(refused), 1, timeout, "k", "the claim", "").unwrap_err();
         assert_ne!(err.kind(), ErrorKind::NotReplicated, "{err:?}");
         assert_eq!(err.key(), Some("k"));
     }
