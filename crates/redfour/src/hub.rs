@@ -174,14 +174,23 @@ impl Shared {
             return;
         };
         let id = rest.parse::<u64>().ok();
-        let slot = id.and_then(|id| lock(&self.waiters).by_id.get(&id).map(|(_, s)| s.clone()));
+        // Stored under the waiters' lock: a registration dropped meanwhile is either still
+        // there (its drop, which unregisters under that lock and then looks, finds the handoff
+        // and passes it on) or already gone (passed on below). Stored after the lookup, once
+        // the lock is let go, it could land in a slot nobody reads any more, and the lock would
+        // stay handed to nobody for the claim window.
+        let slot = id.and_then(|id| {
+            let waiters = lock(&self.waiters);
+            let (_, slot) = waiters.by_id.get(&id)?;
+            *lock(&slot.handoff) = Some(handoff);
+            Some(slot.clone())
+        });
         match slot {
             Some(slot) => {
                 self.notices.fetch_add(1, Ordering::Relaxed);
                 self.handoffs.fetch_add(1, Ordering::Relaxed);
                 // Its own target, so that a profiler can time the notice's arrival alone.
                 tracing::trace!(target: "redfour::handoff_notice", key, index, "handoff notice");
-                *lock(&slot.handoff) = Some(handoff);
                 slot.notify.notify_one();
             }
             None => {
@@ -924,6 +933,16 @@ mod tests {
     }
 
     fn detached_in(ns: Namespace, handoff_channel: Option<&str>, fair: bool) -> Hub {
+        with_janitor(ns, handoff_channel, fair, None)
+    }
+
+    /// As `detached_in`, with the janitor's orders going to `janitor` (read by the test).
+    fn with_janitor(
+        ns: Namespace,
+        handoff_channel: Option<&str>,
+        fair: bool,
+        janitor: Option<mpsc::UnboundedSender<Chore>>,
+    ) -> Hub {
         let (state, _) = watch::channel(HubState::default());
         let shared = Arc::new(Shared::new(
             state,
@@ -931,7 +950,7 @@ mod tests {
             handoff_channel.map(str::to_owned),
             fair,
             "me".to_owned(),
-            None,
+            janitor,
             Arc::default(),
             None,
         ));
@@ -1017,5 +1036,47 @@ mod tests {
         dispatch(&hub.shared, release.as_bytes(), key.as_bytes());
         assert!(woken(&waiter));
         assert_eq!(hub.handoffs(), 1);
+    }
+
+    /// A handoff notice that races the drop of the waiter it names is passed on exactly once:
+    /// by the drop when the notice was stored first, by the dispatch when the waiter was gone
+    /// first, never by neither (the lock would sit handed to nobody for the claim window).
+    #[test]
+    fn a_handoff_racing_its_waiters_drop_is_passed_on_exactly_once() {
+        const ROUNDS: usize = 40_000;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let ns = Namespace::new("lock").expect("namespace");
+        let hub = with_janitor(ns, Some("lock-handoff:me"), true, Some(tx));
+        let barrier = std::sync::Barrier::new(2);
+        let mut lost = 0;
+        for round in 0..ROUNDS {
+            let waiter = hub.register("lock:a");
+            let notice = format!(
+                "{} {} 5000 lock:a",
+                waiter.token().expect("token"),
+                round + 1
+            );
+            let waiter = Mutex::new(Some(waiter));
+            std::thread::scope(|threads| {
+                threads.spawn(|| {
+                    barrier.wait();
+                    dispatch(&hub.shared, b"lock-handoff:me", notice.as_bytes());
+                });
+                threads.spawn(|| {
+                    barrier.wait();
+                    drop(lock(&waiter).take());
+                });
+            });
+            let mut passed_on = 0;
+            while let Ok(chore) = rx.try_recv() {
+                if let Chore::PassOn { index, .. } = chore {
+                    assert_eq!(index, round as i64 + 1);
+                    passed_on += 1;
+                }
+            }
+            assert!(passed_on <= 1, "round {round}: passed on {passed_on} times");
+            lost += 1 - passed_on;
+        }
+        assert_eq!(lost, 0, "handoffs passed on by nobody in {ROUNDS} rounds");
     }
 }
