@@ -74,53 +74,48 @@ impl Cleanup {
 /// Holds a value and undoes it on drop (`undo(value)`) unless disarmed: what an operation won
 /// on the server, to be given back if the operation ends (or its future is dropped) before it
 /// can hand it over. The value stays reachable (and mutable) through `Deref`, so that what the
-/// guard covers can grow while the operation runs.
-pub(crate) struct OnDrop<T, F: FnOnce(T)> {
-    /// `None` only once disarmed or dropped, when nothing can reach it any more.
-    armed: Option<(T, F)>,
+/// guard covers can grow while the operation runs. (`Default` lets the drop move the value out
+/// for `undo`.)
+pub(crate) struct OnDrop<T: Default, F: FnOnce(T)> {
+    value: T,
+    /// `None` once disarmed.
+    undo: Option<F>,
 }
 
-impl<T, F: FnOnce(T)> OnDrop<T, F> {
+impl<T: Default, F: FnOnce(T)> OnDrop<T, F> {
     /// Armed: `undo` runs on `value` when the guard is dropped.
     pub(crate) fn new(value: T, undo: F) -> Self {
         OnDrop {
-            armed: Some((value, undo)),
+            value,
+            undo: Some(undo),
         }
     }
 
     /// The operation handed over what it won: the undo never runs. Returns the value.
     pub(crate) fn disarm(mut self) -> T {
-        match self.armed.take() {
-            Some((value, _)) => value,
-            None => unreachable!("an OnDrop is disarmed once, by value"),
-        }
+        self.undo = None;
+        std::mem::take(&mut self.value)
     }
 }
 
-impl<T, F: FnOnce(T)> std::ops::Deref for OnDrop<T, F> {
+impl<T: Default, F: FnOnce(T)> std::ops::Deref for OnDrop<T, F> {
     type Target = T;
 
     fn deref(&self) -> &T {
-        match &self.armed {
-            Some((value, _)) => value,
-            None => unreachable!("an OnDrop is reachable only while armed"),
-        }
+        &self.value
     }
 }
 
-impl<T, F: FnOnce(T)> std::ops::DerefMut for OnDrop<T, F> {
+impl<T: Default, F: FnOnce(T)> std::ops::DerefMut for OnDrop<T, F> {
     fn deref_mut(&mut self) -> &mut T {
-        match &mut self.armed {
-            Some((value, _)) => value,
-            None => unreachable!("an OnDrop is reachable only while armed"),
-        }
+        &mut self.value
     }
 }
 
-impl<T, F: FnOnce(T)> Drop for OnDrop<T, F> {
+impl<T: Default, F: FnOnce(T)> Drop for OnDrop<T, F> {
     fn drop(&mut self) {
-        if let Some((value, undo)) = self.armed.take() {
-            undo(value);
+        if let Some(undo) = self.undo.take() {
+            undo(std::mem::take(&mut self.value));
         }
     }
 }

@@ -256,6 +256,7 @@ fn unreachable_quorum(answered: usize, nodes: usize, quorum: usize, errors: Vec<
 /// Locks won on some masters, released (in the background) unless disarmed: the acquire
 /// failed, or its future was dropped before it could answer. Held by an [`OnDrop`] guard
 /// (see [`wins`]).
+#[derive(Default)]
 struct Wins<'a> {
     nodes: &'a [Direct],
     key: &'a str,
