@@ -354,11 +354,17 @@ impl ClientBuilder {
     ///   Sentinel or cluster addresses the redis crate refuses;
     /// - combinations: [master credentials](ClientBuilder::master_credentials) with another
     ///   topology than Sentinel; replica acknowledgements with Redlock;
-    ///   [TLS root certificates](ClientBuilder::tls_root_certificates) that hold no usable
+    ///   [TLS root certificates][tls-roots] that hold no usable
     ///   certificate, or given with another topology than standalone, with a URL that is not
     ///   `rediss://`, or with a builder from [`Client::from_redis_client`].
     ///
     /// With Redlock, each master's address is checked as a standalone client's would be.
+    ///
+    #[cfg_attr(
+        feature = "tls",
+        doc = "[tls-roots]: ClientBuilder::tls_root_certificates"
+    )]
+    #[cfg_attr(not(feature = "tls"), doc = "[tls-roots]: crate#features")]
     pub fn build(self) -> Result<Client> {
         if self.config.connect_timeout.is_zero() || self.config.response_timeout.is_zero() {
             return Err(Error::invalid("timeouts must be greater than zero"));
@@ -441,6 +447,15 @@ impl Client {
     /// assert!(!format!("{locks:?}").contains("secret"));
     /// # Ok::<(), redfour::Error>(())
     /// ```
+    ///
+    #[cfg_attr(
+        feature = "tls",
+        doc = "[`ClientBuilder::tls_root_certificates`]: ClientBuilder::tls_root_certificates"
+    )]
+    #[cfg_attr(
+        not(feature = "tls"),
+        doc = "[`ClientBuilder::tls_root_certificates`]: crate#features"
+    )]
     pub fn new(url: &str) -> Result<Client> {
         Client::builder(url).build()
     }

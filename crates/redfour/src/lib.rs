@@ -146,6 +146,22 @@
 //! - `tls-insecure`: also honours `rediss://host:port/#insecure`, which turns certificate
 //!   verification off entirely (for tests and debugging; `build()` refuses such a URL without
 //!   this feature).
+//!
+// The items behind features: linked where the feature is on (docs.rs builds with all of
+// them), and at the list above where it is off, so `cargo doc` without features has no
+// broken links.
+#![cfg_attr(feature = "blocking", doc = "[`blocking`]: crate::blocking")]
+#![cfg_attr(not(feature = "blocking"), doc = "[`blocking`]: crate#features")]
+#![cfg_attr(
+    feature = "tls",
+    doc = "[`ClientBuilder::tls_root_certificates`]: ClientBuilder::tls_root_certificates",
+    doc = "[`redis::Client::build_with_tls`]: redis::Client::build_with_tls"
+)]
+#![cfg_attr(
+    not(feature = "tls"),
+    doc = "[`ClientBuilder::tls_root_certificates`]: crate#features",
+    doc = "[`redis::Client::build_with_tls`]: redis::Client"
+)]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
