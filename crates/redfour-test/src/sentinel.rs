@@ -545,10 +545,16 @@ impl SentinelGroup {
         );
     }
 
-    /// The logs of every data node and every sentinel, each under a header naming it, for
-    /// assertion messages.
+    /// The logs of every sentinel and every data node, each under a header naming it, for
+    /// assertion messages. The sentinels come first: their events (`+sdown`, `+switch-master`,
+    /// `+convert-to-slave`…) explain a group's state, and an output cut short keeps its start.
     pub fn logs(&self) -> String {
         let mut text = String::new();
+        for (i, sentinel) in self.sentinels.iter().enumerate() {
+            let _ = writeln!(text, "===== sentinel {i} (port {}) =====", sentinel.port());
+            text.push_str(&sentinel.log());
+            text.push('\n');
+        }
         for (i, server) in self.servers.iter().enumerate() {
             let state = if server.is_running() { "" } else { ", stopped" };
             let _ = writeln!(
@@ -557,11 +563,6 @@ impl SentinelGroup {
                 server.port()
             );
             text.push_str(&server.log());
-            text.push('\n');
-        }
-        for (i, sentinel) in self.sentinels.iter().enumerate() {
-            let _ = writeln!(text, "===== sentinel {i} (port {}) =====", sentinel.port());
-            text.push_str(&sentinel.log());
             text.push('\n');
         }
         text
