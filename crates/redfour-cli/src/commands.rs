@@ -21,28 +21,41 @@ const RECONNECT_RETRIES: usize = 1;
 
 /// Runs the resolved command and returns its exit status.
 pub async fn execute(settings: Settings) -> Result<u8, Failure> {
-    let mut builder = Client::builder_with_topology(settings.topology, settings.urls)
-        .namespace(settings.namespace)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .reconnect_retries(RECONNECT_RETRIES);
-    if let Some((user, password)) = settings.master_credentials {
-        builder = builder.master_credentials(user.as_deref(), password);
-    }
-    if let Some((replicas, timeout)) = settings.replica_acks {
-        builder = builder.replica_acks(replicas, timeout);
-    }
-    if let Some(pem) = settings.tls_ca {
-        builder = builder.tls_root_certificates(pem);
-    }
-    // The checks of the settings are `build()`'s (the flags only check what the library
-    // never sees): its reason, with its cause, is the message, and exit status 2.
-    let client = builder.build().map_err(|e| {
-        let what = exit::summary(&e);
-        match exit::root_cause(&e) {
-            Some(cause) => Failure::usage(format!("{what}: {cause}")),
-            None => Failure::usage(what),
+    let builder = |tls_ca: Option<&[u8]>| {
+        let mut builder =
+            Client::builder_with_topology(settings.topology.clone(), settings.urls.iter().cloned())
+                .namespace(settings.namespace.clone())
+                .connect_timeout(CONNECT_TIMEOUT)
+                .reconnect_retries(RECONNECT_RETRIES);
+        if let Some((user, password)) = &settings.master_credentials {
+            builder = builder.master_credentials(user.as_deref(), password.clone());
         }
-    })?;
+        if let Some((replicas, timeout)) = settings.replica_acks {
+            builder = builder.replica_acks(replicas, timeout);
+        }
+        if let Some(pem) = tls_ca {
+            builder = builder.tls_root_certificates(pem);
+        }
+        builder
+    };
+    let tls_ca = settings.tls_ca.as_ref();
+    // The checks of the settings are `build()`'s (the flags only check what the library
+    // never sees): its reason, with its cause, is the message, and exit status 2. When the
+    // same settings without `--tls-ca` pass, the file is what was refused: the message names it.
+    let client = builder(tls_ca.map(|ca| ca.pem.as_slice()))
+        .build()
+        .map_err(|e| {
+            let mut what = exit::summary(&e);
+            if let Some(cause) = exit::root_cause(&e) {
+                what = format!("{what}: {cause}");
+            }
+            match tls_ca {
+                Some(ca) if builder(None).build().is_ok() => {
+                    Failure::usage(format!("invalid --tls-ca `{}`: {what}", ca.path.display()))
+                }
+                _ => Failure::usage(what),
+            }
+        })?;
     // Caught from here on: a signal ends the command cleanly (see `signals`).
     let mut signals = Signals::install()
         .map_err(|e| Failure::new(exit::OS, format!("cannot install signal handlers: {e}")))?;

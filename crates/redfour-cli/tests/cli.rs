@@ -1933,7 +1933,11 @@ fn unusable_tls_ca_exits_2() {
     let ca = ca_path(&server);
     let cases: [(&str, &str, &str); 4] = [
         (&tls_url, path_arg(&missing), "cannot read"),
-        (&tls_url, path_arg(&not_pem), "no PEM certificate"),
+        (
+            &tls_url,
+            path_arg(&not_pem),
+            "no certificate in the TLS root certificates",
+        ),
         (&tls_url, path_arg(&corrupt), "PEM"),
         (&plain_url, &ca, "rediss://"),
     ];
@@ -1943,6 +1947,10 @@ fn unusable_tls_ca_exits_2() {
         let ran = ok(cmd);
         ran.assert_code(2).assert_one_line_reason();
         assert!(ran.stderr.contains(needle), "{file}: {ran:?}");
+        assert!(
+            ran.stderr.contains(&format!("--tls-ca `{file}`")),
+            "the message names the file: {ran:?}"
+        );
         assert!(ran.stdout.is_empty(), "{ran:?}");
     }
     // From the environment too.
