@@ -18,8 +18,30 @@ use serde_json::Value as Json;
 /// Longest any single redfour invocation may take in these tests before the test fails.
 const DEADLINE: Duration = Duration::from_secs(15);
 
+/// `redfour` as the tests start it: with every signal at its default action, whatever this
+/// test process inherited. A background job of a non-interactive shell ignores SIGINT and
+/// SIGQUIT, `nohup` ignores SIGHUP, and redfour leaves a signal ignored at start ignored (on
+/// purpose: `run_leaves_a_signal_ignored_at_start_ignored`), so a test sending one would wait
+/// for an exit that never comes. `env --default-signal` (coreutils 8.31 and later) resets them
+/// and execs redfour, so the pid is redfour's; without it, redfour starts as it is.
 fn redfour() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_redfour"));
+    static RESETS_SIGNALS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let resets = *RESETS_SIGNALS.get_or_init(|| {
+        Command::new("env")
+            .args(["--default-signal", "true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    });
+    let mut cmd = if resets {
+        let mut env = Command::new("env");
+        env.args(["--default-signal", env!("CARGO_BIN_EXE_redfour")]);
+        env
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_redfour"))
+    };
     // The caller's environment must not pick the server or the namespace.
     cmd.env_remove("REDIS_URL")
         .env_remove("REDFOUR_NAMESPACE")
@@ -104,7 +126,16 @@ fn finish(child: Child, deadline: Duration) -> Ran {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
-            panic!("redfour (pid {pid}) still running after {deadline:?}");
+            // What it printed before it was killed, if its pipes close now.
+            let output = match rx.recv_timeout(Duration::from_secs(2)) {
+                Ok(Ok(output)) => format!(
+                    "stdout: {:?}, stderr: {:?}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                ),
+                _ => "its output is still held open by another process".to_owned(),
+            };
+            panic!("redfour (pid {pid}) still running after {deadline:?}; {output}");
         }
     }
 }

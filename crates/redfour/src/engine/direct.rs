@@ -16,7 +16,7 @@ use super::{Attempt, Context, FairSetup, Meta, SubServer, Subscriptions};
 use crate::cleanup::OnDrop;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use crate::keys::{HolderFields, Layout, Queueing};
+use crate::keys::{HolderFields, Layout, Namespace, Queueing};
 use crate::outcome::{
     parse_index, parse_pttl, parse_status, LockStatus, ReleaseOutcome, RenewOutcome,
 };
@@ -368,13 +368,7 @@ impl Direct {
             inner.ns.acquire_call(key, ttl_ms, &holder)
         };
         let sent = Instant::now();
-        let map_err = |e: redis::RedisError| {
-            if Error::about_counter(&e) {
-                Error::from_redis(e, Some(key)).with_key(inner.ns.counter(key).into_owned())
-            } else {
-                Error::from_redis(e, Some(key))
-            }
-        };
+        let map_err = |e| script_error(&inner.ns, e, key);
         let replicas = inner.config.replica_acks;
         let (reply, acked): (Vec<i64>, Option<redis::RedisResult<i64>>) = if replicas > 0 {
             // The script and `WAIT` go out together on one connection (the acknowledgement
@@ -488,7 +482,8 @@ impl Direct {
             match inv.invoke(&mut conn).await {
                 Ok(reply) => break reply,
                 Err(e) => {
-                    let err = Error::from_redis(e, Some(key));
+                    // A handoff takes the next index: the counter may be what failed.
+                    let err = script_error(&inner.ns, e, key);
                     let Some(pause) = retries.next().filter(|_| err.is_transient()) else {
                         return Err(err);
                     };
@@ -624,6 +619,17 @@ pub(crate) fn cluster_builder(
         .connection_timeout(config.connect_timeout)
         .response_timeout(config.response_timeout)
         .retries(config.reconnect_retries.min(u32::MAX as usize) as u32)
+}
+
+/// The error of a script call on `key`'s lock, naming the key at fault: the counter's when the
+/// counter was (only the scripts that take an index raise that: acquires and handoffs), the
+/// lock's otherwise.
+fn script_error(ns: &Namespace, e: redis::RedisError, key: &str) -> Error {
+    if Error::about_counter(&e) {
+        Error::from_redis(e, Some(key)).with_key(ns.counter(key).into_owned())
+    } else {
+        Error::from_redis(e, Some(key))
+    }
 }
 
 #[cfg(test)]

@@ -558,3 +558,50 @@ async fn foreign_queue_entries_fail_a_release_before_any_write() {
         Some("foreign")
     );
 }
+
+/// A release that hands the lock over takes the next index from the counter: a corrupt counter
+/// fails it before any write, and the error names the counter, as an acquire's does.
+#[tokio::test]
+async fn a_handoff_meeting_a_corrupt_counter_names_the_counter() {
+    let server = RedisServer::start();
+    let locks = common::builder(&server).fair(true).build().unwrap();
+    let held = locks.acquire_lock("x", TTL).await.unwrap();
+    assert!(held.success);
+    let waiter = common::builder(&server).fair(true).build().unwrap();
+    let waiting = tokio::spawn(async move {
+        waiter
+            .lock("x")
+            .wait(Duration::from_secs(30))
+            .acquire()
+            .await
+    });
+    assert!(
+        redfour_test::wait_until_async(Duration::from_secs(10), || async {
+            strings(&server, &["LRANGE", "lock-queue:x", "0", "-1"]).len() == 1
+        })
+        .await,
+        "the waiter never queued"
+    );
+    server.cmd(&["SET", "lockindex", "notanumber", "PX", "600000"]);
+
+    assert_corrupt(
+        "release_lock handing over",
+        locks.release_lock("x", held.index).await,
+        "lockindex",
+    );
+    assert_eq!(
+        text(&server, &["HGET", "lock:x", "index"]),
+        Some(held.index.to_string()),
+        "the lock changed hands"
+    );
+    assert_eq!(
+        strings(&server, &["LRANGE", "lock-queue:x", "0", "-1"]).len(),
+        1,
+        "the queue changed"
+    );
+    assert_eq!(
+        text(&server, &["GET", "lockindex"]).as_deref(),
+        Some("notanumber")
+    );
+    waiting.abort();
+}
