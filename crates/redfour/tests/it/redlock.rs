@@ -445,24 +445,24 @@ async fn an_open_attempt_is_cut_off_when_the_wait_runs_out() {
 #[tokio::test]
 async fn a_stalled_minority_does_not_eat_a_short_ttl() {
     let servers = masters(3);
-    let client = patient_client(
-        servers.iter().map(RedisServer::url),
-        Duration::from_millis(500),
-    );
+    let node_timeout = Duration::from_millis(500);
+    let client = patient_client(servers.iter().map(RedisServer::url), node_timeout);
     client.ping().await.unwrap();
     stall(&servers[2], 4_000);
+    // Waiting for the stalled master (its node timeout) would leave a 300 ms ttl no validity:
+    // an error. The bounds on the time taken say the same with room for a loaded machine.
     let ttl = Duration::from_millis(300);
     let started = Instant::now();
     let answer = client.acquire_lock("short", ttl).await.unwrap();
     assert!(answer.success, "{answer:?} after {:?}", started.elapsed());
-    assert!(started.elapsed() < Duration::from_millis(200));
+    assert!(started.elapsed() < node_timeout, "{:?}", started.elapsed());
     let started = Instant::now();
     let answer = client
         .wait_acquire_lock("shorter", ttl, Some(Duration::from_secs(1)))
         .await
         .unwrap();
     assert!(answer.success && answer.immediate, "{answer:?}");
-    assert!(started.elapsed() < Duration::from_millis(200));
+    assert!(started.elapsed() < node_timeout, "{:?}", started.elapsed());
     let guard = client
         .lock("guarded")
         .ttl(ttl)
@@ -470,7 +470,7 @@ async fn a_stalled_minority_does_not_eat_a_short_ttl() {
         .acquire()
         .await
         .unwrap();
-    assert!(guard.remaining() > Duration::from_millis(150), "{guard:?}");
+    assert!(guard.remaining() > ttl / 3, "{guard:?}");
 }
 
 /// A master that grants after the attempt stopped waiting for it (the two others decided it)
