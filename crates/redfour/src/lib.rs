@@ -148,8 +148,8 @@
 //!   this feature).
 //!
 // The items behind features: linked where the feature is on (docs.rs builds with all of
-// them), and at the list above where it is off, so `cargo doc` without features has no
-// broken links.
+// them); where it is off, at the list above (at `redis::Client` for redis-rs's
+// `build_with_tls`), so `cargo doc` without features has no broken links.
 #![cfg_attr(feature = "blocking", doc = "[`blocking`]: crate::blocking")]
 #![cfg_attr(not(feature = "blocking"), doc = "[`blocking`]: crate#features")]
 #![cfg_attr(
