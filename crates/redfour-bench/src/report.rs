@@ -36,9 +36,34 @@ pub enum Report {
         cycles_per_s: f64,
         /// Raw baseline cycles per second, all tasks together (median of the blocks).
         raw_cycles_per_s: f64,
+        /// Node redfour's acquire and release scripts, the same tasks on the same stack, cycles
+        /// per second (median of the blocks).
+        node_cycles_per_s: f64,
         /// Server execution time per cycle, µs, (redfour, raw), as for `Uncontended`.
         #[serde(skip)]
         server_us: Option<(f64, f64)>,
+        /// Server execution time per cycle of Node's scripts, µs. Informational.
+        #[serde(skip)]
+        node_server_us: Option<f64>,
+    },
+    /// Server execution time of each lock step, one kind of step at a time, from
+    /// `INFO commandstats`: redfour's scripts beside Node redfour's.
+    #[serde(rename = "server_cost")]
+    ServerCost {
+        /// redfour's acquire of a free lock, µs per step.
+        acquire_us: f64,
+        /// redfour's release with nobody queued, µs per step.
+        release_us: f64,
+        /// redfour's release handing the lock to a queued waiter, µs per step.
+        handoff_us: f64,
+        /// Node redfour's acquire of a free lock, µs per step.
+        node_acquire_us: f64,
+        /// Node redfour's release, µs per step.
+        node_release_us: f64,
+        /// The raw baseline's `SET NX PX` and compare-and-delete, and `PING`, µs per step.
+        /// Informational.
+        #[serde(skip)]
+        floor_us: (f64, f64, f64),
     },
     /// From the holder's release call to the already-waiting waiter holding the lock.
     Handoff {
@@ -48,13 +73,12 @@ pub enum Report {
         p99_us: f64,
         /// Median `PING` round trip measured in the same run, µs.
         rtt_p50_us: f64,
+        /// Median `PING` round trip when each `PING` follows the same idle pause as each
+        /// release does (threads parked, as for a handoff), µs: the yardstick of the p50 target.
+        idle_rtt_p50_us: f64,
         /// 99th percentile `PING` round trip of the same run, µs.
         #[serde(skip)]
         rtt_p99_us: f64,
-        /// Median `PING` round trip when each `PING` follows the same idle pause as each
-        /// release does (threads parked, as for a handoff), µs. Informational.
-        #[serde(skip)]
-        cold_rtt_p50_us: f64,
         /// The medians of the two parts of a handoff, µs: from the release call to the notice
         /// reaching the waiter's connection reader, and from there to the waiter holding the
         /// guard. `None` when the notices could not be timed. Informational.
@@ -80,12 +104,11 @@ pub enum Report {
         max_wait_ms: f64,
         /// Release notices handed to waiters per acquisition.
         wakeups_per_handoff: f64,
+        /// The 99th percentile of all waits, ms.
+        wait_p99_ms: f64,
         /// Median `PING` round trip measured just before, µs.
         #[serde(skip)]
         rtt_p50_us: f64,
-        /// The 99th percentile of all waits, ms. Informational.
-        #[serde(skip)]
-        wait_p99_ms: f64,
     },
     /// Thousands of waiters on one client: connections, memory, and whether all get through.
     Waiters {
@@ -169,6 +192,7 @@ impl Report {
             Report::Rtt { .. } => "rtt",
             Report::Uncontended { .. } => "uncontended",
             Report::Parallel { .. } => "parallel",
+            Report::ServerCost { .. } => "server_cost",
             Report::Handoff { .. } => "handoff",
             Report::Contention { .. } => "contention",
             Report::Waiters { .. } => "waiters",
@@ -199,21 +223,34 @@ impl Report {
                 tasks,
                 cycles_per_s,
                 raw_cycles_per_s,
+                node_cycles_per_s,
                 server_us,
+                node_server_us,
             } => format!(
-                "{tasks} tasks: redfour {cycles_per_s:.0} cycles/s, raw {raw_cycles_per_s:.0} cycles/s{}",
-                server_summary(*server_us)
+                "{tasks} tasks: redfour {cycles_per_s:.0} cycles/s, raw {raw_cycles_per_s:.0} cycles/s, Node's scripts {node_cycles_per_s:.0} cycles/s{}{}",
+                server_summary(*server_us),
+                node_server_us.map_or(String::new(), |us| format!(" (Node's: {us} µs)"))
+            ),
+            Report::ServerCost {
+                acquire_us,
+                release_us,
+                handoff_us,
+                node_acquire_us,
+                node_release_us,
+                floor_us: (set, cad, ping),
+            } => format!(
+                "server µs per step: acquire {acquire_us}, release {release_us}, release handing over {handoff_us}; Node's acquire {node_acquire_us}, release {node_release_us}; raw SET NX PX {set}, compare-and-delete {cad}, PING {ping}"
             ),
             Report::Handoff {
                 p50_us,
                 p99_us,
                 rtt_p50_us,
                 rtt_p99_us,
-                cold_rtt_p50_us,
+                idle_rtt_p50_us,
                 split_p50_us,
                 samples_us,
             } => format!(
-                "{} samples: p50 {p50_us} µs, p99 {p99_us} µs (PING p50 {rtt_p50_us} µs, p99 {rtt_p99_us} µs; after an idle pause p50 {cold_rtt_p50_us} µs){}",
+                "{} samples: p50 {p50_us} µs, p99 {p99_us} µs (PING p50 {rtt_p50_us} µs, p99 {rtt_p99_us} µs; after an idle pause p50 {idle_rtt_p50_us} µs){}",
                 samples_us.len(),
                 split_p50_us.map_or(String::new(), |(to, after)| format!(
                     "; release to notice p50 {to} µs, notice to guard p50 {after} µs"
@@ -227,9 +264,10 @@ impl Report {
                 max_acquisitions,
                 max_wait_ms,
                 wakeups_per_handoff,
+                wait_p99_ms,
                 ..
             } => format!(
-                "{workers} workers, {seconds} s: {handoffs_per_s:.0} handoffs/s, acquisitions per worker {min_acquisitions}..{max_acquisitions}, longest wait {max_wait_ms} ms, {wakeups_per_handoff} wakeups/handoff"
+                "{workers} workers, {seconds} s: {handoffs_per_s:.0} handoffs/s, acquisitions per worker {min_acquisitions}..{max_acquisitions}, wait p99 {wait_p99_ms} ms, longest {max_wait_ms} ms, {wakeups_per_handoff} wakeups/handoff"
             ),
             Report::Waiters {
                 waiters,
@@ -268,38 +306,80 @@ impl Report {
             Report::Parallel {
                 cycles_per_s,
                 raw_cycles_per_s,
+                node_cycles_per_s,
                 server_us,
+                node_server_us,
                 ..
             } => {
-                let mut checks = vec![Check::at_least(
-                    "parallel redfour/raw",
-                    ratio(*cycles_per_s, *raw_cycles_per_s),
-                    0.8,
-                )];
+                let mut checks = vec![
+                    Check::at_least(
+                        "parallel redfour/Node's scripts",
+                        ratio(*cycles_per_s, *node_cycles_per_s),
+                        0.9,
+                    ),
+                    Check::info(
+                        "(info) parallel redfour/raw",
+                        ratio(*cycles_per_s, *raw_cycles_per_s),
+                    ),
+                ];
                 if let Some((redfour, raw)) = server_us {
                     // With the server saturated, its time per cycle bounds the rate.
                     checks.push(Check::info(
                         "(info) parallel server µs/cycle raw/redfour",
                         ratio(*raw, *redfour),
                     ));
+                    if let Some(node) = node_server_us {
+                        checks.push(Check::info(
+                            "(info) parallel server µs/cycle Node/redfour",
+                            ratio(*node, *redfour),
+                        ));
+                    }
                 }
                 checks
             }
+            Report::ServerCost {
+                acquire_us,
+                release_us,
+                handoff_us,
+                node_acquire_us,
+                node_release_us,
+                ..
+            } => vec![
+                Check::at_most(
+                    "server acquire / Node's acquire",
+                    ratio(*acquire_us, *node_acquire_us),
+                    1.2,
+                ),
+                Check::at_most(
+                    "server release / Node's release",
+                    ratio(*release_us, *node_release_us),
+                    1.2,
+                ),
+                Check::at_most(
+                    "server handing over / Node's release",
+                    ratio(*handoff_us, *node_release_us),
+                    2.0,
+                ),
+            ],
             Report::Handoff {
                 p50_us,
                 p99_us,
                 rtt_p50_us,
                 rtt_p99_us,
-                cold_rtt_p50_us,
+                idle_rtt_p50_us,
                 split_p50_us,
                 ..
             } => {
                 let mut checks = vec![
-                    Check::at_most("handoff p50 / rtt p50", ratio(*p50_us, *rtt_p50_us), 1.2),
+                    Check::at_most(
+                        "handoff p50 / idle rtt p50",
+                        ratio(*p50_us, *idle_rtt_p50_us),
+                        1.2,
+                    ),
                     Check::at_most("handoff p99 / rtt p99", ratio(*p99_us, *rtt_p99_us), 3.0),
                     Check::info(
-                        "(info) handoff p50 / idle-pause rtt p50",
-                        ratio(*p50_us, *cold_rtt_p50_us),
+                        "(info) handoff p50 / hot rtt p50",
+                        ratio(*p50_us, *rtt_p50_us),
                     ),
                 ];
                 if let Some((to_notice, after)) = split_p50_us {
@@ -341,18 +421,19 @@ impl Report {
                         ratio(*max_wait_ms, *workers as f64 * mean_cycle_ms),
                         3.0,
                     ),
-                    Check::at_most("contention wakeups/handoff", *wakeups_per_handoff, 1.1),
-                    Check::info(
-                        "(info) contention wait p99 / (workers × mean cycle)",
+                    Check::at_most(
+                        "contention wait p99 / (workers × mean cycle)",
                         ratio(*wait_p99_ms, *workers as f64 * mean_cycle_ms),
+                        1.5,
                     ),
+                    Check::at_most("contention wakeups/handoff", *wakeups_per_handoff, 1.1),
                 ]
             }
             Report::Waiters {
+                waiters,
                 connections,
                 rss_growth_mb,
                 all_acquired,
-                ..
             } => {
                 let mut checks = vec![Check::at_most(
                     "waiters connections",
@@ -360,7 +441,12 @@ impl Report {
                     3.0,
                 )];
                 if let Some(mb) = rss_growth_mb {
-                    checks.push(Check::at_most("waiters RSS growth (MiB)", *mb, 30.0));
+                    // 2 KiB per waiter: 20 MiB for the full run's 10,000.
+                    checks.push(Check::at_most(
+                        "waiters RSS growth per waiter (KiB)",
+                        ratio(mb * 1024.0, *waiters as f64),
+                        2.0,
+                    ));
                 }
                 checks.push(Check {
                     what: "waiters all acquired",
@@ -423,15 +509,29 @@ mod tests {
             p50_us: 1.5,
             p99_us: 2.0,
             rtt_p50_us: 1.0,
+            idle_rtt_p50_us: 1.25,
             rtt_p99_us: 1.0,
-            cold_rtt_p50_us: 1.0,
             split_p50_us: None,
             samples_us: vec![1.0, 2.0],
         };
         assert_eq!(
             r.json(),
-            r#"{"scenario":"handoff","p50_us":1.5,"p99_us":2.0,"rtt_p50_us":1.0}"#
+            r#"{"scenario":"handoff","p50_us":1.5,"p99_us":2.0,"rtt_p50_us":1.0,"idle_rtt_p50_us":1.25}"#
         );
+        let s = Report::ServerCost {
+            acquire_us: 12.0,
+            release_us: 8.0,
+            handoff_us: 16.0,
+            node_acquire_us: 10.0,
+            node_release_us: 8.0,
+            floor_us: (2.0, 4.0, 1.0),
+        };
+        assert_eq!(
+            s.json(),
+            r#"{"scenario":"server_cost","acquire_us":12.0,"release_us":8.0,"handoff_us":16.0,"node_acquire_us":10.0,"node_release_us":8.0}"#
+        );
+        // 1.2, 1.0 and 2.0 times Node's: all at their bound.
+        assert!(s.checks().iter().all(|c| c.met), "{:?}", s.checks());
         let w = Report::Waiters {
             waiters: 3,
             connections: 2,

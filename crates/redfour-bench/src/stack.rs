@@ -139,6 +139,106 @@ impl RawLock {
     }
 }
 
+/// Node redfour 1.0.5's acquire, command for command (its wire format; the Node library sends
+/// the same steps in a script of its own text): `EXISTS` the lock, and if it is free `INCR` the
+/// shared counter, `HMSET` the index into the lock hash and `PEXPIRE` it. KEYS: lock, counter;
+/// ARGV: ttl ms. Replies {1, index, ttl} or {0, -1, pttl}.
+const NODE_ACQUIRE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {0, -1, redis.call('PTTL', KEYS[1])}
+end
+local index = redis.call('INCR', KEYS[2])
+redis.call('HMSET', KEYS[1], 'index', index)
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
+return {1, index, tonumber(ARGV[1])}
+"#;
+
+/// Node redfour 1.0.5's release, command for command: `EXISTS`, `HGET` of the index, and when
+/// it is the caller's, `DEL` and `PUBLISH` of the lock key on the release channel. Node splices
+/// the channel into its script's source; here it travels as ARGV[2], which costs the server the
+/// same. KEYS: lock; ARGV: index, channel. Replies {1, 'released', index}, {1, 'expired', …} or
+/// {0, 'conflict', index}.
+const NODE_RELEASE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {1, 'expired', 'expired', 0}
+end
+local stored = tonumber(redis.call('HGET', KEYS[1], 'index'))
+if stored == tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], KEYS[1])
+  return {1, 'released', stored}
+end
+return {0, 'conflict', stored}
+"#;
+
+/// Node redfour's two scripts, driven from this client stack: what the server spends on a lock
+/// cycle of the Node library, in its layout (`{ns}:{id}`, counter `{ns}index`, channel
+/// `{ns}-release`). Clones share the connection.
+#[derive(Clone)]
+pub struct NodeLock {
+    conn: ConnectionManager,
+    acquire: redis::Script,
+    release: redis::Script,
+    counter: String,
+    channel: String,
+    ttl_ms: u64,
+}
+
+impl NodeLock {
+    /// Node's scripts on their own `ConnectionManager`, configured like redfour's, in the
+    /// namespace `ns`.
+    pub async fn connect(target: &Target, ns: &str) -> Result<Self> {
+        Ok(NodeLock {
+            conn: target.connection().await?,
+            acquire: redis::Script::new(NODE_ACQUIRE),
+            release: redis::Script::new(NODE_RELEASE),
+            counter: format!("{ns}index"),
+            channel: format!("{ns}-release"),
+            ttl_ms: BENCH_TTL.as_millis() as u64,
+        })
+    }
+
+    /// One acquire attempt of `key` (`{ns}:{id}`): the index when it was free.
+    pub async fn acquire(&mut self, key: &str) -> Result<Option<i64>> {
+        let reply: Vec<redis::Value> = self
+            .acquire
+            .key(key)
+            .key(&self.counter)
+            .arg(self.ttl_ms)
+            .invoke_async(&mut self.conn)
+            .await?;
+        match reply.as_slice() {
+            [redis::Value::Int(1), redis::Value::Int(index), ..] => Ok(Some(*index)),
+            [redis::Value::Int(0), ..] => Ok(None),
+            other => Err(format!("unexpected reply of Node's acquire: {other:?}").into()),
+        }
+    }
+
+    /// Releases `key` if it holds `index`; true when it was released.
+    pub async fn release(&mut self, key: &str, index: i64) -> Result<bool> {
+        let reply: Vec<redis::Value> = self
+            .release
+            .key(key)
+            .arg(index)
+            .arg(&self.channel)
+            .invoke_async(&mut self.conn)
+            .await?;
+        Ok(matches!(reply.first(), Some(redis::Value::Int(1)))
+            && matches!(reply.get(1), Some(redis::Value::BulkString(s)) if s == b"released"))
+    }
+
+    /// One full cycle on a key nobody else touches, failing unless both steps happened.
+    pub async fn cycle(&mut self, key: &str) -> Result<()> {
+        let Some(index) = self.acquire(key).await? else {
+            return Err(format!("Node acquire of the free key {key} failed").into());
+        };
+        if !self.release(key, index).await? {
+            return Err(format!("Node release of {key} did not release").into());
+        }
+        Ok(())
+    }
+}
+
 /// One redfour cycle on a key nobody else touches: `acquire_lock` then `release_lock`, failing
 /// unless both succeed.
 pub async fn redfour_cycle(client: &redfour::Client, id: &str) -> Result<()> {

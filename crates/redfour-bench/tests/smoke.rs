@@ -10,8 +10,29 @@ use serde_json::{Map, Value};
 const CONTRACT: &[(&str, &[&str])] = &[
     ("rtt", &["p50_us", "p99_us"]),
     ("uncontended", &["cycles_per_s", "raw_cycles_per_s"]),
-    ("parallel", &["tasks", "cycles_per_s", "raw_cycles_per_s"]),
-    ("handoff", &["p50_us", "p99_us", "rtt_p50_us"]),
+    (
+        "parallel",
+        &[
+            "tasks",
+            "cycles_per_s",
+            "raw_cycles_per_s",
+            "node_cycles_per_s",
+        ],
+    ),
+    (
+        "server_cost",
+        &[
+            "acquire_us",
+            "release_us",
+            "handoff_us",
+            "node_acquire_us",
+            "node_release_us",
+        ],
+    ),
+    (
+        "handoff",
+        &["p50_us", "p99_us", "rtt_p50_us", "idle_rtt_p50_us"],
+    ),
     (
         "contention",
         &[
@@ -22,6 +43,7 @@ const CONTRACT: &[(&str, &[&str])] = &[
             "max_acquisitions",
             "max_wait_ms",
             "wakeups_per_handoff",
+            "wait_p99_ms",
         ],
     ),
     (

@@ -124,7 +124,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
         p99_us: handoff.p99_us(),
         rtt_p50_us: rtt.p50_us(),
         rtt_p99_us: rtt.p99_us(),
-        cold_rtt_p50_us: cold.p50_us(),
+        idle_rtt_p50_us: cold.p50_us(),
         split_p50_us: split,
         samples_us: handoff
             .sorted_us()

@@ -11,6 +11,7 @@ use crate::Result;
 mod contention;
 mod handoff;
 mod rtt;
+mod server_cost;
 mod throughput;
 mod waiters;
 
@@ -23,6 +24,9 @@ pub enum Scenario {
     Uncontended,
     /// Concurrent acquire + release, one key per task, one client.
     Parallel,
+    /// Server execution time of each lock step, redfour's scripts beside Node redfour's.
+    #[value(name = "server_cost")]
+    ServerCost,
     /// Latency from a release to the waiting client holding the lock.
     Handoff,
     /// Several clients contending for one key: throughput, fairness, wakeups.
@@ -33,10 +37,11 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in running order.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Rtt,
         Scenario::Uncontended,
         Scenario::Parallel,
+        Scenario::ServerCost,
         Scenario::Handoff,
         Scenario::Contention,
         Scenario::Waiters,
@@ -48,6 +53,7 @@ impl Scenario {
             Scenario::Rtt => "rtt",
             Scenario::Uncontended => "uncontended",
             Scenario::Parallel => "parallel",
+            Scenario::ServerCost => "server_cost",
             Scenario::Handoff => "handoff",
             Scenario::Contention => "contention",
             Scenario::Waiters => "waiters",
@@ -60,6 +66,7 @@ impl Scenario {
             Scenario::Rtt => rtt::run(ctx).await,
             Scenario::Uncontended => throughput::uncontended(ctx).await,
             Scenario::Parallel => throughput::parallel(ctx).await,
+            Scenario::ServerCost => server_cost::run(ctx).await,
             Scenario::Handoff => handoff::run(ctx).await,
             Scenario::Contention => contention::run(ctx).await,
             Scenario::Waiters => waiters::run(ctx).await,
@@ -82,6 +89,8 @@ pub struct Params {
     pub uncontended_keys: usize,
     /// Tasks (and keys) of the parallel scenario.
     pub parallel_tasks: usize,
+    /// Steps of each batch of the server_cost scenario.
+    pub server_cost_steps: usize,
     /// Untimed handoffs before sampling (they also open the waiter's subscription).
     pub handoff_warmup: usize,
     /// Timed handoffs.
@@ -106,6 +115,7 @@ impl Params {
             ab_block: Duration::from_millis(500),
             uncontended_keys: 1000,
             parallel_tasks: 64,
+            server_cost_steps: 2000,
             handoff_warmup: 20,
             handoff_samples: 500,
             contention_workers: 8,
@@ -125,6 +135,7 @@ impl Params {
             ab_block: Duration::from_millis(100),
             uncontended_keys: 100,
             parallel_tasks: 64,
+            server_cost_steps: 50,
             handoff_warmup: 3,
             handoff_samples: 20,
             contention_workers: 8,

@@ -1,10 +1,11 @@
 //! `uncontended` and `parallel`: how many acquire + release cycles per second redfour does on
-//! free keys, against the raw baseline (`SET NX PX` + compare-and-delete) on the same stack.
+//! free keys, against the raw baseline (`SET NX PX` + compare-and-delete) on the same stack,
+//! and (`parallel`) against Node redfour's own two scripts on the same stack.
 //!
-//! Both sides run in alternating blocks (A B, B A, A B, …) so that slow drifts of the machine
-//! (another build starting, CPU frequency) hit both alike, and the medians of the per-block
-//! rates are reported. A short untimed block of each side comes first: it opens the
-//! connections and loads the scripts.
+//! The sides run in alternating blocks (A B, B A, A B, … with two sides; A B C, C B A, … with
+//! three) so that slow drifts of the machine (another build starting, CPU frequency) hit all
+//! alike, and the medians of the per-block rates are reported. A short untimed block of each
+//! side comes first: it opens the connections and loads the scripts.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::report::Report;
 use crate::scenarios::{Ctx, Params};
-use crate::stack::{redfour_cycle, RawLock};
+use crate::stack::{redfour_cycle, NodeLock, RawLock};
 use crate::stats::{median, round_to};
 use crate::Result;
 
@@ -21,6 +22,8 @@ use crate::Result;
 enum Side {
     Redfour,
     Raw,
+    /// Node redfour's acquire and release scripts (`stack::NodeLock`).
+    Node,
 }
 
 /// One block of the schedule.
@@ -32,29 +35,25 @@ struct Block {
     timed: bool,
 }
 
-/// An untimed warm-up block of each side, then `ab_rounds` rounds of one block per side in
-/// the order A B, B A, A B, … so that neither side always runs first.
-fn schedule(p: &Params) -> Vec<Block> {
+/// An untimed warm-up block of each side, then `ab_rounds` rounds of one block per side, in
+/// the order given in even rounds and reversed in odd ones, so that no side always runs first
+/// or last.
+fn schedule(p: &Params, sides: &[Side]) -> Vec<Block> {
     let warmup = p.ab_block / 4;
-    let mut blocks = vec![
-        Block {
-            side: Side::Redfour,
+    let mut blocks: Vec<Block> = sides
+        .iter()
+        .map(|&side| Block {
+            side,
             len: warmup,
             timed: false,
-        },
-        Block {
-            side: Side::Raw,
-            len: warmup,
-            timed: false,
-        },
-    ];
+        })
+        .collect();
     for round in 0..p.ab_rounds {
-        let sides = if round % 2 == 0 {
-            [Side::Redfour, Side::Raw]
-        } else {
-            [Side::Raw, Side::Redfour]
-        };
-        blocks.extend(sides.map(|side| Block {
+        let mut order = sides.to_vec();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        blocks.extend(order.into_iter().map(|side| Block {
             side,
             len: p.ab_block,
             timed: true,
@@ -69,19 +68,25 @@ impl Side {
     /// included in the script's own figure.
     fn commands(self) -> &'static [&'static str] {
         match self {
-            Side::Redfour => &["evalsha"],
+            Side::Redfour | Side::Node => &["evalsha"],
             Side::Raw => &["set", "evalsha"],
         }
     }
 }
 
+/// The per-block rates and server times of one side.
+#[derive(Default)]
+struct SideRates {
+    rates: Vec<f64>,
+    server_us: Vec<f64>,
+}
+
 /// The per-block rates and server times of each side, reduced to their medians.
 #[derive(Default)]
 struct Rates {
-    redfour: Vec<f64>,
-    raw: Vec<f64>,
-    redfour_server_us: Vec<f64>,
-    raw_server_us: Vec<f64>,
+    redfour: SideRates,
+    raw: SideRates,
+    node: SideRates,
 }
 
 impl Rates {
@@ -91,37 +96,39 @@ impl Rates {
         if !block.timed || cycles == 0 {
             return;
         }
-        let rate = cycles as f64 / elapsed.as_secs_f64();
-        let per_cycle = server_us.map(|us| us as f64 / cycles as f64);
-        let (rates, server) = match block.side {
-            Side::Redfour => (&mut self.redfour, &mut self.redfour_server_us),
-            Side::Raw => (&mut self.raw, &mut self.raw_server_us),
+        let side = match block.side {
+            Side::Redfour => &mut self.redfour,
+            Side::Raw => &mut self.raw,
+            Side::Node => &mut self.node,
         };
-        rates.push(rate);
-        server.extend(per_cycle);
+        side.rates.push(cycles as f64 / elapsed.as_secs_f64());
+        side.server_us
+            .extend(server_us.map(|us| us as f64 / cycles as f64));
     }
 
-    /// (redfour, raw) median cycles per second.
-    fn medians(&self) -> (f64, f64) {
-        (
-            round_to(median(&self.redfour), 1),
-            round_to(median(&self.raw), 1),
-        )
+    /// (redfour, raw, node) median cycles per second; 0 for a side that did not run.
+    fn medians(&self) -> (f64, f64, f64) {
+        let m = |s: &SideRates| round_to(median(&s.rates), 1);
+        (m(&self.redfour), m(&self.raw), m(&self.node))
     }
 
-    /// (redfour, raw) median server µs per cycle, when every block reported it.
+    /// (redfour, raw) median server µs per cycle, when every block of both reported it.
     fn server_medians(&self) -> Option<(f64, f64)> {
-        if self.redfour_server_us.len() != self.redfour.len()
-            || self.raw_server_us.len() != self.raw.len()
-            || self.redfour.is_empty()
-            || self.raw.is_empty()
-        {
+        let complete = |s: &SideRates| !s.rates.is_empty() && s.server_us.len() == s.rates.len();
+        if !complete(&self.redfour) || !complete(&self.raw) {
             return None;
         }
         Some((
-            round_to(median(&self.redfour_server_us), 2),
-            round_to(median(&self.raw_server_us), 2),
+            round_to(median(&self.redfour.server_us), 2),
+            round_to(median(&self.raw.server_us), 2),
         ))
+    }
+
+    /// Node's median server µs per cycle, when every Node block reported it.
+    fn node_server_median(&self) -> Option<f64> {
+        let s = &self.node;
+        (!s.rates.is_empty() && s.server_us.len() == s.rates.len())
+            .then(|| round_to(median(&s.server_us), 2))
     }
 }
 
@@ -150,7 +157,7 @@ pub async fn uncontended(ctx: &mut Ctx) -> Result<Report> {
     let mut rates = Rates::default();
     // Goes on across blocks: it rotates the keys and makes every raw token unique.
     let mut cycle = 0u64;
-    for block in schedule(&ctx.params) {
+    for block in schedule(&ctx.params, &[Side::Redfour, Side::Raw]) {
         let usec_before = server_usec(ctx, block.side).await?;
         let start = Instant::now();
         let end = start + block.len;
@@ -160,6 +167,7 @@ pub async fn uncontended(ctx: &mut Ctx) -> Result<Report> {
             match block.side {
                 Side::Redfour => redfour_cycle(&client, &ids[slot]).await?,
                 Side::Raw => raw.cycle(&raw_keys[slot], cycle).await?,
+                Side::Node => return Err("the uncontended scenario has no Node side".into()),
             }
             cycle += 1;
         }
@@ -168,7 +176,7 @@ pub async fn uncontended(ctx: &mut Ctx) -> Result<Report> {
         rates.record(block, cycle - first, elapsed, usec);
     }
 
-    let (cycles_per_s, raw_cycles_per_s) = rates.medians();
+    let (cycles_per_s, raw_cycles_per_s, _) = rates.medians();
     Ok(Report::Uncontended {
         cycles_per_s,
         raw_cycles_per_s,
@@ -184,9 +192,11 @@ pub async fn parallel(ctx: &mut Ctx) -> Result<Report> {
     client.ping().await?;
     let raw = RawLock::connect(&ctx.target).await?;
     let raw_ns = ctx.target.namespace(&format!("{NAME}-raw"));
+    let node_ns = ctx.target.namespace(&format!("{NAME}-node"));
+    let node = NodeLock::connect(&ctx.target, &node_ns).await?;
 
     let mut rates = Rates::default();
-    for block in schedule(&ctx.params) {
+    for block in schedule(&ctx.params, &[Side::Redfour, Side::Raw, Side::Node]) {
         let usec_before = server_usec(ctx, block.side).await?;
         let start = Instant::now();
         let end = start + block.len;
@@ -219,6 +229,18 @@ pub async fn parallel(ctx: &mut Ctx) -> Result<Report> {
                         Ok::<u64, crate::BoxError>(n)
                     });
                 }
+                Side::Node => {
+                    let mut node = node.clone();
+                    let key = format!("{node_ns}:{id}");
+                    set.spawn(async move {
+                        let mut n = 0u64;
+                        while Instant::now() < end {
+                            node.cycle(&key).await?;
+                            n += 1;
+                        }
+                        Ok::<u64, crate::BoxError>(n)
+                    });
+                }
             }
         }
         let mut cycles = 0;
@@ -230,12 +252,14 @@ pub async fn parallel(ctx: &mut Ctx) -> Result<Report> {
         rates.record(block, cycles, elapsed, usec);
     }
 
-    let (cycles_per_s, raw_cycles_per_s) = rates.medians();
+    let (cycles_per_s, raw_cycles_per_s, node_cycles_per_s) = rates.medians();
     Ok(Report::Parallel {
         tasks,
         cycles_per_s,
         raw_cycles_per_s,
+        node_cycles_per_s,
         server_us: rates.server_medians(),
+        node_server_us: rates.node_server_median(),
     })
 }
 
@@ -245,7 +269,7 @@ mod tests {
 
     #[test]
     fn schedule_alternates_after_warmup() {
-        let blocks = schedule(&Params::full());
+        let blocks = schedule(&Params::full(), &[Side::Redfour, Side::Raw]);
         let timed: Vec<Side> = blocks.iter().filter(|b| b.timed).map(|b| b.side).collect();
         assert_eq!(blocks.iter().filter(|b| !b.timed).count(), 2);
         assert_eq!(
@@ -254,5 +278,27 @@ mod tests {
         );
         let redfour = timed.iter().filter(|s| **s == Side::Redfour).count();
         assert_eq!(redfour * 2, timed.len());
+
+        let sides = [Side::Redfour, Side::Raw, Side::Node];
+        let blocks = schedule(&Params::full(), &sides);
+        let timed: Vec<Side> = blocks.iter().filter(|b| b.timed).map(|b| b.side).collect();
+        assert_eq!(blocks.iter().filter(|b| !b.timed).count(), 3);
+        assert_eq!(
+            &timed[..6],
+            &[
+                Side::Redfour,
+                Side::Raw,
+                Side::Node,
+                Side::Node,
+                Side::Raw,
+                Side::Redfour
+            ]
+        );
+        for side in sides {
+            assert_eq!(
+                timed.iter().filter(|s| **s == side).count() * 3,
+                timed.len()
+            );
+        }
     }
 }
