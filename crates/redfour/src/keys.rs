@@ -37,7 +37,7 @@ pub(crate) enum Layout {
     /// locks share a name.
     ///
     /// Every key expires. The counter lives one hour after the last index taken from it
-    /// (`REDFOUR_COUNTER_LIFE_MS` in `scripts/common.lua`): indexes are floored at the server
+    /// (`REDFOUR_COUNTER_LIFE_MS` in `scripts/grant.lua`): indexes are floored at the server
     /// clock, so a counter that expires loses nothing unless that clock steps back by more
     /// than that, and lock ids used once do not leave a key each forever. The scripts tell a
     /// per-lock counter from Node's shared one (which never expires: Node's wire format) by its

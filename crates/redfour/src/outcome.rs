@@ -185,7 +185,7 @@ pub(crate) fn parse_status(id: &str, key: &str, reply: Vec<redis::Value>) -> Res
 }
 
 /// Reads an index as stored in the hash, in the one form the scripts accept too
-/// (`redfour_is_index` in `scripts/common.lua`): plain decimal digits without a leading zero,
+/// (`redfour_is_index` in `scripts/lock.lua`): plain decimal digits without a leading zero,
 /// from 1 to [`MAX_INDEX`](crate::MAX_INDEX). This library and Node redfour write nothing else
 /// (Node's index is an `INCR` result that Redis formats with `%.17g`: plain digits below 1e17),
 /// so `1e3`, `0x10`, ` 5`, `05`, `1.0`, `0` and `-5` are corrupt data, whoever reads them.

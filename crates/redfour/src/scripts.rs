@@ -58,7 +58,8 @@ impl Eval {
     }
 }
 
-/// A script made of shared Lua functions followed by its own body.
+/// A script made of shared Lua functions followed by its own body (a script carries only the
+/// functions it calls: the server defines each again on every call).
 macro_rules! script {
     ($($part:literal),+) => {
         LazyLock::new(|| redis::Script::new(concat!($(include_str!($part)),+)))
@@ -81,19 +82,29 @@ pub(crate) struct ScriptSet {
 macro_rules! script_set {
     ($publish:literal) => {
         ScriptSet {
-            acquire: script!("scripts/common.lua", "scripts/acquire.lua"),
-            release: script!($publish, "scripts/common.lua", "scripts/release.lua"),
-            renew: script!("scripts/common.lua", "scripts/renew.lua"),
+            acquire: script!(
+                "scripts/lock.lua",
+                "scripts/grant.lua",
+                "scripts/acquire.lua"
+            ),
+            release: script!($publish, "scripts/lock.lua", "scripts/release.lua"),
+            renew: script!("scripts/lock.lua", "scripts/renew.lua"),
             status: script!("scripts/status.lua"),
+            // Each fair script handles its usual case before the functions that only the
+            // other cases need are defined (see fair_acquire_free.lua).
             fair_acquire: script!(
                 $publish,
-                "scripts/common.lua",
+                "scripts/lock.lua",
+                "scripts/grant.lua",
+                "scripts/fair_acquire_free.lua",
                 "scripts/fair_common.lua",
                 "scripts/fair_acquire.lua"
             ),
             fair_release: script!(
                 $publish,
-                "scripts/common.lua",
+                "scripts/lock.lua",
+                "scripts/fair_release_alone.lua",
+                "scripts/grant.lua",
                 "scripts/fair_common.lua",
                 "scripts/fair_release.lua"
             ),
@@ -109,20 +120,23 @@ pub(crate) static CLUSTER: ScriptSet = script_set!("scripts/spublish.lua");
 
 /// Redlock's second step on each granting master (see `redlock_adopt.lua`).
 pub(crate) static REDLOCK_ADOPT: LazyLock<Script> =
-    script!("scripts/common.lua", "scripts/redlock_adopt.lua");
+    script!("scripts/lock.lua", "scripts/redlock_adopt.lua");
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn scripts_do_not_splice_names() {
         for src in [
-            include_str!("scripts/common.lua"),
+            include_str!("scripts/lock.lua"),
+            include_str!("scripts/grant.lua"),
             include_str!("scripts/acquire.lua"),
             include_str!("scripts/release.lua"),
             include_str!("scripts/renew.lua"),
             include_str!("scripts/status.lua"),
             include_str!("scripts/fair_common.lua"),
+            include_str!("scripts/fair_acquire_free.lua"),
             include_str!("scripts/fair_acquire.lua"),
+            include_str!("scripts/fair_release_alone.lua"),
             include_str!("scripts/fair_release.lua"),
             include_str!("scripts/fair_leave.lua"),
             include_str!("scripts/publish.lua"),

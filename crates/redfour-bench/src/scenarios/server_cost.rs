@@ -34,7 +34,9 @@ const NAME: &str = "server_cost";
 /// and shared functions first), to queue a waiter that no client serves.
 const FAIR_ACQUIRE: &str = concat!(
     include_str!("../../../redfour/src/scripts/publish.lua"),
-    include_str!("../../../redfour/src/scripts/common.lua"),
+    include_str!("../../../redfour/src/scripts/lock.lua"),
+    include_str!("../../../redfour/src/scripts/grant.lua"),
+    include_str!("../../../redfour/src/scripts/fair_acquire_free.lua"),
     include_str!("../../../redfour/src/scripts/fair_common.lua"),
     include_str!("../../../redfour/src/scripts/fair_acquire.lua"),
 );

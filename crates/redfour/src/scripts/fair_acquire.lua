@@ -7,14 +7,9 @@
 -- Returns {1, index, ttl} acquired; {2, index, pttl} the lock was already handed to this
 -- waiter (its notice was lost or is late; the lock is marked as taken, so that the notice, when
 -- it comes, cannot pass it on); {0, -1, pttl, holder's index} held by someone else.
+-- The usual case, a free lock with nobody queued, has been taken by fair_acquire_free.lua.
 local key, counter, queue, entries = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local token = ARGV[2]
--- The usual case first: the lock is free and nobody queues.
-if redis.call('EXISTS', key, queue) == 0 then
-  local index = redfour_grant(key, counter, redfour_now_us(), ARGV[1], ARGV, 6, false)
-  return {1, index, tonumber(ARGV[1])}
-end
-
 local ttl = tonumber(ARGV[1])
 local now_us = nil
 local pttl, holder = redfour_lock(key)

@@ -1,4 +1,4 @@
--- Shared functions of the fair-queue scripts (prepended, after common.lua, to each of them).
+-- Shared functions of the fair-queue scripts (prepended to each, after lock.lua and grant.lua).
 -- The queue of a lock is a list of waiter tokens in FIFO order (KEYS[3]) and a hash from token
 -- to the waiter's entry (KEYS[4]): {t = ttl ms, e = expiry in server ms, c = handoff channel,
 -- m = holder metadata as field, value pairs}. Entries expire on the server's clock.
@@ -37,10 +37,14 @@ end
 -- now_us or nil) when nobody waits. Reads come before any write (LINDEX and HGET fail on keys
 -- of another type before anything changed), and the clock is read only once there is an entry
 -- to judge, so that a release with an empty queue stays cheap. The live head stays queued:
--- `redfour_take_head` removes it once nothing else can fail.
-local function redfour_live_head(queue, entries, now_us)
+-- `redfour_take_head` removes it once nothing else can fail. `first` is the queue's first
+-- token when the caller has just read it (false: the queue is empty), nil to read it here.
+local function redfour_live_head(queue, entries, now_us, first)
+  local head = first
   while true do
-    local head = redis.call('LINDEX', queue, 0)
+    if head == nil then
+      head = redis.call('LINDEX', queue, 0)
+    end
     if not head then
       return false, nil, now_us
     end
@@ -55,6 +59,7 @@ local function redfour_live_head(queue, entries, now_us)
     end
     redis.call('LPOP', queue)
     redis.call('HDEL', entries, head)
+    head = nil
   end
 end
 

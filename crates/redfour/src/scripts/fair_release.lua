@@ -5,12 +5,10 @@
 -- ARGV[4] (optional) a waiter token: pass on a lock handed to that waiter only while it is
 -- still unclaimed (the waiter left without using it).
 -- Returns {1, 'released', index}, {1, 'expired', -1} or {0, 'conflict', holder's index}.
+-- fair_release_alone.lua ran first: it released the lock when nobody queues, and left the
+-- lock's `pttl` and stored index `raw` (the lock exists), and the queue's `head` when read.
 local key, counter, queue, entries = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 -- The caller's index is compared as a string, as in release.lua.
-local _, raw = redfour_lock(key)
-if not raw then
-  return {1, 'expired', -1}
-end
 local stored = tonumber(raw)
 if raw ~= ARGV[1] then
   return {0, 'conflict', stored}
@@ -20,13 +18,14 @@ if ARGV[4] and redis.call('HGET', key, 'handoff') ~= ARGV[4] then
 end
 -- Everything that can fail on foreign data (the queue's keys, the counter) runs before the
 -- lock is deleted.
-local head, entry, now_us = redfour_live_head(queue, entries, nil)
+local entry, now_us
+head, entry, now_us = redfour_live_head(queue, entries, nil, head)
 if head then
   local index = redfour_next_index(key, counter, now_us)
   redfour_handoff(key, queue, entries, head, entry, now_us, tonumber(ARGV[3]), index)
 else
   redis.call('DEL', key)
-  -- Nobody queues (Node waiters never do): wake everyone listening, as Node redfour does.
+  -- Every queued waiter was dead: wake everyone listening, as when nobody queues.
   redfour_publish(ARGV[2], key)
 end
 return {1, 'released', stored}

@@ -51,8 +51,8 @@ async fn every_operation_is_corrupt(locks: &Client) {
 }
 
 /// Stored `index` values and the one verdict every operation gives them: held by that index, or
-/// corrupt (`None`). The grammar is `parse_index` in lock.rs and `redfour_is_index` in
-/// common.lua: plain decimal, 1 to 2^53 − 1. `status` reads the index in Rust, the other
+/// corrupt (`None`). The grammar is `parse_index` in outcome.rs and `redfour_is_index` in
+/// lock.lua: plain decimal, 1 to 2^53 − 1. `status` reads the index in Rust, the other
 /// operations in Lua, so this table holds both to the same answer.
 const STORED_INDEXES: &[(&str, Option<i64>)] = &[
     ("1", Some(1)),

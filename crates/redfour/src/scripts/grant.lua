@@ -1,58 +1,9 @@
--- Shared functions of every redfour script (prepended to each of them).
--- Errors are raised as {err = 'CODE message'}: REDFOUR_WRONGTYPE for a key holding another
--- type, REDFOUR_CORRUPT for unusable contents; the same codes with _COUNTER when the key is the
--- fencing counter rather than the lock. Foreign data is never written over.
-
--- Raises a failed `redis.pcall`'s error as it is unless it says the key holds another type:
--- a refused command (an ACL without it, OOM) is not foreign data.
-local function redfour_unless_wrongtype(reply)
-  if string.sub(reply.err, 1, 9) ~= 'WRONGTYPE' then
-    error(reply)
-  end
-end
+-- Granting a lock: the fencing index and the new holder's hash (prepended, after lock.lua, to
+-- the scripts that grant). Errors as in lock.lua.
 
 local function redfour_now_us()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-
--- Whether `raw` is a stored index in the one form this library accepts (`parse_index` in
--- lock.rs is the same grammar): a decimal integer from 1 to 2^53-1 (so that JavaScript reads it
--- exactly), without sign, leading zeros, blanks, fraction or exponent. It is what this library
--- writes, and what Node redfour writes too (an INCR result through a Lua number, which Redis
--- formats with %.17g: plain digits below 1e17). Being canonical, an index compares as a string,
--- which a Lua number (a double) could not do exactly for every value.
-local function redfour_is_index(raw)
-  return string.len(raw) <= 16 and string.find(raw, '^[1-9]%d*$') ~= nil
-    and tonumber(raw) <= 9007199254740991
-end
-
--- The lock at `key`: -2 when there is none; otherwise its remaining ttl and its index (as
--- stored, in the form `redfour_is_index` accepts). Anything else is foreign or corrupt data,
--- refused with the same verdict by every script and by `status`: a key of another type, a hash
--- without a valid index, a hash without expiry (it would never go away). The checks run in
--- the order `parse_status` in lock.rs uses, so that both name the same fault.
-local function redfour_lock(key)
-  local pttl = redis.call('PTTL', key)
-  if pttl == -2 then
-    return -2, nil
-  end
-  local raw = redis.pcall('HGET', key, 'index')
-  if type(raw) == 'table' then
-    redfour_unless_wrongtype(raw)
-    error({err = 'REDFOUR_WRONGTYPE the lock key holds a '
-      .. redis.call('TYPE', key)['ok'] .. ', not a hash'})
-  end
-  if not raw then
-    error({err = 'REDFOUR_CORRUPT the lock hash has no index field'})
-  end
-  if not redfour_is_index(raw) then
-    error({err = 'REDFOUR_CORRUPT the lock hash has an index that is not an integer from 1 to 2^53-1'})
-  end
-  if pttl < 0 then
-    error({err = 'REDFOUR_CORRUPT the lock hash has no expiry'})
-  end
-  return pttl, raw
 end
 
 -- How long a per-lock counter (the cluster layout's `{ns:id}:index`) lives after the last index
@@ -104,7 +55,9 @@ end
 -- before any write. A per-lock counter gets (back) its expiry with every index taken from it.
 local function redfour_next_index(key, counter, now_us)
   local index = redfour_counter_next(counter, now_us)
-  if counter == key .. ':index' then
+  -- The lengths first: building the string costs more than the call it saves in the Node
+  -- layout, whose counter is never 6 bytes longer than a lock key of its namespace.
+  if #counter == #key + 6 and counter == key .. ':index' then
     redis.call('PEXPIRE', counter, REDFOUR_COUNTER_LIFE_MS)
   end
   return index
