@@ -91,6 +91,8 @@ pub struct Params {
     pub parallel_tasks: usize,
     /// Steps of each batch of the server_cost scenario.
     pub server_cost_steps: usize,
+    /// Rounds of the server_cost scenario (one batch of each kind of step per round).
+    pub server_cost_rounds: usize,
     /// Untimed handoffs before sampling (they also open the waiter's subscription).
     pub handoff_warmup: usize,
     /// Timed handoffs.
@@ -115,7 +117,8 @@ impl Params {
             ab_block: Duration::from_millis(500),
             uncontended_keys: 1000,
             parallel_tasks: 64,
-            server_cost_steps: 2000,
+            server_cost_steps: 700,
+            server_cost_rounds: 7,
             handoff_warmup: 20,
             handoff_samples: 500,
             contention_workers: 8,
@@ -136,6 +139,7 @@ impl Params {
             uncontended_keys: 100,
             parallel_tasks: 64,
             server_cost_steps: 50,
+            server_cost_rounds: 1,
             handoff_warmup: 3,
             handoff_samples: 20,
             contention_workers: 8,

@@ -3,9 +3,13 @@
 //!
 //! Redis runs every script on its single thread, so the server time of a step is what caps a
 //! busy Redis however many clients there are. Each batch runs `server_cost_steps` steps of one
-//! kind, one at a time on one connection, with nothing else running, and reports the server's
-//! execution time of the batch's commands divided by the steps (a script's figure includes the
-//! commands it calls):
+//! kind on fresh keys, 16 at a time on one connection (pipelined, as on a busy server: a server
+//! woken for every single command runs each one slower), with nothing else running, and takes
+//! the server's execution time of the batch's commands divided by the steps (a script's figure
+//! includes the commands it calls). A round runs one batch of every kind in turn, and the
+//! report gives each kind's least time over `server_cost_rounds` rounds: interference from the
+//! rest of a shared machine only ever adds time, and it comes in spells that would otherwise
+//! land on one kind and not another (the medians of the same runs swing by a third).
 //!
 //! - `acquire_us`: redfour's `acquire_lock` of a free lock (the library's defaults: with the
 //!   fair queue, the fair acquire script);
@@ -20,7 +24,11 @@
 //! - (not in the JSON) the raw baseline's `SET NX PX` and compare-and-delete, and `PING`, the
 //!   floor of any command.
 
+use std::future::Future;
+use std::sync::Arc;
+
 use redis::aio::ConnectionManager;
+use tokio::task::JoinSet;
 
 use crate::report::Report;
 use crate::scenarios::Ctx;
@@ -30,8 +38,12 @@ use crate::Result;
 
 const NAME: &str = "server_cost";
 
+/// Steps of a batch in flight at once.
+const CONCURRENCY: usize = 16;
+
 /// The library's fair acquire script, composed as the library composes it (its notice prelude
-/// and shared functions first), to queue a waiter that no client serves.
+/// and shared functions first; see `ScriptSet` in the library's scripts.rs), to queue a waiter
+/// that no client serves.
 const FAIR_ACQUIRE: &str = concat!(
     include_str!("../../../redfour/src/scripts/publish.lua"),
     include_str!("../../../redfour/src/scripts/lock.lua"),
@@ -41,100 +53,244 @@ const FAIR_ACQUIRE: &str = concat!(
     include_str!("../../../redfour/src/scripts/fair_acquire.lua"),
 );
 
-/// Runs the batches.
+/// The kinds of step, in the order a round runs them.
+const KINDS: usize = 8;
+const ACQUIRE: usize = 0;
+const RELEASE: usize = 1;
+const HANDOFF: usize = 2;
+const NODE_ACQUIRE: usize = 3;
+const NODE_RELEASE: usize = 4;
+const RAW_SET: usize = 5;
+const RAW_RELEASE: usize = 6;
+const PING: usize = 7;
+
+/// Runs the rounds.
 pub async fn run(ctx: &mut Ctx) -> Result<Report> {
     let n = ctx.params.server_cost_steps;
     let ns = ctx.target.namespace(NAME);
     let client = ctx.target.client(NAME)?;
     let node_ns = ctx.target.namespace(&format!("{NAME}-node"));
-    let mut node = NodeLock::connect(&ctx.target, &node_ns).await?;
-    let mut raw = RawLock::connect(&ctx.target).await?;
+    let node = NodeLock::connect(&ctx.target, &node_ns).await?;
+    let raw = RawLock::connect(&ctx.target).await?;
     let raw_ns = ctx.target.namespace(&format!("{NAME}-raw"));
     let mut conn = ctx.target.connection().await?;
 
     // Warm up: connections open, every script loaded, so that no batch pays a `NOSCRIPT`.
     let warm = client.acquire_lock("warm", BENCH_TTL).await?;
     client.release_lock("warm", warm.index).await?;
-    node.cycle(&format!("{node_ns}:warm")).await?;
-    raw.cycle(&format!("{raw_ns}:warm"), 0).await?;
+    node.clone().cycle(&format!("{node_ns}:warm")).await?;
+    raw.clone().cycle(&format!("{raw_ns}:warm"), 0).await?;
     let fair_acquire = redis::Script::new(FAIR_ACQUIRE);
     fair_acquire.load_async(&mut conn).await?;
+    let fair_acquire = Arc::new(fair_acquire);
 
-    let ids: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+    let fair = ctx.target.fair;
+    let mut per_step: Vec<Vec<f64>> = vec![Vec::new(); KINDS];
+    for round in 0..ctx.params.server_cost_rounds {
+        let ids: Arc<[String]> = (0..n).map(|i| format!("k{round}-{i}")).collect();
+        let mut usec = Usec::new(ctx, n);
 
-    let (acquire_us, held) = {
-        let before = ctx.admin.command_usec(&["evalsha"]).await?;
-        let held = acquire_all(&client, &ids).await?;
-        (
-            per_step(before, ctx.admin.command_usec(&["evalsha"]).await?, n),
-            held,
-        )
-    };
+        // redfour: acquire, release with nobody queued.
+        usec.start(&["evalsha"]).await?;
+        let held = spread(n, {
+            let (client, ids) = (client.clone(), ids.clone());
+            move |i| acquire(client.clone(), ids[i].clone())
+        })
+        .await?;
+        usec.stop(&mut per_step[ACQUIRE]).await?;
+        usec.start(&["evalsha"]).await?;
+        spread(n, {
+            let (client, ids, held) = (client.clone(), ids.clone(), Arc::new(held));
+            move |i| release(client.clone(), ids[i].clone(), held[i])
+        })
+        .await?;
+        usec.stop(&mut per_step[RELEASE]).await?;
 
-    let before = ctx.admin.command_usec(&["evalsha"]).await?;
-    release_all(&client, &ids, &held).await?;
-    let release_us = per_step(before, ctx.admin.command_usec(&["evalsha"]).await?, n);
-
-    let held = acquire_all(&client, &ids).await?;
-    if ctx.target.fair {
-        for (i, id) in ids.iter().enumerate() {
-            queue_waiter(&mut conn, &fair_acquire, &ns, id, i).await?;
+        // redfour: every lock held again, one waiter queued behind each, released.
+        let held = Arc::new(
+            spread(n, {
+                let (client, ids) = (client.clone(), ids.clone());
+                move |i| acquire(client.clone(), ids[i].clone())
+            })
+            .await?,
+        );
+        if fair {
+            spread(n, {
+                let (conn, script, ids, ns) =
+                    (conn.clone(), fair_acquire.clone(), ids.clone(), ns.clone());
+                move |i| {
+                    let (mut conn, script, ns, id) =
+                        (conn.clone(), script.clone(), ns.clone(), ids[i].clone());
+                    async move { queue_waiter(&mut conn, &script, &ns, &id, i).await }
+                }
+            })
+            .await?;
         }
-    }
-    let before = ctx.admin.command_usec(&["evalsha"]).await?;
-    release_all(&client, &ids, &held).await?;
-    let handoff_us = per_step(before, ctx.admin.command_usec(&["evalsha"]).await?, n);
+        usec.start(&["evalsha"]).await?;
+        spread(n, {
+            let (client, ids) = (client.clone(), ids.clone());
+            move |i| release(client.clone(), ids[i].clone(), held[i])
+        })
+        .await?;
+        usec.stop(&mut per_step[HANDOFF]).await?;
 
-    let keys: Vec<String> = ids.iter().map(|id| format!("{node_ns}:{id}")).collect();
-    let before = ctx.admin.command_usec(&["evalsha"]).await?;
-    let mut indexes = Vec::with_capacity(n);
-    for key in &keys {
-        let index = node
-            .acquire(key)
-            .await?
-            .ok_or_else(|| format!("Node's acquire of the free key {key} failed"))?;
-        indexes.push(index);
-    }
-    let node_acquire_us = per_step(before, ctx.admin.command_usec(&["evalsha"]).await?, n);
-    let before = ctx.admin.command_usec(&["evalsha"]).await?;
-    for (key, index) in keys.iter().zip(&indexes) {
-        if !node.release(key, *index).await? {
-            return Err(format!("Node's release of {key} did not release").into());
-        }
-    }
-    let node_release_us = per_step(before, ctx.admin.command_usec(&["evalsha"]).await?, n);
+        // Node redfour's scripts.
+        let keys: Arc<[String]> = ids.iter().map(|id| format!("{node_ns}:{id}")).collect();
+        usec.start(&["evalsha"]).await?;
+        let indexes = spread(n, {
+            let (node, keys) = (node.clone(), keys.clone());
+            move |i| {
+                let (mut node, key) = (node.clone(), keys[i].clone());
+                async move {
+                    node.acquire(&key).await?.ok_or_else(|| {
+                        format!("Node's acquire of the free key {key} failed").into()
+                    })
+                }
+            }
+        })
+        .await?;
+        usec.stop(&mut per_step[NODE_ACQUIRE]).await?;
+        usec.start(&["evalsha"]).await?;
+        spread(n, {
+            let (node, keys, indexes) = (node.clone(), keys.clone(), Arc::new(indexes));
+            move |i| {
+                let (mut node, key, index) = (node.clone(), keys[i].clone(), indexes[i]);
+                async move {
+                    if node.release(&key, index).await? {
+                        Ok(())
+                    } else {
+                        Err(format!("Node's release of {key} did not release").into())
+                    }
+                }
+            }
+        })
+        .await?;
+        usec.stop(&mut per_step[NODE_RELEASE]).await?;
 
-    let keys: Vec<String> = ids.iter().map(|id| format!("{raw_ns}:{id}")).collect();
-    let before = ctx.admin.command_usec(&["set"]).await?;
-    for (token, key) in keys.iter().enumerate() {
-        if !raw.acquire(key, token as u64).await? {
-            return Err(format!("raw acquire of the free key {key} failed").into());
-        }
+        // The raw baseline, and PING.
+        let keys: Arc<[String]> = ids.iter().map(|id| format!("{raw_ns}:{id}")).collect();
+        usec.start(&["set"]).await?;
+        spread(n, {
+            let (raw, keys) = (raw.clone(), keys.clone());
+            move |i| {
+                let (mut raw, key) = (raw.clone(), keys[i].clone());
+                async move {
+                    if raw.acquire(&key, i as u64).await? {
+                        Ok(())
+                    } else {
+                        Err(format!("raw acquire of the free key {key} failed").into())
+                    }
+                }
+            }
+        })
+        .await?;
+        usec.stop(&mut per_step[RAW_SET]).await?;
+        usec.start(&["evalsha"]).await?;
+        spread(n, {
+            let (raw, keys) = (raw.clone(), keys.clone());
+            move |i| {
+                let (mut raw, key) = (raw.clone(), keys[i].clone());
+                async move {
+                    if raw.release(&key, i as u64).await? {
+                        Ok(())
+                    } else {
+                        Err(format!("raw release of {key} deleted nothing").into())
+                    }
+                }
+            }
+        })
+        .await?;
+        usec.stop(&mut per_step[RAW_RELEASE]).await?;
+        usec.start(&["ping"]).await?;
+        spread(n, {
+            let conn = conn.clone();
+            move |_| {
+                let mut conn = conn.clone();
+                async move {
+                    redis::cmd("PING").query_async::<()>(&mut conn).await?;
+                    Ok(())
+                }
+            }
+        })
+        .await?;
+        usec.stop(&mut per_step[PING]).await?;
     }
-    let set_us = per_step(before, ctx.admin.command_usec(&["set"]).await?, n);
-    let before = ctx.admin.command_usec(&["evalsha"]).await?;
-    for (token, key) in keys.iter().enumerate() {
-        if !raw.release(key, token as u64).await? {
-            return Err(format!("raw release of {key} deleted nothing").into());
-        }
-    }
-    let cad_us = per_step(before, ctx.admin.command_usec(&["evalsha"]).await?, n);
 
-    let before = ctx.admin.command_usec(&["ping"]).await?;
-    for _ in 0..n {
-        redis::cmd("PING").query_async::<()>(&mut conn).await?;
+    if per_step.iter().any(Vec::is_empty) {
+        return Err("the server does not report INFO commandstats".into());
     }
-    let ping_us = per_step(before, ctx.admin.command_usec(&["ping"]).await?, n);
-
-    let known = |v: Option<f64>| v.ok_or("the server does not report INFO commandstats");
+    let m = |kind: usize| round_to(per_step[kind].iter().copied().fold(f64::MAX, f64::min), 2);
     Ok(Report::ServerCost {
-        acquire_us: known(acquire_us)?,
-        release_us: known(release_us)?,
-        handoff_us: known(handoff_us)?,
-        node_acquire_us: known(node_acquire_us)?,
-        node_release_us: known(node_release_us)?,
-        floor_us: (known(set_us)?, known(cad_us)?, known(ping_us)?),
+        acquire_us: m(ACQUIRE),
+        release_us: m(RELEASE),
+        handoff_us: m(HANDOFF),
+        node_acquire_us: m(NODE_ACQUIRE),
+        node_release_us: m(NODE_RELEASE),
+        floor_us: (m(RAW_SET), m(RAW_RELEASE), m(PING)),
     })
+}
+
+/// Reads the server's execution time around one batch.
+struct Usec<'a> {
+    ctx: &'a mut Ctx,
+    steps: usize,
+    names: &'static [&'static str],
+    before: Option<u64>,
+}
+
+impl<'a> Usec<'a> {
+    fn new(ctx: &'a mut Ctx, steps: usize) -> Self {
+        Usec {
+            ctx,
+            steps,
+            names: &[],
+            before: None,
+        }
+    }
+
+    /// Notes the summed `usec` of the commands `names` before a batch.
+    async fn start(&mut self, names: &'static [&'static str]) -> Result<()> {
+        self.names = names;
+        self.before = self.ctx.admin.command_usec(names).await?;
+        Ok(())
+    }
+
+    /// Adds the batch's µs per step to `into`, when the server reported both readings.
+    async fn stop(&mut self, into: &mut Vec<f64>) -> Result<()> {
+        let after = self.ctx.admin.command_usec(self.names).await?;
+        into.extend(per_step(self.before, after, self.steps));
+        Ok(())
+    }
+}
+
+/// Runs `step(0)` … `step(n - 1)`, [`CONCURRENCY`] at a time; their results in order.
+async fn spread<T, F, Fut>(n: usize, step: F) -> Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<T>> + Send + 'static,
+{
+    let mut set = JoinSet::new();
+    for lane in 0..CONCURRENCY.min(n) {
+        let step = step.clone();
+        set.spawn(async move {
+            let mut done = Vec::new();
+            for i in (lane..n).step_by(CONCURRENCY) {
+                done.push((i, step(i).await?));
+            }
+            Ok::<_, crate::BoxError>(done)
+        });
+    }
+    let mut results: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    while let Some(lane) = set.join_next().await {
+        for (i, result) in lane?? {
+            results[i] = Some(result);
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.ok_or_else(|| "a step of the batch did not run".into()))
+        .collect()
 }
 
 /// µs per step between two readings of the summed `usec`, when both exist.
@@ -143,26 +299,20 @@ fn per_step(before: Option<u64>, after: Option<u64>, steps: usize) -> Option<f64
     Some(round_to(spent as f64 / steps.max(1) as f64, 2))
 }
 
-/// Takes every lock in `ids` (all free), one at a time; their indexes.
-async fn acquire_all(client: &redfour::Client, ids: &[String]) -> Result<Vec<i64>> {
-    let mut held = Vec::with_capacity(ids.len());
-    for id in ids {
-        let lock = client.acquire_lock(id, BENCH_TTL).await?;
-        if !lock.success {
-            return Err(format!("redfour's acquire of the free lock {id} failed").into());
-        }
-        held.push(lock.index);
+/// Takes the free lock `id`; its index.
+async fn acquire(client: redfour::Client, id: String) -> Result<i64> {
+    let lock = client.acquire_lock(&id, BENCH_TTL).await?;
+    if !lock.success {
+        return Err(format!("redfour's acquire of the free lock {id} failed").into());
     }
-    Ok(held)
+    Ok(lock.index)
 }
 
-/// Releases every lock in `ids` with its index, one at a time.
-async fn release_all(client: &redfour::Client, ids: &[String], held: &[i64]) -> Result<()> {
-    for (id, index) in ids.iter().zip(held) {
-        let released = client.release_lock(id, *index).await?;
-        if released.result != redfour::ReleaseOutcome::Released {
-            return Err(format!("redfour's release of {id} answered {}", released.result).into());
-        }
+/// Releases the lock `id` held with `index`.
+async fn release(client: redfour::Client, id: String, index: i64) -> Result<()> {
+    let released = client.release_lock(&id, index).await?;
+    if released.result != redfour::ReleaseOutcome::Released {
+        return Err(format!("redfour's release of {id} answered {}", released.result).into());
     }
     Ok(())
 }
