@@ -33,10 +33,10 @@ const TTL: Duration = Duration::from_secs(30);
 
 /// The library's fair acquire script, as the library builds it (shared functions first).
 const FAIR_ACQUIRE: &str = concat!(
+    include_str!("../../redfour/src/scripts/fair_acquire_free.lua"),
     include_str!("../../redfour/src/scripts/publish.lua"),
     include_str!("../../redfour/src/scripts/lock.lua"),
     include_str!("../../redfour/src/scripts/grant.lua"),
-    include_str!("../../redfour/src/scripts/fair_acquire_free.lua"),
     include_str!("../../redfour/src/scripts/fair_common.lua"),
     include_str!("../../redfour/src/scripts/fair_acquire.lua"),
 );

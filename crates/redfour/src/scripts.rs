@@ -90,20 +90,20 @@ macro_rules! script_set {
             release: script!($publish, "scripts/lock.lua", "scripts/release.lua"),
             renew: script!("scripts/lock.lua", "scripts/renew.lua"),
             status: script!("scripts/status.lua"),
-            // Each fair script handles its usual case before the functions that only the
-            // other cases need are defined (see fair_acquire_free.lua).
+            // The fair scripts take their usual case first, written out, before the
+            // shared functions are defined (see fair_acquire_free.lua).
             fair_acquire: script!(
+                "scripts/fair_acquire_free.lua",
                 $publish,
                 "scripts/lock.lua",
                 "scripts/grant.lua",
-                "scripts/fair_acquire_free.lua",
                 "scripts/fair_common.lua",
                 "scripts/fair_acquire.lua"
             ),
             fair_release: script!(
                 $publish,
-                "scripts/lock.lua",
                 "scripts/fair_release_alone.lua",
+                "scripts/lock.lua",
                 "scripts/grant.lua",
                 "scripts/fair_common.lua",
                 "scripts/fair_release.lua"
@@ -124,6 +124,22 @@ pub(crate) static REDLOCK_ADOPT: LazyLock<Script> =
 
 #[cfg(test)]
 mod tests {
+    /// The fair acquire's usual case writes a per-lock counter's expiry itself, ahead of
+    /// grant.lua's constant: the two must agree.
+    #[test]
+    fn the_counter_life_is_one_figure() {
+        let grant = include_str!("scripts/grant.lua");
+        let life = grant
+            .lines()
+            .find_map(|l| l.strip_prefix("local REDFOUR_COUNTER_LIFE_MS = "))
+            .expect("grant.lua defines REDFOUR_COUNTER_LIFE_MS");
+        let free = include_str!("scripts/fair_acquire_free.lua");
+        assert!(
+            free.contains(&format!("redis.call('PEXPIRE', KEYS[2], {life})")),
+            "fair_acquire_free.lua must expire a per-lock counter after {life} ms"
+        );
+    }
+
     #[test]
     fn scripts_do_not_splice_names() {
         for src in [

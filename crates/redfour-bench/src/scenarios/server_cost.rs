@@ -45,10 +45,10 @@ const CONCURRENCY: usize = 16;
 /// and shared functions first; see `ScriptSet` in the library's scripts.rs), to queue a waiter
 /// that no client serves.
 const FAIR_ACQUIRE: &str = concat!(
+    include_str!("../../../redfour/src/scripts/fair_acquire_free.lua"),
     include_str!("../../../redfour/src/scripts/publish.lua"),
     include_str!("../../../redfour/src/scripts/lock.lua"),
     include_str!("../../../redfour/src/scripts/grant.lua"),
-    include_str!("../../../redfour/src/scripts/fair_acquire_free.lua"),
     include_str!("../../../redfour/src/scripts/fair_common.lua"),
     include_str!("../../../redfour/src/scripts/fair_acquire.lua"),
 );

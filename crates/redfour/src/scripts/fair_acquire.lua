@@ -7,7 +7,8 @@
 -- Returns {1, index, ttl} acquired; {2, index, pttl} the lock was already handed to this
 -- waiter (its notice was lost or is late; the lock is marked as taken, so that the notice, when
 -- it comes, cannot pass it on); {0, -1, pttl, holder's index} held by someone else.
--- The usual case, a free lock with nobody queued, has been taken by fair_acquire_free.lua.
+-- fair_acquire_free.lua ran first: the usual case (a free lock, nobody queued, a counter
+-- behind the clock) is done; every other case comes here with nothing written.
 local key, counter, queue, entries = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local token = ARGV[2]
 local ttl = tonumber(ARGV[1])

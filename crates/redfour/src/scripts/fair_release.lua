@@ -5,9 +5,11 @@
 -- ARGV[4] (optional) a waiter token: pass on a lock handed to that waiter only while it is
 -- still unclaimed (the waiter left without using it).
 -- Returns {1, 'released', index}, {1, 'expired', -1} or {0, 'conflict', holder's index}.
--- fair_release_alone.lua ran first: it released the lock when nobody queues, and left the
--- lock's `pttl` and stored index `raw` (the lock exists), and the queue's `head` when read.
+-- fair_release_alone.lua ran first: it released the lock when nobody queues, and left what
+-- it read: the lock's `pttl` and `raw` index reply (the lock exists), the queue's `head`.
 local key, counter, queue, entries = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- Foreign data raises its error here, before anything is written.
+pttl, raw = redfour_judge(key, pttl, raw)
 -- The caller's index is compared as a string, as in release.lua.
 local stored = tonumber(raw)
 if raw ~= ARGV[1] then

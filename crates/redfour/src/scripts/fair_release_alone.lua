@@ -1,16 +1,19 @@
 -- redfour fair release, the usual case first: the caller holds the lock and nobody queues. It
--- runs ahead of the queue's shared functions (fair_common.lua), which it does not need, so
--- that the server does not define them (see fair_acquire_free.lua). In every other case
--- (a waiter queued, another holder, a waiter's token in ARGV[4]) nothing has been written,
--- and fair_release.lua goes on with what was read here: the lock's `pttl` and stored index
--- `raw`, and the queue's `head` when it was read. Foreign data has raised its error already.
--- KEYS and ARGV as in fair_release.lua.
-local pttl, raw = redfour_lock(KEYS[1])
+-- comes first in the script (after the notice prelude), written out without the shared
+-- functions, which the server would otherwise define again on this call too (see
+-- fair_acquire_free.lua). The caller's index is known to be canonical (the client checks it),
+-- so a stored index equal to it is one too. In every other case (a waiter queued, another
+-- holder, a waiter's token in ARGV[4], foreign data) nothing has been written, and
+-- fair_release.lua goes on with what was read here: the lock's `pttl`, the `raw` reply of
+-- its `HGET index`, and the queue's `head` when it was read. KEYS and ARGV as in
+-- fair_release.lua.
+local pttl = redis.call('PTTL', KEYS[1])
 if pttl == -2 then
   return {1, 'expired', -1}
 end
+local raw = redis.pcall('HGET', KEYS[1], 'index')
 local head = nil
-if raw == ARGV[1] and not ARGV[4] then
+if pttl >= 0 and raw == ARGV[1] and not ARGV[4] then
   head = redis.call('LINDEX', KEYS[3], 0)
   if not head then
     redis.call('DEL', KEYS[1])

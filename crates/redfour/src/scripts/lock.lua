@@ -25,17 +25,17 @@ local function redfour_is_index(raw)
     and tonumber(raw) <= 9007199254740991
 end
 
--- The lock at `key`: -2 when there is none; otherwise its remaining ttl and its index (as
--- stored, in the form `redfour_is_index` accepts). Anything else is foreign or corrupt data,
--- refused with the same verdict by every script and by `status`: a key of another type, a hash
--- without a valid index, a hash without expiry (it would never go away). The checks run in
--- the order `parse_status` in outcome.rs uses, so that both name the same fault.
-local function redfour_lock(key)
-  local pttl = redis.call('PTTL', key)
+-- The lock at `key` as read by `PTTL` (`pttl`) and a `redis.pcall` of `HGET key index`
+-- (`raw`, not read when `pttl` is -2): -2 when there is none; otherwise its remaining ttl and
+-- its index (as stored, in the form `redfour_is_index` accepts). Anything else is foreign or
+-- corrupt data, refused with the same verdict by every script and by `status`: a key of
+-- another type, a hash without a valid index, a hash without expiry (it would never go away).
+-- The checks run in the order `parse_status` in outcome.rs uses, so that both name the same
+-- fault.
+local function redfour_judge(key, pttl, raw)
   if pttl == -2 then
     return -2, nil
   end
-  local raw = redis.pcall('HGET', key, 'index')
   if type(raw) == 'table' then
     redfour_unless_wrongtype(raw)
     error({err = 'REDFOUR_WRONGTYPE the lock key holds a '
@@ -51,4 +51,13 @@ local function redfour_lock(key)
     error({err = 'REDFOUR_CORRUPT the lock hash has no expiry'})
   end
   return pttl, raw
+end
+
+-- The lock at `key`, read and judged (see `redfour_judge`).
+local function redfour_lock(key)
+  local pttl = redis.call('PTTL', key)
+  if pttl == -2 then
+    return -2, nil
+  end
+  return redfour_judge(key, pttl, redis.pcall('HGET', key, 'index'))
 end
