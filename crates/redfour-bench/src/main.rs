@@ -269,7 +269,7 @@ async fn main() -> ExitCode {
             .collect();
         if !alone.is_empty() {
             eprintln!(
-                "redfour-bench: {} run on the standalone server only (--topology {topology} measures {})",
+                "redfour-bench: on the standalone server only: {} (--topology {topology} measures {})",
                 alone.join(", "),
                 topology
                     .scenarios()

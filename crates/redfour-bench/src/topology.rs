@@ -53,7 +53,9 @@ impl Topology {
                 "a master, 1 replica, 1 sentinel; acquires wait for the replica (replica_acks(1, {} ms))",
                 REPLICA_ACK_TIMEOUT.as_millis()
             ),
-            Topology::Redlock => format!("Redlock over {MASTERS} independent masters"),
+            Topology::Redlock => format!(
+                "Redlock over {MASTERS} independent masters (no fair queue: the library has none for Redlock)"
+            ),
         }
     }
 
