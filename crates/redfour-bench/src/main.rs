@@ -137,9 +137,11 @@
 //!   parentheses for reference, and the verdict count covers the standalone lines only.
 //! - **`parallel` on the cluster**: 64 tasks on one cluster client, each on its own lock
 //!   (`p0`…`p63`, 64 hash tags spread over the 3 masters' slots), against the same 64 tasks
-//!   on one master. On a machine with enough cores, the three masters' threads run at once
-//!   and the rate should approach 3× one master's once the single server is the bottleneck
-//!   (it is here: see `parallel`). **Two cores cap what this machine shows:** three
+//!   on one master. On a machine with a core for each master (and cores left for the
+//!   clients), the three masters' threads run at once, and where one server's thread is what
+//!   caps the rate (issue 12 found the 64-task scenario server-bound) it should approach 3×
+//!   one master's, less the cluster client's routing. **Two cores cap what this machine
+//!   shows:** three
 //!   `redis-server` threads, the bench's runtime and the client's work share them, so the
 //!   ratio stays near or below 1 and measures the cluster client's overhead rather than the
 //!   scale-out. The latency figures (handoff, contention) are affected too: every extra
