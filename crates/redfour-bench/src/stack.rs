@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::stats::Latencies;
+use crate::topology::{Endpoints, Topology};
 use crate::Result;
 
 /// The ttl of every lock the bench takes, unless a scenario says otherwise: long enough never to
@@ -17,8 +18,8 @@ pub const BENCH_TTL: Duration = Duration::from_secs(10);
 /// Where the bench connects, and what it calls its keys.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// The Redis URL.
-    pub url: String,
+    /// The deployment's servers.
+    pub endpoints: Endpoints,
     /// A prefix unique to this run, so that concurrent or leftover runs on a shared server never
     /// see each other's keys.
     pub prefix: String,
@@ -27,23 +28,42 @@ pub struct Target {
 }
 
 impl Target {
-    /// The namespace of scenario `name`: redfour keys are `{ns}:{id}`, the counter `{ns}index`.
+    /// The topology measured here.
+    pub fn topology(&self) -> Topology {
+        self.endpoints.topology()
+    }
+
+    /// Whether the raw and Node baselines run here: only on one server, where they are what
+    /// they claim to be (a one-server lock, Node redfour's layout); other topologies are
+    /// compared with the baselines of the same run's standalone server.
+    pub fn has_baselines(&self) -> bool {
+        self.topology() == Topology::Standalone
+    }
+
+    /// The namespace of scenario `name`: redfour keys are `{ns}:{id}`, the counter `{ns}index`
+    /// (`{{ns}:{id}}` and `{{ns}:{id}}:index` on a cluster).
     pub fn namespace(&self, name: &str) -> String {
         format!("{}-{name}", self.prefix)
     }
 
-    /// A redfour client in the scenario's namespace, with the library's default settings but
-    /// for the fair queue, which `--no-fair` turns off.
+    /// A redfour client of the deployment (built with the library's constructor for its
+    /// topology) in the scenario's namespace, with the library's default settings but for the
+    /// fair queue, which `--no-fair` turns off, and, on Sentinel, replica acknowledgements.
     pub fn client(&self, name: &str) -> Result<redfour::Client> {
-        Ok(redfour::Client::builder(self.url.clone())
+        Ok(self
+            .endpoints
+            .builder()
             .namespace(self.namespace(name))
             .fair(self.fair)
             .build()?)
     }
 
-    /// A connection like the library's command connection (see [`connection_manager`]).
+    /// A connection like the library's command connection (see [`connection_manager`]) to the
+    /// first master: the one server, or on other topologies a node whose `PING` is the round
+    /// trip of any of them (they all listen on the same loopback).
     pub async fn connection(&self) -> Result<ConnectionManager> {
-        connection_manager(&self.url).await
+        let first = self.endpoints.masters().first().copied();
+        connection_manager(first.ok_or("the deployment has no master")?).await
     }
 }
 
@@ -253,62 +273,77 @@ pub async fn redfour_cycle(client: &redfour::Client, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// The bench's own connection for looking at the server (client list, command statistics,
-/// cleanup). It is opened once, so it never shows up as a new connection in a scenario.
+/// The bench's own connections for looking at the servers (client list, command statistics,
+/// cleanup): one to each master of the deployment (one server: one connection). They are opened
+/// once, so they never show up as new connections in a scenario. Figures are summed over the
+/// masters: on a cluster a lock's scripts run on its slot's master, on Redlock on every master.
 pub struct Admin {
-    conn: ConnectionManager,
+    nodes: Vec<ConnectionManager>,
 }
 
 impl Admin {
-    /// Opens the admin connection.
+    /// Opens the admin connections.
     pub async fn connect(target: &Target) -> Result<Self> {
-        Ok(Admin {
-            conn: target.connection().await?,
-        })
+        let mut nodes = Vec::new();
+        for url in target.endpoints.masters() {
+            nodes.push(connection_manager(url).await?);
+        }
+        Ok(Admin { nodes })
     }
 
-    /// The ids of every connection the server has open (`CLIENT LIST`).
-    pub async fn client_ids(&mut self) -> Result<BTreeSet<u64>> {
-        let list: String = redis::cmd("CLIENT")
-            .arg("LIST")
-            .query_async(&mut self.conn)
-            .await?;
-        list.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|line| {
-                line.split(' ')
+    /// The ids of every connection the masters have open (`CLIENT LIST`), each with the index
+    /// of its master.
+    pub async fn client_ids(&mut self) -> Result<BTreeSet<(usize, u64)>> {
+        let mut ids = BTreeSet::new();
+        for (node, conn) in self.nodes.iter_mut().enumerate() {
+            let list: String = redis::cmd("CLIENT").arg("LIST").query_async(conn).await?;
+            for line in list.lines().filter(|l| !l.trim().is_empty()) {
+                let id = line
+                    .split(' ')
                     .find_map(|field| field.strip_prefix("id="))
                     .and_then(|id| id.parse().ok())
-                    .ok_or_else(|| format!("no id in CLIENT LIST line `{line}`").into())
-            })
-            .collect()
+                    .ok_or_else(|| format!("no id in CLIENT LIST line `{line}`"))?;
+                ids.insert((node, id));
+            }
+        }
+        Ok(ids)
     }
 
-    /// How many `EVALSHA` commands the server has executed since its start (from
-    /// `INFO commandstats`); `None` when the server does not say. Every redfour acquire attempt
-    /// is one, so this tells when a waiter's attempt has reached the server.
+    /// The sum of `field` over the masters' `INFO commandstats` lines for `names`; `None` when
+    /// a master does not say.
+    async fn commandstats(&mut self, names: &[&str], field: &str) -> Result<Option<u64>> {
+        let mut total = 0u64;
+        for conn in &mut self.nodes {
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async(conn)
+                .await?;
+            match crate::commandstats::sum(&info, names, field) {
+                Some(n) => total += n,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(total))
+    }
+
+    /// How many `EVALSHA` commands the masters have executed since their start (from
+    /// `INFO commandstats`); `None` when one does not say. Every redfour acquire attempt is
+    /// one per master it goes to ([`Endpoints::evalsha_per_attempt`]), so this tells when a
+    /// waiter's attempt has reached the servers.
     pub async fn evalsha_calls(&mut self) -> Result<Option<u64>> {
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut self.conn)
-            .await?;
-        Ok(crate::commandstats::sum(&info, &["evalsha"], "calls"))
+        self.commandstats(&["evalsha"], "calls").await
     }
 
-    /// Microseconds the server has spent executing the commands `names` since its start
-    /// (lower case, from `INFO commandstats`); `None` when the server does not say. A script's
+    /// Microseconds the masters have spent executing the commands `names` since their start
+    /// (lower case, from `INFO commandstats`); `None` when one does not say. A script's
     /// figure includes the commands it calls, which Redis also counts on their own lines: name
     /// only the commands a client sent.
     pub async fn command_usec(&mut self, names: &[&str]) -> Result<Option<u64>> {
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut self.conn)
-            .await?;
-        Ok(crate::commandstats::sum(&info, names, "usec"))
+        self.commandstats(names, "usec").await
     }
 
-    /// Waits until the server has executed at least `calls` `EVALSHA`s in all, polling; false
-    /// when `limit` passed first or the server does not report command statistics.
+    /// Waits until the masters have executed at least `calls` `EVALSHA`s in all, polling;
+    /// false when `limit` passed first or a master does not report command statistics.
     pub async fn wait_for_evalsha_calls(&mut self, calls: u64, limit: Duration) -> Result<bool> {
         let deadline = Instant::now() + limit;
         loop {
@@ -321,30 +356,38 @@ impl Admin {
         }
     }
 
-    /// Deletes every key whose name starts with `prefix` (which must hold no glob characters):
-    /// what a scenario leaves behind, such as fencing counters, or locks and queues abandoned
-    /// when it failed.
+    /// Deletes, on every master, every key whose name starts with `prefix` (which must hold
+    /// no glob characters) or with `{` and `prefix` (the hash tag of redfour's cluster
+    /// layout): what a scenario leaves behind, such as fencing counters, or locks and queues
+    /// abandoned when it failed. Keys go one `DEL` each (pipelined), as a cluster node refuses
+    /// a `DEL` of keys in different slots.
     pub async fn delete_prefixed(&mut self, prefix: &str) -> Result<()> {
-        let mut cursor = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{prefix}*"))
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut self.conn)
-                .await?;
-            if !keys.is_empty() {
-                redis::cmd("DEL")
-                    .arg(&keys)
-                    .query_async::<()>(&mut self.conn)
-                    .await?;
+        for conn in &mut self.nodes {
+            for pattern in [format!("{prefix}*"), format!("{{{prefix}*")] {
+                let mut cursor = 0u64;
+                loop {
+                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(conn)
+                        .await?;
+                    if !keys.is_empty() {
+                        let mut pipe = redis::pipe();
+                        for key in &keys {
+                            pipe.cmd("DEL").arg(key).ignore();
+                        }
+                        pipe.query_async::<()>(conn).await?;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
             }
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
         }
+        Ok(())
     }
 }

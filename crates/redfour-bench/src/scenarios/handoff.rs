@@ -2,8 +2,8 @@
 //!
 //! Each sample: client A takes the lock; a task waits for it on client B
 //! (`lock(id).acquire()`, the guard API, no wait limit); once B's waiter is registered *and* its first attempt
-//! has been executed by the server (the server's `EVALSHA` count moved) and a settle time has
-//! passed, A notes `Instant::now()` and calls `release_lock`. The waiter task notes
+//! has been executed by the server (the server's `EVALSHA` count moved; on a cluster the count
+//! summed over the masters, on Redlock by one per master) and a settle time has passed, A notes `Instant::now()` and calls `release_lock`. The waiter task notes
 //! `Instant::now()` as soon as `acquire` returns its guard. Both instants come from the same
 //! monotonic clock in the same process, so their difference is the handoff latency, with
 //! nothing estimated. B then releases, and the next sample starts.
@@ -70,7 +70,12 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
             return Err("the waiter did not register within 10 s".into());
         }
         let attempted = match attempts_before {
-            Some(n) => ctx.admin.wait_for_evalsha_calls(n + 1, STEP_LIMIT).await?,
+            Some(n) => {
+                let attempt = ctx.target.endpoints.evalsha_per_attempt();
+                ctx.admin
+                    .wait_for_evalsha_calls(n + attempt, STEP_LIMIT)
+                    .await?
+            }
             None => false,
         };
         // Without command statistics, fall back to a generous pause for the first attempt.

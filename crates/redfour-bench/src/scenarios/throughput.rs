@@ -1,6 +1,8 @@
 //! `uncontended` and `parallel`: how many acquire + release cycles per second redfour does on
 //! free keys, against the raw baseline (`SET NX PX` + compare-and-delete) on the same stack,
-//! and (`parallel`) against Node redfour's own two scripts on the same stack.
+//! and (`parallel`) against Node redfour's own two scripts on the same stack. On a topology
+//! other than one server only redfour's side runs (the baselines are one-server locks): it is
+//! compared with the baselines of the same run's standalone server.
 //!
 //! The sides run in alternating blocks (A B, B A, A B, … with two sides; A B C, C B A, … with
 //! three) so that slow drifts of the machine (another build starting, CPU frequency) hit all
@@ -147,7 +149,15 @@ pub async fn uncontended(ctx: &mut Ctx) -> Result<Report> {
     const NAME: &str = "uncontended";
     let client = ctx.target.client(NAME)?;
     client.ping().await?;
-    let mut raw = RawLock::connect(&ctx.target).await?;
+    let mut raw = if ctx.target.has_baselines() {
+        Some(RawLock::connect(&ctx.target).await?)
+    } else {
+        None
+    };
+    let sides: &[Side] = match raw {
+        Some(_) => &[Side::Redfour, Side::Raw],
+        None => &[Side::Redfour],
+    };
     let ids: Vec<String> = (0..ctx.params.uncontended_keys)
         .map(|i| format!("u{i}"))
         .collect();
@@ -157,7 +167,7 @@ pub async fn uncontended(ctx: &mut Ctx) -> Result<Report> {
     let mut rates = Rates::default();
     // Goes on across blocks: it rotates the keys and makes every raw token unique.
     let mut cycle = 0u64;
-    for block in schedule(&ctx.params, &[Side::Redfour, Side::Raw]) {
+    for block in schedule(&ctx.params, sides) {
         let usec_before = server_usec(ctx, block.side).await?;
         let start = Instant::now();
         let end = start + block.len;
@@ -166,7 +176,10 @@ pub async fn uncontended(ctx: &mut Ctx) -> Result<Report> {
             let slot = (cycle % ids.len() as u64) as usize;
             match block.side {
                 Side::Redfour => redfour_cycle(&client, &ids[slot]).await?,
-                Side::Raw => raw.cycle(&raw_keys[slot], cycle).await?,
+                Side::Raw => match &mut raw {
+                    Some(raw) => raw.cycle(&raw_keys[slot], cycle).await?,
+                    None => return Err("no raw baseline on this topology".into()),
+                },
                 Side::Node => return Err("the uncontended scenario has no Node side".into()),
             }
             cycle += 1;
@@ -179,7 +192,7 @@ pub async fn uncontended(ctx: &mut Ctx) -> Result<Report> {
     let (cycles_per_s, raw_cycles_per_s, _) = rates.medians();
     Ok(Report::Uncontended {
         cycles_per_s,
-        raw_cycles_per_s,
+        raw_cycles_per_s: raw.is_some().then_some(raw_cycles_per_s),
         server_us: rates.server_medians(),
     })
 }
@@ -190,13 +203,23 @@ pub async fn parallel(ctx: &mut Ctx) -> Result<Report> {
     let tasks = ctx.params.parallel_tasks;
     let client = ctx.target.client(NAME)?;
     client.ping().await?;
-    let raw = RawLock::connect(&ctx.target).await?;
     let raw_ns = ctx.target.namespace(&format!("{NAME}-raw"));
     let node_ns = ctx.target.namespace(&format!("{NAME}-node"));
-    let node = NodeLock::connect(&ctx.target, &node_ns).await?;
+    let baselines = if ctx.target.has_baselines() {
+        Some((
+            RawLock::connect(&ctx.target).await?,
+            NodeLock::connect(&ctx.target, &node_ns).await?,
+        ))
+    } else {
+        None
+    };
+    let sides: &[Side] = match baselines {
+        Some(_) => &[Side::Redfour, Side::Raw, Side::Node],
+        None => &[Side::Redfour],
+    };
 
     let mut rates = Rates::default();
-    for block in schedule(&ctx.params, &[Side::Redfour, Side::Raw, Side::Node]) {
+    for block in schedule(&ctx.params, sides) {
         let usec_before = server_usec(ctx, block.side).await?;
         let start = Instant::now();
         let end = start + block.len;
@@ -216,6 +239,9 @@ pub async fn parallel(ctx: &mut Ctx) -> Result<Report> {
                     });
                 }
                 Side::Raw => {
+                    let Some((raw, _)) = &baselines else {
+                        return Err("no raw baseline on this topology".into());
+                    };
                     let mut raw = raw.clone();
                     let key = format!("{raw_ns}:{id}");
                     // Tokens unique per task and cycle: the task number in the high bits.
@@ -230,6 +256,9 @@ pub async fn parallel(ctx: &mut Ctx) -> Result<Report> {
                     });
                 }
                 Side::Node => {
+                    let Some((_, node)) = &baselines else {
+                        return Err("no Node baseline on this topology".into());
+                    };
                     let mut node = node.clone();
                     let key = format!("{node_ns}:{id}");
                     set.spawn(async move {
@@ -253,11 +282,12 @@ pub async fn parallel(ctx: &mut Ctx) -> Result<Report> {
     }
 
     let (cycles_per_s, raw_cycles_per_s, node_cycles_per_s) = rates.medians();
+    let measured = baselines.is_some();
     Ok(Report::Parallel {
         tasks,
         cycles_per_s,
-        raw_cycles_per_s,
-        node_cycles_per_s,
+        raw_cycles_per_s: measured.then_some(raw_cycles_per_s),
+        node_cycles_per_s: measured.then_some(node_cycles_per_s),
         server_us: rates.server_medians(),
         node_server_us: rates.node_server_median(),
     })
