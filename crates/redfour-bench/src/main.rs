@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p redfour-bench -- [--url redis://HOST:PORT/] [--json] [--plot handoff.svg]
+//!                                          [--save-samples FILE] [--plot-with FILE] [--plot-label TEXT]
 //!                                          [--scenarios rtt,handoff,...] [--quick] [--no-fair]
 //!                                          [--topology standalone|cluster|sentinel|redlock]
 //! ```
@@ -210,6 +211,25 @@ struct Args {
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
 
+    /// Also draw, on the --plot, the handoff samples an earlier run saved with
+    /// --save-samples (labelled by the file's name): a before/after comparison. Repeatable.
+    #[arg(long, value_name = "FILE", requires = "plot")]
+    plot_with: Vec<PathBuf>,
+
+    /// The legend of this run's curve on the --plot.
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "this run",
+        requires = "plot"
+    )]
+    plot_label: String,
+
+    /// Write this run's handoff latencies (µs, one per line) to this file, for a later run's
+    /// --plot-with. Needs the handoff scenario.
+    #[arg(long, value_name = "FILE")]
+    save_samples: Option<PathBuf>,
+
     /// Run only these scenarios (comma-separated); they always run in the order listed below.
     /// Default: all.
     #[arg(long, value_enum, value_delimiter = ',', value_name = "NAMES")]
@@ -255,11 +275,13 @@ impl Args {
 async fn main() -> ExitCode {
     let args = Args::parse();
     let selected = args.selected();
-    if args.plot.is_some() && !selected.contains(&Scenario::Handoff) {
+    if (args.plot.is_some() || args.save_samples.is_some())
+        && !selected.contains(&Scenario::Handoff)
+    {
         Args::command()
             .error(
                 clap::error::ErrorKind::ArgumentConflict,
-                "--plot draws the handoff scenario, which --scenarios leaves out",
+                "--plot and --save-samples need the handoff scenario, which --scenarios leaves out",
             )
             .exit();
     }
@@ -436,24 +458,38 @@ async fn run(args: &Args, selected: &[Scenario]) -> Result<bool> {
     } else if !targets.is_empty() {
         println!("\n{targets}");
     }
-    if let Some(path) = &args.plot {
-        match lines
-            .iter()
-            .filter(|l| l.topology == Topology::Standalone)
-            .find_map(|l| match &l.report {
-                Report::Handoff {
-                    samples_us,
-                    rtt_p50_us,
-                    ..
-                } => Some((samples_us, *rtt_p50_us)),
-                _ => None,
-            }) {
-            Some((samples, rtt)) => {
-                plot::handoff_cdf(path, samples, rtt)?;
-                eprintln!("handoff latency plot written to {}", path.display());
+    let handoff = lines
+        .iter()
+        .filter(|l| l.topology == Topology::Standalone)
+        .find_map(|l| match &l.report {
+            Report::Handoff {
+                samples_us,
+                idle_rtt_p50_us,
+                ..
+            } => Some((samples_us, *idle_rtt_p50_us)),
+            _ => None,
+        });
+    if args.plot.is_some() || args.save_samples.is_some() {
+        match handoff {
+            Some((samples, idle_rtt)) => {
+                if let Some(path) = &args.save_samples {
+                    plot::save_samples(path, samples)?;
+                    eprintln!("handoff samples written to {}", path.display());
+                }
+                if let Some(path) = &args.plot {
+                    let mut series = vec![plot::Series {
+                        label: args.plot_label.clone(),
+                        samples_us: samples.clone(),
+                    }];
+                    for earlier in &args.plot_with {
+                        series.push(plot::load_samples(earlier)?);
+                    }
+                    plot::handoff_cdf(path, &series, idle_rtt)?;
+                    eprintln!("handoff latency plot written to {}", path.display());
+                }
             }
             None => {
-                eprintln!("redfour-bench: no handoff results to plot");
+                eprintln!("redfour-bench: no handoff results to plot or save");
                 all_ran = false;
             }
         }
