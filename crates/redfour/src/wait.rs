@@ -57,18 +57,22 @@ impl Waiting<'_> {
 
     /// The client's notification hub, started on first use.
     pub(crate) async fn hub(&self) -> Result<&Hub> {
-        self.hub
-            .get_or_try_init(|| async {
-                let subscriptions = self.engine.subscriptions().await?;
-                let ctx = self.ctx();
-                Ok(Hub::start(
-                    subscriptions,
-                    ctx.ns.clone(),
-                    ctx.config.connect_timeout,
-                    ctx.cleanup.clone(),
-                ))
-            })
-            .await
+        if let Some(hub) = self.hub.get() {
+            return Ok(hub);
+        }
+        // Boxed: starting the hub (connecting, setting up the queue's clean-up) happens once
+        // per client, and should not size every waiter's future.
+        Box::pin(self.hub.get_or_try_init(|| async {
+            let subscriptions = self.engine.subscriptions().await?;
+            let ctx = self.ctx();
+            Ok(Hub::start(
+                subscriptions,
+                ctx.ns.clone(),
+                ctx.config.connect_timeout,
+                ctx.cleanup.clone(),
+            ))
+        }))
+        .await
     }
 
     /// Waits for the lock: registered for notices before the first attempt, woken by a release
@@ -116,7 +120,7 @@ impl Waiting<'_> {
         }
         state.borrow_and_update();
         let ttl = Duration::from_millis(ttl_ms);
-        let token = registration.token().map(str::to_owned);
+        let token = registration.token();
         let mut first = true;
         backoff.reset();
         let mut last_pttl = Duration::ZERO;
@@ -131,9 +135,7 @@ impl Waiting<'_> {
         // held: reported if the wait runs out with it.
         let mut last_failure: Option<Error> = None;
         loop {
-            let attempt = self
-                .engine()
-                .attempt(key, ttl_ms, meta, token.as_deref(), deadline);
+            let attempt = self.engine().attempt(key, ttl_ms, meta, token, deadline);
             let pause = match attempt.await {
                 Ok(Attempt::Acquired { index, ttl, sent }) => {
                     registration.finish();
@@ -194,12 +196,13 @@ impl Waiting<'_> {
             let now = Instant::now();
             if let Some(d) = deadline {
                 if now >= d {
-                    if let Some(token) = &token {
+                    if let Some(token) = token {
                         // Leave the queue now rather than from the registration's drop (a
                         // background chore): a process that gives up and exits at once, as
                         // the CLI's `wait` does, must not leave an entry that a release would
-                        // hand the lock to.
-                        self.engine().leave_queue(key, token).await;
+                        // hand the lock to. Boxed: once per wait, and it should not size the
+                        // waiter's future.
+                        Box::pin(self.engine().leave_queue(key, token)).await;
                         registration.left();
                     }
                     if let Some(e) = last_failure {
@@ -280,7 +283,9 @@ impl Waiting<'_> {
         let unclaimed = unclaimed(self.engine, key, index);
         let sent = Instant::now();
         let ttl_ms = ttl.as_millis() as u64;
-        let claimed = self.engine().claim(key, index, ttl_ms).await;
+        // Boxed, as the attempts are (see `Engine::attempt`): a claim's state is as large as
+        // an attempt's, and most handoffs need none.
+        let claimed = Box::pin(self.engine().claim(key, index, ttl_ms)).await;
         match claimed {
             Ok(RenewOutcome::Renewed) => {
                 unclaimed.disarm();
