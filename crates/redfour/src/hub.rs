@@ -23,13 +23,14 @@ use crate::engine::{Conn, SubServer, Subscriptions};
 use crate::keys::Namespace;
 use crate::sync::lock;
 
-/// Whether the subscription is live, and how many times it (re)started.
+/// Whether the subscription is live (for a waiter about to make its first attempt).
+///
+/// Waiters already waiting learn of a subscription that went down or came back from their
+/// own slot instead: every such change wakes them all (notices sent while the subscription
+/// was down are lost, so each tries again).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct HubState {
     pub(crate) subscribed: bool,
-    /// Bumped on every successful (re)subscription: notices sent while the subscription was
-    /// down are lost, so every waiter tries again when it changes.
-    pub(crate) generation: u64,
 }
 
 /// A lock handed straight to one of this client's waiters by a release (fair queue).
@@ -361,10 +362,6 @@ impl Hub {
         }
     }
 
-    pub(crate) fn state(&self) -> watch::Receiver<HubState> {
-        self.shared.state.subscribe()
-    }
-
     pub(crate) fn registrations(&self) -> usize {
         lock(&self.shared.waiters).by_id.len()
     }
@@ -398,8 +395,8 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
-    /// Resolves on the next notice for the key (or on a resubscription). A notice that arrived
-    /// since the last call is not lost: `Notify` keeps one permit.
+    /// Resolves on the next notice for the key, or when the subscription went down or came
+    /// back. A wake-up that came since the last call is not lost: `Notify` keeps one permit.
     pub(crate) async fn notified(&self) {
         self.slot.notify.notified().await;
     }
@@ -409,15 +406,20 @@ impl Registration {
     /// `limit` the waiter goes on anyway: its fallback timer still wakes it.
     pub(crate) async fn ready(&self, limit: Duration) {
         let _ = tokio::time::timeout(limit, async {
-            let mut state = self.shared.state.subscribe();
-            let _ = state.wait_for(|s| s.subscribed).await;
-            if self.shared.sharded.is_some() {
-                while !lock(&self.shared.ready).contains(&*self.key) {
-                    self.slot.notify.notified().await;
-                }
+            // Whatever makes it ready (the subscription coming up, on a cluster this lock's
+            // channels subscribed) wakes the registered waiters, after the change: a wake-up
+            // between the check and the wait is kept as the slot's permit.
+            while !self.can_hear() {
+                self.slot.notify.notified().await;
             }
         })
         .await;
+    }
+
+    /// Whether notices for this waiter's lock can arrive now.
+    fn can_hear(&self) -> bool {
+        self.shared.state.borrow().subscribed
+            && (self.shared.sharded.is_none() || lock(&self.shared.ready).contains(&*self.key))
     }
 
     /// The waiter's token in the fair queue, when the client uses it.
@@ -626,10 +628,7 @@ fn mark_subscribed(shared: &Weak<Shared>, channels: &[String], again: bool) -> b
         shared.reconnects.fetch_add(1, Ordering::Relaxed);
     }
     shared.live.fetch_add(1, Ordering::Relaxed);
-    shared.state.send_modify(|s| {
-        s.subscribed = true;
-        s.generation += 1;
-    });
+    shared.state.send_modify(|s| s.subscribed = true);
     tracing::debug!(?channels, "subscribed");
     shared.wake_all();
     true
@@ -647,6 +646,9 @@ fn mark_unsubscribed(shared: &Weak<Shared>, channels: &[String]) -> Session {
         .map_or(0, |n| n.saturating_sub(1));
     shared.state.send_modify(|s| s.subscribed = live > 0);
     tracing::warn!(?channels, "subscription lost; reconnecting");
+    // Notices are lost until it is back: every waiter tries again now, and once more when
+    // it is back.
+    shared.wake_all();
     Session::Ended
 }
 

@@ -21,6 +21,7 @@ mod direct;
 mod quorum;
 mod subscribe;
 
+use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -213,21 +214,26 @@ impl Engine {
     /// box allocated only once the attempt may start, so that the futures holding this one
     /// (every waiter's, parked between attempts) stay small, and thousands of waiters making
     /// their first attempt together queue for a permit without that state.
-    pub(crate) async fn attempt(
-        &self,
-        key: &str,
+    // Not an `async fn`, which would keep its arguments twice in its state
+    // (rust-lang/rust#62958), in every waiter's future.
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn attempt<'a>(
+        &'a self,
+        key: &'a str,
         ttl_ms: u64,
-        meta: &Meta,
-        token: Option<&str>,
+        meta: &'a Meta,
+        token: Option<&'a str>,
         cutoff: Option<Instant>,
-    ) -> Result<Attempt> {
-        // Never closed; without a permit the attempts would only go unbounded.
-        let _started = self.context().attempts_started.acquire().await.ok();
-        match self {
-            Engine::Direct(direct) => {
-                Box::pin(direct.attempt(key, ttl_ms, meta, token, true)).await
+    ) -> impl Future<Output = Result<Attempt>> + 'a {
+        async move {
+            // Never closed; without a permit the attempts would only go unbounded.
+            let _started = self.context().attempts_started.acquire().await.ok();
+            match self {
+                Engine::Direct(direct) => {
+                    Box::pin(direct.attempt(key, ttl_ms, meta, token, true)).await
+                }
+                Engine::Quorum(quorum) => Box::pin(quorum.attempt(key, ttl_ms, meta, cutoff)).await,
             }
-            Engine::Quorum(quorum) => Box::pin(quorum.attempt(key, ttl_ms, meta, cutoff)).await,
         }
     }
 
