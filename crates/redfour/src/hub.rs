@@ -23,13 +23,14 @@ use crate::engine::{Conn, SubServer, Subscriptions};
 use crate::keys::Namespace;
 use crate::sync::lock;
 
-/// Whether the subscription is live, and how many times it (re)started.
+/// Whether the subscription is live (for a waiter about to make its first attempt).
+///
+/// Waiters already waiting learn of a subscription that went down or came back from their
+/// own slot instead: every such change wakes them all (notices sent while the subscription
+/// was down are lost, so each tries again).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct HubState {
     pub(crate) subscribed: bool,
-    /// Bumped on every successful (re)subscription: notices sent while the subscription was
-    /// down are lost, so every waiter tries again when it changes.
-    pub(crate) generation: u64,
 }
 
 /// A lock handed straight to one of this client's waiters by a release (fair queue).
@@ -42,15 +43,15 @@ pub(crate) struct Handoff {
 
 /// A change to the sharded subscriptions of a cluster hub.
 enum SubChange {
-    Subscribe(Box<str>),
-    Unsubscribe(Box<str>),
+    Subscribe(Arc<str>),
+    Unsubscribe(Arc<str>),
 }
 
 /// Work for the janitor task, each counted as pending clean-up until done.
 enum Chore {
     Leave {
         ticket: Ticket,
-        key: Box<str>,
+        key: Arc<str>,
         token: String,
     },
     PassOn {
@@ -71,10 +72,12 @@ struct Slot {
     handoff: Mutex<Option<Handoff>>,
 }
 
+/// The registered waiters, by lock key and by registration id. A key is stored once, shared
+/// by the map and the registrations of that lock.
 #[derive(Default)]
 struct Waiters {
-    by_key: HashMap<Box<[u8]>, HashMap<u64, Arc<Slot>>>,
-    by_id: HashMap<u64, (Box<str>, Arc<Slot>)>,
+    by_key: HashMap<Arc<str>, HashMap<u64, Arc<Slot>>>,
+    by_id: HashMap<u64, Arc<Slot>>,
 }
 
 struct Shared {
@@ -100,7 +103,7 @@ struct Shared {
     cleanup: Arc<Cleanup>,
     /// Cluster: the subscriber task's orders, and the locks whose channels are subscribed.
     sharded: Option<mpsc::UnboundedSender<SubChange>>,
-    ready: Mutex<HashSet<Box<str>>>,
+    ready: Mutex<HashSet<Arc<str>>>,
 }
 
 impl Shared {
@@ -135,6 +138,10 @@ impl Shared {
     }
 
     fn dispatch_release(&self, key: &[u8]) {
+        // Lock keys are text: other bytes name no lock of this client's.
+        let Ok(key) = std::str::from_utf8(key) else {
+            return;
+        };
         let waiters = lock(&self.waiters);
         if let Some(entries) = waiters.by_key.get(key) {
             // One add for them all, before any is woken: a waiter that reads the stats
@@ -181,7 +188,7 @@ impl Shared {
         // stay handed to nobody for the claim window.
         let slot = id.and_then(|id| {
             let waiters = lock(&self.waiters);
-            let (_, slot) = waiters.by_id.get(&id)?;
+            let slot = waiters.by_id.get(&id)?;
             *lock(&slot.handoff) = Some(handoff);
             Some(slot.clone())
         });
@@ -231,7 +238,7 @@ impl Shared {
 
     /// Wakes the waiters of one lock without a notice (they try again): its sharded
     /// subscription came (back), and notices may have been lost meanwhile.
-    fn wake_key(&self, key: &[u8]) {
+    fn wake_key(&self, key: &str) {
         let waiters = lock(&self.waiters);
         if let Some(entries) = waiters.by_key.get(key) {
             for slot in entries.values() {
@@ -320,37 +327,39 @@ impl Hub {
             notify: Notify::new(),
             handoff: Mutex::new(None),
         });
-        {
+        let key = {
             let mut waiters = lock(&self.shared.waiters);
-            let entries = waiters.by_key.entry(key.as_bytes().into()).or_default();
+            // The lock's other waiters share its key.
+            let key: Arc<str> = match waiters.by_key.get_key_value(key) {
+                Some((shared, _)) => shared.clone(),
+                None => key.into(),
+            };
+            let entries = waiters.by_key.entry(key.clone()).or_default();
             let first = entries.is_empty();
             entries.insert(id, slot.clone());
-            waiters.by_id.insert(id, (key.into(), slot.clone()));
+            waiters.by_id.insert(id, slot.clone());
             if first {
                 if let Some(orders) = &self.shared.sharded {
                     // Under the waiters' lock, so that orders for one key go out in the order
                     // its registrations came and went.
-                    let _ = orders.send(SubChange::Subscribe(key.into()));
+                    let _ = orders.send(SubChange::Subscribe(key.clone()));
                 }
             }
-        }
+            key
+        };
         let token = self
             .shared
             .fair
             .then(|| format!("{}/{}", self.shared.client_token, id));
         Registration {
             shared: self.shared.clone(),
-            key: key.into(),
+            key,
             id,
             slot,
             token,
             queued: AtomicBool::new(false),
             done: AtomicBool::new(false),
         }
-    }
-
-    pub(crate) fn state(&self) -> watch::Receiver<HubState> {
-        self.shared.state.subscribe()
     }
 
     pub(crate) fn registrations(&self) -> usize {
@@ -377,7 +386,7 @@ impl Hub {
 /// takes it out of the server's queue (or passes on a lock handed to it too late).
 pub(crate) struct Registration {
     shared: Arc<Shared>,
-    key: Box<str>,
+    key: Arc<str>,
     id: u64,
     slot: Arc<Slot>,
     token: Option<String>,
@@ -386,8 +395,8 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
-    /// Resolves on the next notice for the key (or on a resubscription). A notice that arrived
-    /// since the last call is not lost: `Notify` keeps one permit.
+    /// Resolves on the next notice for the key, or when the subscription went down or came
+    /// back. A wake-up that came since the last call is not lost: `Notify` keeps one permit.
     pub(crate) async fn notified(&self) {
         self.slot.notify.notified().await;
     }
@@ -397,15 +406,20 @@ impl Registration {
     /// `limit` the waiter goes on anyway: its fallback timer still wakes it.
     pub(crate) async fn ready(&self, limit: Duration) {
         let _ = tokio::time::timeout(limit, async {
-            let mut state = self.shared.state.subscribe();
-            let _ = state.wait_for(|s| s.subscribed).await;
-            if self.shared.sharded.is_some() {
-                while !lock(&self.shared.ready).contains(&self.key) {
-                    self.slot.notify.notified().await;
-                }
+            // Whatever makes it ready (the subscription coming up, on a cluster this lock's
+            // channels subscribed) wakes the registered waiters, after the change: a wake-up
+            // between the check and the wait is kept as the slot's permit.
+            while !self.can_hear() {
+                self.slot.notify.notified().await;
             }
         })
         .await;
+    }
+
+    /// Whether notices for this waiter's lock can arrive now.
+    fn can_hear(&self) -> bool {
+        self.shared.state.borrow().subscribed
+            && (self.shared.sharded.is_none() || lock(&self.shared.ready).contains(&*self.key))
     }
 
     /// The waiter's token in the fair queue, when the client uses it.
@@ -443,10 +457,10 @@ impl Drop for Registration {
         {
             let mut waiters = lock(&self.shared.waiters);
             waiters.by_id.remove(&self.id);
-            if let Some(entries) = waiters.by_key.get_mut(self.key.as_bytes()) {
+            if let Some(entries) = waiters.by_key.get_mut(&*self.key) {
                 entries.remove(&self.id);
                 if entries.is_empty() {
-                    waiters.by_key.remove(self.key.as_bytes());
+                    waiters.by_key.remove(&*self.key);
                     if let Some(orders) = &self.shared.sharded {
                         let _ = orders.send(SubChange::Unsubscribe(self.key.clone()));
                     }
@@ -614,10 +628,7 @@ fn mark_subscribed(shared: &Weak<Shared>, channels: &[String], again: bool) -> b
         shared.reconnects.fetch_add(1, Ordering::Relaxed);
     }
     shared.live.fetch_add(1, Ordering::Relaxed);
-    shared.state.send_modify(|s| {
-        s.subscribed = true;
-        s.generation += 1;
-    });
+    shared.state.send_modify(|s| s.subscribed = true);
     tracing::debug!(?channels, "subscribed");
     shared.wake_all();
     true
@@ -635,6 +646,9 @@ fn mark_unsubscribed(shared: &Weak<Shared>, channels: &[String]) -> Session {
         .map_or(0, |n| n.saturating_sub(1));
     shared.state.send_modify(|s| s.subscribed = live > 0);
     tracing::warn!(?channels, "subscription lost; reconnecting");
+    // Notices are lost until it is back: every waiter tries again now, and once more when
+    // it is back.
+    shared.wake_all();
     Session::Ended
 }
 
@@ -802,20 +816,20 @@ async fn run_cluster(
                 }
                 redis::PushKind::SSubscribe => {
                     if let Some(key) = key.and_then(|k| std::str::from_utf8(k).ok()) {
-                        let wanted = lock(&shared.waiters).by_key.contains_key(key.as_bytes());
+                        let wanted = lock(&shared.waiters).by_key.contains_key(key);
                         if wanted {
                             lock(&shared.ready).insert(key.into());
-                            shared.wake_key(key.as_bytes());
+                            shared.wake_key(key);
                         }
                     }
                 }
                 redis::PushKind::SUnsubscribe => {
                     if let Some(key) = key.and_then(|k| std::str::from_utf8(k).ok()) {
                         lock(&shared.ready).remove(key);
-                        let wanted = lock(&shared.waiters).by_key.contains_key(key.as_bytes());
+                        let wanted = lock(&shared.waiters).by_key.contains_key(key);
                         if wanted {
                             tracing::debug!(key, "sharded subscription dropped by the server (slot moved?); subscribing again");
-                            shared.wake_key(key.as_bytes());
+                            shared.wake_key(key);
                             if let Some(orders) = &shared.sharded {
                                 let _ = orders.send(SubChange::Subscribe(key.into()));
                             }
@@ -859,7 +873,7 @@ async fn run_cluster(
         };
         match order {
             SubChange::Subscribe(key) => {
-                if !lock(&hub.waiters).by_key.contains_key(key.as_bytes()) {
+                if !lock(&hub.waiters).by_key.contains_key(&*key) {
                     continue;
                 }
                 let subscribed = tokio::time::timeout(
@@ -870,7 +884,7 @@ async fn run_cluster(
                 match subscribed {
                     Ok(Ok(())) => {
                         lock(&hub.ready).insert(key.clone());
-                        hub.wake_key(key.as_bytes());
+                        hub.wake_key(&key);
                     }
                     failed => {
                         match failed {
@@ -896,7 +910,7 @@ async fn run_cluster(
                 }
             }
             SubChange::Unsubscribe(key) => {
-                if lock(&hub.waiters).by_key.contains_key(key.as_bytes()) {
+                if lock(&hub.waiters).by_key.contains_key(&*key) {
                     // Waiters came back meanwhile.
                     continue;
                 }

@@ -21,6 +21,7 @@ mod direct;
 mod quorum;
 mod subscribe;
 
+use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,6 +68,9 @@ pub(crate) struct Context {
     /// Bounds the acquire attempts in flight: thousands of waiters starting at once queue here
     /// instead of all holding a request buffer in the connection's pipeline.
     pub(crate) attempt_slots: tokio::sync::Semaphore,
+    /// Bounds the attempts started through [`Engine::attempt`] at once, before their state is
+    /// allocated: see there. Taken before (never while holding) an `attempt_slots` permit.
+    attempts_started: tokio::sync::Semaphore,
     /// Clean-up work running in the background, for [`Client::settle`](crate::Client::settle).
     pub(crate) cleanup: Arc<Cleanup>,
     /// The counters behind [`Client::stats`](crate::Client::stats), shared with the guards'
@@ -89,6 +93,7 @@ impl Context {
             handoff_channel,
             attempts: AtomicU64::new(0),
             attempt_slots: tokio::sync::Semaphore::new(MAX_ATTEMPTS_IN_FLIGHT),
+            attempts_started: tokio::sync::Semaphore::new(MAX_ATTEMPTS_IN_FLIGHT),
             cleanup: Arc::default(),
             counters: Arc::default(),
         }
@@ -204,25 +209,42 @@ impl Engine {
     ///
     /// `token`: the waiter's place in the fair queue. `cutoff` (Redlock only; a waiting
     /// acquire's end): past it, masters that have not answered yet are not waited for.
-    pub(crate) async fn attempt(
-        &self,
-        key: &str,
+    ///
+    /// An attempt's state (the request, the connection, its clean-up: some 2.5 KB) lives in a
+    /// box allocated only once the attempt may start, so that the futures holding this one
+    /// (every waiter's, parked between attempts) stay small, and thousands of waiters making
+    /// their first attempt together queue for a permit without that state.
+    // Not an `async fn`, which would keep its arguments twice in its state
+    // (rust-lang/rust#62958), in every waiter's future.
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn attempt<'a>(
+        &'a self,
+        key: &'a str,
         ttl_ms: u64,
-        meta: &Meta,
-        token: Option<&str>,
+        meta: &'a Meta,
+        token: Option<&'a str>,
         cutoff: Option<Instant>,
-    ) -> Result<Attempt> {
-        match self {
-            Engine::Direct(direct) => direct.attempt(key, ttl_ms, meta, token, true).await,
-            Engine::Quorum(quorum) => quorum.attempt(key, ttl_ms, meta, cutoff).await,
+    ) -> impl Future<Output = Result<Attempt>> + 'a {
+        async move {
+            // Never closed; without a permit the attempts would only go unbounded.
+            let _started = self.context().attempts_started.acquire().await.ok();
+            match self {
+                Engine::Direct(direct) => {
+                    Box::pin(direct.attempt(key, ttl_ms, meta, token, true)).await
+                }
+                Engine::Quorum(quorum) => Box::pin(quorum.attempt(key, ttl_ms, meta, cutoff)).await,
+            }
         }
     }
 
     /// Releases the lock at `key` if `index` holds it; the answer and the index found.
+    ///
+    /// Boxed, as an attempt is (see [`attempt`](Engine::attempt)): a task that waits for a
+    /// lock and then releases it holds this future's state beside the wait's all along.
     pub(crate) async fn release(&self, key: &str, index: i64) -> Result<(ReleaseOutcome, i64)> {
         match self {
-            Engine::Direct(direct) => direct.release(key, index).await,
-            Engine::Quorum(quorum) => quorum.release(key, index).await,
+            Engine::Direct(direct) => Box::pin(direct.release(key, index)).await,
+            Engine::Quorum(quorum) => Box::pin(quorum.release(key, index)).await,
         }
     }
 

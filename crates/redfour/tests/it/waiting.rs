@@ -248,3 +248,43 @@ async fn dropped_acquires_do_not_leave_the_lock_held() {
     );
     assert_eq!(locks.stats().waiters, 0);
 }
+
+/// What a waiter holds while it waits: the future of its acquire (plus a registration of a
+/// few hundred bytes in the client). Thousands of waiters in one process must fit in 2 KiB
+/// each (the bench's `waiters` scenario measures the whole); an acquire attempt's own state
+/// (some 2.5 KB) is boxed while it runs, so it is not part of these futures. The bounds leave
+/// room for other compilers; a future that again holds an attempt inline exceeds them.
+#[test]
+fn the_futures_a_waiter_holds_stay_small() {
+    // Building a client opens no connection, and futures do nothing until polled.
+    let client = redfour::Client::new("redis://127.0.0.1:1/").unwrap();
+    let ttl = Duration::from_secs(1);
+    let sizes = [
+        (
+            "wait_acquire_lock",
+            std::mem::size_of_val(&client.wait_acquire_lock("x", ttl, None)),
+            1024,
+        ),
+        (
+            "lock().acquire()",
+            std::mem::size_of_val(&client.lock("x").acquire()),
+            1024,
+        ),
+        (
+            "acquire_lock",
+            std::mem::size_of_val(&client.acquire_lock("x", ttl)),
+            512,
+        ),
+        (
+            "release_lock",
+            std::mem::size_of_val(&client.release_lock("x", 1)),
+            512,
+        ),
+    ];
+    for (what, size, bound) in sizes {
+        assert!(
+            size <= bound,
+            "the future of {what} is {size} bytes (at most {bound})"
+        );
+    }
+}
