@@ -1,5 +1,5 @@
-//! Reading `INFO commandstats`: how often the server ran a command, and for how long. Shared by
-//! the bench and its `script_cost` example (which includes this file by path).
+//! Reading `INFO commandstats`: how often the server ran a command, and for how long (for the
+//! scenarios that count the server's calls or its time: server_cost, handoff, throughput).
 
 /// The sum of `{field}=` (`calls`, `usec`, …) over the `cmdstat_{name}` lines for `names`
 /// (lower case). 0 for a command that has not run (Redis omits its line); `None` when the text

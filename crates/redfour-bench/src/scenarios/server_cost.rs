@@ -9,7 +9,9 @@
 //! includes the commands it calls). A round runs one batch of every kind in turn, and the
 //! report gives each kind's least time over `server_cost_rounds` rounds: interference from the
 //! rest of a shared machine only ever adds time, and it comes in spells that would otherwise
-//! land on one kind and not another (the medians of the same runs swing by a third).
+//! land on one kind and not another (the medians of the same runs swing by a third). The
+//! targets are judged on ratios taken within each round (redfour's step against Node's, the
+//! batches a fraction of a second apart), their median over the rounds.
 //!
 //! - `acquire_us`: redfour's `acquire_lock` of a free lock (the library's defaults: with the
 //!   fair queue, the fair acquire script);
@@ -33,7 +35,7 @@ use tokio::task::JoinSet;
 use crate::report::Report;
 use crate::scenarios::Ctx;
 use crate::stack::{NodeLock, RawLock, BENCH_TTL};
-use crate::stats::round_to;
+use crate::stats::{median, round_to};
 use crate::Result;
 
 const NAME: &str = "server_cost";
@@ -220,6 +222,24 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
         return Err("the server does not report INFO commandstats".into());
     }
     let m = |kind: usize| round_to(per_step[kind].iter().copied().fold(f64::MAX, f64::min), 2);
+    // Per round, redfour's step against Node's of the same round.
+    let within = |ours: usize, node: usize| {
+        let ratios: Vec<f64> = per_step[ours]
+            .iter()
+            .zip(&per_step[node])
+            .filter(|(_, n)| **n > 0.0)
+            .map(|(o, n)| o / n)
+            .collect();
+        (!ratios.is_empty()).then(|| round_to(median(&ratios), 3))
+    };
+    let round_ratios = match (
+        within(ACQUIRE, NODE_ACQUIRE),
+        within(RELEASE, NODE_RELEASE),
+        within(HANDOFF, NODE_RELEASE),
+    ) {
+        (Some(a), Some(r), Some(h)) => Some((a, r, h)),
+        _ => None,
+    };
     Ok(Report::ServerCost {
         acquire_us: m(ACQUIRE),
         release_us: m(RELEASE),
@@ -227,6 +247,7 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
         node_acquire_us: m(NODE_ACQUIRE),
         node_release_us: m(NODE_RELEASE),
         floor_us: (m(RAW_SET), m(RAW_RELEASE), m(PING)),
+        round_ratios,
     })
 }
 
