@@ -175,9 +175,9 @@ return {1, index, tonumber(ARGV[1])}
 
 /// Node redfour 1.0.5's release, command for command: `EXISTS`, `HGET` of the index, and when
 /// it is the caller's, `DEL` and `PUBLISH` of the lock key on the release channel. Node splices
-/// the channel into its script's source; here it travels as ARGV[2], which costs the server the
-/// same. KEYS: lock; ARGV: index, channel. Replies {1, 'released', index}, {1, 'expired', …} or
-/// {0, 'conflict', index}.
+/// the channel into its script's source; here it travels as `ARGV[2]`, which costs the server
+/// the same. KEYS: lock; ARGV: index, channel. Replies {1, 'released', index}, {1, 'expired', …}
+/// or {0, 'conflict', index}.
 const NODE_RELEASE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {1, 'expired', 'expired', 0}

@@ -21,6 +21,7 @@ use crate::backoff::Backoff;
 use crate::cleanup::{Cleanup, Ticket};
 use crate::engine::{Conn, SubServer, Subscriptions};
 use crate::keys::Namespace;
+use crate::outcome::parse_index;
 use crate::sync::lock;
 
 /// Whether the subscription is live (for a waiter about to make its first attempt).
@@ -164,7 +165,9 @@ impl Shared {
             tracing::warn!(payload = %text, "ignoring a malformed handoff notice");
             return;
         };
-        let (Ok(index), Ok(window_ms)) = (index.parse::<i64>(), window.parse::<u64>()) else {
+        // An index in the one form the scripts write (1 ..= 2^53-1, plain decimal): the
+        // release that a handed-over guard sends later trusts the index it was given.
+        let (Some(index), Ok(window_ms)) = (parse_index(index), window.parse::<u64>()) else {
             tracing::warn!(payload = %text, "ignoring a malformed handoff notice");
             return;
         };
@@ -1021,7 +1024,18 @@ mod tests {
         assert_eq!(first.take_handoff(), None);
         assert_eq!(hub.handoffs(), 1);
         // Another client's waiter, a malformed notice: ignored.
-        for payload in ["other/0 7 5000 lock:a", "me/0 x 5000 lock:a", "me/0 7", ""] {
+        for payload in [
+            "other/0 7 5000 lock:a",
+            "me/0 x 5000 lock:a",
+            "me/0 7",
+            "",
+            // Not an index as the scripts write it: out of range, or not plain decimal.
+            "me/0 9007199254740992 5000 lock:a",
+            "me/0 0 5000 lock:a",
+            "me/0 -7 5000 lock:a",
+            "me/0 +7 5000 lock:a",
+            "me/0 07 5000 lock:a",
+        ] {
             dispatch(&hub.shared, b"lock-handoff:me", payload.as_bytes());
         }
         assert!(!woken(&first) && first.take_handoff().is_none());

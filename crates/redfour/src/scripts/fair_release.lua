@@ -5,8 +5,9 @@
 -- ARGV[4] (optional) a waiter token: pass on a lock handed to that waiter only while it is
 -- still unclaimed (the waiter left without using it).
 -- Returns {1, 'released', index}, {1, 'expired', -1} or {0, 'conflict', holder's index}.
--- fair_release_alone.lua ran first: it released the lock when nobody queues, and left what
--- it read: the lock's `pttl` and `raw` index reply (the lock exists), the queue's `head`.
+-- fair_release_alone.lua ran first: it released the lock when the caller holds it, no token
+-- came in ARGV[4] and nobody queues, and left what it read: the lock's `pttl` and `raw` index
+-- reply (the lock exists), and the queue's `head` when it read it.
 local key, counter, queue, entries = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 -- Foreign data raises its error here, before anything is written.
 pttl, raw = redfour_judge(key, pttl, raw)
@@ -27,7 +28,8 @@ if head then
   redfour_handoff(key, queue, entries, head, entry, now_us, tonumber(ARGV[3]), index)
 else
   redis.call('DEL', key)
-  -- Every queued waiter was dead: wake everyone listening, as when nobody queues.
+  -- Nobody live queues (every entry was dead, or a waiter passes on an unclaimed lock with
+  -- nobody behind it): wake everyone listening, as Node redfour does.
   redfour_publish(ARGV[2], key)
 end
 return {1, 'released', stored}

@@ -1,8 +1,9 @@
 -- redfour fair release, the usual case first: the caller holds the lock and nobody queues. It
 -- comes first in the script (after the notice prelude), written out without the shared
 -- functions, which the server would otherwise define again on this call too (see
--- fair_acquire_free.lua). The caller's index is known to be canonical (the client checks it),
--- so a stored index equal to it is one too. In every other case (a waiter queued, another
+-- fair_acquire_free.lua). The caller's index is canonical (the client sends only indexes it
+-- checked or read in the one form the scripts write: `check_index`, `parse_index`), so a
+-- stored index equal to it is one too. In every other case (a waiter queued, another
 -- holder, a waiter's token in ARGV[4], foreign data) nothing has been written, and
 -- fair_release.lua goes on with what was read here: the lock's `pttl`, the `raw` reply of
 -- its `HGET index`, and the queue's `head` when it was read. KEYS and ARGV as in
