@@ -158,11 +158,10 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
             move |i| {
                 let (mut node, key, index) = (node.clone(), keys[i].clone(), indexes[i]);
                 async move {
-                    if node.release(&key, index).await? {
-                        Ok(())
-                    } else {
-                        Err(format!("Node's release of {key} did not release").into())
-                    }
+                    let released = node.release(&key, index).await?;
+                    happened(released, || {
+                        format!("Node's release of {key} did not release")
+                    })
                 }
             }
         })
@@ -177,11 +176,10 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
             move |i| {
                 let (mut raw, key) = (raw.clone(), keys[i].clone());
                 async move {
-                    if raw.acquire(&key, i as u64).await? {
-                        Ok(())
-                    } else {
-                        Err(format!("raw acquire of the free key {key} failed").into())
-                    }
+                    let acquired = raw.acquire(&key, i as u64).await?;
+                    happened(acquired, || {
+                        format!("raw acquire of the free key {key} failed")
+                    })
                 }
             }
         })
@@ -193,11 +191,8 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
             move |i| {
                 let (mut raw, key) = (raw.clone(), keys[i].clone());
                 async move {
-                    if raw.release(&key, i as u64).await? {
-                        Ok(())
-                    } else {
-                        Err(format!("raw release of {key} deleted nothing").into())
-                    }
+                    let deleted = raw.release(&key, i as u64).await?;
+                    happened(deleted, || format!("raw release of {key} deleted nothing"))
                 }
             }
         })
@@ -318,6 +313,15 @@ where
 fn per_step(before: Option<u64>, after: Option<u64>, steps: usize) -> Option<f64> {
     let spent = after?.checked_sub(before?)?;
     Some(round_to(spent as f64 / steps.max(1) as f64, 2))
+}
+
+/// `Ok` when the step did what it must on keys nobody else touches, the error `what` otherwise.
+fn happened(done: bool, what: impl FnOnce() -> String) -> Result<()> {
+    if done {
+        Ok(())
+    } else {
+        Err(what().into())
+    }
 }
 
 /// Takes the free lock `id`; its index.
