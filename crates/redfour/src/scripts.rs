@@ -103,6 +103,7 @@ macro_rules! script_set {
             fair_release: script!(
                 $publish,
                 "scripts/fair_release_alone.lua",
+                "scripts/fair_release_handover.lua",
                 "scripts/lock.lua",
                 "scripts/grant.lua",
                 "scripts/fair_common.lua",
@@ -140,6 +141,29 @@ mod tests {
         );
     }
 
+    /// The fair release's usual handover checks a queue entry as `redfour_usable_entry`
+    /// does, written out: both must refuse the same holder fields.
+    #[test]
+    fn the_reserved_fields_are_one_list() {
+        fn reserved(script: &str, prefix: &str) -> String {
+            script
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(prefix))
+                .unwrap_or_else(|| panic!("no line starting with {prefix:?}"))
+                .to_owned()
+        }
+        assert_eq!(
+            reserved(
+                include_str!("scripts/fair_common.lua"),
+                "local redfour_reserved = "
+            ),
+            reserved(
+                include_str!("scripts/fair_release_handover.lua"),
+                "local reserved = "
+            ),
+        );
+    }
+
     #[test]
     fn scripts_do_not_splice_names() {
         for src in [
@@ -153,6 +177,7 @@ mod tests {
             include_str!("scripts/fair_acquire_free.lua"),
             include_str!("scripts/fair_acquire.lua"),
             include_str!("scripts/fair_release_alone.lua"),
+            include_str!("scripts/fair_release_handover.lua"),
             include_str!("scripts/fair_release.lua"),
             include_str!("scripts/fair_leave.lua"),
             include_str!("scripts/publish.lua"),

@@ -7,7 +7,9 @@
 -- Returns {1, 'released', index}, {1, 'expired', -1} or {0, 'conflict', holder's index}.
 -- fair_release_alone.lua ran first: it released the lock when the caller holds it, no token
 -- came in ARGV[4] and nobody queues, and left what it read: the lock's `pttl` and `raw` index
--- reply (the lock exists), and the queue's `head` when it read it.
+-- reply (the lock exists), and the queue's `head` when it read it; then
+-- fair_release_handover.lua handed the lock to that head when its entry is live and well
+-- formed and the counter usual, and otherwise wrote nothing.
 local key, counter, queue, entries = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 -- Foreign data raises its error here, before anything is written.
 pttl, raw = redfour_judge(key, pttl, raw)

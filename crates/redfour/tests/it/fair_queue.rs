@@ -429,6 +429,128 @@ async fn dead_entries_at_the_head_are_skipped() {
     assert!(!exists(&server, "lock:dead"));
 }
 
+/// Entries that have not expired but cannot be used (a reserved holder field, an odd list of
+/// fields, no handoff channel, a ttl that is not a whole number of milliseconds from 1 on) are
+/// dropped as dead by the release, which hands the lock to the live waiter behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_live_entries_at_the_head_are_skipped() {
+    let server = RedisServer::start();
+    let holder = fair(&server).build().unwrap();
+    let waiter = fair(&server).build().unwrap();
+    let held = holder
+        .lock("malformed")
+        .ttl(TTL)
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free lock");
+
+    let future = server_ms(&server) + 600_000;
+    let ghosts = [
+        (
+            "ghost-reserved",
+            format!(r#"{{"t":10000,"e":{future},"c":"lock-handoff:nobody","m":["index","1"]}}"#),
+        ),
+        (
+            "ghost-odd",
+            format!(r#"{{"t":10000,"e":{future},"c":"lock-handoff:nobody","m":["host"]}}"#),
+        ),
+        (
+            "ghost-number",
+            format!(r#"{{"t":10000,"e":{future},"c":"lock-handoff:nobody","m":["host",7]}}"#),
+        ),
+        (
+            "ghost-nochannel",
+            format!(r#"{{"t":10000,"e":{future},"c":"","m":[]}}"#),
+        ),
+        (
+            "ghost-zero-ttl",
+            format!(r#"{{"t":0,"e":{future},"c":"lock-handoff:nobody","m":[]}}"#),
+        ),
+        (
+            "ghost-half-ttl",
+            format!(r#"{{"t":1.5,"e":{future},"c":"lock-handoff:nobody","m":[]}}"#),
+        ),
+        ("ghost-array", "[1,2,3]".to_owned()),
+    ];
+    for (token, entry) in &ghosts {
+        int(&server, &["RPUSH", &queue_key("malformed"), token]);
+        int(&server, &["HSET", &entries_key("malformed"), token, entry]);
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    spawn_waiter(&waiter, "malformed", TTL, 0, &tx);
+    let token = until_queued(&server, "malformed", ghosts.len() + 1).await;
+
+    let held_index = held.index();
+    assert_eq!(
+        held.release().await.unwrap().result,
+        ReleaseOutcome::Released
+    );
+    assert_eq!(handoff_field(&server, "malformed"), Some(token));
+    let (_, guard) = next_guard(&mut rx).await;
+    assert!(guard.index() > held_index);
+    assert_eq!(queued(&server, "malformed"), 0);
+    assert_eq!(entries(&server, "malformed"), 0);
+    assert_eq!(
+        guard.release().await.unwrap().result,
+        ReleaseOutcome::Released
+    );
+}
+
+/// A release that hands the lock over takes the next index as an acquire does: after a
+/// counter ahead of the clock (moved by hand, or a Node fleet's) it is the counter plus one;
+/// after Node redfour's small counter it is floored at the server clock; and the counter
+/// keeps its expiry either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handoff_takes_its_index_as_an_acquire_does() {
+    let server = RedisServer::start();
+    let holder = fair(&server).build().unwrap();
+    let waiter = fair(&server).build().unwrap();
+    let ahead: i64 = 8_000_000_000_000_000;
+    for (counter, expected) in [(ahead, Some(ahead + 1)), (57, None)] {
+        let held = holder
+            .lock("counted")
+            .ttl(TTL)
+            .try_acquire()
+            .await
+            .unwrap()
+            .expect("free lock");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        spawn_waiter(&waiter, "counted", TTL, 0, &tx);
+        until_queued(&server, "counted", 1).await;
+        server.cmd(&["SET", "lockindex", &counter.to_string(), "PX", "600000"]);
+        let clock_us = server_ms(&server) * 1000;
+
+        assert_eq!(
+            held.release().await.unwrap().result,
+            ReleaseOutcome::Released
+        );
+        let (_, guard) = next_guard(&mut rx).await;
+        match expected {
+            Some(index) => assert_eq!(guard.index(), index),
+            None => assert!(
+                guard.index() >= clock_us,
+                "index {} below the server clock {clock_us}",
+                guard.index()
+            ),
+        }
+        assert_eq!(
+            text(&server, &["GET", "lockindex"]),
+            Some(guard.index().to_string()),
+            "the counter does not hold the new index"
+        );
+        let left = pttl(&server, "lockindex");
+        assert!(
+            left > 500_000 && left <= 600_000,
+            "the counter's expiry changed: {left}"
+        );
+        assert_eq!(
+            guard.release().await.unwrap().result,
+            ReleaseOutcome::Released
+        );
+    }
+}
+
 /// A waiter that died after its last refresh (its entry is still valid) is handed the lock
 /// and never claims it: the lock lives for the claim window only, then the next live waiter
 /// takes it, woken by its timer at the handed-over lock's expiry.
