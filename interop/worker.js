@@ -4,11 +4,14 @@
 // stop, and prints each critical section as it ends.
 //
 // Usage:
-//   node worker.js REDIS_URL NAMESPACE ID TTL_MS WAIT_MS WORK_MS
+//   node worker.js REDIS_URL NAMESPACE ID TTL_MS WAIT_MS WORK_MS [CHECK_KEY]
+//
+// With CHECK_KEY, each critical section starts with INCR CHECK_KEY and ends with DECR of it,
+// and prints the INCR's result as "inside": anything but 1 means two sections overlapped.
 //
 // Output, one JSON object per line on stdout:
 //   {"event":"ready"}                                 connected and subscribed
-//   {"start_us":…,"end_us":…,"index":…}              one critical section (wall clock, µs)
+//   {"start_us":…,"end_us":…,"index":…[,"inside":…]} one critical section (wall clock, µs)
 //   {"event":"timeout"}                               a waitAcquireLock gave up (WAIT_MS passed)
 //   {"event":"error","message":"…"}
 // It stops at end of standard input (or on SIGTERM) after the section in progress.
@@ -16,7 +19,7 @@
 
 const Lock = require('redfour');
 
-const [url, namespace, id, ttl, waitTtl, work] = process.argv.slice(2);
+const [url, namespace, id, ttl, waitTtl, work, checkKey] = process.argv.slice(2);
 if (!work) {
   process.stderr.write('usage: node worker.js REDIS_URL NAMESPACE ID TTL_MS WAIT_MS WORK_MS\n');
   process.exit(2);
@@ -64,14 +67,29 @@ function cycle() {
       return setImmediate(cycle);
     }
     const start = nowUs();
-    setTimeout(() => {
+    const section = (inside) => setTimeout(() => {
       const end = nowUs();
-      lock.releaseLock(held, (err2) => {
+      const release = () => lock.releaseLock(held, (err2) => {
         if (err2) emit({ event: 'error', message: String(err2 && err2.message) });
-        emit({ start_us: start, end_us: end, index: held.index });
+        const line = { start_us: start, end_us: end, index: held.index };
+        if (inside !== undefined) line.inside = inside;
+        emit(line);
         setImmediate(cycle);
       });
+      if (checkKey) {
+        lock._redisConnection.decr(checkKey, release);
+      } else {
+        release();
+      }
     }, Number(work));
+    if (checkKey) {
+      lock._redisConnection.incr(checkKey, (err3, inside) => {
+        if (err3) emit({ event: 'error', message: String(err3 && err3.message) });
+        section(inside);
+      });
+    } else {
+      section(undefined);
+    }
   });
 }
 

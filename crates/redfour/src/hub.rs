@@ -274,13 +274,20 @@ impl Hub {
             fair,
         } = subscriptions;
         let (state, _) = watch::channel(HubState::default());
-        let mut channels = vec![ns.channel("").into_owned()];
+        let mut channels = Channels::default();
         let mut tasks = Vec::new();
         let fair_on = fair.is_some();
+        if fair_on {
+            channels
+                .patterns
+                .push((ns.release_pattern(), ns.channel("").into_owned()));
+        } else {
+            channels.exact.push(ns.channel("").into_owned());
+        }
         let (janitor, handoff_channel, client_token) = match fair {
             Some(setup) => {
                 if let Some(channel) = &setup.handoff_channel {
-                    channels.push(channel.clone());
+                    channels.exact.push(channel.clone());
                 }
                 let (tx, rx) = mpsc::unbounded_channel();
                 tasks.push(tokio::spawn(janitor(
@@ -532,6 +539,33 @@ async fn janitor(
     }
 }
 
+/// What a subscriber of one server listens on: channels by name, and patterns (`PSUBSCRIBE`).
+/// With the fair queue the release channel is subscribed by a pattern that matches it alone:
+/// `PUBSUB NUMSUB` does not count pattern subscribers, so the scripts can count the clients
+/// that wait without queueing (Node redfour's, and this library's with the queue off) by that
+/// command (see "Outsiders' turns" in scripts/fair_common.lua).
+/// A user whose ACL rule does not allow the pattern (`NOPERM`) subscribes to the channel itself,
+/// and is then counted with the outsiders (see `subscribed_by_name`).
+#[derive(Debug, Clone, Default)]
+struct Channels {
+    exact: Vec<String>,
+    /// (pattern, the one channel it matches).
+    patterns: Vec<(String, String)>,
+}
+
+/// Whether a subscription to a pattern was refused by the user's ACL rule, so that the
+/// channel itself is subscribed instead.
+fn subscribed_by_name(err: &redis::RedisError, channel: &str) -> bool {
+    let refused = err.code() == Some("NOPERM");
+    if refused {
+        tracing::info!(
+            channel,
+            "the ACL rule does not allow PSUBSCRIBE of the release channel; subscribing to it by name (Node waiters then get fewer turns: see the README on ACLs)"
+        );
+    }
+    refused
+}
+
 /// The subscriber loop: (re)connect, subscribe, fan out, until the hub is dropped.
 ///
 /// It holds only a weak reference to the hub, so it never keeps its owner alive; the hub also
@@ -543,7 +577,7 @@ async fn janitor(
 async fn run(
     shared: Weak<Shared>,
     server: SubServer,
-    channels: Vec<String>,
+    channels: Channels,
     connect_timeout: Duration,
 ) {
     let mut use_resp3 = true;
@@ -623,7 +657,7 @@ enum Session {
 }
 
 /// `again`: an earlier session of the same subscriber task was up (a reconnect).
-fn mark_subscribed(shared: &Weak<Shared>, channels: &[String], again: bool) -> bool {
+fn mark_subscribed(shared: &Weak<Shared>, channels: &Channels, again: bool) -> bool {
     let Some(shared) = shared.upgrade() else {
         return false;
     };
@@ -637,7 +671,7 @@ fn mark_subscribed(shared: &Weak<Shared>, channels: &[String], again: bool) -> b
     true
 }
 
-fn mark_unsubscribed(shared: &Weak<Shared>, channels: &[String]) -> Session {
+fn mark_unsubscribed(shared: &Weak<Shared>, channels: &Channels) -> Session {
     let Some(shared) = shared.upgrade() else {
         return Session::HubGone;
     };
@@ -680,7 +714,7 @@ fn resp3_client(client: &redis::Client) -> Option<redis::Client> {
 async fn run_resp3(
     shared: &Weak<Shared>,
     client: &redis::Client,
-    channels: &[String],
+    channels: &Channels,
     connect_timeout: Duration,
     again: bool,
 ) -> Session {
@@ -690,13 +724,19 @@ async fn run_resp3(
         let disconnected = disconnected.clone();
         move |info: redis::PushInfo| -> Result<(), ()> {
             match info.kind {
-                redis::PushKind::Message => {
-                    if let (Some(shared), [channel, payload]) = (shared.upgrade(), &info.data[..]) {
-                        if let (redis::Value::BulkString(c), redis::Value::BulkString(p)) =
-                            (channel, payload)
-                        {
-                            dispatch(&shared, c, p);
-                        }
+                redis::PushKind::Message | redis::PushKind::PMessage => {
+                    // A pattern's message names the pattern first.
+                    let (channel, payload) = match &info.data[..] {
+                        [channel, payload] | [_, channel, payload] => (channel, payload),
+                        _ => return Ok(()),
+                    };
+                    if let (
+                        Some(shared),
+                        redis::Value::BulkString(c),
+                        redis::Value::BulkString(p),
+                    ) = (shared.upgrade(), channel, payload)
+                    {
+                        dispatch(&shared, c, p);
                     }
                 }
                 // `notify_one` keeps a permit, so a disconnection before the wait is not lost.
@@ -714,7 +754,17 @@ async fn run_resp3(
         let mut conn = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
-        conn.subscribe(channels).await?;
+        if !channels.exact.is_empty() {
+            conn.subscribe(&channels.exact).await?;
+        }
+        for (pattern, channel) in &channels.patterns {
+            if let Err(e) = conn.psubscribe(pattern).await {
+                if !subscribed_by_name(&e, channel) {
+                    return Err(e);
+                }
+                conn.subscribe(channel).await?;
+            }
+        }
         Ok::<_, redis::RedisError>(conn)
     };
     match tokio::time::timeout(connect_timeout, connect).await {
@@ -744,7 +794,7 @@ async fn run_resp3(
 async fn run_resp2(
     shared: &Weak<Shared>,
     client: &redis::Client,
-    channels: &[String],
+    channels: &Channels,
     connect_timeout: Duration,
     again: bool,
 ) -> Session {
@@ -779,11 +829,19 @@ async fn run_resp2(
 
 async fn subscribe(
     client: &redis::Client,
-    channels: &[String],
+    channels: &Channels,
 ) -> redis::RedisResult<redis::aio::PubSub> {
     let mut pubsub = client.get_async_pubsub().await?;
-    for channel in channels {
+    for channel in &channels.exact {
         pubsub.subscribe(channel).await?;
+    }
+    for (pattern, channel) in &channels.patterns {
+        if let Err(e) = pubsub.psubscribe(pattern).await {
+            if !subscribed_by_name(&e, channel) {
+                return Err(e);
+            }
+            pubsub.subscribe(channel).await?;
+        }
     }
     Ok(pubsub)
 }
@@ -867,7 +925,7 @@ async fn run_cluster(
         }
         backoff.wait().await;
     };
-    if !mark_subscribed(&shared, &[], false) {
+    if !mark_subscribed(&shared, &Channels::default(), false) {
         return;
     }
     while let Some(order) = orders.recv().await {

@@ -111,6 +111,19 @@ impl Namespace {
         }
     }
 
+    /// A `PSUBSCRIBE` pattern that matches the Node layout's release channel and nothing else
+    /// (the namespace's glob characters escaped).
+    pub(crate) fn release_pattern(&self) -> String {
+        let mut pattern = String::with_capacity(self.channel.len() + 4);
+        for c in self.channel.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern
+    }
+
     /// The fair queue of the lock at `lock_key`: the FIFO list of waiter tokens
     /// (`{ns}-queue:{id}`) and the hash of their entries (`{ns}-waiters:{id}`). Node redfour
     /// never reads them.

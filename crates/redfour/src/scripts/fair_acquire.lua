@@ -14,26 +14,48 @@ local token = ARGV[2]
 local ttl = tonumber(ARGV[1])
 local now_us = nil
 local pttl, holder = redfour_lock(key)
-if pttl >= 0 and token ~= '' and redis.call('HGET', key, 'handoff') == token then
-  redis.call('HDEL', key, 'handoff')
-  return {2, tonumber(holder), pttl}
+if pttl >= 0 and token ~= '' then
+  local fields = redis.call('HMGET', key, 'handoff', 'acquired_at')
+  if fields[1] == token then
+    redis.call('HDEL', key, 'handoff')
+    return {2, tonumber(holder), pttl}
+  end
+  if not fields[2] then
+    -- Held by an outsider (see "Outsiders' turns" in fair_common.lua): counted once a
+    -- release has found outsiders about.
+    local turn = redis.call('HGET', entries, 'turn')
+    if turn then
+      redfour_outsider_seen(entries, turn, tonumber(holder))
+    end
+  end
 end
 if pttl < 0 then
   local head, entry
   head, entry, now_us = redfour_live_head(queue, entries, nil)
   now_us = now_us or redfour_now_us()
-  local index = redfour_next_index(key, counter, now_us)
-  if not head or head == token then
-    if head then
-      redfour_take_head(queue, entries, head)
-    end
-    redfour_write_holder(key, index, now_us, ttl, ARGV, 6, false)
-    return {1, index, ttl}
+  local turn, turn_ends = nil, nil
+  if head then
+    turn = redfour_turn_read(redis.call('HGET', entries, 'turn'))
+    turn_ends = redfour_turn_on(turn, math.floor(now_us / 1000))
   end
-  -- Free, but someone is first in line (the last holder expired): hand it over now.
-  redfour_handoff(key, queue, entries, head, entry, now_us, tonumber(ARGV[5]), index)
-  pttl = redis.call('PTTL', key)
-  holder = index
+  if turn_ends then
+    -- The outsiders' turn: the queue takes nothing until it ends; look again then.
+    pttl = turn_ends - math.floor(now_us / 1000)
+    holder = turn.last
+  else
+    local index = redfour_next_index(key, counter, now_us)
+    if not head or head == token then
+      if head then
+        redfour_take_head(queue, entries, head)
+      end
+      redfour_write_holder(key, index, now_us, ttl, ARGV, 6, false)
+      return {1, index, ttl}
+    end
+    -- Free, but someone is first in line (the last holder expired): hand it over now.
+    redfour_handoff(key, queue, entries, head, entry, now_us, tonumber(ARGV[5]), index)
+    pttl = redis.call('PTTL', key)
+    holder = index
+  end
 end
 if token ~= '' then
   now_us = now_us or redfour_now_us()

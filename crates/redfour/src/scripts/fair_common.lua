@@ -88,3 +88,113 @@ local function redfour_handoff(key, queue, entries, head, entry, now_us, claim_m
   redfour_write_holder(key, index, now_us, window, meta, 1, head)
   redfour_publish(entry.c, head .. ' ' .. string.format('%d', index) .. ' ' .. window .. ' ' .. key)
 end
+
+-- Outsiders' turns. Node redfour clients (and this library's clients with the fair queue off)
+-- never queue: they wait on the release channel and try again when a release is announced or
+-- their timer fires. A release that hands the lock straight to the next queued waiter
+-- announces nothing, so under steady contention they would never find the lock free. When
+-- outsiders are about (`PUBSUB NUMSUB` of the release channel counts them: fair clients
+-- subscribe to it by pattern, which it does not count), a release sometimes gives them a
+-- turn instead: it deletes the lock and announces it, as Node redfour's release does, and for
+-- REDFOUR_TURN_MS the queue takes nothing (its waiters are told to look again when the turn
+-- ends), so that an outsider woken by the announcement can take it.
+-- Whose turn it is follows a credit: each release by a holder on the queue's side adds
+-- outsiders / (queued waiters + 1), the outsiders' holdings due per holding of the queue's
+-- side; each holding by an outsider that a waiter sees (a lock hash without this library's
+-- `acquired_at`) takes one off; a release gives the outsiders a turn while the credit is
+-- above 0. Over time each side's holdings go as its number of contenders. A turn nobody took
+-- doubles the wait before the next (up to 2^6 times), so that outsiders who never want this
+-- lock (Node processes using other locks of the namespace) cost the queue little. The state
+-- is one field of the entries hash, `turn` (tokens always hold a '/', so no token is named
+-- so): "credit until_ms last_index seen_index backoff taken".
+local REDFOUR_TURN_MS = 50
+
+-- How many outsiders listen on `channel`; 0 when the user may not ask (an ACL rule without
+-- `+pubsub|numsub` or `+llen`: the queue then keeps the lock as before, see README, ACLs).
+local function redfour_outsiders(channel)
+  if not redfour_outsiders_listen then
+    return 0
+  end
+  local numsub = redis.pcall('PUBSUB', 'NUMSUB', channel)
+  if type(numsub) ~= 'table' or numsub.err or type(numsub[2]) ~= 'number' then
+    return 0
+  end
+  return numsub[2]
+end
+
+-- The turn state; missing or malformed reads as a fresh one.
+local function redfour_turn_read(raw)
+  local s = {credit = 0, until_ms = 0, last = 0, seen = 0, backoff = 0, taken = 0}
+  if type(raw) == 'string' then
+    local c, u, l, n, b, t = string.match(raw, '^(%-?%d+%.?%d*) (%d+) (%d+) (%d+) (%d) ([01])$')
+    if c then
+      s.credit, s.until_ms, s.last, s.seen = tonumber(c), tonumber(u), tonumber(l), tonumber(n)
+      s.backoff, s.taken = math.min(tonumber(b), 6), tonumber(t)
+    end
+  end
+  return s
+end
+
+local function redfour_turn_write(entries, s)
+  redis.call('HSET', entries, 'turn', string.format('%.4f %d %d %d %d %d',
+    s.credit, s.until_ms, s.last, s.seen, s.backoff, s.taken))
+end
+
+-- The end of the outsiders' turn in `s` when it is on at `now_ms`, else nil. A turn never
+-- lasts longer than REDFOUR_TURN_MS from now: an end further ahead (the server clock stepped
+-- back, or the field was written by hand) is over, so that the queue is never held up longer.
+local function redfour_turn_on(s, now_ms)
+  if s.until_ms > now_ms and s.until_ms <= now_ms + REDFOUR_TURN_MS then
+    return s.until_ms
+  end
+  return nil
+end
+
+-- Whether this release, by the holder with `index`, gives the outsiders a turn rather than
+-- handing the lock to the queue's head (see above). A turn is recorded as ending at `now_ms`
+-- + REDFOUR_TURN_MS, and the caller deletes and announces the lock; waiters that look during
+-- the turn are told `index` as the holder's.
+local function redfour_outsiders_turn(channel, queue, entries, now_ms, index)
+  local outsiders = redfour_outsiders(channel)
+  local queued = redis.pcall('LLEN', queue)
+  if outsiders == 0 or type(queued) ~= 'number' then
+    return false
+  end
+  local share = outsiders / (queued + 1)
+  local s = redfour_turn_read(redis.call('HGET', entries, 'turn'))
+  if s.until_ms > 0 then
+    -- The turn before this holding is over.
+    if s.taken == 1 then
+      s.backoff = 0
+    else
+      s.backoff = math.min(s.backoff + 1, 6)
+      s.credit = math.min(s.credit, 1 - 2 ^ s.backoff)
+    end
+    s.until_ms, s.taken = 0, 0
+  end
+  -- Bounded, so that holdings no waiter saw cannot pile up turns, and a long spell of
+  -- outsiders' holdings is not held against them for ever.
+  s.credit = math.max(math.min(s.credit + share, 1 + share), -64)
+  local turn = s.credit > 0
+  if turn then
+    s.until_ms, s.last = now_ms + REDFOUR_TURN_MS, index
+  end
+  redfour_turn_write(entries, s)
+  return turn
+end
+
+-- A waiter saw the lock held by `holder`, whose hash lacks `acquired_at` (an outsider's):
+-- each such holding counts once against the outsiders' credit, and marks an open turn as
+-- taken. `raw` is the turn state as read.
+local function redfour_outsider_seen(entries, raw, holder)
+  local s = redfour_turn_read(raw)
+  if s.seen == holder then
+    return
+  end
+  s.seen = holder
+  s.credit = math.max(s.credit - 1, -64)
+  if s.until_ms > 0 then
+    s.taken = 1
+  end
+  redfour_turn_write(entries, s)
+end

@@ -25,7 +25,10 @@ end
 -- lock is deleted.
 local entry, now_us
 head, entry, now_us = redfour_live_head(queue, entries, nil, head)
-if head then
+if head and redfour_outsiders_turn(ARGV[2], queue, entries, math.floor(now_us / 1000), stored) then
+  redis.call('DEL', key)
+  redfour_publish(ARGV[2], key)
+elseif head then
   local index = redfour_next_index(key, counter, now_us)
   redfour_handoff(key, queue, entries, head, entry, now_us, tonumber(ARGV[3]), index)
 else

@@ -1,6 +1,8 @@
 -- redfour fair release, the usual handover next: the caller holds the lock, the queue's first
 -- waiter (`head`, read by fair_release_alone.lua) has a live, well-formed entry, and the
--- counter holds an index this library took from the server clock (or nothing). Written out
+-- counter holds an index this library took from the server clock (or nothing), and no
+-- outsider listens on the release channel (see "Outsiders' turns" in fair_common.lua: with
+-- them about, the general path decides whose turn it is). Written out
 -- before the shared functions are defined, as fair_release_alone.lua is: the general path
 -- (`redfour_live_head`, `redfour_next_index`, `redfour_handoff`) costs a quarter more for the
 -- same calls (see BENCHMARKS.md, "Issue 12, second part"). It does what those functions do for
@@ -9,7 +11,15 @@
 -- value and expiry) and fair_release.lua decides, with `pttl`, `raw` and `head` as
 -- fair_release_alone.lua left them. The entry's checks are `redfour_usable_entry`'s in
 -- fair_common.lua; a unit test in scripts.rs holds the two lists of reserved fields equal.
-if head then
+local outsiders = 0
+if head and redfour_outsiders_listen then
+  -- As `redfour_outsiders` in fair_common.lua counts them (0 when the ACL refuses).
+  local numsub = redis.pcall('PUBSUB', 'NUMSUB', ARGV[2])
+  if type(numsub) == 'table' and not numsub.err and type(numsub[2]) == 'number' then
+    outsiders = numsub[2]
+  end
+end
+if head and outsiders == 0 then
   local raw_entry = redis.call('HGET', KEYS[4], head)
   local ok, entry = false, nil
   if raw_entry then

@@ -119,6 +119,13 @@ pub fn numsub(server: &RedisServer, channel: &str) -> i64 {
     }
 }
 
+/// How many subscriptions hear on `channel`: connections subscribed to it by name, plus the
+/// patterns subscribed on the server (a fair client subscribes to the release channel by a
+/// pattern matching it alone; each test's server has no other patterns).
+pub fn listeners(server: &RedisServer, channel: &str) -> i64 {
+    numsub(server, channel) + int(server, &["PUBSUB", "NUMPAT"])
+}
+
 /// The `calls` count of one command in `INFO commandstats` (0 when the command never ran).
 ///
 /// Redis 7 names the lines `cmdstat_<command>` (`cmdstat_evalsha`, `cmdstat_eval`) and

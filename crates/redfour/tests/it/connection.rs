@@ -418,16 +418,29 @@ async fn a_unix_socket_password_is_used_and_a_wrong_one_never_shown() {
 /// - `evalsha`, `script|load`: every operation is a script, reloaded after `NOSCRIPT`.
 /// - `hmget`: releasing a lock won by an acquire whose future was dropped in flight.
 /// - `subscribe`: the waiters' subscription (HELLO and AUTH need no permission).
+/// - `psubscribe` and the channel `&lock-release` itself (a pattern is allowed only when it is
+///   literally one of the rule's channel patterns): a fair client hears the release channel
+///   through a pattern matching it alone, so that `pubsub|numsub` in the scripts counts only the
+///   clients that wait without queueing (Node redfour's), and `llen` weighs them against the
+///   queue (the outsiders' turns, issue 14).
 /// - the rest are the commands the scripts run, which Redis checks like any other:
 ///   `lrem` only when a fair-queue waiter gives up.
-const ACL_RULE: &str = "resetkeys ~lock* resetchannels &lock* -@all \
-    +ping +evalsha +script|load +hmget +subscribe \
+const ACL_RULE: &str = "resetkeys ~lock* resetchannels &lock* &lock-release -@all \
+    +ping +evalsha +script|load +hmget +subscribe +psubscribe +pubsub|numsub \
     +time +type +exists +pttl +hget +hgetall +hset +hdel +hexists +pexpire +set +del \
-    +publish +rpush +lindex +lpop +lrem";
+    +publish +rpush +lindex +lpop +lrem +llen";
 
 /// The same commands with the exact keys and channels of namespace `lock` instead of `lock*`.
 const ACL_RULE_EXACT_KEYS: &str = "resetkeys ~lock:* ~lockindex ~lock-queue:* ~lock-waiters:* \
     resetchannels &lock-release &lock-handoff:* -@all \
+    +ping +evalsha +script|load +hmget +subscribe +psubscribe +pubsub|numsub \
+    +time +type +exists +pttl +hget +hgetall +hset +hdel +hexists +pexpire +set +del \
+    +publish +rpush +lindex +lpop +lrem +llen";
+
+/// The rule documented before the outsiders' turns (issue 14): a user's rule written then keeps
+/// working, without the turns (the release channel is subscribed by name, and the scripts find
+/// no outsiders to count).
+const ACL_RULE_BEFORE_TURNS: &str = "resetkeys ~lock* resetchannels &lock* -@all \
     +ping +evalsha +script|load +hmget +subscribe \
     +time +type +exists +pttl +hget +hgetall +hset +hdel +hexists +pexpire +set +del \
     +publish +rpush +lindex +lpop +lrem";
@@ -528,7 +541,7 @@ async fn every_operation(
     let waiting = redfour_test::wait_until_async(common::DEADLINE, || async {
         waiter.0.is_finished()
             || (locks.stats().waiters == 1
-                && common::numsub(server, "lock-release") == 1
+                && common::listeners(server, "lock-release") == 1
                 && common::command_calls(server, "evalsha") > attempts)
     })
     .await;
@@ -618,11 +631,29 @@ async fn the_minimal_acl_rule_allows_every_operation() {
     );
 }
 
+/// A user whose rule was written before the outsiders' turns (without `psubscribe`,
+/// `pubsub|numsub`, `llen` and the release channel's own pattern) can still do everything, with
+/// the fair queue and without.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rule_from_before_the_outsiders_turns_still_works() {
+    let server = RedisServer::start();
+    let url = acl_user(&server, "before", ACL_RULE_BEFORE_TURNS);
+    for fair in [true, false] {
+        let locks = acl_client(&url, fair);
+        let id = format!("before-{fair}");
+        every_operation(&server, &locks, &id)
+            .await
+            .unwrap_or_else(|e| panic!("fair {fair}: {e}\n{:?}", acl_denials(&server, "before")));
+    }
+}
+
 /// A user missing any one command of the rule (but `subscribe`, see below) gets an error of kind
 /// `AccessDenied` (was `Redis` before issue 11) saying that Redis refused it, within a few seconds, instead of a hang.
 ///
 /// `hmget` and `lrem` run where nobody can receive an error (after a dropped acquire, after a
-/// waiter left), so they are checked through `ACL LOG` by the test above. Without `subscribe`,
+/// waiter left), so they are checked through `ACL LOG` by the test above. Without
+/// `psubscribe`, `pubsub|numsub` or `llen` everything works, without the outsiders' turns (the
+/// test above). Without `subscribe`,
 /// waiters still get the lock, later: they fall back to polling (see the report in the
 /// subscription's warning log).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -631,7 +662,12 @@ async fn a_user_missing_one_command_gets_a_clear_error_quickly() {
     let commands: Vec<&str> = ACL_RULE
         .split_whitespace()
         .filter(|part| part.starts_with('+'))
-        .filter(|part| !matches!(*part, "+hmget" | "+lrem" | "+subscribe"))
+        .filter(|part| {
+            !matches!(
+                *part,
+                "+hmget" | "+lrem" | "+subscribe" | "+psubscribe" | "+pubsub|numsub" | "+llen"
+            )
+        })
         .collect();
     assert!(commands.len() > 15, "{commands:?}");
     for missing in commands {

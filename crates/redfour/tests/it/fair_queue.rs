@@ -106,9 +106,24 @@ struct Listener {
 impl Listener {
     /// Returns once the server confirmed the subscription.
     async fn start(server: &RedisServer, channel: &str) -> Listener {
+        Listener::subscribed(server, channel, false).await
+    }
+
+    /// The same by a pattern that matches `channel` alone (a fair client listens so):
+    /// `PUBSUB NUMSUB` does not count it, so it is not taken for a Node process waiting
+    /// without the queue, to which releases would give turns.
+    async fn by_pattern(server: &RedisServer, channel: &str) -> Listener {
+        Listener::subscribed(server, channel, true).await
+    }
+
+    async fn subscribed(server: &RedisServer, channel: &str, pattern: bool) -> Listener {
         let raw = server.client();
         let mut pubsub = raw.get_async_pubsub().await.expect("subscriber");
-        pubsub.subscribe(channel).await.expect("SUBSCRIBE");
+        if pattern {
+            pubsub.psubscribe(channel).await.expect("PSUBSCRIBE");
+        } else {
+            pubsub.subscribe(channel).await.expect("SUBSCRIBE");
+        }
         let messages = Arc::new(Mutex::new(Vec::new()));
         let sink = messages.clone();
         let task = tokio::spawn(async move {
@@ -264,7 +279,7 @@ async fn release_hands_over_directly_with_one_notice() {
         .await
         .unwrap()
         .expect("free lock");
-    let listener = Listener::start(&server, "lock-release").await;
+    let listener = Listener::by_pattern(&server, "lock-release").await;
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut clients = Vec::new();
@@ -357,7 +372,7 @@ async fn unfair_release_notifies_every_waiter() {
         spawn_waiter(&waiters, "stampede", TTL, w, &tx);
     }
     let waiting = wait_until_async(DEADLINE, || async {
-        waiters.stats().waiters == WAITERS && common::numsub(&server, "lock-release") == 1
+        waiters.stats().waiters == WAITERS && common::listeners(&server, "lock-release") == 1
     })
     .await;
     assert!(waiting, "registrations: {}", waiters.stats().waiters);
@@ -549,6 +564,94 @@ async fn a_handoff_takes_its_index_as_an_acquire_does() {
             ReleaseOutcome::Released
         );
     }
+}
+
+/// The turn state a release left in the entries hash of `id`: (credit, backoff), or None.
+fn turn_state(server: &RedisServer, id: &str) -> Option<(f64, u32)> {
+    let raw = text(server, &["HGET", &entries_key(id), "turn"])?;
+    let parts: Vec<&str> = raw.split(' ').collect();
+    assert_eq!(parts.len(), 6, "turn state {raw:?}");
+    Some((
+        parts[0].parse().expect("credit"),
+        parts[4].parse().expect("backoff"),
+    ))
+}
+
+/// With a client subscribed to the release channel by name (as Node redfour is, and which
+/// never queues), a release that would hand the lock to the queue gives that outsider a turn:
+/// it deletes the lock and announces it; the queue takes nothing for the turn (50 ms), then its
+/// head gets the lock. A turn nobody took makes the next come later (the backoff), so the next
+/// release hands over at once. Without such a listener nothing of this happens (the tests
+/// above). A turn whose end lies further ahead than a turn lasts (a clock that stepped back,
+/// a hand-written field) holds nobody up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outsiders_get_turns_and_untaken_turns_come_rarer() {
+    let server = RedisServer::start();
+    let holder = fair(&server).build().unwrap();
+    let waiter = fair(&server).build().unwrap();
+    let outsider = Listener::start(&server, "lock-release").await;
+    let held = holder
+        .lock("turns")
+        .ttl(TTL)
+        .try_acquire()
+        .await
+        .unwrap()
+        .expect("free lock");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    spawn_waiter(&waiter, "turns", TTL, 0, &tx);
+    until_queued(&server, "turns", 1).await;
+
+    // The first release owes the outsider a turn: announced, not handed over.
+    assert_eq!(
+        held.release().await.unwrap().result,
+        ReleaseOutcome::Released
+    );
+    assert_eq!(
+        outsider.until_message().await,
+        [("lock-release".to_owned(), "lock:turns".to_owned())]
+    );
+    assert_eq!(handoff_field(&server, "turns"), None);
+    // Nobody took it: the queue's head gets the lock once the turn is over.
+    let (_, first) = next_guard(&mut rx).await;
+    assert!(turn_state(&server, "turns").is_some());
+
+    // The next release closes the untaken turn (backoff 1) and hands over directly.
+    spawn_waiter(&waiter, "turns", TTL, 1, &tx);
+    until_queued(&server, "turns", 1).await;
+    assert_eq!(
+        first.release().await.unwrap().result,
+        ReleaseOutcome::Released
+    );
+    let (_, second) = next_guard(&mut rx).await;
+    assert!(handoff_field(&server, "turns").is_some(), "not handed over");
+    let (credit, backoff) = turn_state(&server, "turns").expect("turn state");
+    assert_eq!(backoff, 1);
+    assert!(credit <= 0.0, "credit {credit}");
+    assert_eq!(outsider.messages().len(), 1, "{:?}", outsider.messages());
+
+    // A turn said to end an hour from now is no turn: when the holder's lock expires, the
+    // queue's head takes it at once (its timer fires at the holder's expiry).
+    second.release().await.unwrap();
+    let short = holder
+        .acquire_lock("turns", Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(short.success);
+    spawn_waiter(&waiter, "turns", TTL, 2, &tx);
+    until_queued(&server, "turns", 1).await;
+    let far = server_ms(&server) + 3_600_000;
+    int(
+        &server,
+        &[
+            "HSET",
+            &entries_key("turns"),
+            "turn",
+            &format!("5.0000 {far} 1 0 0 0"),
+        ],
+    );
+    let (_, third) = next_guard(&mut rx).await;
+    assert!(third.index() > short.index);
+    third.release().await.unwrap();
 }
 
 /// A waiter that died after its last refresh (its entry is still valid) is handed the lock

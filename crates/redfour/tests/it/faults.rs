@@ -8,7 +8,7 @@ use redfour::{LeaseLost, ReleaseOutcome, RenewOutcome};
 use redfour_test::{wait_until_async, RedisServer};
 
 use crate::common::{
-    self, client, command_calls, exists, numsub, retry_transient, stored_index, DEADLINE,
+    self, client, command_calls, exists, listeners, retry_transient, stored_index, DEADLINE,
 };
 
 /// Waits until `waiter` is registered, subscribed, and has made its first attempt (seen as one
@@ -16,7 +16,7 @@ use crate::common::{
 async fn until_waiting(server: &RedisServer, waiter: &redfour::Client, evalsha_before: u64) {
     let waiting = wait_until_async(DEADLINE, || async {
         waiter.stats().waiters == 1
-            && numsub(server, "lock-release") == 1
+            && listeners(server, "lock-release") == 1
             && command_calls(server, "evalsha") > evalsha_before
     })
     .await;
@@ -139,8 +139,10 @@ async fn waiter_resubscribes_after_its_subscription_is_killed() {
 
     let killed = common::int(&server, &["CLIENT", "KILL", "TYPE", "pubsub"]);
     assert!(killed >= 1, "no pubsub client killed");
-    let resubscribed =
-        wait_until_async(DEADLINE, || async { numsub(&server, "lock-release") == 1 }).await;
+    let resubscribed = wait_until_async(DEADLINE, || async {
+        listeners(&server, "lock-release") == 1
+    })
+    .await;
     assert!(resubscribed, "the subscription never came back");
 
     let released_at = Instant::now();
@@ -488,7 +490,7 @@ async fn stats_count_a_subscription_reconnect() {
     });
     assert!(
         wait_until_async(DEADLINE, || async {
-            waiter.stats().subscription_reconnects == 1 && numsub(&server, "lock-release") == 1
+            waiter.stats().subscription_reconnects == 1 && listeners(&server, "lock-release") == 1
         })
         .await,
         "no reconnect counted: {:?}\n{}",

@@ -896,3 +896,185 @@ fn flat_json_parser() {
     assert!(Msg::parse(r#"{"a":"#).is_err());
     assert_eq!(json_str("a\"b\\\n"), r#""a\"b\\\u000a""#);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Mixed fleets: no side starves (issue 14)
+// ---------------------------------------------------------------------------------------------
+
+/// What one side of a mixed fleet did on the contended lock.
+#[derive(Debug, Default)]
+struct Side {
+    sections: usize,
+    /// `INCR` results at the start of a critical section other than 1: overlaps.
+    overlaps: Vec<i64>,
+}
+
+/// `node_workers` Node redfour workers (`interop/worker.js`: `waitAcquireLock(id, 2000,
+/// 20000)`, 30 ms of work, `releaseLock`) and `rust_workers` fair Rust workers (each its own
+/// client: `lock(id).ttl(2 s).wait(20 s).acquire()`, 30 ms, release) contend for one lock for
+/// `run_for`. Each critical section starts with `INCR` of a check key and ends with `DECR`:
+/// a value other than 1 is an overlap. Returns what each side did (Node, Rust).
+async fn mixed_fleet(
+    setup: &NodeSetup,
+    node_workers: usize,
+    rust_workers: usize,
+    run_for: Duration,
+) -> (Side, Side) {
+    const ID: &str = "hot";
+    const CHECK: &str = "mixed-inside";
+    let server = RedisServer::start();
+    let url = server.url();
+
+    let mut nodes = Vec::new();
+    for _ in 0..node_workers {
+        let mut child = Command::new(&setup.node)
+            .args(["worker.js", &url, "lock", ID, "2000", "20000", "30", CHECK])
+            .current_dir(&setup.interop)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", setup.node.display()));
+        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let ready = tokio::time::timeout(ANSWER_TIMEOUT, lines.next_line())
+            .await
+            .expect("a Node worker did not get ready in time")
+            .expect("reading a Node worker");
+        assert_eq!(ready.as_deref(), Some(r#"{"event":"ready"}"#));
+        nodes.push((child, lines));
+    }
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut rusts = tokio::task::JoinSet::new();
+    for _ in 0..rust_workers {
+        let locks = rust_client(&server, "lock");
+        let mut check = server
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("a connection for the overlap check");
+        let stop = Arc::clone(&stop);
+        rusts.spawn(async move {
+            let mut side = Side::default();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let guard = locks
+                    .lock(ID)
+                    .ttl(Duration::from_secs(2))
+                    .wait(Duration::from_secs(20))
+                    .acquire()
+                    .await
+                    .expect("a Rust worker's acquire");
+                let inside: i64 = redis::cmd("INCR")
+                    .arg(CHECK)
+                    .query_async(&mut check)
+                    .await
+                    .expect("INCR");
+                if inside != 1 {
+                    side.overlaps.push(inside);
+                }
+                // The work done while holding the lock.
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                let _: i64 = redis::cmd("DECR")
+                    .arg(CHECK)
+                    .query_async(&mut check)
+                    .await
+                    .expect("DECR");
+                guard.release().await.expect("a Rust worker's release");
+                side.sections += 1;
+            }
+            side
+        });
+    }
+
+    tokio::time::sleep(run_for).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut rust = Side::default();
+    while let Some(done) = rusts.join_next().await {
+        let side = done.expect("a Rust worker panicked");
+        rust.sections += side.sections;
+        rust.overlaps.extend(side.overlaps);
+    }
+    let mut node = Side::default();
+    for (mut child, mut lines) in nodes {
+        // End of input: the worker stops after the section in progress.
+        drop(child.stdin.take());
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("a Node worker did not stop in time")
+                .expect("reading a Node worker");
+            let Some(line) = line else { break };
+            let msg = Msg::parse(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            if msg.fields.contains_key("event") {
+                panic!("a Node worker reported {line}");
+            }
+            node.sections += 1;
+            let inside = msg.i64("inside");
+            if inside != 1 {
+                node.overlaps.push(inside);
+            }
+        }
+        let status = child.wait().await.expect("waiting for a Node worker");
+        assert!(status.success(), "a Node worker exited with {status}");
+    }
+    (node, rust)
+}
+
+/// Asserts no overlap, and that each side's share of the critical sections is within 2 × of
+/// its share of the workers (at least half of it, at most twice it).
+fn assert_shares(node: &Side, rust: &Side, node_workers: usize, rust_workers: usize) {
+    assert!(
+        node.overlaps.is_empty() && rust.overlaps.is_empty(),
+        "critical sections overlapped: Node saw {:?}, Rust saw {:?}",
+        node.overlaps,
+        rust.overlaps
+    );
+    let total = (node.sections + rust.sections) as f64;
+    let workers = (node_workers + rust_workers) as f64;
+    for (name, side, n) in [("Node", node, node_workers), ("Rust", rust, rust_workers)] {
+        let share = side.sections as f64 / total;
+        let due = n as f64 / workers;
+        assert!(
+            share >= due / 2.0 && share <= (due * 2.0).min(1.0),
+            "{name} had {} of {total} critical sections ({:.1}%), its workers {:.1}% of all: \
+             Node {} sections, Rust {}",
+            side.sections,
+            share * 100.0,
+            due * 100.0,
+            node.sections,
+            rust.sections
+        );
+    }
+    eprintln!(
+        "mixed fleet, {node_workers} Node + {rust_workers} Rust workers: Node {} sections, Rust {}",
+        node.sections, rust.sections
+    );
+}
+
+/// Three Node redfour workers and three fair Rust workers on one lock: neither side starves
+/// (before the outsiders' turns, the Rust queue kept the lock 98% of the time), and no two
+/// critical sections overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_fleet_three_and_three_share_the_lock() {
+    let Some(setup) = node_setup() else { return };
+    let (node, rust) = mixed_fleet(&setup, 3, 3, Duration::from_secs(6)).await;
+    assert_shares(&node, &rust, 3, 3);
+}
+
+/// One Node worker among five Rust workers gets its share, and no more than twice it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_fleet_one_node_among_five_rust() {
+    let Some(setup) = node_setup() else { return };
+    let (node, rust) = mixed_fleet(&setup, 1, 5, Duration::from_secs(6)).await;
+    assert_shares(&node, &rust, 1, 5);
+}
+
+/// One Rust worker among five Node workers (Node holding, Rust waiting most of the time) gets
+/// its share, and no more than twice it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_fleet_one_rust_among_five_node() {
+    let Some(setup) = node_setup() else { return };
+    let (node, rust) = mixed_fleet(&setup, 5, 1, Duration::from_secs(6)).await;
+    assert_shares(&node, &rust, 5, 1);
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use redfour::ReleaseOutcome;
 use redfour_test::{wait_until_async, RedisServer};
 
-use crate::common::{command_calls, numsub, DEADLINE};
+use crate::common::{command_calls, listeners, DEADLINE};
 
 /// A ttl no test reaches.
 const TTL: Duration = Duration::from_secs(30);
@@ -72,7 +72,7 @@ async fn handoff_by_notice(
     // notice (or a poll a minute away) wakes it.
     let waiting = wait_until_async(DEADLINE, || async {
         waiters.stats().waiters == 1
-            && numsub(server, "lock-release") >= 1
+            && listeners(server, "lock-release") >= 1
             && command_calls(server, "evalsha") > attempts
     })
     .await;
@@ -135,7 +135,7 @@ async fn a_private_ca_given_to_the_builder_is_trusted() {
         handoff_by_notice(&server, &holder, &waiters, &id).await;
         // The waiter's subscription (RESP3) and the janitor's connection are up; nothing
         // else: a handful of connections, all TLS since the server has no plain port.
-        assert!(numsub(&server, "lock-release") >= 1);
+        assert!(listeners(&server, "lock-release") >= 1);
     }
 }
 
