@@ -25,6 +25,7 @@ pub async fn execute(settings: Settings) -> Result<u8, Failure> {
         let mut builder =
             Client::builder_with_topology(settings.topology.clone(), settings.urls.iter().cloned())
                 .namespace(settings.namespace.clone())
+                .fair(settings.fair)
                 .connect_timeout(CONNECT_TIMEOUT)
                 .reconnect_retries(RECONNECT_RETRIES);
         if let Some((user, password)) = &settings.master_credentials {

@@ -96,6 +96,24 @@ pub struct Flags {
     #[arg(long, global = true, env = "REDFOUR_TLS_CA", value_name = "FILE")]
     tls_ca: Option<PathBuf>,
 
+    /// The fair queue (true, the default): `wait` and `run` queue in FIFO order, and a release
+    /// hands the lock to the first in line with one notice; Node redfour waiters on the same
+    /// lock get turns in proportion to their number. false: Node redfour's own behaviour
+    /// exactly: no queue, every release wakes every waiter and the fastest takes the lock. Use
+    /// false where the fleet must behave as Node redfour does (say, while a migration is
+    /// compared against the old fleet); it has no effect with --topology redlock (no queue).
+    /// Also: yes/no, on/off, 1/0.
+    #[arg(
+        long,
+        global = true,
+        env = "REDFOUR_FAIR",
+        value_name = "BOOL",
+        default_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::Set
+    )]
+    fair: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -259,6 +277,8 @@ pub struct Settings {
     pub master_credentials: Option<(Option<String>, String)>,
     /// The key namespace.
     pub namespace: String,
+    /// `--fair`: the fair queue, or Node redfour's wake-everyone waiting.
+    pub fair: bool,
     /// `--tls-ca`: the only CAs trusted for `rediss://`.
     pub tls_ca: Option<TlsCa>,
     /// What to do.
@@ -431,6 +451,7 @@ impl Flags {
             replica_acks,
             master_credentials,
             namespace: self.namespace,
+            fair: self.fair,
             tls_ca,
             action,
         })
@@ -659,6 +680,26 @@ mod tests {
         );
         let s = resolve(&["wait", "x", "--ttl", "1s", "--namespace", "n"]).unwrap();
         assert_eq!(s.namespace, "n");
+        // The default, unless the environment running the tests sets one.
+        let default_fair = !matches!(
+            std::env::var("REDFOUR_FAIR").as_deref(),
+            Ok("false" | "no" | "off" | "0")
+        );
+        assert_eq!(s.fair, default_fair);
+        for (given, fair) in [
+            ("--fair=false", false),
+            ("--fair=no", false),
+            ("--fair=0", false),
+            ("--fair=true", true),
+            ("--fair=on", true),
+        ] {
+            let s = resolve(&["wait", "x", "--ttl", "1s", given]).unwrap();
+            assert_eq!(s.fair, fair, "{given}");
+        }
+        let refused =
+            Flags::try_parse_from(["redfour", "wait", "x", "--ttl", "1s", "--fair=maybe"])
+                .expect_err("not a boolean");
+        assert_eq!(refused.exit_code(), 2);
         assert!(matches!(
             s.action,
             Action::Wait {

@@ -424,6 +424,58 @@ fn wait_acquires_after_another_process_releases() {
     assert!(is_held(&server, "x"));
 }
 
+/// `--fair=false` (or `REDFOUR_FAIR=false`) waits as Node redfour does: no queue entry, and
+/// the release that wakes it is announced on the release channel; by default the waiter
+/// queues.
+#[test]
+fn fair_false_waits_without_the_queue() {
+    let server = RedisServer::start();
+    for (how, queued) in [
+        (None, true),
+        (Some(("flag", "--fair=false")), false),
+        (Some(("env", "false")), false),
+    ] {
+        let index = hold(&server, "x", "30s");
+        let mut cmd = cli(&server, &["wait", "x", "--ttl", "5s", "--wait", "20s"]);
+        match how {
+            Some(("flag", flag)) => {
+                cmd.arg(flag);
+            }
+            Some((_, value)) => {
+                cmd.env("REDFOUR_FAIR", value);
+            }
+            None => {
+                cmd.env_remove("REDFOUR_FAIR");
+            }
+        }
+        let before = evalsha_calls(&server);
+        let waiter = spawn(cmd);
+        assert!(
+            wait_until(DEADLINE, || evalsha_calls(&server) > before),
+            "the waiter never tried ({how:?})"
+        );
+        assert!(
+            wait_until(DEADLINE, || (int(&server, &["LLEN", "lock-queue:x"]) == 1)
+                == queued),
+            "queued should be {queued} ({how:?})"
+        );
+        ok(cli(
+            &server,
+            &["release", "x", "--index", &index.to_string()],
+        ))
+        .assert_code(0);
+        let ran = finish(waiter, DEADLINE);
+        ran.assert_code(0);
+        assert!(ran.took < Duration::from_secs(10), "{how:?}: {ran:?}");
+        let json = ran.json();
+        ok(cli(
+            &server,
+            &["release", "x", "--index", &json["index"].to_string()],
+        ))
+        .assert_code(0);
+    }
+}
+
 #[test]
 fn wait_on_a_free_lock_is_immediate() {
     let server = RedisServer::start();
