@@ -16,6 +16,9 @@ use redfour::{Client, Listing, ListingKind, WaitProgress};
 const TICK: Duration = Duration::from_millis(100);
 /// How often the lock and the queue are read.
 const READ_EVERY: Duration = Duration::from_secs(1);
+/// When the first read is made: once the wait's first attempt has queued it (a round trip or
+/// two), so that the first read already finds its place.
+const FIRST_READ: Duration = Duration::from_millis(250);
 
 /// Whether stderr is a terminal, where the line is shown (`indicatif` checks it again, and
 /// `TERM`).
@@ -123,7 +126,7 @@ pub async fn show(client: &Client, id: &str) -> Infallible {
     }
     bar.enable_steady_tick(TICK);
     let mut seen: Option<Seen> = None;
-    let mut next_read = Instant::now();
+    let mut next_read = Instant::now() + FIRST_READ;
     loop {
         let now = Instant::now();
         if now >= next_read {

@@ -628,12 +628,13 @@ impl Client {
     /// Every lock held in this client's namespace, and every foreign key where the namespace
     /// keeps its locks, sorted by id.
     ///
-    /// The keys are found with `SCAN` (never `KEYS`), 1,000 keys a step, and each key found
+    /// The keys are found with `SCAN` (never `KEYS`), 250 keys a step, and each key found
     /// is read by a short read-only script (its type first; of a hash, only the fields a lock
     /// has, each up to 4 KiB), pipelined with the next step: one round trip per step, no
     /// large reply and no long command, however many keys the namespace or the database
-    /// holds. `SCAN` walks every key of the database and filters after: a database of 100,000
-    /// keys takes a second or so (see the README's "Observing locks").
+    /// holds. `SCAN` walks every key of the database and filters after. A namespace of 100,000
+    /// keys took 1.6 s, each command at most about 0.3 ms of the server's time (see the
+    /// README's "Observing locks").
     ///
     /// Which keys: `NS:*` (Node redfour's layout), or `{NS:*` on a cluster, where every
     /// master is scanned and each lock's own counter and queue keys are skipped. A held lock
