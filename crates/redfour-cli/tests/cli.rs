@@ -2812,4 +2812,18 @@ fn list_works_for_a_user_with_the_acl_rule_and_its_additions() {
         .filter(|entry| entry.contains("lister") && !entry.contains("client|setinfo"))
         .collect();
     assert!(refused.is_empty(), "{refused:#?}");
+
+    // Without the additions: refused, 69, and said so.
+    let mut setuser = vec!["ACL", "SETUSER", "narrow", "reset", "on", ">narrow-pw"];
+    setuser.extend(ACL_RULE.split_whitespace());
+    server.cmd(&setuser);
+    let mut cmd = redfour();
+    cmd.args([
+        "--url",
+        &format!("redis://narrow:narrow-pw@127.0.0.1:{}/", server.port()),
+        "list",
+    ]);
+    let ran = ok(cmd);
+    ran.assert_code(69).assert_one_line_reason();
+    assert!(ran.stderr.contains("refused access"), "{ran:?}");
 }

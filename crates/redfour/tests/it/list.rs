@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::common::{command_calls, exists, int, text, DEADLINE};
 use redfour::{Client, Listing, ListingKind};
-use redfour_test::{wait_until_async, RedisCluster, RedisServer};
+use redfour_test::{wait_until_async, RedisCluster, RedisServer, SentinelGroup};
 
 /// A client with the fair queue, whatever `REDFOUR_TEST_FAIR` says: these tests count queues.
 fn fair_client(server: &RedisServer) -> Client {
@@ -84,6 +84,13 @@ async fn lists_locks_waiters_and_foreign_keys_and_nothing_else() {
     let long = "d".repeat(5000);
     server.cmd(&["HSET", "lock:long", "index", "9", "description", &long]);
     server.cmd(&["PEXPIRE", "lock:long", "30000"]);
+    // A name that is not UTF-8 can hold no lock (ids are text): foreign, and not read.
+    let mut conn = server.connection();
+    redis::cmd("SET")
+        .arg(b"lock:\xff".as_slice())
+        .arg("x")
+        .exec(&mut conn)
+        .unwrap();
     // Not in the namespace, or not where a lock is kept.
     let other_ns = Client::builder(server.url())
         .namespace("locks")
@@ -101,6 +108,7 @@ async fn lists_locks_waiters_and_foreign_keys_and_nothing_else() {
             "b:c",
             "bad-index",
             "list",
+            "lock:\u{fffd}",
             "long",
             "no-expiry",
             "no-index",
@@ -108,6 +116,9 @@ async fn lists_locks_waiters_and_foreign_keys_and_nothing_else() {
             "string"
         ]
     );
+    let unreadable = &listed["lock:\u{fffd}"];
+    assert_eq!(unreadable.kind, ListingKind::Foreign);
+    assert!(unreadable.foreign.as_deref().unwrap().contains("UTF-8"));
     let lock = &listed["a"];
     assert_eq!(lock.kind, ListingKind::Lock);
     assert_eq!(lock.key, "lock:a");
@@ -278,6 +289,24 @@ async fn a_cluster_is_listed_on_every_master() {
     for guard in guards {
         guard.release().await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_sentinel_master_is_listed() {
+    let group = SentinelGroup::start(0, 1);
+    let locks = Client::sentinel(group.sentinel_urls(), group.service())
+        .build()
+        .unwrap();
+    let guard = locks.lock("job").acquire().await.unwrap();
+    let listed = locks.list().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0].id.as_str(), listed[0].index),
+        ("job", Some(guard.index()))
+    );
+    assert!(exists(group.master(), "lock:job"));
+    guard.release().await.unwrap();
+    assert_eq!(locks.list().await.unwrap(), Vec::new());
 }
 
 #[tokio::test]
