@@ -1,5 +1,5 @@
-//! The one-shot commands: acquire, wait, release, renew, status. Each prints one JSON object on
-//! one line of stdout and maps its outcome to an exit status.
+//! The one-shot commands: acquire, wait, release, renew, status (each prints one JSON object on
+//! one line of stdout and maps its outcome to an exit status), and list ([`crate::list`]).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::exit::{self, Failure};
 use crate::flags::{Action, Settings, WaitLimit};
-use crate::run;
 use crate::signals::{self, Signals};
+use crate::{run, status_line};
 
 /// Redis must answer a connection attempt within this, so an unreachable server is reported
 /// in seconds rather than retried for long.
@@ -63,14 +63,14 @@ pub async fn execute(settings: Settings) -> Result<u8, Failure> {
     // What the command is doing (for the message if a signal ends it), and the doing of it.
     type Step<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u8, Failure>> + 'a>>;
     let (doing, one_shot): (String, Step<'_>) = match &settings.action {
-        Action::Run(run) => return run::run(&client, run.clone(), signals).await,
+        Action::Run(run) => return run::run(&client, run.clone(), signals, settings.quiet).await,
         Action::Acquire { id, ttl } => (
             format!("acquire `{id}`"),
             Box::pin(acquire(&client, id, *ttl)),
         ),
         Action::Wait { id, ttl, wait } => (
             format!("wait for `{id}`"),
-            Box::pin(wait_for(&client, id, *ttl, *wait)),
+            Box::pin(wait_for(&client, id, *ttl, *wait, settings.quiet)),
         ),
         Action::Release { id, index } => (
             format!("release `{id}`"),
@@ -81,6 +81,10 @@ pub async fn execute(settings: Settings) -> Result<u8, Failure> {
             Box::pin(renew(&client, id, *index, *ttl)),
         ),
         Action::Status { id } => (format!("status of `{id}`"), Box::pin(status(&client, id))),
+        Action::List { json } => (
+            "list the locks".to_owned(),
+            Box::pin(crate::list::list(&client, *json)),
+        ),
     };
     tokio::select! {
         result = one_shot => result,
@@ -155,6 +159,7 @@ async fn wait_for(
     id: &str,
     ttl: Duration,
     wait: WaitLimit,
+    quiet: bool,
 ) -> Result<u8, Failure> {
     let doing = format!("wait for `{id}`");
     let failure = |e: redfour::Error| Failure::from_lib(&e, &doing, client.address());
@@ -162,10 +167,26 @@ async fn wait_for(
     // out first that it is there at all, so a wrong URL fails fast. (A refused login or an
     // unknown sentinel service ends a wait at once in the library itself.)
     client.ping().await.map_err(failure)?;
-    let r = match wait {
-        WaitLimit::NoWait => client.acquire_lock(id, ttl).await,
-        WaitLimit::UpTo(w) => client.wait_acquire_lock(id, ttl, Some(w)).await,
-        WaitLimit::Forever => client.wait_acquire_lock(id, ttl, None).await,
+    let waiting = async {
+        match wait {
+            WaitLimit::NoWait => client.acquire_lock(id, ttl).await,
+            WaitLimit::UpTo(w) => client.wait_acquire_lock(id, ttl, Some(w)).await,
+            WaitLimit::Forever => client.wait_acquire_lock(id, ttl, None).await,
+        }
+    };
+    // The status line is erased when its future is dropped: when the wait ends, or when a
+    // signal ends the command.
+    let show = !quiet && wait != WaitLimit::NoWait && status_line::stderr_is_terminal();
+    let status_line = async {
+        if show {
+            status_line::show(client, id).await
+        } else {
+            std::future::pending().await
+        }
+    };
+    let r = tokio::select! {
+        r = waiting => r,
+        never = status_line => match never {},
     }
     .map_err(failure)?;
     let answer = AcquireJson {
@@ -278,7 +299,7 @@ fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
 /// opens /dev/null read-write on a closed standard descriptor, and writes then vanish; a
 /// shell's `>/dev/null` opens it write-only, which stays an accepted way to discard the
 /// answer.
-fn stdout_was_closed() -> bool {
+pub fn stdout_was_closed() -> bool {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     use nix::sys::stat::{fstat, stat, SFlag};
     let out = std::io::stdout();

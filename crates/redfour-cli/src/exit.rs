@@ -6,14 +6,16 @@
 use std::fmt;
 use std::process::ExitCode;
 
-/// The command did what was asked (acquired, released or found expired, renewed, reported).
+/// The command did what was asked (acquired, released or found expired, renewed, reported,
+/// listed: also when nothing is held).
 pub const SUCCESS: u8 = 0;
 /// A negative outcome that is not an error: held by another, the wait ran out, release
 /// conflict, renew missing or conflict.
 pub const OUTCOME: u8 = 1;
 /// Bad flags or invalid input; nothing was sent to Redis.
 pub const USAGE: u8 = 2;
-/// EX_DATAERR: the key holds foreign or corrupt data; it was left untouched.
+/// EX_DATAERR: the key holds foreign or corrupt data; it was left untouched. Never from
+/// `list`, which lists such keys as `foreign`.
 pub const DATA: u8 = 65;
 /// EX_UNAVAILABLE: Redis cannot be reached, did not answer in time, or refused the command.
 /// Also a refused login (wrong password), a command the ACL does not permit, and a sentinel
@@ -42,11 +44,13 @@ pub const SIGNAL_BASE: u8 = 128;
 /// The exit-status table shown at the end of `redfour --help`.
 pub const EXIT_CODES_HELP: &str = "\
 EXIT STATUS:
-  0        success: acquired; released (or already expired); renewed; status printed
+  0        success: acquired; released (or already expired); renewed; status printed;
+           list printed (also when nothing is held)
   1        negative outcome: held by another (acquire), the wait ran out (wait),
            conflict (release), missing or conflict (renew)
   2        usage error or invalid input (bad flag, duration, index or id)
-  65       the key holds foreign or corrupt data (left untouched)
+  65       the key holds foreign or corrupt data (left untouched; `list` shows such
+           keys as foreign instead)
   69       Redis cannot be reached (with redlock: no majority of the masters), did
            not answer in time (outcome unknown), or refused the command; also, at
            once and without retrying (a wait too), when Redis refuses the login or
@@ -64,8 +68,11 @@ EXIT STATUS:
            signal N (a wait leaves the queue, a won lock is released first)
   other    run: the command's own exit status
 
-Every command but `run` prints exactly one JSON object on one line to stdout; `run`'s
-stdout is the command's. Errors are one line on stderr, starting with `redfour: `.
+Every command but `run` and `list` prints exactly one JSON object on one line to
+stdout; `run`'s stdout is the command's; `list` prints a table, or with --json one
+JSON object per line. Errors are one line on stderr, starting with `redfour: `. On a
+terminal, `wait` and `run` show a status line on stderr while they wait (not with
+--quiet).
 
 ENVIRONMENT:
   REDIS_URL, REDFOUR_NAMESPACE  defaults for --url and --namespace

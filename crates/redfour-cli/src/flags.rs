@@ -114,6 +114,11 @@ pub struct Flags {
     )]
     fair: bool,
 
+    /// Don't show the status line that `wait` and `run` draw on stderr while they wait (it
+    /// is shown only when stderr is a terminal).
+    #[arg(long, short, global = true)]
+    quiet: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -144,7 +149,9 @@ enum Command {
     ///
     /// Prints {"id","success","index","ttl","immediate"}; immediate is true when no waiting was
     /// needed. Exit status 0 when acquired, 1 when the wait ran out, 75 when its last attempt
-    /// was granted too late to be held (released).
+    /// was granted too late to be held (released). On a terminal, a status line on stderr shows
+    /// who holds the lock and this waiter's place in the queue while it waits (not with
+    /// --quiet).
     Wait {
         #[command(flatten)]
         id: IdArg,
@@ -187,6 +194,20 @@ enum Command {
         #[command(flatten)]
         id: IdArg,
     },
+    /// List every lock held in the namespace, and foreign keys where locks are kept.
+    ///
+    /// A table (ID, KIND, INDEX, TTL, HELD FOR, WAITERS, HOLDER), or with --json one object
+    /// per line: {"id","kind","index","ttl","held_for_ms","holder","waiters"} with kind lock or
+    /// foreign, ttl and held_for_ms in milliseconds, holder {"host","pid","description"} (null
+    /// for a holder that recorded nothing, as Node redfour's), waiters the fair queue's length
+    /// (null with redlock). Keys are found with SCAN, never KEYS. A key that holds something
+    /// other than a lock is listed as foreign and left alone. Exit status 0, also when nothing
+    /// is held (the table's header alone; no line with --json).
+    List {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a command while holding the lock, renewing it every TTL/3.
     ///
     /// Waits for the lock (forever unless --wait), runs CMD in a process group of its own with
@@ -198,7 +219,8 @@ enum Command {
     /// ran (its group gets SIGTERM, then SIGKILL after --grace). If redfour itself is killed, a
     /// watcher process stops CMD's group (SIGTERM, SIGKILL after --grace or a third of the ttl,
     /// whichever is shorter). On a terminal, CMD gets the terminal (it can read it; Ctrl-C
-    /// reaches it directly), and while waiting a status line on stderr shows who holds the lock.
+    /// reaches it directly), and while waiting a status line on stderr shows who holds the lock
+    /// and this waiter's place in the queue (not with --quiet).
     Run {
         #[command(flatten)]
         id: IdArg,
@@ -281,6 +303,8 @@ pub struct Settings {
     pub fair: bool,
     /// `--tls-ca`: the only CAs trusted for `rediss://`.
     pub tls_ca: Option<TlsCa>,
+    /// `--quiet`: no status line while waiting.
+    pub quiet: bool,
     /// What to do.
     pub action: Action,
 }
@@ -315,6 +339,8 @@ pub enum Action {
     },
     /// `status`.
     Status { id: String },
+    /// `list`, as a table or (`json`) JSON lines.
+    List { json: bool },
     /// `run`.
     Run(RunSettings),
 }
@@ -415,6 +441,7 @@ impl Flags {
                 ttl: ttl.check()?,
             },
             Command::Status { id } => Action::Status { id: id.check()? },
+            Command::List { json } => Action::List { json },
             Command::Run {
                 id,
                 ttl,
@@ -453,6 +480,7 @@ impl Flags {
             namespace: self.namespace,
             fair: self.fair,
             tls_ca,
+            quiet: self.quiet,
             action,
         })
     }
@@ -742,6 +770,14 @@ mod tests {
         );
         let s = resolve(&["status", "x"]).unwrap();
         assert_eq!(s.action, Action::Status { id: "x".into() });
+        assert!(!s.quiet);
+        let s = resolve(&["list"]).unwrap();
+        assert_eq!(s.action, Action::List { json: false });
+        let s = resolve(&["-q", "list", "--json"]).unwrap();
+        assert_eq!(s.action, Action::List { json: true });
+        assert!(s.quiet);
+        let s = resolve(&["wait", "x", "--ttl", "1s", "--quiet"]).unwrap();
+        assert!(s.quiet);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `redfour`: take a Redis lock from the shell, or run a command while holding one.
 //!
 //! The flow: clap parses the raw flags ([`flags::Flags`]), which are checked and resolved into
-//! [`flags::Settings`]; a single-threaded runtime then runs the command ([`commands`], [`run`]).
+//! [`flags::Settings`]; a single-threaded runtime then runs the command ([`commands`], [`run`],
+//! [`list`]).
 //! Every failure is a [`exit::Failure`], which knows its exit status; the table of statuses is
 //! in [`exit`] and at the end of `redfour --help`.
 #![forbid(unsafe_code)]
@@ -11,6 +12,7 @@ mod duration;
 mod exit;
 mod flags;
 mod job;
+mod list;
 mod run;
 mod signals;
 mod status_line;

@@ -27,7 +27,7 @@ use crate::exit::{self, Failure};
 use crate::flags::{RunSettings, WaitLimit, MAX_DESCRIPTION};
 use crate::job::{self, Job, StartError, Stopped};
 use crate::signals::{self, Signals};
-use crate::status_line::{self, Holder};
+use crate::status_line;
 
 /// How long an interrupted wait may take to leave the fair queue before redfour exits.
 pub const SETTLE: Duration = Duration::from_secs(2);
@@ -37,6 +37,7 @@ pub async fn run(
     client: &Client,
     settings: RunSettings,
     mut signals: Signals,
+    quiet: bool,
 ) -> Result<u8, Failure> {
     let RunSettings {
         id,
@@ -64,7 +65,8 @@ pub async fn run(
             WaitLimit::Forever => builder.acquire().await.map(Some),
         }
     };
-    let show_status = stderr_is_terminal();
+    // Erased when its future is dropped, as the `select!` ends, whichever way.
+    let show_status = !quiet && wait != WaitLimit::NoWait && status_line::stderr_is_terminal();
     let status_line = async {
         if show_status {
             status_line::show(client, &id).await
@@ -77,9 +79,6 @@ pub async fn run(
         acquired = acquire => acquired,
         never = status_line => match never {},
         sig = signals.recv() => {
-            if show_status {
-                status_line::clear();
-            }
             // The wait was dropped: its queue exit (or the release of a lock it was just
             // handed) runs in the background; let it reach Redis before the process ends.
             let settled = client.settle(SETTLE).await;
@@ -90,18 +89,23 @@ pub async fn run(
             ));
         }
     };
-    if show_status {
-        status_line::clear();
-    }
     let guard = match acquired {
         Ok(Some(guard)) => guard,
         Ok(None) => {
-            let holder = match client.status(&id).await {
-                Ok(status) => Holder::from_status(&status, Instant::now()),
-                Err(_) => Holder::Unknown,
-            };
-            let about = match holder.describe(Instant::now()) {
-                text if text.starts_with("held") => text,
+            // `status` rather than `wait_progress`: a Redis user with the minimal ACL rule may
+            // read a lock this way.
+            let about = match client.status(&id).await {
+                Ok(status) if status.held => {
+                    let mut about = format!(
+                        "held by {}",
+                        status_line::who(status.host(), status.pid(), status.description())
+                    );
+                    if let Some(ttl) = status.ttl {
+                        about.push_str(&format!(", {} left", status_line::human(ttl)));
+                    }
+                    about.push_str(&format!(" (index {})", status.index));
+                    about
+                }
                 _ => "held by another".to_owned(),
             };
             let waited = match wait {
@@ -302,11 +306,6 @@ fn describe(command: &[OsString]) -> String {
         text.push('…');
     }
     text
-}
-
-fn stderr_is_terminal() -> bool {
-    use std::io::IsTerminal;
-    std::io::stderr().is_terminal()
 }
 
 #[cfg(test)]

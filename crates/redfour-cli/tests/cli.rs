@@ -291,6 +291,8 @@ fn help_shows_the_exit_code_table() {
         "renew",
         "status",
         "run",
+        "list",
+        "--quiet",
     ] {
         assert!(
             ran.stdout.contains(needle),
@@ -1835,8 +1837,7 @@ fn an_interrupted_waiter_leaves_the_queue_before_exiting() {
 /// The status line needs a terminal: `script` gives the process one.
 #[test]
 fn run_shows_who_holds_the_lock_on_a_terminal() {
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("skipped: `script` (util-linux) is not installed");
+    if !has_script() {
         return;
     }
     let server = RedisServer::start();
@@ -1848,19 +1849,15 @@ fn run_shows_who_holds_the_lock_on_a_terminal() {
         env!("CARGO_BIN_EXE_redfour"),
         server.url()
     );
-    let mut cmd = Command::new("script");
-    cmd.args(["-q", "-e", "-c", &inner, path_arg(&transcript)])
-        .env_remove("REDIS_URL")
-        .env_remove("REDFOUR_NAMESPACE");
+    let cmd = on_a_terminal(&inner, &transcript);
     let ran = ok(cmd);
     ran.assert_code(75);
-    let mut text = String::new();
-    std::fs::File::open(&transcript)
-        .and_then(|mut f| f.read_to_string(&mut text))
-        .expect("transcript");
-    assert!(text.contains("waiting for lock x held by "), "{text:?}");
-    assert!(text.contains(&format!("(index {index}) for ")), "{text:?}");
-    assert!(text.contains("\r\x1b[2K"), "the line is cleared: {text:?}");
+    let text = read_transcript(&transcript);
+    // Its place in the queue too, once the first attempt has queued it.
+    assert!(text.contains("waiting for lock x: "), "{text:?}");
+    assert!(text.contains("held by "), "{text:?}");
+    assert!(text.contains(&format!(" left (index {index})")), "{text:?}");
+    assert!(text.contains("\x1b[2K"), "the line is erased: {text:?}");
 }
 
 #[test]
@@ -2459,4 +2456,426 @@ fn a_sentinel_master_with_its_own_password() {
         Value::Int(1),
         "acquired on the master"
     );
+}
+
+// ---- observing locks ----------------------------------------------------------------------
+
+/// The lines of stdout, each a JSON object.
+fn json_lines(ran: &Ran) -> Vec<Json> {
+    ran.stdout
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {ran:?}"))
+        })
+        .collect()
+}
+
+/// The `--json` lines of `list`, by id.
+fn listed(ran: &Ran) -> std::collections::BTreeMap<String, Json> {
+    json_lines(ran)
+        .into_iter()
+        .map(|line| (line["id"].as_str().expect("an id").to_owned(), line))
+        .collect()
+}
+
+/// Node redfour 1.0.5 (the npm package in `interop/`, driven by `interop/driver.js`) takes the
+/// lock `id` on `server` for `ttl_ms` and exits; its index. `None` when `node` or the package
+/// is missing (said on stderr), unless `REDFOUR_REQUIRE_NODE` is set, which makes it a failure.
+fn node_acquire(server: &RedisServer, id: &str, ttl_ms: u64) -> Option<i64> {
+    let interop = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop");
+    let has_node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !has_node || !interop.join("node_modules/redfour/package.json").is_file() {
+        let why = "`node` or interop/node_modules/redfour is missing (run `npm ci` in interop/)";
+        assert!(
+            std::env::var_os("REDFOUR_REQUIRE_NODE").is_none_or(|v| v.is_empty()),
+            "REDFOUR_REQUIRE_NODE is set, but {why}"
+        );
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("SKIPPED the Node redfour holder: {why}\n").as_bytes(),
+        );
+        return None;
+    }
+    let command = serde_json::json!({"op": "acquire", "id": id, "ttl": ttl_ms}).to_string();
+    let out = Command::new("node")
+        .args(["driver.js", &server.url(), "lock", &command])
+        .current_dir(&interop)
+        .stdin(Stdio::null())
+        .output()
+        .expect("node runs");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let answer: Json = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Json>(line).ok())
+        .find(|line| line["op"] == "acquire")
+        .unwrap_or_else(|| panic!("no answer from Node: {out:?}"));
+    assert_eq!(answer["success"], true, "{answer}");
+    Some(answer["index"].as_i64().expect("Node's index"))
+}
+
+/// `run ID --ttl 60s [ARGS...] -- sh -c ...` whose command writes its `REDFOUR_INDEX` to
+/// `DIR/started` and runs until `DIR/done` exists: returns once it holds the lock, with the
+/// child, its index and the path of `done`.
+fn hold_with_run(cmd: Command, dir: &tempfile::TempDir) -> (Child, i64, PathBuf) {
+    let started = dir.path().join("started");
+    let done = dir.path().join("done");
+    let script = format!(
+        "echo \"$REDFOUR_INDEX\" > {s}.tmp && mv {s}.tmp {s}; while [ ! -e {d} ]; do sleep 0.05; done",
+        s = path_arg(&started),
+        d = path_arg(&done)
+    );
+    let mut cmd = cmd;
+    cmd.args(["--", "sh", "-c", &script]);
+    let child = spawn(cmd);
+    wait_for_file(&started);
+    let index = std::fs::read_to_string(&started)
+        .expect("the index")
+        .trim()
+        .parse()
+        .expect("a number");
+    (child, index, done)
+}
+
+/// `list` and `list --json` with nothing held, then with a `run` holder and its description,
+/// a queued waiter, a Node redfour holder and a foreign key: every lock with its holder,
+/// index, ttl, time held and waiters; the foreign key listed (exit 0, not 65) and left alone.
+#[test]
+fn list_shows_holders_waiters_node_locks_and_foreign_keys() {
+    let server = RedisServer::start();
+    let empty = ok(cli(&server, &["list"]));
+    empty.assert_code(0);
+    assert_eq!(
+        empty.stdout, "ID  KIND  INDEX  TTL  HELD FOR  WAITERS  HOLDER\n",
+        "{empty:?}"
+    );
+    let empty = ok(cli(&server, &["list", "--json"]));
+    empty.assert_code(0);
+    assert_eq!(empty.stdout, "", "{empty:?}");
+
+    let dir = temp();
+    let (holder, index, done) = hold_with_run(
+        cli(
+            &server,
+            &[
+                "run",
+                "job",
+                "--ttl",
+                "60s",
+                "--description",
+                "nightly report",
+            ],
+        ),
+        &dir,
+    );
+    let waiter = spawn(cli(
+        &server,
+        &["wait", "job", "--ttl", "5s", "--wait", "30s"],
+    ));
+    assert!(
+        wait_until(DEADLINE, || queue_len(&server, "job") == 1),
+        "the waiter never queued"
+    );
+    let node_index = node_acquire(&server, "from-node", 30_000);
+    server.cmd(&["SET", "lock:odd", "x"]);
+
+    let ran = ok(cli(&server, &["list", "--json"]));
+    ran.assert_code(0);
+    assert!(ran.stderr.is_empty(), "{ran:?}");
+    let locks = listed(&ran);
+    let mut ids = vec!["job", "odd"];
+    if node_index.is_some() {
+        ids.insert(0, "from-node");
+    }
+    assert_eq!(locks.keys().map(String::as_str).collect::<Vec<_>>(), ids);
+    let job = &locks["job"];
+    assert_eq!(
+        keys(job),
+        [
+            "held_for_ms",
+            "holder",
+            "id",
+            "index",
+            "kind",
+            "ttl",
+            "waiters"
+        ]
+    );
+    assert_eq!(job["kind"], "lock");
+    assert_eq!(job["index"].as_i64(), Some(index));
+    assert_eq!(job["waiters"], 1);
+    let ttl = job["ttl"].as_u64().expect("a ttl");
+    assert!(ttl > 0 && ttl <= 60_000, "{job}");
+    assert!(
+        job["held_for_ms"].as_u64().expect("time held") < 60_000,
+        "{job}"
+    );
+    assert_eq!(job["holder"]["pid"].as_u64(), Some(u64::from(holder.id())));
+    assert_eq!(job["holder"]["description"], "nightly report");
+    let host = job["holder"]["host"].as_str().expect("a host").to_owned();
+    assert!(!host.is_empty());
+    if let Some(node_index) = node_index {
+        let node = &locks["from-node"];
+        assert_eq!(
+            (&node["kind"], node["index"].as_i64()),
+            (&Json::from("lock"), Some(node_index))
+        );
+        assert_eq!(
+            (&node["holder"], &node["held_for_ms"]),
+            (&Json::Null, &Json::Null),
+            "{node}"
+        );
+        assert_eq!(node["waiters"], 0);
+    }
+    let odd = &locks["odd"];
+    assert_eq!(odd["kind"], "foreign");
+    for field in ["index", "ttl", "held_for_ms", "holder", "waiters"] {
+        assert_eq!(odd[field], Json::Null, "{odd}");
+    }
+    assert_eq!(get(&server, "lock:odd").as_deref(), Some("x"), "left alone");
+
+    // The table: a header and a row per key, in aligned columns.
+    let ran = ok(cli(&server, &["list"]));
+    ran.assert_code(0);
+    let lines: Vec<&str> = ran.stdout.lines().collect();
+    assert_eq!(lines.len(), ids.len() + 1, "{ran:?}");
+    let kind_at = lines[0].find("KIND").expect("a KIND column");
+    let holder_at = lines[0].find("HOLDER").expect("a HOLDER column");
+    for line in &lines[1..] {
+        assert!(
+            line[kind_at..].starts_with("lock ") || line[kind_at..].starts_with("foreign "),
+            "{line:?} in {ran:?}"
+        );
+    }
+    let row = |id: &str| {
+        *lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{id} ")))
+            .expect("a row")
+    };
+    assert_eq!(
+        &row("job")[holder_at..],
+        format!("{host}:{} \"nightly report\"", holder.id())
+    );
+    assert!(row("job").contains(&index.to_string()));
+    assert_eq!(&row("odd")[holder_at..], "a string, not a hash");
+    if node_index.is_some() {
+        assert_eq!(
+            &row("from-node")[holder_at..],
+            "not recorded (Node redfour?)"
+        );
+    }
+
+    std::fs::write(&done, "").expect("write the done file");
+    finish(holder, DEADLINE).assert_code(0);
+    finish(waiter, DEADLINE).assert_code(0);
+}
+
+#[test]
+fn list_exits_69_when_redis_is_unreachable() {
+    let (_server, url) = dead_url();
+    for args in [&["list"][..], &["list", "--json"]] {
+        let mut cmd = redfour();
+        cmd.args(["--url", &url]).args(args);
+        let ran = ok(cmd);
+        ran.assert_code(69).assert_one_line_reason();
+        assert!(ran.stdout.is_empty(), "{ran:?}");
+        assert!(ran.stderr.contains("list the locks"), "{ran:?}");
+    }
+}
+
+#[test]
+fn list_shows_every_master_of_a_cluster() {
+    let cluster = redfour_test::RedisCluster::start(3, 0);
+    let flags = topology_flags("cluster", &cluster.seed_urls()[..1]);
+    let mut indexes = std::collections::BTreeMap::new();
+    let mut masters = std::collections::BTreeSet::new();
+    for n in 0..9 {
+        let id = format!("job-{n}");
+        let ran = ok(cli_with(&flags, &["acquire", &id, "--ttl", "60s"]));
+        ran.assert_code(0);
+        indexes.insert(id.clone(), ran.json()["index"].as_i64().expect("index"));
+        masters.insert(cluster.master_of_slot(cluster.key_slot(&format!("{{lock:{id}}}"))));
+    }
+    assert_eq!(masters.len(), 3, "9 locks spread over the 3 masters");
+    let waiter = spawn(cli_with(
+        &flags,
+        &["wait", "job-0", "--ttl", "5s", "--wait", "30s"],
+    ));
+    let queue = "{lock:job-0}:queue";
+    let owner = &cluster.nodes()[cluster.master_of_slot(cluster.key_slot(queue))];
+    assert!(
+        wait_until(DEADLINE, || owner.cmd(&["LLEN", queue]) == Value::Int(1)),
+        "the waiter never queued"
+    );
+
+    let ran = ok(cli_with(&flags, &["list", "--json"]));
+    ran.assert_code(0);
+    let locks = listed(&ran);
+    assert_eq!(
+        locks.keys().collect::<Vec<_>>(),
+        indexes.keys().collect::<Vec<_>>(),
+        "the locks, and not their counters or queues: {ran:?}"
+    );
+    for (id, lock) in &locks {
+        assert_eq!(lock["kind"], "lock");
+        assert_eq!(lock["index"].as_i64(), Some(indexes[id]));
+        assert_eq!(lock["waiters"], u64::from(id == "job-0"), "{lock}");
+        assert!(lock["holder"]["pid"].is_u64(), "{lock}");
+    }
+    let table = ok(cli_with(&flags, &["list"]));
+    table.assert_code(0);
+    assert_eq!(table.stdout.lines().count(), 10, "{table:?}");
+
+    let index = indexes["job-0"].to_string();
+    ok(cli_with(&flags, &["release", "job-0", "--index", &index])).assert_code(0);
+    finish(waiter, DEADLINE).assert_code(0);
+}
+
+/// `script` gives `wait` a terminal (80 columns unless told: `stty` widens it); `TERM` is set,
+/// since `indicatif` draws nothing on a `dumb` terminal or without one.
+fn on_a_terminal(inner: &str, transcript: &Path) -> Command {
+    let mut cmd = Command::new("script");
+    cmd.args([
+        "-q",
+        "-e",
+        "-c",
+        &format!("stty cols 200 rows 40; {inner}"),
+        path_arg(transcript),
+    ])
+    .env("TERM", "xterm")
+    .env_remove("REDIS_URL")
+    .env_remove("REDFOUR_NAMESPACE");
+    cmd
+}
+
+fn has_script() -> bool {
+    let found = Command::new("script").arg("--version").output().is_ok();
+    if !found {
+        eprintln!("skipped: `script` (util-linux) is not installed");
+    }
+    found
+}
+
+fn read_transcript(path: &Path) -> String {
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .expect("transcript");
+    text
+}
+
+/// Behind a `run` holder and two waiters, a `wait` on a terminal shows who holds the lock and
+/// that it is 3rd in line, and erases the line when it gives up; with `--quiet` it shows
+/// nothing.
+#[test]
+fn wait_shows_the_holder_and_its_place_in_the_queue_on_a_terminal() {
+    if !has_script() {
+        return;
+    }
+    let server = RedisServer::start();
+    let dir = temp();
+    let (holder, index, done) = hold_with_run(
+        cli(
+            &server,
+            &[
+                "run",
+                "job",
+                "--ttl",
+                "60s",
+                "--description",
+                "nightly report",
+            ],
+        ),
+        &dir,
+    );
+    let status = status(&server, "job");
+    let host = status["holder"]["host"]
+        .as_str()
+        .expect("a host")
+        .to_owned();
+    let mut waiters = Vec::new();
+    for place in 1..=2 {
+        waiters.push(spawn(cli(
+            &server,
+            &["wait", "job", "--ttl", "5s", "--wait", "30s"],
+        )));
+        assert!(
+            wait_until(DEADLINE, || queue_len(&server, "job") == place),
+            "waiter {place} never queued"
+        );
+    }
+    let bin = env!("CARGO_BIN_EXE_redfour");
+    let url = server.url();
+    let transcript = dir.path().join("transcript");
+    let inner = format!("{bin} --url {url} wait job --ttl 5s --wait 2500ms");
+    let ran = ok(on_a_terminal(&inner, &transcript));
+    ran.assert_code(1);
+    let text = read_transcript(&transcript);
+    let expected = format!(
+        "waiting for lock job: 3rd in line; held by {host}:{} \"nightly report\" for ",
+        holder.id()
+    );
+    assert!(text.contains(&expected), "{expected:?} not in {text:?}");
+    assert!(text.contains(&format!(" left (index {index})")), "{text:?}");
+    assert!(text.contains("\x1b[2K"), "the line is erased: {text:?}");
+
+    let quiet = dir.path().join("quiet");
+    let inner = format!("{bin} --url {url} wait job --ttl 5s --wait 1500ms --quiet");
+    ok(on_a_terminal(&inner, &quiet)).assert_code(1);
+    let text = read_transcript(&quiet);
+    assert!(!text.contains("waiting for lock"), "{text:?}");
+
+    std::fs::write(&done, "").expect("write the done file");
+    finish(holder, DEADLINE).assert_code(0);
+    for waiter in waiters {
+        finish(waiter, DEADLINE).assert_code(0);
+    }
+}
+
+/// `list` for a Redis user with the minimal ACL rule and what listing adds to it.
+#[test]
+fn list_works_for_a_user_with_the_acl_rule_and_its_additions() {
+    let server = RedisServer::start();
+    let mut setuser = vec!["ACL", "SETUSER", "lister", "reset", "on", ">lister-pw"];
+    setuser.extend(ACL_RULE.split_whitespace());
+    setuser.extend(["+scan", "+hstrlen", "+llen", "+lpos"]);
+    server.cmd(&setuser);
+    let url = format!("redis://lister:lister-pw@127.0.0.1:{}/", server.port());
+    let as_lister = |args: &[&str]| {
+        let mut cmd = redfour();
+        cmd.args(["--url", &url]).args(args);
+        cmd
+    };
+    ok(as_lister(&["acquire", "x", "--ttl", "30s"])).assert_code(0);
+    let ran = ok(as_lister(&["list", "--json"]));
+    ran.assert_code(0);
+    assert_eq!(json_lines(&ran).len(), 1, "{ran:?}");
+    let log = match server.cmd(&["ACL", "LOG"]) {
+        Value::Array(entries) => entries,
+        other => panic!("ACL LOG: {other:?}"),
+    };
+    let refused: Vec<String> = log
+        .iter()
+        .map(|entry| format!("{entry:?}"))
+        .filter(|entry| entry.contains("lister") && !entry.contains("client|setinfo"))
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+
+    // Without the additions: refused, 69, and said so.
+    let mut setuser = vec!["ACL", "SETUSER", "narrow", "reset", "on", ">narrow-pw"];
+    setuser.extend(ACL_RULE.split_whitespace());
+    server.cmd(&setuser);
+    let mut cmd = redfour();
+    cmd.args([
+        "--url",
+        &format!("redis://narrow:narrow-pw@127.0.0.1:{}/", server.port()),
+        "list",
+    ]);
+    let ran = ok(cmd);
+    ran.assert_code(69).assert_one_line_reason();
+    assert!(ran.stderr.contains("refused access"), "{ran:?}");
 }

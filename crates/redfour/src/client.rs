@@ -11,6 +11,7 @@ pub use crate::config::Topology;
 use crate::engine::{describe_connection, describe_urls, Context, Engine, Plan};
 use crate::error::{Error, Result};
 use crate::hub::Hub;
+use crate::list::{Listing, WaitProgress};
 use crate::wait::Waiting;
 
 /// The default namespace, the same as Node redfour's.
@@ -622,6 +623,130 @@ impl Client {
             engine: &self.inner.engine,
             hub: &self.inner.hub,
         }
+    }
+
+    /// Every lock held in this client's namespace, and every foreign key where the namespace
+    /// keeps its locks, sorted by id.
+    ///
+    /// The keys are found with `SCAN` (never `KEYS`), 250 keys a step, and each key found
+    /// is read by a short read-only script (its type first; of a hash, only the fields a lock
+    /// has, each up to 4 KiB), pipelined with the next step: one round trip per step, no
+    /// large reply and no long command, however many keys the namespace or the database
+    /// holds. `SCAN` walks every key of the database and filters after. A namespace of 100,000
+    /// keys took 1.6 s, each command at most about 0.3 ms of the server's time (see the
+    /// README's "Observing locks").
+    ///
+    /// Which keys: `NS:*` (Node redfour's layout), or `{NS:*` on a cluster, where every
+    /// master is scanned and each lock's own counter and queue keys are skipped. A held lock
+    /// is a [`ListingKind::Lock`]; a key there that holds something else (another type, a
+    /// hash without a valid index or without expiry) is a [`ListingKind::Foreign`]: no error,
+    /// and left as it is. The fair queue's keys and Node's counter are not listed.
+    ///
+    /// With Redlock every master is scanned, and a lock is listed when a majority of the
+    /// masters hold it with the same index (with the shortest remaining ttl among them, as
+    /// [`status`](Client::status) answers). A lock held by fewer (an acquire or a release
+    /// under way, or what a failed acquire left, which expires with its ttl) is not listed; a
+    /// key that holds foreign data on any master is listed as foreign, unless a majority hold
+    /// a lock there.
+    ///
+    /// `SCAN` takes no snapshot: a lock taken or released during the listing may be listed or
+    /// not, and during a cluster's resharding or failover a key may be missed. Each listing
+    /// is as it was read.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`] when Redis cannot be reached or
+    /// does not answer (with Redlock, [`ErrorKind::QuorumLost`] when fewer than a majority of
+    /// the masters could be listed); [`ErrorKind::AccessDenied`] when Redis refuses the login
+    /// or a command: beyond those of the other operations, the ACL needs
+    /// `+scan +hstrlen +llen +lpos` (and `+cluster|slots` on a cluster).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads. Dropping the future stops the listing.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> redfour::Result<()> {
+    /// let locks = redfour::Client::new("redis://127.0.0.1/")?;
+    /// for lock in locks.list().await? {
+    ///     let who = lock.holder.as_ref().and_then(|h| h.host.as_deref());
+    ///     println!("{} {} held by {:?}, {:?} left", lock.id, lock.kind, who, lock.ttl);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`ListingKind::Lock`]: crate::ListingKind::Lock
+    /// [`ListingKind::Foreign`]: crate::ListingKind::Foreign
+    /// [`ErrorKind::Unavailable`]: crate::ErrorKind::Unavailable
+    /// [`ErrorKind::Timeout`]: crate::ErrorKind::Timeout
+    /// [`ErrorKind::QuorumLost`]: crate::ErrorKind::QuorumLost
+    /// [`ErrorKind::AccessDenied`]: crate::ErrorKind::AccessDenied
+    pub async fn list(&self) -> Result<Vec<Listing>> {
+        let mut listings = self.engine().list().await?;
+        listings.sort_by(|a, b| a.id.cmp(&b.id).then_with(|| a.key.cmp(&b.key)));
+        listings.dedup_by(|a, b| a.key == b.key);
+        Ok(listings)
+    }
+
+    /// Who holds the lock `id`, and the place in its queue of this client's waiter: what a
+    /// waiting process shows its user. One read-only script call (one per master with
+    /// Redlock); call it about once a second while a wait runs.
+    ///
+    /// The waiter is the one of this client's waits for `id` that started first, in whatever
+    /// task ([`LockBuilder::acquire`] and [`wait_acquire_lock`](Client::wait_acquire_lock)
+    /// alike). Finding its place costs the server a walk of the queue up to it.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for an empty id; Redis faults as [`list`](Client::list).
+    /// Foreign data at the key is no error: it is answered as a [`ListingKind::Foreign`]
+    /// listing.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> redfour::Result<()> {
+    /// use std::time::Duration;
+    /// let locks = redfour::Client::new("redis://127.0.0.1/")?;
+    /// let wait = locks.lock("nightly").acquire();
+    /// tokio::pin!(wait);
+    /// let guard = loop {
+    ///     tokio::select! {
+    ///         guard = &mut wait => break guard?,
+    ///         _ = tokio::time::sleep(Duration::from_secs(1)) => {
+    ///             let progress = locks.wait_progress("nightly").await?;
+    ///             if let Some(place) = progress.place {
+    ///                 eprintln!("waiting, place {place} in line");
+    ///             }
+    ///         }
+    ///     }
+    /// };
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`LockBuilder::acquire`]: crate::LockBuilder::acquire
+    /// [`ErrorKind::InvalidInput`]: crate::ErrorKind::InvalidInput
+    /// [`ListingKind::Foreign`]: crate::ListingKind::Foreign
+    pub async fn wait_progress(&self, id: &str) -> Result<WaitProgress> {
+        let key = self.ctx().ns.lock_key(id)?;
+        let token = self.first_waiter_token(&key);
+        let seen = self.engine().peek(id, &key, token.as_deref()).await?;
+        Ok(WaitProgress {
+            place: seen.place,
+            lock: seen.listing,
+        })
+    }
+
+    /// The queue token of this client's longest-registered waiter for the lock at `key`.
+    pub(crate) fn first_waiter_token(&self, key: &str) -> Option<String> {
+        self.inner.hub.get()?.first_token(key)
     }
 
     /// A snapshot of this client's activity: waits registered now, notices and handoffs

@@ -108,6 +108,11 @@ struct Shared {
 }
 
 impl Shared {
+    /// The queue token of the waiter registered as `id`.
+    fn token(&self, id: u64) -> String {
+        format!("{}/{}", self.client_token, id)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn new(
         state: watch::Sender<HubState>,
@@ -357,10 +362,7 @@ impl Hub {
             }
             key
         };
-        let token = self
-            .shared
-            .fair
-            .then(|| format!("{}/{}", self.shared.client_token, id));
+        let token = self.shared.fair.then(|| self.shared.token(id));
         Registration {
             shared: self.shared.clone(),
             key,
@@ -370,6 +372,15 @@ impl Hub {
             queued: AtomicBool::new(false),
             done: AtomicBool::new(false),
         }
+    }
+
+    /// With the fair queue, the queue token of the waiter for `key` registered first.
+    pub(crate) fn first_token(&self, key: &str) -> Option<String> {
+        if !self.shared.fair {
+            return None;
+        }
+        let first = *lock(&self.shared.waiters).by_key.get(key)?.keys().min()?;
+        Some(self.shared.token(first))
     }
 
     pub(crate) fn registrations(&self) -> usize {

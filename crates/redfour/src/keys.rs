@@ -333,6 +333,98 @@ fn holder_args(call: &mut Eval, holder: &HolderFields<'_>) {
     }
 }
 
+/// The fields of a lock hash that a listing reads, in the order `list.lua` returns them: the
+/// index, then what a holder of this library writes about itself.
+pub(crate) const LISTED_FIELDS: [&str; 5] = ["index", "acquired_at", "host", "pid", "description"];
+
+/// The longest field value a listing returns, in bytes; a longer one is answered by its length.
+pub(crate) const LISTED_VALUE_MAX: usize = 4096;
+
+/// What a key that `SCAN` found with [`Namespace::scan_pattern`] is.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Found<'k> {
+    /// The key where the lock with this id is kept.
+    Lock(&'k str),
+    /// One of the keys the cluster layout keeps beside a lock (its counter, its queue).
+    Own,
+    /// Anything else: the key after the namespace's prefix (`NS:` or `{NS:`), or the whole key
+    /// without it.
+    Other(&'k str),
+}
+
+/// Listings: which keys may hold the namespace's locks, and the bounded read of one of them.
+impl Namespace {
+    /// The `SCAN … MATCH` pattern of the keys where this namespace keeps its locks: `ns:*` in
+    /// the Node layout (the counter `nsindex` and the queues `ns-queue:…`, `ns-waiters:…` do not
+    /// match it), `{ns:*` in the cluster layout (which matches each lock's counter and queue
+    /// too). Glob characters of the namespace are escaped.
+    pub(crate) fn scan_pattern(&self) -> String {
+        let mut pattern = String::with_capacity(self.name.len() + 4);
+        if self.layout == Layout::Cluster {
+            pattern.push('{');
+        }
+        for c in self.name.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push_str(":*");
+        pattern
+    }
+
+    /// What a key that matches [`scan_pattern`](Namespace::scan_pattern) is: the inverse of
+    /// [`lock_key`](Namespace::lock_key), and in the cluster layout the keys beside a lock.
+    pub(crate) fn found<'k>(&self, key: &'k str) -> Found<'k> {
+        let prefixed = |key: &'k str| match self.layout {
+            Layout::Node => key.strip_prefix(self.name.as_str())?.strip_prefix(':'),
+            Layout::Cluster => key
+                .strip_prefix('{')?
+                .strip_prefix(self.name.as_str())?
+                .strip_prefix(':'),
+        };
+        let Some(rest) = prefixed(key) else {
+            return Found::Other(key);
+        };
+        let id = match self.layout {
+            Layout::Node => Some(rest),
+            Layout::Cluster => rest.strip_suffix('}'),
+        };
+        match id {
+            Some(id) if !id.is_empty() => Found::Lock(id),
+            Some(_) => Found::Other(rest),
+            // Lock keys end with `}` and the keys beside them with a fixed suffix.
+            None => {
+                let beside = [":index", ":queue", ":waiters"].iter().any(|suffix| {
+                    key.strip_suffix(suffix)
+                        .is_some_and(|lock| matches!(self.found(lock), Found::Lock(_)))
+                });
+                if beside {
+                    Found::Own
+                } else {
+                    Found::Other(rest)
+                }
+            }
+        }
+    }
+
+    /// `list.lua`: KEYS the key and, for a key where a lock is kept (`lock`), that lock's queue;
+    /// ARGV the longest value returned, a waiter's token (`''` for none), the fields to read.
+    pub(crate) fn list_call(&self, key: &str, lock: bool, token: Option<&str>) -> Eval {
+        let mut call = if lock {
+            let (queue, _) = self.queue_keys(key);
+            Eval::new(&crate::scripts::LIST, &[key, &queue])
+        } else {
+            Eval::new(&crate::scripts::LIST, &[key])
+        };
+        call.arg(LISTED_VALUE_MAX).arg(token.unwrap_or(""));
+        for field in LISTED_FIELDS {
+            call.arg(field);
+        }
+        call
+    }
+}
+
 pub(crate) fn check_id(id: &str) -> Result<()> {
     if id.is_empty() {
         return Err(Error::invalid("the lock id must not be empty"));
@@ -512,6 +604,42 @@ mod tests {
                     prop_assert!(!names2.contains(a), "{} shared by {} and {}", a, id, other);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn listing_finds_lock_keys_in_both_layouts() {
+        let node = Namespace::new("lock").unwrap();
+        assert_eq!(node.scan_pattern(), "lock:*");
+        assert_eq!(node.found("lock:a:b"), Found::Lock("a:b"));
+        assert_eq!(node.found("lock:"), Found::Other(""));
+        assert_eq!(node.found("locks:a"), Found::Other("locks:a"));
+        for id in ["a", "a}", "{x}:queue", "é"] {
+            let key = node.lock_key(id).unwrap();
+            assert_eq!(node.found(&key), Found::Lock(id));
+        }
+        let globs = Namespace::new("a*b?[c]\\").unwrap();
+        assert_eq!(globs.scan_pattern(), "a\\*b\\?\\[c\\]\\\\:*");
+
+        let cluster = Namespace::with_layout("jobs", Layout::Cluster).unwrap();
+        assert_eq!(cluster.scan_pattern(), "{jobs:*");
+        for id in ["a", "a}", "a}:queue", "x:index", "}"] {
+            let key = cluster.lock_key(id).unwrap();
+            assert_eq!(cluster.found(&key), Found::Lock(id), "{key}");
+            let (queue, entries) = cluster.queue_keys(&key);
+            for own in [cluster.counter(&key).into_owned(), queue, entries] {
+                assert_eq!(cluster.found(&own), Found::Own, "{own}");
+            }
+        }
+        for (other, rest) in [
+            ("{jobs:}", "}"),
+            ("{jobs:a", "a"),
+            ("{jobs:a}:other", "a}:other"),
+            ("{jobs:}:index", "}:index"),
+            ("jobs:a", "jobs:a"),
+            ("{jobsx:a}", "{jobsx:a}"),
+        ] {
+            assert_eq!(cluster.found(other), Found::Other(rest), "{other}");
         }
     }
 

@@ -54,6 +54,8 @@
 //! | `renewLock(lock, ttl)` | [`Client::renew_lock`]`(id, index, ttl)` | [`RenewResponse`]: `renewed` / `missing` / `conflict` |
 //! | — | [`Client::lock`]`(id).ttl(..).wait(..).acquire()` | a [`LockGuard`]: index, deadline, `release()`, `renew()`, `lost()` |
 //! | — | [`Client::status`]`(id)` | [`LockStatus`]: holder, index, remaining ttl, metadata |
+//! | — | [`Client::list`]`()` | every [`Listing`] of the namespace (found with `SCAN`): each held lock's holder, index, remaining ttl, time held and waiters, and foreign keys |
+//! | — | [`Client::wait_progress`]`(id)` | [`WaitProgress`]: the lock a waiter of this client waits for, and the waiter's place in its queue |
 //!
 //! The keys are Node's: the lock is the hash `{ns}:{id}` with the field `index` (plus `host`,
 //! `pid`, `acquired_at`, `attempt`, an optional `description` and, on a lock handed to a
@@ -166,9 +168,10 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-// The public shells: the client, the two ways to take a lock, the held lock.
+// The public shells: the client, the two ways to take a lock, the held lock, listings.
 mod client;
 mod guard;
+mod list;
 mod lock;
 mod node;
 mod outcome;
@@ -195,6 +198,7 @@ pub use client::{Client, ClientBuilder, Topology, DEFAULT_NAMESPACE};
 pub use error::{Error, ErrorKind, Result};
 pub use guard::{LeaseLost, LockGuard};
 pub use keys::{MAX_ID_LEN, MAX_INDEX, MAX_TTL};
+pub use list::{Holder, Listing, ListingKind, WaitProgress};
 pub use lock::LockBuilder;
 pub use node::{AcquireResponse, ReleaseResponse, RenewResponse};
 pub use outcome::{LockStatus, ReleaseOutcome, RenewOutcome};

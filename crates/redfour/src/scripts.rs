@@ -119,6 +119,10 @@ pub(crate) static NODE: ScriptSet = script_set!("scripts/publish.lua");
 /// The cluster layout: notices with `SPUBLISH`, in the lock's slot.
 pub(crate) static CLUSTER: ScriptSet = script_set!("scripts/spublish.lua");
 
+/// A bounded, read-only look at one key of the namespace, for listings (see `list.lua`); it
+/// publishes nothing, so both layouts share it.
+pub(crate) static LIST: LazyLock<Script> = script!("scripts/list.lua");
+
 /// Redlock's second step on each granting master (see `redlock_adopt.lua`).
 pub(crate) static REDLOCK_ADOPT: LazyLock<Script> =
     script!("scripts/lock.lua", "scripts/redlock_adopt.lua");
@@ -183,6 +187,7 @@ mod tests {
             include_str!("scripts/publish.lua"),
             include_str!("scripts/spublish.lua"),
             include_str!("scripts/redlock_adopt.lua"),
+            include_str!("scripts/list.lua"),
         ] {
             assert!(!src.contains("${"), "a script must not be a template");
             assert!(!src.contains("'lock"), "a script must not name a namespace");

@@ -401,6 +401,20 @@ impl Client {
         self.rt.block_on(self.inner.status(id))
     }
 
+    /// Every lock held in the namespace, and the foreign keys where it keeps its locks; see
+    /// [`crate::Client::list`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Client::list`].
+    ///
+    /// # Panics
+    ///
+    /// When called inside an async runtime.
+    pub fn list(&self) -> Result<Vec<crate::Listing>> {
+        self.rt.block_on(self.inner.list())
+    }
+
     /// Starts building a lock on `id`; see [`crate::Client::lock`].
     pub fn lock(&self, id: impl Into<String>) -> LockBuilder {
         LockBuilder {

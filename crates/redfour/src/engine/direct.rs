@@ -109,6 +109,11 @@ impl Direct {
         &self.inner.ctx
     }
 
+    /// How this engine reaches its master.
+    pub(crate) fn master(&self) -> &Master {
+        &self.master
+    }
+
     /// Where this engine connects, password redacted.
     pub(crate) fn address(&self) -> &str {
         &self.address

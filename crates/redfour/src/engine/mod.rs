@@ -18,6 +18,7 @@
 mod build;
 mod conn;
 mod direct;
+mod list;
 mod quorum;
 mod subscribe;
 
@@ -270,6 +271,28 @@ impl Engine {
         match self {
             Engine::Direct(direct) => direct.status(id, key).await,
             Engine::Quorum(quorum) => quorum.status(id, key).await,
+        }
+    }
+
+    /// Every lock and foreign key of the namespace (see [`Client::list`](crate::Client::list)).
+    pub(crate) async fn list(&self) -> Result<Vec<crate::list::Listing>> {
+        match self {
+            Engine::Direct(direct) => direct.list().await,
+            Engine::Quorum(quorum) => quorum.list().await,
+        }
+    }
+
+    /// The lock `id` (at `key`) as a listing shows it, and the place in its queue of the
+    /// waiter `token` (none with Redlock, which has no queue).
+    pub(crate) async fn peek(
+        &self,
+        id: &str,
+        key: &str,
+        token: Option<&str>,
+    ) -> Result<crate::list::Seen> {
+        match self {
+            Engine::Direct(direct) => direct.peek(id, key, token).await,
+            Engine::Quorum(quorum) => quorum.peek(id, key).await,
         }
     }
 

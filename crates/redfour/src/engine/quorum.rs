@@ -102,6 +102,38 @@ impl Quorum {
         ping(&self.nodes, self.quorum).await
     }
 
+    /// Every lock a majority of the masters hold with one index, and foreign keys (see
+    /// [`crate::list::majority`]). Each master is scanned whole: the node timeout bounds no
+    /// listing, each of its round trips has the response timeout.
+    pub(crate) async fn list(&self) -> Result<Vec<crate::list::Listing>> {
+        let lists = join_all(self.nodes.iter().map(Direct::list)).await;
+        let mut errors = Vec::new();
+        let per_master: Vec<_> = lists
+            .into_iter()
+            .map(|list| list.map_err(|e| errors.push(e)).ok())
+            .collect();
+        let answered = per_master.iter().flatten().count();
+        if answered < self.quorum {
+            return Err(quorum_lost(answered, self.nodes.len(), self.quorum, errors));
+        }
+        Ok(crate::list::majority_listing(per_master, self.quorum))
+    }
+
+    /// The lock at `key` as a majority of the masters see it (no queue, so no place).
+    pub(crate) async fn peek(&self, id: &str, key: &str) -> Result<crate::list::Seen> {
+        let mut errors = Vec::new();
+        let seen: Vec<_> = on_all(&self.nodes, |node| node.peek(id, key, None))
+            .await
+            .into_iter()
+            .map(|seen| seen.map_err(|e| errors.push(e)).ok())
+            .collect();
+        let answered = seen.iter().flatten().count();
+        if answered < self.quorum {
+            return Err(quorum_lost(answered, self.nodes.len(), self.quorum, errors));
+        }
+        Ok(crate::list::majority(&seen, self.quorum))
+    }
+
     /// Releases on every master in the background; each master answers for itself.
     pub(crate) fn release_in_background(&self, key: &str, index: i64) {
         for node in &self.nodes {

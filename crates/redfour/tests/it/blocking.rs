@@ -84,9 +84,13 @@ fn drop_releases_before_returning() {
         .acquire()
         .unwrap();
     assert!(locks.status("d").unwrap().held);
+    let listed = locks.list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].index, Some(guard.index()));
     drop(guard);
     // No polling needed: the blocking guard releases synchronously in drop.
     assert!(!locks.status("d").unwrap().held);
+    assert_eq!(locks.list().unwrap(), Vec::new());
 }
 
 #[test]

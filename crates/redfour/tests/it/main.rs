@@ -11,6 +11,7 @@
 //!   `corrupt_data`, `layout`, `node_semantics`, `properties`, `regressions`,
 //!   `send_sync`, `fencing`, `blocking` (feature `blocking`), `tls` (feature `tls`);
 //! - other topologies: `sentinel`, `cluster`, `redlock`;
+//! - observing locks on each of them: `list`;
 //! - against Node redfour 1.0.5: `node_interop` (needs `npm ci` in `interop/`; skipped with a
 //!   note unless `REDFOUR_REQUIRE_NODE` is set).
 //!
@@ -28,6 +29,7 @@ mod faults;
 mod fencing;
 mod guard;
 mod layout;
+mod list;
 mod node_interop;
 mod node_semantics;
 mod properties;

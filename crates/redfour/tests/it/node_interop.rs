@@ -878,6 +878,41 @@ async fn node_releases_a_rust_lock_by_index() {
     node.quit().await;
 }
 
+/// `Client::list` shows a lock that Node redfour holds, beside one of this library's: its
+/// index and remaining ttl, and no holder (Node records none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_holder_is_listed() {
+    let Some(setup) = node_setup() else { return };
+    let server = RedisServer::start();
+    let locks = rust_client(&server, redfour::DEFAULT_NAMESPACE);
+    let mut node = NodeDriver::start(&setup, &server.url(), redfour::DEFAULT_NAMESPACE).await;
+    let answer = node.acquire("from-node", Duration::from_secs(30)).await;
+    assert!(answer.bool("success"), "{}", answer.raw);
+    let rust = locks.lock("from-rust").acquire().await.expect("acquired");
+
+    let listed = locks.list().await.expect("listed");
+    let ids: Vec<&str> = listed.iter().map(|l| l.id.as_str()).collect();
+    assert_eq!(ids, ["from-node", "from-rust"], "{listed:?}");
+    let from_node = &listed[0];
+    assert_eq!(from_node.kind, redfour::ListingKind::Lock);
+    assert_eq!(from_node.index, Some(answer.i64("index")));
+    assert_eq!(from_node.holder, None, "{from_node:?}");
+    assert_eq!(from_node.held_for, None, "{from_node:?}");
+    let ttl = from_node.ttl.expect("a lock's ttl");
+    assert!(
+        ttl <= Duration::from_secs(30) && ttl > Duration::from_secs(20),
+        "{ttl:?}"
+    );
+    assert_eq!(listed[1].index, Some(rust.index()));
+    assert!(listed[1].holder.is_some(), "{:?}", listed[1]);
+
+    rust.release().await.expect("released");
+    let answer = node.release("from-node", answer.i64("index")).await;
+    assert_eq!(answer.str("result"), Some("released"), "{}", answer.raw);
+    assert_eq!(locks.list().await.expect("listed"), Vec::new());
+    node.quit().await;
+}
+
 #[test]
 fn flat_json_parser() {
     let m = Msg::parse(
