@@ -2075,10 +2075,10 @@ fn help_documents_tls_ca() {
 
 /// The minimal ACL rule for namespace `lock`; the same as in
 /// `crates/redfour/tests/it/connection.rs` (where each command is explained) and the README.
-const ACL_RULE: &str = "resetkeys ~lock* resetchannels &lock* -@all \
-    +ping +evalsha +script|load +hmget +subscribe \
+const ACL_RULE: &str = "resetkeys ~lock* resetchannels &lock* &lock-release -@all \
+    +ping +evalsha +script|load +hmget +subscribe +psubscribe +pubsub|numsub \
     +time +type +exists +pttl +hget +hgetall +hset +hdel +hexists +pexpire +set +del \
-    +publish +rpush +lindex +lpop +lrem";
+    +publish +rpush +lindex +lpop +lrem +llen";
 
 #[test]
 fn every_command_works_for_a_user_with_the_minimal_acl_rule() {
@@ -2842,7 +2842,7 @@ fn list_works_for_a_user_with_the_acl_rule_and_its_additions() {
     let server = RedisServer::start();
     let mut setuser = vec!["ACL", "SETUSER", "lister", "reset", "on", ">lister-pw"];
     setuser.extend(ACL_RULE.split_whitespace());
-    setuser.extend(["+scan", "+hstrlen", "+llen", "+lpos"]);
+    setuser.extend(["+scan", "+hstrlen", "+lpos"]);
     server.cmd(&setuser);
     let url = format!("redis://lister:lister-pw@127.0.0.1:{}/", server.port());
     let as_lister = |args: &[&str]| {
