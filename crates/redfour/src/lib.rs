@@ -182,6 +182,7 @@ mod error;
 mod hub;
 mod keys;
 mod lease;
+mod metrics;
 mod redact;
 mod scripts;
 mod stats;

@@ -9,7 +9,8 @@
 //!
 //! - on one server: `waiting`, `fair_queue`, `guard`, `faults`, `connection`,
 //!   `corrupt_data`, `layout`, `node_semantics`, `properties`, `regressions`,
-//!   `send_sync`, `fencing`, `blocking` (feature `blocking`), `tls` (feature `tls`);
+//!   `send_sync`, `fencing`, `blocking` (feature `blocking`), `tls` (feature `tls`),
+//!   `metrics` (feature `metrics`);
 //! - other topologies: `sentinel`, `cluster`, `redlock`;
 //! - against Node redfour 1.0.5: `node_interop` (needs `npm ci` in `interop/`; skipped with a
 //!   note unless `REDFOUR_REQUIRE_NODE` is set).
@@ -28,6 +29,8 @@ mod faults;
 mod fencing;
 mod guard;
 mod layout;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod node_interop;
 mod node_semantics;
 mod properties;
