@@ -357,7 +357,9 @@ fn install_metrics() -> Result<()> {
             handle.run_upkeep();
         }
     });
-    eprintln!("redfour-bench: recording metrics (redfour's `metrics` feature, a Prometheus recorder)");
+    eprintln!(
+        "redfour-bench: recording metrics (redfour's `metrics` feature, a Prometheus recorder)"
+    );
     Ok(())
 }
 

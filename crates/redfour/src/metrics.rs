@@ -99,7 +99,7 @@ pub(crate) use off::*;
 
 #[cfg(feature = "metrics")]
 mod on {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
     use std::sync::Arc;
     use std::time::Instant;
 
@@ -416,38 +416,52 @@ mod on {
     }
 
     /// A reconnecting connection (the redis crate's `ConnectionManager`, which reconnects by
-    /// itself and says nothing) whose reconnections are counted: a command failing in a way
-    /// that makes the manager reconnect marks it down; the next command answered counts a
-    /// reconnection.
+    /// itself and says nothing) whose reconnections are counted: once it has answered, a
+    /// command failing in a way that makes the manager reconnect marks it down, and the next
+    /// command answered counts a reconnection.
     #[derive(Clone)]
     pub(crate) struct Watched<C> {
         inner: C,
         role: Role,
-        down: Arc<AtomicBool>,
+        state: Arc<AtomicU8>,
     }
+
+    /// [`Watched`]'s states: never answered yet (a first connection that fails and then
+    /// succeeds is no reconnection), up, down after it was up.
+    const NEVER_UP: u8 = 0;
+    const UP: u8 = 1;
+    const DOWN: u8 = 2;
 
     /// `conn`, with its reconnections counted under `role`.
     pub(crate) fn watched<C>(conn: C, role: Role) -> Watched<C> {
         Watched {
             inner: conn,
             role,
-            down: Arc::default(),
+            state: Arc::new(AtomicU8::new(NEVER_UP)),
         }
     }
 
     impl<C> Watched<C> {
         fn saw<T>(&self, result: &RedisResult<T>) {
             match result {
-                Ok(_) => {
-                    if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed)
-                    {
-                        reconnect(self.role);
+                // The usual case costs one load.
+                Ok(_) => match self.state.load(Ordering::Relaxed) {
+                    UP => {}
+                    DOWN => {
+                        if self.state.swap(UP, Ordering::Relaxed) == DOWN {
+                            reconnect(self.role);
+                        }
                     }
-                }
+                    _ => self.state.store(UP, Ordering::Relaxed),
+                },
                 // What makes the manager reconnect: an unrecoverable error (a dropped
                 // connection, an unparsable reply), or an I/O error opening the connection.
                 // A response timeout alone does not.
-                Err(e) if drops_connection(e) => self.down.store(true, Ordering::Relaxed),
+                Err(e) if drops_connection(e) => {
+                    let _ =
+                        self.state
+                            .compare_exchange(UP, DOWN, Ordering::Relaxed, Ordering::Relaxed);
+                }
                 Err(_) => {}
             }
         }
@@ -480,11 +494,11 @@ mod on {
         conn: &'a mut Watched<C>,
         call: impl FnOnce(&'a mut C) -> RedisFuture<'a, T>,
     ) -> RedisFuture<'a, T> {
-        let Watched { inner, role, down } = conn;
+        let Watched { inner, role, state } = conn;
         let this = Watched {
             inner: (),
             role: *role,
-            down: down.clone(),
+            state: state.clone(),
         };
         let reply = call(inner);
         Box::pin(async move {
@@ -564,5 +578,105 @@ mod off {
     #[inline(always)]
     pub(crate) fn watched<C>(conn: C, _: Role) -> Watched<C> {
         conn
+    }
+}
+
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    use std::collections::VecDeque;
+    use std::io;
+
+    use futures_util::FutureExt;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use redis::aio::ConnectionLike;
+    use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+
+    use super::*;
+
+    /// A connection that answers from a script: `Ok` or an I/O error of the given kind.
+    struct Scripted(VecDeque<Option<io::ErrorKind>>);
+
+    impl Scripted {
+        fn next(&mut self) -> RedisResult<Value> {
+            match self.0.pop_front().flatten() {
+                None => Ok(Value::Okay),
+                Some(kind) => Err(RedisError::from(io::Error::new(kind, "scripted"))),
+            }
+        }
+    }
+
+    impl ConnectionLike for Scripted {
+        fn req_packed_command<'a>(&'a mut self, _: &'a Cmd) -> RedisFuture<'a, Value> {
+            let reply = self.next();
+            Box::pin(async move { reply })
+        }
+
+        fn req_packed_commands<'a>(
+            &'a mut self,
+            _: &'a Pipeline,
+            _: usize,
+            _: usize,
+        ) -> RedisFuture<'a, Vec<Value>> {
+            let reply = self.next().map(|v| vec![v]);
+            Box::pin(async move { reply })
+        }
+
+        fn get_db(&self) -> i64 {
+            0
+        }
+    }
+
+    /// The reconnections a watched connection counts for a sequence of answers.
+    fn reconnections(answers: &[Option<io::ErrorKind>]) -> u64 {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            let mut conn = watched(Scripted(answers.iter().copied().collect()), Role::Commands);
+            for _ in answers {
+                let _ = conn
+                    .req_packed_command(&redis::cmd("PING"))
+                    .now_or_never()
+                    .expect("answers at once");
+            }
+        });
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                assert_eq!(key.key().name(), RECONNECTS);
+                match value {
+                    DebugValue::Counter(n) => n,
+                    other => panic!("{other:?}"),
+                }
+            })
+            .sum()
+    }
+
+    #[test]
+    fn a_watched_connection_counts_each_return_after_a_loss() {
+        use io::ErrorKind::{ConnectionRefused, ConnectionReset, TimedOut};
+        // Up, lost (twice while reconnecting), back: one reconnection.
+        let lost_once = [
+            None,
+            Some(ConnectionReset),
+            Some(ConnectionRefused),
+            None,
+            None,
+        ];
+        assert_eq!(reconnections(&lost_once), 1);
+        // Twice.
+        let lost_twice = [
+            None,
+            Some(ConnectionReset),
+            None,
+            Some(ConnectionReset),
+            None,
+        ];
+        assert_eq!(reconnections(&lost_twice), 2);
+        // Unreachable at first, then up: a first connection, no reconnection.
+        assert_eq!(reconnections(&[Some(ConnectionRefused), None, None]), 0);
+        // A response timeout does not make the manager reconnect.
+        assert_eq!(reconnections(&[None, Some(TimedOut), None]), 0);
     }
 }
