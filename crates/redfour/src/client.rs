@@ -339,8 +339,9 @@ impl ClientBuilder {
     ///
     /// Off by default because every lock name then makes a time series of its own in the
     /// exporter, for as long as the process lives: turn it on only when the locks are a few
-    /// fixed names, never for ids made from user data or request ids. It also costs an
-    /// allocation per record, where the default attributes cost none. The crate docs'
+    /// fixed names, never for ids made from user data or request ids. It also makes each
+    /// record build its key at run time (a few allocations), where the keys of the default
+    /// attributes are built at compile time. The crate docs'
     /// [Metrics](crate#metrics) section lists the metrics and their attributes.
     ///
     /// Default: off.

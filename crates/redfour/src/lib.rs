@@ -166,9 +166,9 @@
 //!
 //! The lock is not an attribute by default: every lock name would become a time series of its
 //! own. [`ClientBuilder::metric_lock_names`] adds it as `lock` (the lock's key) to every metric
-//! but the reconnections. Recording with the default attributes allocates nothing; the bench
-//! measures its cost (BENCHMARKS.md, "Metrics cost"). `examples/prometheus.rs` serves the metrics
-//! for Prometheus.
+//! but the reconnections. With the default attributes each record's key is built at compile
+//! time (nothing is allocated to name it); BENCHMARKS.md ("Metrics cost") has what recording
+//! costs. `examples/prometheus.rs` serves the metrics for Prometheus.
 //!
 //! # Features
 //!

@@ -125,7 +125,7 @@ mod on {
         Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
     /// A key whose name and labels are all `'static`: built at compile time (its hash too), so
-    /// that recording with the default attributes allocates nothing.
+    /// that naming a record with the default attributes allocates nothing.
     macro_rules! key {
         ($name:expr $(, $k:literal => $v:literal)* $(,)?) => {{
             static LABELS: &[Label] = &[$(Label::from_static_parts($k, $v)),*];
