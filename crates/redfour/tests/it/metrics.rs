@@ -446,10 +446,12 @@ async fn every_metric_after_a_scripted_sequence() {
     if handoffs > 0 {
         assert_eq!(seen.unit(MetricKind::Counter, HANDOFFS), Some(Unit::Count));
     }
-    // Durations are positive and plausible: the frozen holder held its lock past its ttl.
+    // Durations are in seconds: the two lost holdings lasted about their ttl of 300 ms (counted
+    // from the guard's creation, a little after the server set the expiry, up to the renewal
+    // that found the lock gone or taken).
     let totals = seen.totals();
     let lost = &totals.histograms[&series(HOLD_DURATION, &[("kind", "lock"), ("end", "lost")])];
-    assert!(lost.iter().all(|s| (0.3..10.0).contains(s)), "{lost:?}");
+    assert!(lost.iter().all(|s| (0.2..10.0).contains(s)), "{lost:?}");
 }
 
 fn pairs(labels: &BTreeMap<String, String>) -> Vec<(&str, &str)> {
