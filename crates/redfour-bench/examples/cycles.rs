@@ -9,35 +9,63 @@
 //!     target/release/examples/cycles redfour 2000 redis://127.0.0.1:6379/
 //! ```
 //!
-//! `SIDE` is `redfour` (the library's `acquire_lock` + `release_lock`, default settings) or
-//! `raw` (`SET NX PX` + compare-and-delete by `EVALSHA`, as in the bench). Keys live in the
-//! namespace `rfcycles-<pid>` and are deleted by the cycles themselves.
+//! `SIDE` is `redfour` (the library's `acquire_lock` + `release_lock`, default settings),
+//! `guard` (`lock(id).acquire()` + `guard.release()`: the path that records the most with the
+//! `metrics` feature: a wait, a holding) or `raw` (`SET NX PX` + compare-and-delete by
+//! `EVALSHA`, as in the bench). Keys live in the namespace `rfcycles-<pid>` and are deleted by
+//! the cycles themselves.
+//!
+//! `CYCLES_RUNTIME=current_thread` runs it on a one-thread runtime, whose counts vary less
+//! from one run to the next.
+//!
+//! Built with the bench's `metrics` feature, it installs a Prometheus recorder first, so that
+//! the difference between the two builds' counts is what recording costs (BENCHMARKS.md,
+//! "Metrics cost").
 
 use std::time::Duration;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const TTL: Duration = Duration::from_secs(10);
-const USAGE: &str = "usage: cycles redfour|raw N REDIS_URL";
+const USAGE: &str = "usage: cycles redfour|guard|raw N REDIS_URL";
 
-#[tokio::main]
-async fn main() -> Result<(), BoxError> {
+fn main() -> Result<(), BoxError> {
+    // `CYCLES_RUNTIME=current_thread`: everything on one thread, so that the counts do not
+    // move with the worker threads' parking and stealing (steadier to compare two builds).
+    let mut runtime = match std::env::var("CYCLES_RUNTIME").as_deref() {
+        Ok("current_thread") => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    runtime.enable_all().build()?.block_on(cycles())
+}
+
+async fn cycles() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [side, n, url] = &args[..] else {
         return Err(USAGE.into());
     };
     let n: u64 = n.parse().map_err(|_| USAGE)?;
     let ns = format!("rfcycles-{}", std::process::id());
+    #[cfg(feature = "metrics")]
+    let _metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     match side.as_str() {
-        "redfour" => {
+        "redfour" | "guard" => {
             let client = redfour::Client::builder(url.clone())
                 .namespace(ns.clone())
                 .build()?;
             for i in 0..n {
                 let id = format!("k{}", i % 1000);
-                let lock = client.acquire_lock(&id, TTL).await?;
-                let released = client.release_lock(&id, lock.index).await?;
-                if !lock.success || released.result != redfour::ReleaseOutcome::Released {
+                let released = if side == "guard" {
+                    let guard = client.lock(&id).ttl(TTL).acquire().await?;
+                    guard.release().await?
+                } else {
+                    let lock = client.acquire_lock(&id, TTL).await?;
+                    if !lock.success {
+                        return Err(format!("cycle {i} on {id} was not acquired").into());
+                    }
+                    client.release_lock(&id, lock.index).await?
+                };
+                if released.result != redfour::ReleaseOutcome::Released {
                     return Err(format!("cycle {i} on {id} failed").into());
                 }
             }

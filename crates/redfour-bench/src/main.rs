@@ -107,6 +107,15 @@
 //! `--quick` shrinks every scenario (200 `PING`s, 0.1 s blocks, 50 steps per server-cost batch,
 //! 20 handoffs, 1 s of contention, 200 waiters) for a smoke test: its numbers are not worth comparing with the targets.
 //!
+//! # The cost of metrics
+//!
+//! Built with the `metrics` feature (`cargo build --release -p redfour-bench --features
+//! metrics`), the bench turns on the library's feature of the same name and installs a
+//! Prometheus recorder (`metrics-exporter-prometheus`, its upkeep every 5 s as its HTTP
+//! listener would run it, no listener), so every lock step records as in production. Run that
+//! binary and one built without the feature alternately on the same machine and compare:
+//! BENCHMARKS.md ("Metrics cost") has the recipe and the figures.
+//!
 //! # Topologies
 //!
 //! `--topology cluster|sentinel|redlock` starts that deployment through the test kit (on free
@@ -274,6 +283,11 @@ impl Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    #[cfg(feature = "metrics")]
+    if let Err(e) = install_metrics() {
+        eprintln!("redfour-bench: cannot install the metrics recorder: {e}");
+        return ExitCode::FAILURE;
+    }
     let selected = args.selected();
     if (args.plot.is_some() || args.save_samples.is_some())
         && !selected.contains(&Scenario::Handoff)
@@ -304,7 +318,18 @@ async fn main() -> ExitCode {
             );
         }
     }
-    match run(&args, &selected).await {
+    let ran = run(&args, &selected).await;
+    #[cfg(feature = "metrics")]
+    if let Some(handle) = METRICS.get() {
+        // Proof that the library recorded: what a scrape would show of it.
+        let rendered = handle.render();
+        let samples = rendered
+            .lines()
+            .filter(|l| l.starts_with("redfour_"))
+            .count();
+        eprintln!("redfour-bench: a scrape now shows {samples} lines of redfour's metrics");
+    }
+    match ran {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -312,6 +337,30 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(feature = "metrics")]
+static METRICS: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+    std::sync::OnceLock::new();
+
+/// Built with the `metrics` feature: the library records into a Prometheus recorder, kept up
+/// every 5 s as the exporter's HTTP listener would (histograms drained), scraped once at the
+/// end.
+#[cfg(feature = "metrics")]
+fn install_metrics() -> Result<()> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let _ = METRICS.set(handle.clone());
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            handle.run_upkeep();
+        }
+    });
+    eprintln!(
+        "redfour-bench: recording metrics (redfour's `metrics` feature, a Prometheus recorder)"
+    );
+    Ok(())
 }
 
 /// Runs the selected scenarios and prints their reports; false when one of them failed.

@@ -116,6 +116,8 @@ impl ClientBuilder {
                 replica_ack_timeout: Duration::from_millis(100),
                 node_timeout: Duration::from_millis(500),
                 drift: crate::keys::Drift::default(),
+                #[cfg(feature = "metrics")]
+                metric_lock_names: false,
             },
             master_credentials: None,
             #[cfg(feature = "tls")]
@@ -333,6 +335,34 @@ impl ClientBuilder {
         self
     }
 
+    /// Adds the lock to the attributes of every lock metric (feature `metrics`): `lock`, the
+    /// lock's key as Redis knows it (`{ns}:{id}`, `{ns:id}` on a cluster).
+    ///
+    /// Off by default because every lock name then makes a time series of its own in the
+    /// exporter, for as long as the process lives: turn it on only when the locks are a few
+    /// fixed names, never for ids made from user data or request ids. It also makes each
+    /// record build its key at run time (a few allocations), where the keys of the default
+    /// attributes are built at compile time. The crate docs'
+    /// [Metrics](crate#metrics) section lists the metrics and their attributes.
+    ///
+    /// Default: off.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn example() -> redfour::Result<()> {
+    /// let locks = redfour::Client::builder("redis://127.0.0.1:6379/")
+    ///     .metric_lock_names(true)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn metric_lock_names(mut self, on: bool) -> Self {
+        self.config.metric_lock_names = on;
+        self
+    }
+
     /// Checks the settings and creates the client. No connection is opened yet.
     ///
     /// Needs no runtime: it can be called from synchronous code.
@@ -416,6 +446,7 @@ impl ClientBuilder {
             tls_root_certificates: self.tls_root_certificates,
         })?;
         let ctx = engine.context().clone();
+        crate::metrics::describe();
         Ok(Client {
             inner: Arc::new(ClientInner {
                 engine,

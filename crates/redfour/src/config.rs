@@ -53,6 +53,9 @@ pub(crate) struct Config {
     pub(crate) node_timeout: Duration,
     /// The margin taken off every lease.
     pub(crate) drift: crate::keys::Drift,
+    /// Metrics carry the lock's key as the `lock` attribute.
+    #[cfg(feature = "metrics")]
+    pub(crate) metric_lock_names: bool,
 }
 
 impl Config {

@@ -12,6 +12,7 @@ use tracing::Instrument;
 use crate::client::Client;
 use crate::error::Result;
 use crate::keys::{ttl_millis, Drift};
+use crate::metrics::{End, Hold, Kind};
 use crate::node::{ReleaseResponse, RenewResponse};
 use crate::outcome::{ReleaseOutcome, RenewOutcome};
 use crate::stats::Counters;
@@ -48,6 +49,8 @@ struct Lease {
     lost: watch::Sender<Option<LeaseLost>>,
     /// The client's [`Stats`](crate::Stats) counters.
     counters: Arc<Counters>,
+    /// The holding as the metrics see it (feature `metrics`).
+    hold: Hold,
 }
 
 /// The lease as the latest renewal (or the acquire) set it.
@@ -97,6 +100,7 @@ impl Lease {
                 // Counted before the watchers are woken, so that whoever sees the loss also
                 // sees it counted.
                 Counters::bump(&self.counters.leases_lost);
+                self.hold.lost();
                 *l = Some(why);
                 true
             } else {
@@ -176,6 +180,7 @@ impl LockGuard {
             drift: client.ctx().config.drift,
             lost,
             counters: client.ctx().counters.clone(),
+            hold: Hold::start(&client.ctx().config, Kind::Lock, &key),
         });
         tracing::debug!(
             key,
@@ -393,6 +398,7 @@ impl LockGuard {
             .instrument(span)
             .await?;
         self.released = true;
+        self.lease.hold.end(End::of_release(result));
         match result {
             ReleaseOutcome::Released => tracing::debug!(key = self.key, index, "lock released"),
             other => {
@@ -413,6 +419,7 @@ impl Drop for LockGuard {
         if let Some(task) = self.keep_alive.take() {
             task.abort();
         }
+        self.lease.hold.end(End::Dropped);
         if !self.released {
             self.client
                 .engine()
@@ -430,7 +437,9 @@ async fn renew_once(
     lease: &Lease,
 ) -> Result<RenewOutcome> {
     let sent = Instant::now();
-    let result = match client.engine().renew(key, index, ttl_ms).await {
+    let result = client.engine().renew(key, index, ttl_ms).await;
+    lease.hold.renewal(&result);
+    let result = match result {
         Ok(result) => result,
         Err(e) => {
             Counters::bump(&lease.counters.renewal_failures);

@@ -674,6 +674,7 @@ fn mark_subscribed(shared: &Weak<Shared>, channels: &Channels, again: bool) -> b
     };
     if again {
         shared.reconnects.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::reconnect(crate::metrics::Role::Subscriptions);
     }
     shared.live.fetch_add(1, Ordering::Relaxed);
     shared.state.send_modify(|s| s.subscribed = true);

@@ -138,6 +138,40 @@
 //! [`Client::stats`] counts the subscription's reconnections. Scripts run with `EVALSHA` and
 //! are reloaded when the server answers `NOSCRIPT`.
 //!
+//! # Metrics
+//!
+//! With the feature `metrics`, the client records what its locks do through the
+//! [`metrics`](https://docs.rs/metrics) facade: the application installs the exporter
+//! (`metrics-exporter-prometheus`, StatsD, OpenTelemetry through a bridge, ...), before it
+//! builds its clients, since each [`build`](ClientBuilder::build) describes the metrics (unit,
+//! help text) to the recorder in force. Names and attributes follow OpenTelemetry's style; a
+//! Prometheus exporter turns the dots into underscores (`redfour_lock_wait_duration`, with
+//! `_seconds` and `_total` added by its recommended naming). Without a recorder, or without the
+//! feature, nothing is recorded, and without the feature `metrics` is not a dependency.
+//!
+//! | name | kind | unit | attributes | recorded |
+//! |---|---|---|---|---|
+//! | `redfour.lock.wait.duration` | histogram | s | `outcome` = `acquired` / `timeout` / `error`, `kind` | from an acquire's call to its outcome: every [`acquire`](LockBuilder::acquire), [`wait_acquire_lock`](Client::wait_acquire_lock), and the one-shot [`try_acquire`](LockBuilder::try_acquire) and [`acquire_lock`](Client::acquire_lock) (a wait of zero: `timeout` when the lock was held). A cancelled acquire records nothing; invalid input neither |
+//! | `redfour.lock.hold.duration` | histogram | s | `kind`, `end` = `released` / `expired` / `lost` / `dropped` | from a guard's acquisition to its end: its release (`released`, or `expired` when the lock had expired on the server), its lease lost (a renewal found the lock `missing` or taken, keep-alive or [`lost`](LockGuard::lost) saw the deadline pass; a release answering `conflict` too), or its drop without a release (`dropped`, also when the release failed) |
+//! | `redfour.lock.waiting` | gauge | {waiter} | `kind` | acquires that wait, while they run (back down when they win, give up, fail or are dropped) |
+//! | `redfour.lock.held` | gauge | {holding} | `kind` | guards holding their lock: up at the acquisition, down at the end above |
+//! | `redfour.lock.lease.lost` | counter | {lease} | `kind` | leases lost while their guard lived (as [`Stats::leases_lost`]) |
+//! | `redfour.lock.renewals` | counter | {renewal} | `outcome` = `renewed` / `missing` / `conflict` / `error` | every renewal of a guard's lease: [`renew`](LockGuard::renew), [`renew_with`](LockGuard::renew_with), keep-alive (which also claims a handed-over lock); as [`Stats::renewals`] and [`Stats::renewal_failures`] |
+//! | `redfour.lock.handoffs` | counter | {handoff} | `kind` | locks a release handed straight to one of the client's waiters (fair queue) |
+//! | `redfour.redis.reconnects` | counter | {reconnect} | `role` = `commands` / `subscriptions` / `acks` | a connection that came back after it was lost: the command connection (`acks`: the one of [`replica_acks`](ClientBuilder::replica_acks)) at the first command it answers again, the waiters' subscription when it is up again. A cluster's connections reconnect inside the redis crate, uncounted |
+//!
+//! `kind` is `lock` (shared locks and semaphores will add theirs). The facade has no
+//! annotation units: the `{...}` counts are recorded as
+//! [`Unit::Count`](https://docs.rs/metrics/0.24/metrics/enum.Unit.html#variant.Count). The
+//! Node-shaped [`acquire_lock`](Client::acquire_lock) holds no guard, so it is timed but
+//! never counted as held; its [`renew_lock`](Client::renew_lock) is not counted either.
+//!
+//! The lock is not an attribute by default: every lock name would become a time series of its
+//! own. [`ClientBuilder::metric_lock_names`] adds it as `lock` (the lock's key) to every metric
+//! but the reconnections. With the default attributes each record's key is built at compile
+//! time (nothing is allocated to name it); BENCHMARKS.md ("Metrics cost") has what recording
+//! costs. `examples/prometheus.rs` serves the metrics for Prometheus.
+//!
 //! # Features
 //!
 //! - `blocking`: [`blocking`], the same API for synchronous code.
@@ -145,6 +179,7 @@
 //!   CAs given to [`ClientBuilder::tls_root_certificates`]. For mutual TLS, build a
 //!   [`redis::Client`] with [`redis::Client::build_with_tls`] and pass it to
 //!   [`Client::from_redis_client`].
+//! - `metrics`: lock metrics through the `metrics` facade (see [Metrics](#metrics)).
 //! - `tls-insecure`: also honours `rediss://host:port/#insecure`, which turns certificate
 //!   verification off entirely (for tests and debugging; `build()` refuses such a URL without
 //!   this feature).
@@ -154,6 +189,14 @@
 // `build_with_tls`), so `cargo doc` without features has no broken links.
 #![cfg_attr(feature = "blocking", doc = "[`blocking`]: crate::blocking")]
 #![cfg_attr(not(feature = "blocking"), doc = "[`blocking`]: crate#features")]
+#![cfg_attr(
+    feature = "metrics",
+    doc = "[`ClientBuilder::metric_lock_names`]: ClientBuilder::metric_lock_names"
+)]
+#![cfg_attr(
+    not(feature = "metrics"),
+    doc = "[`ClientBuilder::metric_lock_names`]: crate#metrics"
+)]
 #![cfg_attr(
     feature = "tls",
     doc = "[`ClientBuilder::tls_root_certificates`]: ClientBuilder::tls_root_certificates",
@@ -185,6 +228,7 @@ mod error;
 mod hub;
 mod keys;
 mod lease;
+mod metrics;
 mod redact;
 mod scripts;
 mod stats;

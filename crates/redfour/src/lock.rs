@@ -10,6 +10,7 @@ use crate::client::Client;
 use crate::engine::{undecided, Attempt, Meta};
 use crate::error::{Error, Result};
 use crate::guard::LockGuard;
+use crate::metrics::{Kind, Wait};
 use crate::wait::Waited;
 
 impl Client {
@@ -156,12 +157,14 @@ impl LockBuilder {
             ttl_ms,
             wait_ms = self.wait.map(|w| w.as_millis() as u64)
         );
+        let timer = Wait::start(&self.client.ctx().config, Kind::Lock, &key);
         let waited = self
             .client
             .waiting()
             .wait_for(&key, ttl_ms, &self.meta, self.wait, false)
             .instrument(span)
-            .await?;
+            .await;
+        let waited = timer.end(waited)?;
         match waited {
             Waited::Acquired {
                 index,
@@ -199,13 +202,14 @@ impl LockBuilder {
         let key = self.client.ctx().ns.lock_key(&self.id)?;
         let ttl_ms = self.client.engine().acquire_ttl(self.ttl)?;
         let span = tracing::debug_span!("redfour.acquire", key, ttl_ms);
-        match self
+        let timer = Wait::attempt(&self.client.ctx().config, Kind::Lock, &key);
+        let attempt = self
             .client
             .engine()
             .attempt(&key, ttl_ms, &self.meta, None, None)
             .instrument(span)
-            .await?
-        {
+            .await;
+        match timer.end(attempt)? {
             Attempt::Acquired { index, ttl, sent } => {
                 let deadline =
                     crate::lease::lease_deadline(sent, ttl, self.client.ctx().config.drift);

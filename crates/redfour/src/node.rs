@@ -9,6 +9,7 @@ use crate::client::Client;
 use crate::engine::{undecided, Attempt, Meta};
 use crate::error::Result;
 use crate::keys::{check_index, ttl_millis};
+use crate::metrics::{Kind, Wait};
 use crate::outcome::{LockStatus, ReleaseOutcome, RenewOutcome};
 use crate::wait::Waited;
 
@@ -116,11 +117,13 @@ impl Client {
         let key = self.ctx().ns.lock_key(id)?;
         let ttl_ms = self.engine().acquire_ttl(ttl)?;
         let span = tracing::debug_span!("redfour.acquire", key, ttl_ms);
+        let timer = Wait::attempt(&self.ctx().config, Kind::Lock, &key);
         let attempt = self
             .engine()
             .attempt(&key, ttl_ms, &Meta::default(), None, None)
             .instrument(span)
-            .await?;
+            .await;
+        let attempt = timer.end(attempt)?;
         Ok(match attempt {
             Attempt::Acquired { index, ttl, .. } => AcquireResponse {
                 id: id.to_owned(),
@@ -185,11 +188,13 @@ impl Client {
             ttl_ms,
             wait_ms = wait.map(|w| w.as_millis() as u64)
         );
+        let timer = Wait::start(&self.ctx().config, Kind::Lock, &key);
         let waited = self
             .waiting()
             .wait_for(&key, ttl_ms, &Meta::default(), wait, true)
             .instrument(span)
-            .await?;
+            .await;
+        let waited = timer.end(waited)?;
         Ok(match waited {
             // Claimed already (`force_claim`): the ttl is what the server keeps.
             Waited::Acquired {

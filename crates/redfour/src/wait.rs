@@ -266,6 +266,8 @@ impl<'w> Waiting<'w> {
         until: Instant,
         force_claim: bool,
     ) -> Result<Option<Waited>> {
+        // Waits are for plain locks only so far; other primitives will pass their kind.
+        crate::metrics::handoff(&self.ctx().config, crate::metrics::Kind::Lock, key);
         // `until` counts the server's window from this waiter's last attempt, which can be up
         // to a poll interval older than the handoff: when that leaves less than half the ttl
         // (or nothing), claim the full ttl, as for a ttl longer than the claim window.

@@ -17,7 +17,7 @@ use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Redis
 /// A command connection, cheap to clone (clones share the underlying connection).
 #[derive(Clone)]
 pub(crate) enum Conn {
-    Single(ConnectionManager),
+    Single(crate::metrics::Watched<ConnectionManager>),
     Sentinel(SentinelConn),
     Cluster(ClusterConnection),
 }
@@ -141,6 +141,15 @@ pub(crate) enum Lane {
     Acks = 1,
 }
 
+impl From<Lane> for crate::metrics::Role {
+    fn from(lane: Lane) -> Self {
+        match lane {
+            Lane::Commands => crate::metrics::Role::Commands,
+            Lane::Acks => crate::metrics::Role::Acks,
+        }
+    }
+}
+
 pub(crate) struct SentinelShared {
     sentinel: tokio::sync::Mutex<SentinelClient>,
     /// The sentinels, for the `+switch-master` watcher.
@@ -153,6 +162,8 @@ pub(crate) struct SentinelShared {
     /// not throw away a newer one).
     current: [Mutex<Option<(u64, MultiplexedConnection)>>; 2],
     generation: AtomicU64,
+    /// Which lanes had a connection before (their next one is a reconnection, for metrics).
+    opened: crate::metrics::Opened,
     config: AsyncConnectionConfig,
     retries: usize,
     service: String,
@@ -176,6 +187,7 @@ impl SentinelShared {
             watcher: Mutex::new(None),
             current: [Mutex::new(None), Mutex::new(None)],
             generation: AtomicU64::new(0),
+            opened: Default::default(),
             config: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(connect_timeout))
                 .set_response_timeout(Some(response_timeout)),
@@ -281,6 +293,7 @@ impl SentinelShared {
                         return Ok(existing);
                     }
                     *current = Some((generation, conn.clone()));
+                    self.opened.opened(lane.into());
                     return Ok((generation, conn));
                 }
                 // A refused login or an unknown service stays so: report it at once.

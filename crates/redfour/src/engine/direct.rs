@@ -151,7 +151,7 @@ impl Direct {
                             .set_max_delay(Duration::from_secs(2));
                         ConnectionManager::new_with_config(client.clone(), manager)
                             .await
-                            .map(Conn::Single)
+                            .map(|c| Conn::Single(crate::metrics::watched(c, lane.into())))
                     }
                     // Resolved through the sentinels at the first command, and again after a
                     // failure that may mean the master moved.

@@ -9,7 +9,8 @@
 //!
 //! - on one server: `waiting`, `fair_queue`, `guard`, `faults`, `connection`,
 //!   `corrupt_data`, `layout`, `node_semantics`, `properties`, `regressions`,
-//!   `send_sync`, `fencing`, `blocking` (feature `blocking`), `tls` (feature `tls`);
+//!   `send_sync`, `fencing`, `blocking` (feature `blocking`), `tls` (feature `tls`),
+//!   `metrics` (feature `metrics`);
 //! - other topologies: `sentinel`, `cluster`, `redlock`;
 //! - observing locks on each of them: `list`;
 //! - against Node redfour 1.0.5: `node_interop` (needs `npm ci` in `interop/`; skipped with a
@@ -30,6 +31,8 @@ mod fencing;
 mod guard;
 mod layout;
 mod list;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod node_interop;
 mod node_semantics;
 mod properties;
