@@ -84,7 +84,12 @@
 //!   median `PING` when each one follows the same idle pause as each release (a runtime whose
 //!   threads have parked pays for waking them, and so does a handoff); `rtt_p50_us` is the
 //!   PING of a busy loop. **Targets: `p50_us ≤ 1.2 × idle_rtt_p50_us`; `p99_us ≤ 3 ×` the
-//!   PING p99 of the same run.**
+//!   PING p99 of the same run.** Shown beside them (target table only, not in the JSON): the
+//!   floor of a notice on this client stack after the same pause, from the call of a
+//!   `PUBLISH`, and of a script that only publishes, to the message's arrival in a RESP3
+//!   subscriber's reader (one server only), and how much longer a handoff's release takes to
+//!   reach the waiter than that script's notice: what the handover script costs beyond
+//!   publishing.
 //! - **`contention`**: 8 workers, each with its own client (as 8 processes would have), looping
 //!   `lock(id).acquire()` (no limit) → `release()` on one key for 5 s, with no work in
 //!   between. Every acquisition is a handoff. **Targets:**

@@ -97,6 +97,12 @@ pub enum Report {
         /// guard. `None` when the notices could not be timed. Informational.
         #[serde(skip)]
         split_p50_us: Option<(f64, f64)>,
+        /// The floor of a notice on this client stack, each after the same idle pause as a
+        /// release, medians in µs: from the call of a `PUBLISH`, and of a script that only
+        /// publishes, to the message's arrival in a RESP3 subscriber's reader. `None` off a
+        /// standalone server. Informational.
+        #[serde(skip)]
+        notice_floor_p50_us: Option<(f64, f64)>,
         /// Every handoff latency, µs, ascending (for the plot).
         #[serde(skip)]
         samples_us: Vec<f64>,
@@ -291,12 +297,16 @@ impl Report {
                 rtt_p99_us,
                 idle_rtt_p50_us,
                 split_p50_us,
+                notice_floor_p50_us,
                 samples_us,
             } => format!(
-                "{} samples: p50 {p50_us} µs, p99 {p99_us} µs (PING p50 {rtt_p50_us} µs, p99 {rtt_p99_us} µs; after an idle pause p50 {idle_rtt_p50_us} µs){}",
+                "{} samples: p50 {p50_us} µs, p99 {p99_us} µs (PING p50 {rtt_p50_us} µs, p99 {rtt_p99_us} µs; after an idle pause p50 {idle_rtt_p50_us} µs){}{}",
                 samples_us.len(),
                 split_p50_us.map_or(String::new(), |(to, after)| format!(
                     "; release to notice p50 {to} µs, notice to guard p50 {after} µs"
+                )),
+                notice_floor_p50_us.map_or(String::new(), |(publish, script)| format!(
+                    "; a notice after an idle pause, call to arrival p50: PUBLISH {publish} µs, from a script {script} µs"
                 ))
             ),
             Report::Contention {
@@ -417,6 +427,7 @@ impl Report {
                 rtt_p99_us,
                 idle_rtt_p50_us,
                 split_p50_us,
+                notice_floor_p50_us,
                 ..
             } => {
                 let mut checks = vec![
@@ -437,6 +448,22 @@ impl Report {
                         *to_notice,
                     ));
                     checks.push(Check::info("(info) handoff notice→guard p50 (µs)", *after));
+                }
+                if let Some((publish, script)) = notice_floor_p50_us {
+                    checks.push(Check::info(
+                        "(info) notice floor: PUBLISH / idle rtt p50",
+                        ratio(*publish, *idle_rtt_p50_us),
+                    ));
+                    checks.push(Check::info(
+                        "(info) notice floor: script / idle rtt p50",
+                        ratio(*script, *idle_rtt_p50_us),
+                    ));
+                    if let Some((to_notice, _)) = split_p50_us {
+                        checks.push(Check::info(
+                            "(info) release→notice beyond the script floor (µs)",
+                            round_to(to_notice - script, 1),
+                        ));
+                    }
                 }
                 checks
             }
@@ -728,6 +755,7 @@ mod tests {
             idle_rtt_p50_us: 1.25,
             rtt_p99_us: 1.0,
             split_p50_us: None,
+            notice_floor_p50_us: Some((1.0, 1.1)),
             samples_us: vec![1.0, 2.0],
         };
         assert_eq!(
@@ -797,6 +825,59 @@ mod tests {
         assert!(ratio(0.0, 0.0).is_nan());
     }
 
+    #[test]
+    fn a_handoff_is_shown_beside_the_floor_of_a_notice() {
+        let mut h = Report::Handoff {
+            p50_us: 180.0,
+            p99_us: 300.0,
+            rtt_p50_us: 50.0,
+            idle_rtt_p50_us: 100.0,
+            rtt_p99_us: 150.0,
+            split_p50_us: Some((172.5, 7.5)),
+            notice_floor_p50_us: Some((110.0, 120.0)),
+            samples_us: Vec::new(),
+        };
+        let shown: Vec<(String, f64, bool)> = h
+            .checks()
+            .into_iter()
+            .map(|c| (c.what.clone(), c.value, c.is_info()))
+            .collect();
+        let expected = [
+            ("handoff p50 / idle rtt p50", 1.8, false),
+            ("handoff p99 / rtt p99", 2.0, false),
+            ("(info) handoff p50 / hot rtt p50", 3.6, true),
+            ("(info) handoff release→notice p50 (µs)", 172.5, true),
+            ("(info) handoff notice→guard p50 (µs)", 7.5, true),
+            ("(info) notice floor: PUBLISH / idle rtt p50", 1.1, true),
+            ("(info) notice floor: script / idle rtt p50", 1.2, true),
+            (
+                "(info) release→notice beyond the script floor (µs)",
+                52.5,
+                true,
+            ),
+        ];
+        assert_eq!(shown.len(), expected.len(), "{shown:?}");
+        for ((what, value, info), (want, wanted, wanted_info)) in shown.iter().zip(expected) {
+            assert_eq!((what.as_str(), *info), (want, wanted_info));
+            assert!((value - wanted).abs() < 1e-9, "{what}: {value}");
+        }
+        assert!(
+            h.summary().contains("from a script 120 µs"),
+            "{}",
+            h.summary()
+        );
+        // Off a standalone server there is no floor, and no line about it.
+        let Report::Handoff {
+            notice_floor_p50_us,
+            ..
+        } = &mut h
+        else {
+            unreachable!()
+        };
+        *notice_floor_p50_us = None;
+        assert!(h.checks().iter().all(|c| !c.what.contains("floor")));
+    }
+
     fn uncontended(cycles: f64, raw: Option<f64>) -> Report {
         Report::Uncontended {
             cycles_per_s: cycles,
@@ -862,6 +943,7 @@ mod tests {
                     idle_rtt_p50_us: 200.0,
                     rtt_p99_us: 300.0,
                     split_p50_us: None,
+                    notice_floor_p50_us: None,
                     samples_us: Vec::new(),
                 },
             },

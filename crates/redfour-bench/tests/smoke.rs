@@ -130,6 +130,17 @@ fn quick_json_run_prints_every_scenario_with_the_contract_fields() {
     for (line, (scenario, fields)) in lines.iter().zip(CONTRACT) {
         check_line(line, scenario, None, fields);
     }
+    // The handoff's yardsticks beside the targets: the floor of a notice on one server.
+    for info in [
+        "(info) notice floor: PUBLISH / idle rtt p50",
+        "(info) notice floor: script / idle rtt p50",
+        "(info) release→notice beyond the script floor (µs)",
+    ] {
+        assert!(
+            stderr.contains(info),
+            "no `{info}` in the target table:\n{stderr}"
+        );
+    }
 }
 
 /// A `--quick --json --topology T` run: for each of `scenarios`, the standalone line and then

@@ -12,9 +12,19 @@
 //! `redfour::handoff_notice` trace event), which splits each sample into the part before the
 //! notice arrives (release request, server, notice) and the part after (the library waking
 //! the waiter).
+//!
+//! Then the yardsticks, each after the same idle pause as a release: a `PING` round trip,
+//! and then, on a standalone server, the floor of a notice on this client stack: from the call
+//! of a `PUBLISH` (and, in turn, of a script that does nothing but publish) on a command
+//! connection to the push message's arrival in the reader of a RESP3 subscription, as the
+//! library's notices arrive. A handoff is such a script-published notice plus what the
+//! handover script does on the server beyond publishing, and the waiter's wake-up.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::report::Report;
@@ -116,6 +126,27 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
     }
     let cold = Latencies::new(cold);
 
+    // On one server, the floor of a notice, after the same pause: a `PUBLISH`, and a script
+    // that only publishes, in turn.
+    let notice_floor = match ctx.target.has_baselines() {
+        true => {
+            let mut floor =
+                NoticeFloor::subscribe(&ctx.target, &ctx.target.namespace(NAME)).await?;
+            let (mut published, mut scripted) = (Vec::new(), Vec::new());
+            for _ in 0..p.handoff_samples {
+                tokio::time::sleep(settle).await;
+                published.push(floor.publish(&mut conn, false).await?);
+                tokio::time::sleep(settle).await;
+                scripted.push(floor.publish(&mut conn, true).await?);
+            }
+            Some((
+                Latencies::new(published).p50_us(),
+                Latencies::new(scripted).p50_us(),
+            ))
+        }
+        false => None,
+    };
+
     // Only when every sample had its notice timed: a partial split would mislead.
     let split = (to_notice.len() == samples.len()).then(|| {
         (
@@ -131,10 +162,103 @@ pub async fn run(ctx: &mut Ctx) -> Result<Report> {
         rtt_p99_us: rtt.p99_us(),
         idle_rtt_p50_us: cold.p50_us(),
         split_p50_us: split,
+        notice_floor_p50_us: notice_floor,
         samples_us: handoff
             .sorted_us()
             .into_iter()
             .map(|us| round_to(us, 1))
             .collect(),
     })
+}
+
+/// A script that only publishes (`KEYS[1]`: the channel, `ARGV[1]`: the message): the least
+/// a notice sent from a lock script costs.
+const PUBLISH_ONLY: &str = "return redis.call('PUBLISH', KEYS[1], ARGV[1])";
+
+/// A RESP3 subscription whose reader notes when a message arrives, as the library's hub does
+/// with its notices, and the channel it listens to.
+struct NoticeFloor {
+    /// Kept open for the measurement.
+    _subscriber: MultiplexedConnection,
+    channel: String,
+    arrived: Arc<Mutex<Option<Instant>>>,
+    wake: Arc<Notify>,
+    script: redis::Script,
+}
+
+impl NoticeFloor {
+    async fn subscribe(target: &crate::stack::Target, ns: &str) -> Result<NoticeFloor> {
+        let url = *target
+            .endpoints
+            .masters()
+            .first()
+            .ok_or("the deployment has no master")?;
+        let info = redis::Client::open(url)?.get_connection_info().clone();
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(settings))?;
+        let arrived = Arc::new(Mutex::new(None));
+        let wake = Arc::new(Notify::new());
+        let sender = {
+            let (arrived, wake) = (arrived.clone(), wake.clone());
+            move |push: redis::PushInfo| -> std::result::Result<(), ()> {
+                if push.kind == redis::PushKind::Message {
+                    *arrived.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+                    wake.notify_one();
+                }
+                Ok(())
+            }
+        };
+        let config = redis::AsyncConnectionConfig::new().set_push_sender(sender);
+        let mut subscriber = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let channel = format!("{ns}-notice-floor");
+        subscriber.subscribe(&channel).await?;
+        Ok(NoticeFloor {
+            _subscriber: subscriber,
+            channel,
+            arrived,
+            wake,
+            script: redis::Script::new(PUBLISH_ONLY),
+        })
+    }
+
+    /// Publishes one message from `conn` (by `PUBLISH`, or from inside a script) and returns
+    /// the time from the call to the message's arrival in the subscriber's reader.
+    async fn publish(&mut self, conn: &mut ConnectionManager, scripted: bool) -> Result<Duration> {
+        self.arrived
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let start = Instant::now();
+        let receivers: i64 = if scripted {
+            self.script
+                .key(&self.channel)
+                .arg("x")
+                .invoke_async(conn)
+                .await?
+        } else {
+            redis::cmd("PUBLISH")
+                .arg(&self.channel)
+                .arg("x")
+                .query_async(conn)
+                .await?
+        };
+        if receivers != 1 {
+            return Err(format!("a floor message reached {receivers} subscribers, not 1").into());
+        }
+        let deadline = tokio::time::Instant::now() + STEP_LIMIT;
+        loop {
+            let wake = self.wake.notified();
+            if let Some(at) = *self.arrived.lock().unwrap_or_else(PoisonError::into_inner) {
+                return Ok(at.saturating_duration_since(start));
+            }
+            if tokio::time::timeout_at(deadline, wake).await.is_err() {
+                return Err("a floor message did not arrive within 10 s".into());
+            }
+        }
+    }
 }
