@@ -17,6 +17,8 @@ The variants:
 - the same Redis calls as redfour's fair acquire written inline, without shared functions, and
   with one thing changed at a time (no clock read, one field pair, EXISTS of one key, INCR for
   the counter);
+- the least scripts that still make a step's Redis calls (no checks, no holder metadata): what
+  a step costs at the very least, beside Node's;
 - one Redis call alone in a script, and an empty script with each step's arguments: the price
   of each call, and of the call's arguments.
 
@@ -211,6 +213,45 @@ return {0}
 """
 
 
+# The least scripts that still make a step's Redis calls: no checks, no holder metadata.
+LEAST_ACQUIRE = """
+if redis.call('EXISTS', KEYS[1], KEYS[3]) == 0 then
+  local clock = redis.call('TIME')
+  local now = string.format('%d', clock[1] * 1000000 + clock[2])
+  redis.call('SET', KEYS[2], now, 'KEEPTTL', 'GET')
+  redis.call('HSET', KEYS[1], 'index', now)
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  return {1, now, 1}
+end
+return {0}
+"""
+
+LEAST_ACQUIRE_INCR = """
+if redis.call('EXISTS', KEYS[1], KEYS[3]) == 0 then
+  local index = redis.call('INCR', KEYS[2])
+  redis.call('HSET', KEYS[1], 'index', index)
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  return {1, index, 1}
+end
+return {0}
+"""
+
+LEAST_HANDOVER = """
+redis.call('PTTL', KEYS[1])
+redis.call('HGET', KEYS[1], 'index')
+local head = redis.call('LPOP', KEYS[3])
+local entry = cjson.decode(redis.call('HGET', KEYS[4], head))
+redis.call('HDEL', KEYS[4], head)
+local clock = redis.call('TIME')
+local now = string.format('%d', clock[1] * 1000000 + clock[2])
+redis.call('SET', KEYS[2], now, 'KEEPTTL', 'GET')
+redis.call('HSET', KEYS[1], 'index', now, 'handoff', head)
+redis.call('PEXPIRE', KEYS[1], 5000)
+redis.call('PUBLISH', entry.c, head .. ' ' .. now)
+return {1, 'released', 1}
+"""
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int,
@@ -276,6 +317,18 @@ def main():
             ("  INCR for the counter (no floor)", INLINE_ACQUIRE.replace(
                 "redis.call('SET', KEYS[2], now, 'KEEPTTL', 'GET')",
                 "redis.call('INCR', KEYS[2]) and nil"), bench.fair_acquire, None),
+        ], args.rounds)
+        print("\n# the least scripts that still make a step's calls (no checks, no metadata)")
+        bench.run([
+            ("Node acquire", node_script("NODE_ACQUIRE"), bench.node_acquire, None),
+            ("least acquire with the floor (EXISTS, TIME, SET GET, HSET, PEXPIRE)",
+             LEAST_ACQUIRE, lambda b, i: bench.fair_acquire(b, i)[:6], None),
+            ("  the same with INCR instead of the floor", LEAST_ACQUIRE_INCR,
+             lambda b, i: bench.fair_acquire(b, i)[:6], None),
+            ("Node release", node_script("NODE_RELEASE"), bench.node_release,
+             bench.held_by_node),
+            ("least handover (a release's, an acquire's and the queue's calls)",
+             LEAST_HANDOVER, bench.fair_release, bench.held_with_waiter),
         ], args.rounds)
         print("\n# one call alone in a script (fresh keys), and empty scripts")
         bench.run([
