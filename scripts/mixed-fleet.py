@@ -70,7 +70,7 @@ def find_redfour(given):
              "or pass --redfour")
 
 
-def node_worker(url, ns, work_ms, sections, errors, ready):
+def node_worker(url, ns, work_ms, sections, errors, ready, n):
     proc = subprocess.Popen(
         ["node", os.path.join(ROOT, "interop", "worker.js"), url, ns, ID, "2000", "20000",
          str(work_ms)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -83,7 +83,7 @@ def node_worker(url, ns, work_ms, sections, errors, ready):
             elif msg.get("event") in ("error", "timeout"):
                 errors.append(("node", msg))
             elif "start_us" in msg:
-                sections.append(("node", msg["start_us"], msg["end_us"]))
+                sections.append(("node", msg["start_us"], msg["end_us"], n))
 
     thread = threading.Thread(target=read, daemon=True)
     thread.start()
@@ -106,7 +106,7 @@ def rust_worker(redfour, url, ns, work_ms, sections, errors, stop, log_dir, n):
         with open(log) as f:
             for line in f:
                 start, end, _ = line.split()
-                sections.append(("rust", int(start), int(end)))
+                sections.append(("rust", int(start), int(end), n))
 
 
 def delete_namespace(port, ns):
@@ -141,8 +141,8 @@ def main():
     log_dir = tempfile.mkdtemp(prefix="mixed-fleet-logs-")
     try:
         ready = threading.Semaphore(0)
-        nodes = [node_worker(url, ns, args.work_ms, sections, errors, ready)
-                 for _ in range(args.node)]
+        nodes = [node_worker(url, ns, args.work_ms, sections, errors, ready, n)
+                 for n in range(args.node)]
         for _ in nodes:
             if not ready.acquire(timeout=30):
                 sys.exit("mixed-fleet: a Node worker did not connect within 30 s")
@@ -183,7 +183,9 @@ def main():
         count = sum(1 for s in sections if s[0] == side)
         result[side] = {"sections": count, "per_s": round(count / elapsed, 2),
                         "share": round(count / total, 3) if total else None,
-                        "worker_share": round(n / workers, 3)}
+                        "worker_share": round(n / workers, 3),
+                        "per_worker": [sum(1 for s in sections if s[0] == side and s[3] == w)
+                                       for w in range(n)]}
     if args.json:
         print(json.dumps(result))
     else:

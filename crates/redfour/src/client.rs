@@ -188,7 +188,9 @@ impl ClientBuilder {
     /// [poll intervals](ClientBuilder::max_poll_interval)); a lock handed to a waiter that
     /// never claims it expires after the [claim window](ClientBuilder::claim_window). The
     /// queue lives in two more keys per lock with waiters, `{ns}-queue:{id}` and
-    /// `{ns}-waiters:{id}`, which vanish when nobody waits.
+    /// `{ns}-waiters:{id}`, which vanish when nobody waits (the second keeps a field `turn`
+    /// until it expires when Node redfour clients were about: see the README, "Mixed
+    /// fleets").
     ///
     /// [`Topology::Redlock`] has no queue (its masters cannot agree on one order): the setting
     /// is ignored there.

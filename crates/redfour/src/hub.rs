@@ -569,9 +569,9 @@ struct Channels {
 fn subscribed_by_name(err: &redis::RedisError, channel: &str) -> bool {
     let refused = err.code() == Some("NOPERM");
     if refused {
-        tracing::info!(
+        tracing::warn!(
             channel,
-            "the ACL rule does not allow PSUBSCRIBE of the release channel; subscribing to it by name (Node waiters then get fewer turns: see the README on ACLs)"
+            "the ACL rule does not allow PSUBSCRIBE of the release channel; subscribing to it by name, which counts this client among the waiters outside the queue: where the rule allows PUBSUB NUMSUB, releases then give turns nobody takes (a 50 ms pause, after 63 releases at the most once backed off); add the channel itself to the rule (see the README on ACLs)"
         );
     }
     refused

@@ -232,11 +232,14 @@ impl Namespace {
         }
     }
 
-    /// `acquire.lua`: KEYS lock, counter; ARGV ttl, holder fields.
+    /// `acquire.lua`: KEYS lock, counter; ARGV ttl, holder fields, and `fair` = `0`: a lock
+    /// taken outside the fair queue, which the fair scripts count as an outsider's holding
+    /// (see "Outsiders' turns" in scripts/fair_common.lua).
     pub(crate) fn acquire_call(&self, key: &str, ttl_ms: u64, holder: &HolderFields<'_>) -> Eval {
         let mut call = Eval::new(&self.scripts().acquire, &[key, &self.counter(key)]);
         call.arg(ttl_ms);
         holder_args(&mut call, holder);
+        call.arg("fair").arg("0");
         call
     }
 

@@ -15,12 +15,12 @@ local ttl = tonumber(ARGV[1])
 local now_us = nil
 local pttl, holder = redfour_lock(key)
 if pttl >= 0 and token ~= '' then
-  local fields = redis.call('HMGET', key, 'handoff', 'acquired_at')
+  local fields = redis.call('HMGET', key, 'handoff', 'acquired_at', 'fair')
   if fields[1] == token then
     redis.call('HDEL', key, 'handoff')
     return {2, tonumber(holder), pttl}
   end
-  if not fields[2] then
+  if not fields[2] or fields[3] == '0' then
     -- Held by an outsider (see "Outsiders' turns" in fair_common.lua): counted once a
     -- release has found outsiders about.
     local turn = redis.call('HGET', entries, 'turn')
@@ -39,11 +39,18 @@ if pttl < 0 then
     turn_ends = redfour_turn_on(turn, math.floor(now_us / 1000))
   end
   if turn_ends then
-    -- The outsiders' turn: the queue takes nothing until it ends; look again then.
-    pttl = turn_ends - math.floor(now_us / 1000)
+    -- The outsiders' turn: the queue takes nothing until it ends. Look again in a few ms
+    -- (the client waits 5 ms at the least), to see an outsider's holding, however short.
+    pttl = math.min(turn_ends - math.floor(now_us / 1000), 5)
     holder = turn.last
   else
     local index = redfour_next_index(key, counter, now_us)
+    if turn and turn.until_ms > math.floor(now_us / 1000) then
+      -- An end further ahead than a turn lasts (the clock stepped back, a hand-written
+      -- field): void, and cleared, so that it cannot come back on when the clock catches up.
+      turn.until_ms = 0
+      redfour_turn_write(entries, turn)
+    end
     if not head or head == token then
       if head then
         redfour_take_head(queue, entries, head)

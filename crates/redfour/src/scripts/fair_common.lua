@@ -6,13 +6,13 @@
 -- Whether a decoded queue entry is live and usable. Everything is checked before the first
 -- write, so that a malformed entry (written by hand, or by a bug) is dropped as dead instead of
 -- failing a script halfway (scripts do not roll back).
-local redfour_reserved = {index = true, acquired_at = true, handoff = true, attempt = true}
+local redfour_reserved = {index = true, acquired_at = true, handoff = true, attempt = true, fair = true}
 local function redfour_usable_entry(entry, now_ms)
   if type(entry) ~= 'table' then
     return false
   end
   local e, t = tonumber(entry.e), tonumber(entry.t)
-  if not e or e <= now_ms or not t or t < 1 or t ~= math.floor(t) or t > 9007199254740991 then
+  if not e or not (e > now_ms) or not t or t < 1 or t ~= math.floor(t) or t > 9007199254740991 then
     return false
   end
   if type(entry.c) ~= 'string' or entry.c == '' then
@@ -100,11 +100,12 @@ end
 -- ends), so that an outsider woken by the announcement can take it.
 -- Whose turn it is follows a credit: each release by a holder on the queue's side adds
 -- outsiders / (queued waiters + 1), the outsiders' holdings due per holding of the queue's
--- side; each holding by an outsider that a waiter sees (a lock hash without this library's
--- `acquired_at`) takes one off; a release gives the outsiders a turn while the credit is
--- above 0. Over time each side's holdings go as its number of contenders. A turn nobody took
--- doubles the wait before the next (up to 2^6 times), so that outsiders who never want this
--- lock (Node processes using other locks of the namespace) cost the queue little. The state
+-- side; each holding by an outsider that a waiter sees (see `redfour_outsider_seen`) takes one
+-- off; a release gives the outsiders a turn while the credit is above 0. Over time each side's
+-- holdings go as its number of contenders. Waiters look every few ms during a turn, so that
+-- they see an outsider's holding even when it is short. A turn nobody took doubles the number
+-- of releases before the next (up to 2^6), so that outsiders who never want this lock (Node
+-- processes using other locks of the namespace) cost the queue little. The state
 -- is one field of the entries hash, `turn` (tokens always hold a '/', so no token is named
 -- so): "credit until_ms last_index seen_index backoff taken".
 local REDFOUR_TURN_MS = 50
@@ -151,14 +152,15 @@ local function redfour_turn_on(s, now_ms)
 end
 
 -- Whether this release, by the holder with `index`, gives the outsiders a turn rather than
--- handing the lock to the queue's head (see above). A turn is recorded as ending at `now_ms`
--- + REDFOUR_TURN_MS, and the caller deletes and announces the lock; waiters that look during
--- the turn are told `index` as the holder's.
+-- handing the lock to the queue's head (see above), and the turn state to record with
+-- `redfour_turn_write` (nil: nothing to record) once nothing else can fail. A turn is recorded
+-- as ending at `now_ms` + REDFOUR_TURN_MS, and the caller deletes and announces the lock;
+-- waiters that look during the turn are told `index` as the holder's.
 local function redfour_outsiders_turn(channel, queue, entries, now_ms, index)
   local outsiders = redfour_outsiders(channel)
   local queued = redis.pcall('LLEN', queue)
   if outsiders == 0 or type(queued) ~= 'number' then
-    return false
+    return false, nil
   end
   local share = outsiders / (queued + 1)
   local s = redfour_turn_read(redis.call('HGET', entries, 'turn'))
@@ -167,32 +169,34 @@ local function redfour_outsiders_turn(channel, queue, entries, now_ms, index)
     if s.taken == 1 then
       s.backoff = 0
     else
+      -- The next turn comes after 2^backoff - 1 releases of the queue's side at the least,
+      -- however many outsiders listen.
       s.backoff = math.min(s.backoff + 1, 6)
-      s.credit = math.min(s.credit, 1 - 2 ^ s.backoff)
+      s.credit = math.min(s.credit, share * (1 - 2 ^ s.backoff))
     end
     s.until_ms, s.taken = 0, 0
   end
   -- Bounded, so that holdings no waiter saw cannot pile up turns, and a long spell of
   -- outsiders' holdings is not held against them for ever.
-  s.credit = math.max(math.min(s.credit + share, 1 + share), -64)
+  s.credit = math.max(math.min(s.credit + share, 1 + share), -64 * math.max(share, 1))
   local turn = s.credit > 0
   if turn then
     s.until_ms, s.last = now_ms + REDFOUR_TURN_MS, index
   end
-  redfour_turn_write(entries, s)
-  return turn
+  return turn, s
 end
 
--- A waiter saw the lock held by `holder`, whose hash lacks `acquired_at` (an outsider's):
--- each such holding counts once against the outsiders' credit, and marks an open turn as
--- taken. `raw` is the turn state as read.
+-- A waiter saw the lock held by `holder`, an outsider (a hash without `acquired_at`, Node
+-- redfour's, or with `fair` = '0', this library's granted outside the queue): each such
+-- holding counts once against the outsiders' credit, and marks an open turn as taken. `raw`
+-- is the turn state as read.
 local function redfour_outsider_seen(entries, raw, holder)
   local s = redfour_turn_read(raw)
   if s.seen == holder then
     return
   end
   s.seen = holder
-  s.credit = math.max(s.credit - 1, -64)
+  s.credit = math.max(s.credit - 1, -4096)
   if s.until_ms > 0 then
     s.taken = 1
   end

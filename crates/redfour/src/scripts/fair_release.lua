@@ -25,12 +25,20 @@ end
 -- lock is deleted.
 local entry, now_us
 head, entry, now_us = redfour_live_head(queue, entries, nil, head)
-if head and redfour_outsiders_turn(ARGV[2], queue, entries, math.floor(now_us / 1000), stored) then
+local turn, turn_state = false, nil
+if head then
+  turn, turn_state = redfour_outsiders_turn(ARGV[2], queue, entries, math.floor(now_us / 1000), stored)
+end
+if turn then
+  redfour_turn_write(entries, turn_state)
   redis.call('DEL', key)
   redfour_publish(ARGV[2], key)
 elseif head then
   local index = redfour_next_index(key, counter, now_us)
   redfour_handoff(key, queue, entries, head, entry, now_us, tonumber(ARGV[3]), index)
+  if turn_state then
+    redfour_turn_write(entries, turn_state)
+  end
 else
   redis.call('DEL', key)
   -- Nobody live queues (every entry was dead, or a waiter passes on an unclaimed lock with

@@ -40,7 +40,7 @@ if head and outsiders == 0 then
     elseif type(m) ~= 'table' or #m % 2 ~= 0 then
       usable = false
     else
-      local reserved = {index = true, acquired_at = true, handoff = true, attempt = true}
+      local reserved = {index = true, acquired_at = true, handoff = true, attempt = true, fair = true}
       for i = 1, #m do
         if type(m[i]) ~= 'string' or (i % 2 == 1 and reserved[m[i]]) then
           usable = false

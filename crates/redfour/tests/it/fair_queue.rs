@@ -1318,3 +1318,58 @@ async fn fair_workers_increment_exactly_and_in_turn() {
     assert!(!exists(&server, "lock:turns"));
     assert_eq!(queued(&server, "turns"), 0);
 }
+
+/// Three fair and three unfair clients (this library with the queue off, an "outsider" like
+/// Node redfour) loop on one lock: the unfair ones get turns, so each side gets at least half
+/// its share of the holdings (before the `fair` = `0` mark, their holdings were not seen and
+/// every turn counted as untaken, and they got a sixtieth of theirs), and nobody overlaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fair_and_unfair_workers_share_the_lock() {
+    let server = RedisServer::start();
+    let inside = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..6 {
+        let fair_client = w % 2 == 0;
+        let locks = common::builder(&server)
+            .fair(fair_client)
+            .max_poll_interval(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let (inside, stop) = (inside.clone(), stop.clone());
+        workers.spawn(async move {
+            let mut sections = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let guard = locks
+                    .lock("shared")
+                    .ttl(TTL)
+                    .wait(DEADLINE)
+                    .acquire()
+                    .await
+                    .expect("acquire");
+                assert!(!inside.swap(true, Ordering::SeqCst), "two holders at once");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                inside.store(false, Ordering::SeqCst);
+                guard.release().await.expect("release");
+                sections += 1;
+            }
+            (fair_client, sections)
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut fair_sections, mut unfair_sections) = (0, 0);
+    while let Some(done) = workers.join_next().await {
+        match done.expect("a worker panicked") {
+            (true, n) => fair_sections += n,
+            (false, n) => unfair_sections += n,
+        }
+    }
+    let total = (fair_sections + unfair_sections) as f64;
+    for (name, n) in [("fair", fair_sections), ("unfair", unfair_sections)] {
+        assert!(
+            n as f64 / total >= 0.25,
+            "{name} clients had {n} of {total} holdings (fair {fair_sections}, unfair {unfair_sections})"
+        );
+    }
+}
