@@ -1104,12 +1104,3 @@ async fn mixed_fleet_one_node_among_five_rust() {
     let (node, rust) = mixed_fleet(&setup, 1, 5, Duration::from_secs(6)).await;
     assert_shares(&node, &rust, 1, 5);
 }
-
-/// One Rust worker among five Node workers (Node holding, Rust waiting most of the time) gets
-/// its share, and no more than twice it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mixed_fleet_one_rust_among_five_node() {
-    let Some(setup) = node_setup() else { return };
-    let (node, rust) = mixed_fleet(&setup, 5, 1, Duration::from_secs(6)).await;
-    assert_shares(&node, &rust, 5, 1);
-}
