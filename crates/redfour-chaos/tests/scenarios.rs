@@ -3,7 +3,11 @@
 //! bounds are about timing.
 //!
 //! `REDFOUR_CHAOS_SECONDS` sets the fault time per scenario (default 10).
+//!
+//! `mixed_fleet` needs `node` and `npm ci` in `interop/`; without them it prints why and
+//! passes, unless `REDFOUR_REQUIRE_NODE` is set (CI sets it).
 
+use std::io::Write as _;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -230,4 +234,53 @@ fn cluster_reshard() {
     assert_faults(&o, "migrate-done", 3);
     assert!(o.report.acquisitions >= 50, "{o}");
     assert_went_on(&o);
+}
+
+/// Rust and Node redfour workers (3 + 3) on one lock, the holder (whichever side it is on) and
+/// now and then a waiter frozen or killed, the sides in turn.
+#[test]
+fn mixed_fleet() {
+    if let Err(why) = redfour_chaos::node::find() {
+        assert!(
+            !redfour_chaos::node::required(),
+            "{} is set, but {why}",
+            redfour_chaos::node::REQUIRE_NODE
+        );
+        // Straight to the process's stderr: the harness captures the output of passing tests,
+        // and a skip nobody sees is worse than no test.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED mixed_fleet: {why}. Set {}=1 to make this a failure.",
+            redfour_chaos::node::REQUIRE_NODE
+        );
+        return;
+    }
+    let (s, o) = run("mixed-fleet");
+    // Faults hit both sides: the steps take the sides in turn.
+    assert!(o.rust.faults >= 1 && o.node.faults >= 1, "{o}");
+    assert_faults(&o, "stop", 1);
+    assert_faults(&o, "kill", 1);
+    assert!(o.report.writes_accepted >= 50, "{o}");
+    // Both sides got the lock. The Node side, what issue 14 is about, gets at least half its
+    // share of the workers (a quarter of the holdings for 3 + 3): with the outsiders' turns
+    // the queue's holders give the lock to Node waiters too. It had 47-89 % in two dozen runs
+    // of 10 s (debug build); without the turns (the library before bcf07fe) 10-15 %, its
+    // waiters finding the lock free only when a fault or an expiry left it so, and this test
+    // failed. The Rust side gets at least a tenth of its share (5 %): Node redfour does not
+    // queue, and a Node worker that asks again right after releasing takes the lock back
+    // before the waiters its release notice woke, often 20 times in a row, until a fault or
+    // a lost race ends the streak; the queue's side cannot stop that, Node's acquire does not
+    // look at the queue. It had 11-53 % in the same runs.
+    let total = o.rust.acquisitions + o.node.acquisitions;
+    let share = |workers: usize| total * workers / (s.workers + s.node_workers);
+    assert!(
+        o.node.acquisitions * 2 >= share(s.node_workers),
+        "Node workers got {} of {total} acquisitions, under half their share: {o}",
+        o.node.acquisitions
+    );
+    assert!(
+        o.rust.acquisitions * 10 >= share(s.workers) && o.rust.acquisitions > 0,
+        "Rust workers got {} of {total} acquisitions, under a tenth of their share: {o}",
+        o.rust.acquisitions
+    );
 }
