@@ -60,10 +60,12 @@ pub enum Fault {
     /// and its queue entry stays behind until it expires.
     KillWaiter,
     /// Each step freezes (`SIGSTOP` for 1.5 ttl, then `SIGCONT`) or kills (`SIGKILL`, and a
-    /// new worker of the same side takes its place) a worker: mostly the holder, now and then
-    /// a waiter. In a mixed fleet (see [`Scenario::node_workers`]) the steps take the Rust and
-    /// the Node side in turn: the holder when that side holds within a second, else one of
-    /// its waiters. Waiters are killed at most once per 3 s (frozen otherwise).
+    /// new worker of the same side takes its place) a worker: mostly (4 in 5) the holder,
+    /// whichever side it is on, else a waiter. In a mixed fleet (see
+    /// [`Scenario::node_workers`]) the steps aim at the Rust and the Node side in turn: the
+    /// holder on the side aimed at if it holds within a second (else whoever holds), a waiter
+    /// of that side; the aim passes to the other side once this one was hit. Waiters are
+    /// killed at most once per 3 s (frozen otherwise).
     HoldersAndWaiters,
     /// `SENTINEL FAILOVER` while a worker holds the lock: a replica is promoted, the old master
     /// goes on accepting writes until the sentinels turn it into a replica of the new one
@@ -418,18 +420,33 @@ pub struct SideOutcome {
     pub acquisitions: usize,
     /// Faults that hit its workers (`stop` and `kill`; not the kills at the end of a run).
     pub faults: usize,
+    /// Those of them that hit a holder (between its `acquire_ok` and its `release_done`).
+    pub holders_hit: usize,
 }
 
 impl SideOutcome {
     fn of(events: &[Event], side: Side) -> SideOutcome {
         let mut out = SideOutcome::default();
+        // Who holds, as the history goes: from `acquire_ok` to `release_done`.
+        let mut holding = std::collections::BTreeSet::new();
         for e in events {
             match &e.what {
-                What::AcquireOk { .. } if Side::of(&e.who) == Some(side) => out.acquisitions += 1,
+                What::AcquireOk { .. } => {
+                    holding.insert(e.who.as_str());
+                    if Side::of(&e.who) == Some(side) {
+                        out.acquisitions += 1;
+                    }
+                }
+                What::ReleaseDone { .. } => {
+                    holding.remove(e.who.as_str());
+                }
                 What::Fault { kind, target }
                     if (kind == "stop" || kind == "kill") && Side::of(target) == Some(side) =>
                 {
-                    out.faults += 1
+                    out.faults += 1;
+                    if holding.contains(target.as_str()) {
+                        out.holders_hit += 1;
+                    }
                 }
                 _ => {}
             }
@@ -508,8 +525,13 @@ impl std::fmt::Display for Outcome {
         if self.node != SideOutcome::default() {
             write!(
                 f,
-                ", Rust workers {} acquisitions / {} faults, Node workers {} / {}",
-                self.rust.acquisitions, self.rust.faults, self.node.acquisitions, self.node.faults
+                ", Rust workers {} acquisitions / {} faults ({} on a holder), Node workers {} / {} ({})",
+                self.rust.acquisitions,
+                self.rust.faults,
+                self.rust.holders_hit,
+                self.node.acquisitions,
+                self.node.faults,
+                self.node.holders_hit
             )?;
         }
         match &self.kept {
@@ -1052,8 +1074,12 @@ pub fn run(
     ];
     // When the last fault that moved the lock to another server completed.
     let mut moved_at: Option<Instant> = None;
-    // `HoldersAndWaiters`: steps taken (the side whose turn it is), the last kill of a waiter.
-    let mut step = 0u64;
+    // `HoldersAndWaiters`: the side whose turn it is, the last kill of a waiter.
+    let mut aim = if scenario.workers > 0 {
+        Side::Rust
+    } else {
+        Side::Node
+    };
     let mut last_waiter_kill: Option<Instant> = None;
     while Instant::now() < end {
         let fault = match scenario.fault {
@@ -1186,43 +1212,42 @@ pub fn run(
                 }
             }
             Fault::HoldersAndWaiters => {
-                // The sides take turns; a fleet of one side is always its turn.
-                let side = if scenario.node_workers == 0 {
-                    Side::Rust
-                } else if scenario.workers == 0 || step % 2 == 1 {
-                    Side::Node
-                } else {
-                    Side::Rust
-                };
-                step += 1;
                 let kill = rng.random_bool(0.5);
-                // Mostly the holder, when that side holds within a second; else a waiter.
-                let holder = if rng.random_range(0..10) < 8 {
-                    run.holder_on(&deployment, side)
+                let target = if rng.random_range(0..10) < 8 {
+                    // The holder: on the side aimed at if it holds within a second (one side
+                    // may keep the lock for a while), else whoever holds.
+                    run.holder_on(&deployment, aim)
+                        .or_else(|| run.holder(&deployment))
+                        .map(|i| (i, kill))
                 } else {
-                    None
-                };
-                let target = match holder {
-                    Some(i) => Some((i, kill)),
-                    // A dead waiter's queue entry lives for three poll intervals (6 s) and
-                    // costs the queue one unclaimed handoff when it reaches the head: one kill
-                    // of a waiter per 3 s keeps at most two of them in line (as `kill-waiter`
-                    // paces its kills); a waiter drawn for a kill sooner is frozen instead.
-                    None => {
-                        let kill = kill
-                            && last_waiter_kill
-                                .is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(3));
-                        let waiter = run.waiter_on(&deployment, side, &mut rng);
-                        if kill && waiter.is_some() {
-                            last_waiter_kill = Some(Instant::now());
-                        }
-                        waiter.map(|i| (i, kill))
+                    // A waiter of the side aimed at. A dead waiter's queue entry lives for
+                    // three poll intervals (6 s) and costs the queue one unclaimed handoff
+                    // when it reaches the head: one kill of a waiter per 3 s keeps at most two
+                    // of them in line (as `kill-waiter` paces its kills); a waiter drawn for a
+                    // kill sooner is frozen instead.
+                    let kill = kill
+                        && last_waiter_kill
+                            .is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(3));
+                    let waiter = run.waiter_on(&deployment, aim, &mut rng);
+                    if kill && waiter.is_some() {
+                        last_waiter_kill = Some(Instant::now());
                     }
+                    waiter.map(|i| (i, kill))
                 };
-                match target {
-                    Some((i, true)) => run.kill_and_replace(i)?,
-                    Some((i, false)) => run.freeze(i, scenario.ttl * 3 / 2)?,
-                    None => {}
+                if let Some((i, kill)) = target {
+                    let side = run.workers[i].side;
+                    if kill {
+                        run.kill_and_replace(i)?;
+                    } else {
+                        run.freeze(i, scenario.ttl * 3 / 2)?;
+                    }
+                    // The aim passes to the other side once this one was hit.
+                    if side == aim && scenario.workers > 0 && scenario.node_workers > 0 {
+                        aim = match aim {
+                            Side::Rust => Side::Node,
+                            Side::Node => Side::Rust,
+                        };
+                    }
                 }
             }
             Fault::SentinelFailover => {
@@ -1490,10 +1515,17 @@ mod tests {
             index: 1,
             deadline: 2,
         };
+        let done = || What::ReleaseDone {
+            index: 1,
+            outcome: "released".to_owned(),
+        };
         let events = [
             ev("w1", ok()),
+            ev("w1", done()),
             ev("n2", ok()),
+            ev("n2", done()),
             ev("n2", ok()),
+            // n2 holds, w1 waits.
             ev("chaos", fault("stop", "n2")),
             ev("chaos", fault("cont", "n2")),
             ev("chaos", fault("kill", "w1")),
@@ -1504,14 +1536,16 @@ mod tests {
             SideOutcome::of(&events, Side::Rust),
             SideOutcome {
                 acquisitions: 1,
-                faults: 1
+                faults: 1,
+                holders_hit: 0
             }
         );
         assert_eq!(
             SideOutcome::of(&events, Side::Node),
             SideOutcome {
                 acquisitions: 2,
-                faults: 1
+                faults: 1,
+                holders_hit: 1
             }
         );
     }
