@@ -7,7 +7,11 @@
 //
 // Usage (the Rust worker's flags, those of a standalone Redis):
 //   node chaos-worker.js --url REDIS_URL --namespace NS --lock ID --ttl-ms T --hold-ms H
-//     --wait-ms W --resource HOST:PORT --log FILE --who NAME --stop-file FILE
+//     --wait-ms W --resource HOST:PORT --log FILE --who NAME --stop-file FILE [--think-ms P]
+//
+// --think-ms: a pause after each release before the next round (default 0). Without one, a
+// Node worker asks again the moment its release answers, before the waiters that the release
+// notice wakes can, and often takes the lock back: Node redfour does not queue.
 //
 // Log: one JSON object per line appended to FILE, each written with one write(2) as it happens
 // (a SIGKILL loses nothing already logged): {"t": ns on CLOCK_MONOTONIC, "who": NAME,
@@ -44,17 +48,20 @@ const FLAGS = {
   '--log': 'log',
   '--who': 'who',
   '--stop-file': 'stopFile',
+  '--think-ms': 'thinkMs',
 };
-const NUMBERS = ['ttlMs', 'holdMs', 'waitMs'];
+const OPTIONAL = { thinkMs: '0' };
+const NUMBERS = ['ttlMs', 'holdMs', 'waitMs', 'thinkMs'];
 
 function usage(why) {
-  process.stderr.write(`chaos-worker: ${why}\nusage: node chaos-worker.js ${
-    Object.keys(FLAGS).map((f) => `${f} …`).join(' ')}\n`);
+  const flags = Object.entries(FLAGS)
+    .map(([flag, name]) => (name in OPTIONAL ? `[${flag} …]` : `${flag} …`));
+  process.stderr.write(`chaos-worker: ${why}\nusage: node chaos-worker.js ${flags.join(' ')}\n`);
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const cfg = {};
+  const cfg = { ...OPTIONAL };
   for (let i = 0; i < argv.length; i += 2) {
     const name = FLAGS[argv[i]];
     if (!name) usage(`unknown argument \`${argv[i]}\``);
@@ -231,6 +238,7 @@ async function round(resource) {
   record('release_invoked', { index, deadline });
   const r = await release(held);
   record('release_done', { index, outcome: r.err ? `error: ${message(r.err)}` : r.answer.result });
+  if (cfg.thinkMs > 0) await sleep(cfg.thinkMs);
 }
 
 function quit(status) {

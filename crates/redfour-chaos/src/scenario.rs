@@ -179,6 +179,8 @@ pub struct Scenario {
     pub claim_window: Option<Duration>,
     /// Every Nth round of a worker is a one-shot attempt instead of a wait.
     pub one_shot_every: Option<u64>,
+    /// The workers' think time: their pause after each release before they ask again.
+    pub think: Duration,
     /// The deployment, and the topology the workers use.
     pub topology: Topology,
     /// The workers' `replica_acks` (replicas, timeout); off when `None`.
@@ -201,6 +203,7 @@ pub fn all() -> Vec<Scenario> {
         allowed: &[],
         claim_window: None,
         one_shot_every: Some(4),
+        think: Duration::ZERO,
         topology: Topology::Standalone,
         replica_acks: None,
     };
@@ -791,6 +794,7 @@ impl Run<'_> {
             ("--wait-ms", ms(self.scenario.wait)),
             ("--resource", self.resource.clone()),
             ("--who", name.to_owned()),
+            ("--think-ms", ms(self.scenario.think)),
         ] {
             args.push(flag.into());
             args.push(value.into());
