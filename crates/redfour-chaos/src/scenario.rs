@@ -3,6 +3,7 @@
 //! seeded schedule, then the checker over the merged logs and a look at what the run left on
 //! the servers.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -360,6 +361,17 @@ pub fn all() -> Vec<Scenario> {
             // scenarios hold it.
             hold: Duration::from_millis(50),
             fault: Fault::HoldersAndWaiters,
+            // Think time. A Node worker that asks again the moment its release answers gets the
+            // lock back before the waiters its release notice woke (Node redfour does not
+            // queue), and keeps it for many holdings in a row: without a pause the Rust side
+            // had 3-53 % of the holdings. With 20 ms between a release and the next request,
+            // as a service doing other work has, the shares show how the two libraries'
+            // waiters share the lock.
+            think: Duration::from_millis(20),
+            // Waits only (a one-shot attempt does not queue): a queue that empties now and
+            // then would hand Node waiters the lock without any turn, hiding whether the turns
+            // work.
+            one_shot_every: None,
             // The waits that end the longest gaps: a queued Rust waiter killed or frozen is
             // handed the lock in its turn and leaves it unclaimed for min(ttl, claim window) =
             // 500 ms, and two may stand in line; a worker frozen or killed between winning
@@ -421,6 +433,11 @@ pub fn find(name: &str) -> Option<Scenario> {
 pub struct SideOutcome {
     /// Acquisitions (`acquire_ok`) by its workers.
     pub acquisitions: usize,
+    /// Those of its holdings that ended with a release answering `released`.
+    pub released: usize,
+    /// Its acquisitions that came next after a holding of the other side that ended with
+    /// `released`: the lock passed from one side to the other at a release.
+    pub took_over: usize,
     /// Faults that hit its workers (`stop` and `kill`; not the kills at the end of a run).
     pub faults: usize,
     /// Those of them that hit a holder (between its `acquire_ok` and its `release_done`).
@@ -430,30 +447,39 @@ pub struct SideOutcome {
 impl SideOutcome {
     fn of(events: &[Event], side: Side) -> SideOutcome {
         let mut out = SideOutcome::default();
+        // Every holding in acquisition order: its holder's side, and whether it was released.
+        let mut holdings: Vec<(Option<Side>, bool)> = Vec::new();
         // Who holds, as the history goes: from `acquire_ok` to `release_done`.
-        let mut holding = std::collections::BTreeSet::new();
+        let mut holding: BTreeMap<&str, usize> = BTreeMap::new();
         for e in events {
             match &e.what {
                 What::AcquireOk { .. } => {
-                    holding.insert(e.who.as_str());
-                    if Side::of(&e.who) == Some(side) {
-                        out.acquisitions += 1;
-                    }
+                    holding.insert(e.who.as_str(), holdings.len());
+                    holdings.push((Side::of(&e.who), false));
                 }
-                What::ReleaseDone { .. } => {
-                    holding.remove(e.who.as_str());
+                What::ReleaseDone { outcome, .. } => {
+                    if let Some(h) = holding.remove(e.who.as_str()) {
+                        holdings[h].1 = outcome == "released";
+                    }
                 }
                 What::Fault { kind, target }
                     if (kind == "stop" || kind == "kill") && Side::of(target) == Some(side) =>
                 {
                     out.faults += 1;
-                    if holding.contains(target.as_str()) {
+                    if holding.contains_key(target.as_str()) {
                         out.holders_hit += 1;
                     }
                 }
                 _ => {}
             }
         }
+        let ours = |h: &(Option<Side>, bool)| h.0 == Some(side);
+        out.acquisitions = holdings.iter().filter(|h| ours(h)).count();
+        out.released = holdings.iter().filter(|h| ours(h) && h.1).count();
+        out.took_over = holdings
+            .windows(2)
+            .filter(|w| ours(&w[1]) && w[0].1 && w[0].0.is_some_and(|s| s != side))
+            .count();
         out
     }
 }
@@ -526,16 +552,13 @@ impl std::fmt::Display for Outcome {
             )?;
         }
         if self.node != SideOutcome::default() {
-            write!(
-                f,
-                ", Rust workers {} acquisitions / {} faults ({} on a holder), Node workers {} / {} ({})",
-                self.rust.acquisitions,
-                self.rust.faults,
-                self.rust.holders_hit,
-                self.node.acquisitions,
-                self.node.faults,
-                self.node.holders_hit
-            )?;
+            for (name, side) in [("Rust", &self.rust), ("Node", &self.node)] {
+                write!(
+                    f,
+                    ", {name} workers: {} acquisitions ({} straight after a release by the other side), {} released, {} faults ({} on a holder)",
+                    side.acquisitions, side.took_over, side.released, side.faults, side.holders_hit
+                )?;
+            }
         }
         match &self.kept {
             Some(dir) => writeln!(f, ", logs kept in {}", dir.display()),
@@ -1540,6 +1563,8 @@ mod tests {
             SideOutcome::of(&events, Side::Rust),
             SideOutcome {
                 acquisitions: 1,
+                released: 1,
+                took_over: 0,
                 faults: 1,
                 holders_hit: 0
             }
@@ -1548,9 +1573,20 @@ mod tests {
             SideOutcome::of(&events, Side::Node),
             SideOutcome {
                 acquisitions: 2,
+                released: 1,
+                // The first, after w1's release; the second follows its own side.
+                took_over: 1,
                 faults: 1,
                 holders_hit: 1
             }
         );
+        // A holding that was not released (here: killed) passes nothing on.
+        let killed = [
+            ev("w1", ok()),
+            ev("chaos", fault("kill", "w1")),
+            ev("n2", ok()),
+        ];
+        assert_eq!(SideOutcome::of(&killed, Side::Node).took_over, 0);
+        assert_eq!(SideOutcome::of(&killed, Side::Rust).holders_hit, 1);
     }
 }

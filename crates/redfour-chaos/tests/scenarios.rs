@@ -262,26 +262,30 @@ fn mixed_fleet() {
     assert_faults(&o, "stop", 1);
     assert_faults(&o, "kill", 1);
     assert!(o.report.writes_accepted >= 50, "{o}");
-    // Both sides got the lock. The Node side, what issue 14 is about, gets at least half its
-    // share of the workers (a quarter of the holdings for 3 + 3): with the outsiders' turns
-    // the queue's holders give the lock to Node waiters too. It had 47-89 % in two dozen runs
-    // of 10 s (debug build); without the turns (the library before bcf07fe) 10-15 %, its
-    // waiters finding the lock free only when a fault or an expiry left it so, and this test
-    // failed. The Rust side gets at least a tenth of its share (5 %): Node redfour does not
-    // queue, and a Node worker that asks again right after releasing takes the lock back
-    // before the waiters its release notice woke, often 20 times in a row, until a fault or
-    // a lost race ends the streak; the queue's side cannot stop that, Node's acquire does not
-    // look at the queue. It had 11-53 % in the same runs.
+    // Both sides got the lock: each at least half its share of the workers (a quarter of the
+    // holdings for 3 + 3), the bound of the library's mixed-fleet interop tests. Rust had
+    // 42-52 % of the holdings in 24 runs of 10 s (debug build), Node the rest. The workers'
+    // think time (20 ms) keeps a Node worker from taking back the lock it has just released
+    // ahead of every waiter (RELIABILITY.md, finding 7): without it Rust had 3-53 %.
     let total = o.rust.acquisitions + o.node.acquisitions;
-    let share = |workers: usize| total * workers / (s.workers + s.node_workers);
+    for (side, got, workers) in [
+        ("Rust", o.rust.acquisitions, s.workers),
+        ("Node", o.node.acquisitions, s.node_workers),
+    ] {
+        let share = total * workers / (s.workers + s.node_workers);
+        assert!(
+            got * 2 >= share && got > 0,
+            "{side} workers got {got} of {total} acquisitions, under half their share ({share}): {o}"
+        );
+    }
+    // The outsiders' turns: after at least 1 in 20 releases by a Rust holder, a Node worker
+    // takes the lock next (9-51 % of them in the runs measured). Without the turns (the library
+    // before bcf07fe) Node waiters got it only when a fault or an expiry left it free: after
+    // 0-3 % of the Rust releases, and this test failed, on this bound or the one above.
     assert!(
-        o.node.acquisitions * 2 >= share(s.node_workers),
-        "Node workers got {} of {total} acquisitions, under half their share: {o}",
-        o.node.acquisitions
-    );
-    assert!(
-        o.rust.acquisitions * 10 >= share(s.workers) && o.rust.acquisitions > 0,
-        "Rust workers got {} of {total} acquisitions, under a tenth of their share: {o}",
-        o.rust.acquisitions
+        o.node.took_over * 20 >= o.rust.released,
+        "Node waiters took the lock after {} of {} releases by Rust workers: {o}",
+        o.node.took_over,
+        o.rust.released
     );
 }
