@@ -10,7 +10,9 @@
 //!
 //! Most scenarios run against one redis-server; `sentinel-failover` and `cluster-reshard` run
 //! against a Sentinel group and a Redis Cluster, with workers on the matching topology (see
-//! [`scenario::Topology`]).
+//! [`scenario::Topology`]). `mixed-fleet` puts Node redfour 1.0.5 workers
+//! (`interop/chaos-worker.js`, which log the same events) beside the Rust ones on one lock; it
+//! needs `node` and `npm ci` in `interop/` (see [`node`]).
 //!
 //! ```text
 //! cargo run -p redfour-chaos -- list
@@ -25,6 +27,7 @@
 
 pub mod check;
 pub mod events;
+pub mod node;
 pub mod resource;
 pub mod scenario;
 pub mod worker;

@@ -3,6 +3,7 @@
 //! seeded schedule, then the checker over the merged logs and a look at what the run left on
 //! the servers.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,7 +17,8 @@ use rand::{Rng, SeedableRng};
 use redfour_test::{Proxy, RedisCluster, RedisServer, SentinelGroup};
 
 use crate::check::{check, Bounds, Report};
-use crate::events::{read_dir, Log, What};
+use crate::events::{read_dir, Event, Log, What};
+use crate::node::NodeSetup;
 use crate::resource::Resource;
 use crate::BoxError;
 
@@ -58,6 +60,14 @@ pub enum Fault {
     /// A worker that is waiting (not the holder) is killed: its attempt is cut off mid-flight
     /// and its queue entry stays behind until it expires.
     KillWaiter,
+    /// Each step freezes (`SIGSTOP` for 1.5 ttl, then `SIGCONT`) or kills (`SIGKILL`, and a
+    /// new worker of the same side takes its place) a worker: mostly (4 in 5) the holder,
+    /// whichever side it is on, else a waiter. In a mixed fleet (see
+    /// [`Scenario::node_workers`]) the steps aim at the Rust and the Node side in turn: the
+    /// holder on the side aimed at if it holds within a second (else whoever holds), a waiter
+    /// of that side; the aim passes to the other side once this one was hit. Waiters are
+    /// killed at most once per 3 s (frozen otherwise).
+    HoldersAndWaiters,
     /// `SENTINEL FAILOVER` while a worker holds the lock: a replica is promoted, the old master
     /// goes on accepting writes until the sentinels turn it into a replica of the new one
     /// (about 11 s with the test kit's settings, during which the next failover cannot start).
@@ -76,7 +86,11 @@ impl Fault {
     /// single URL) need [`Topology::Standalone`]; faults on the workers apply to every topology.
     pub fn applies_to(self, topology: Topology) -> bool {
         match self {
-            Fault::None | Fault::FreezeHolder | Fault::KillHolder | Fault::KillWaiter => true,
+            Fault::None
+            | Fault::FreezeHolder
+            | Fault::KillHolder
+            | Fault::KillWaiter
+            | Fault::HoldersAndWaiters => true,
             Fault::SentinelFailover => {
                 matches!(topology, Topology::Sentinel { replicas, .. } if replicas > 0)
             }
@@ -130,6 +144,10 @@ pub const AFTER_MOVE_DEADLINE: Duration = Duration::from_secs(30);
 /// ...and for at least this long.
 pub const AFTER_MOVE_TAIL: Duration = Duration::from_secs(2);
 
+/// How long a fair queue's keys live after the last waiter joined (or refreshed its place):
+/// twice an entry's lifetime, three of the library's default poll intervals (2 s).
+pub const QUEUE_LIFETIME: Duration = Duration::from_secs(12);
+
 /// One scenario of the suite.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -137,8 +155,13 @@ pub struct Scenario {
     pub name: &'static str,
     /// What it shows, in a line.
     pub about: &'static str,
-    /// Worker processes.
+    /// Worker processes (Rust, `redfour-chaos worker`).
     pub workers: usize,
+    /// Node redfour worker processes (`interop/chaos-worker.js`) beside them, on the same lock:
+    /// a mixed fleet. [`Topology::Standalone`] only (Node redfour knows one server), and the
+    /// run needs `node` and `interop/node_modules` (see [`crate::node`]). Node redfour cannot
+    /// renew: the hold must be well below the ttl.
+    pub node_workers: usize,
     /// The lock's ttl.
     pub ttl: Duration,
     /// Time in the critical section.
@@ -157,6 +180,8 @@ pub struct Scenario {
     pub claim_window: Option<Duration>,
     /// Every Nth round of a worker is a one-shot attempt instead of a wait.
     pub one_shot_every: Option<u64>,
+    /// The workers' think time: their pause after each release before they ask again.
+    pub think: Duration,
     /// The deployment, and the topology the workers use.
     pub topology: Topology,
     /// The workers' `replica_acks` (replicas, timeout); off when `None`.
@@ -169,6 +194,7 @@ pub fn all() -> Vec<Scenario> {
         name: "contention",
         about: "contention, no faults: exclusion, fencing, only-the-holder, liveness",
         workers: 5,
+        node_workers: 0,
         ttl: Duration::from_millis(1000),
         hold: Duration::from_millis(5),
         wait: Duration::from_secs(5),
@@ -178,6 +204,7 @@ pub fn all() -> Vec<Scenario> {
         allowed: &[],
         claim_window: None,
         one_shot_every: Some(4),
+        think: Duration::ZERO,
         topology: Topology::Standalone,
         replica_acks: None,
     };
@@ -325,6 +352,37 @@ pub fn all() -> Vec<Scenario> {
             ..base.clone()
         },
         Scenario {
+            name: "mixed-fleet",
+            about: "3 Rust and 3 Node redfour workers on one lock, holders and now and then waiters frozen or killed on both sides: both libraries keep exclusion, fencing and liveness together, and both sides get the lock",
+            workers: 3,
+            node_workers: 3,
+            ttl: Duration::from_millis(500),
+            // Node redfour cannot renew: a tenth of the ttl, as the other kill and freeze
+            // scenarios hold it.
+            hold: Duration::from_millis(50),
+            fault: Fault::HoldersAndWaiters,
+            // Think time. A Node worker that asks again the moment its release answers gets the
+            // lock back before the waiters its release notice woke (Node redfour does not
+            // queue), and keeps it for many holdings in a row: without a pause the Rust side
+            // had 3-53 % of the holdings. With 20 ms between a release and the next request,
+            // as a service doing other work has, the shares show how the two libraries'
+            // waiters share the lock.
+            think: Duration::from_millis(20),
+            // Waits only (a one-shot attempt does not queue): a queue that empties now and
+            // then would hand Node waiters the lock without any turn, hiding whether the turns
+            // work.
+            one_shot_every: None,
+            // The waits that end the longest gaps: a queued Rust waiter killed or frozen is
+            // handed the lock in its turn and leaves it unclaimed for min(ttl, claim window) =
+            // 500 ms, and two may stand in line; a worker frozen or killed between winning
+            // and logging leaves a lock nobody sees for a ttl. Then the waiters look again: a
+            // Node waiter after max(the holder's remaining ttl, 100 ms) from its last look, a
+            // Rust waiter after the remaining ttl + 1 ms. The rest is margin for two shared
+            // cores.
+            free_bound: Duration::from_millis(1500),
+            ..base.clone()
+        },
+        Scenario {
             name: "sentinel-failover",
             about: "SENTINEL FAILOVER while the lock is held (workers on Sentinel, WAIT for 1 replica): exclusion and fencing hold, work goes on after the failover",
             topology: Topology::Sentinel {
@@ -370,6 +428,62 @@ pub fn find(name: &str) -> Option<Scenario> {
     all().into_iter().find(|s| s.name == name)
 }
 
+/// What the workers of one [`Side`] did in a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SideOutcome {
+    /// Acquisitions (`acquire_ok`) by its workers.
+    pub acquisitions: usize,
+    /// Those of its holdings that ended with a release answering `released`.
+    pub released: usize,
+    /// Its acquisitions that came next after a holding of the other side that ended with
+    /// `released`: the lock passed from one side to the other at a release.
+    pub took_over: usize,
+    /// Faults that hit its workers (`stop` and `kill`; not the kills at the end of a run).
+    pub faults: usize,
+    /// Those of them that hit a holder (between its `acquire_ok` and its `release_done`).
+    pub holders_hit: usize,
+}
+
+impl SideOutcome {
+    fn of(events: &[Event], side: Side) -> SideOutcome {
+        let mut out = SideOutcome::default();
+        // Every holding in acquisition order: its holder's side, and whether it was released.
+        let mut holdings: Vec<(Option<Side>, bool)> = Vec::new();
+        // Who holds, as the history goes: from `acquire_ok` to `release_done`.
+        let mut holding: BTreeMap<&str, usize> = BTreeMap::new();
+        for e in events {
+            match &e.what {
+                What::AcquireOk { .. } => {
+                    holding.insert(e.who.as_str(), holdings.len());
+                    holdings.push((Side::of(&e.who), false));
+                }
+                What::ReleaseDone { outcome, .. } => {
+                    if let Some(h) = holding.remove(e.who.as_str()) {
+                        holdings[h].1 = outcome == "released";
+                    }
+                }
+                What::Fault { kind, target }
+                    if (kind == "stop" || kind == "kill") && Side::of(target) == Some(side) =>
+                {
+                    out.faults += 1;
+                    if holding.contains_key(target.as_str()) {
+                        out.holders_hit += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let ours = |h: &(Option<Side>, bool)| h.0 == Some(side);
+        out.acquisitions = holdings.iter().filter(|h| ours(h)).count();
+        out.released = holdings.iter().filter(|h| ours(h) && h.1).count();
+        out.took_over = holdings
+            .windows(2)
+            .filter(|w| ours(&w[1]) && w[0].1 && w[0].0.is_some_and(|s| s != side))
+            .count();
+        out
+    }
+}
+
 /// What a run found.
 #[derive(Debug)]
 pub struct Outcome {
@@ -383,6 +497,14 @@ pub struct Outcome {
     pub keys_left: Vec<String>,
     /// Acquisitions after the last fault (for a failover or a migration: after it completed).
     pub acquired_after_faults: usize,
+    /// The fair queue's entries hash, when it held nothing but the outsiders' turn state once
+    /// the rest was gone, and how long it had left to live then (a mixed fleet only: not
+    /// counted as left behind while it expires within [`QUEUE_LIFETIME`]).
+    pub turn_state_left: Option<(String, Duration)>,
+    /// What the Rust workers did.
+    pub rust: SideOutcome,
+    /// What the Node workers did (all zero without any).
+    pub node: SideOutcome,
     /// Where the logs are, when they were kept (the run failed, or it was asked to).
     pub kept: Option<PathBuf>,
 }
@@ -422,6 +544,22 @@ impl std::fmt::Display for Outcome {
             "critical sections {}, acquisitions after the last fault {}, unfenced updates lost {}, keys left {:?}",
             self.enters, self.acquired_after_faults, self.lost_updates, self.keys_left
         )?;
+        if let Some((key, pttl)) = &self.turn_state_left {
+            write!(
+                f,
+                ", turn state alone in {key} (expires in {} ms)",
+                pttl.as_millis()
+            )?;
+        }
+        if self.node != SideOutcome::default() {
+            for (name, side) in [("Rust", &self.rust), ("Node", &self.node)] {
+                write!(
+                    f,
+                    ", {name} workers: {} acquisitions ({} straight after a release by the other side), {} released, {} faults ({} on a holder)",
+                    side.acquisitions, side.took_over, side.released, side.faults, side.holders_hit
+                )?;
+            }
+        }
         match &self.kept {
             Some(dir) => writeln!(f, ", logs kept in {}", dir.display()),
             None => writeln!(f),
@@ -432,8 +570,38 @@ impl std::fmt::Display for Outcome {
 /// The lock every worker contends for.
 const LOCK: &str = "the-lock";
 
+/// The library a worker runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// This library (`redfour-chaos worker`), named `w1`, `w2`, …
+    Rust,
+    /// Node redfour 1.0.5 (`interop/chaos-worker.js`), named `n1`, `n2`, …
+    Node,
+}
+
+impl Side {
+    /// The side of the worker named `who` in a log, `None` for anything but a worker.
+    pub fn of(who: &str) -> Option<Side> {
+        let side = match who.as_bytes().first()? {
+            b'w' => Side::Rust,
+            b'n' => Side::Node,
+            _ => return None,
+        };
+        let number = &who[1..];
+        (!number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())).then_some(side)
+    }
+
+    fn prefix(self) -> char {
+        match self {
+            Side::Rust => 'w',
+            Side::Node => 'n',
+        }
+    }
+}
+
 struct Worker {
     name: String,
+    side: Side,
     child: Child,
 }
 
@@ -556,6 +724,23 @@ impl Deployment {
         }
     }
 
+    /// How long the entries hash `key` of a fair queue has to live when all it holds is the
+    /// state of the outsiders' turns (the field `turn`, see "Outsiders' turns" in the library's
+    /// `fair_common.lua`) and it expires within [`QUEUE_LIFETIME`]; `None` otherwise (gone, or
+    /// anything else in it, or no expiry in sight). The state outlives the last waiter: the
+    /// hash expires as the queue does, [`QUEUE_LIFETIME`] after the last waiter joined.
+    fn turn_state(&self, key: &str) -> Option<Duration> {
+        let redis::Value::Array(fields) = self.cmd_on_key(&["HKEYS", key])? else {
+            return None;
+        };
+        let only_turn = matches!(&fields[..], [redis::Value::BulkString(f)] if f == b"turn");
+        let redis::Value::Int(pttl) = self.cmd_on_key(&["PTTL", key])? else {
+            return None;
+        };
+        let pttl = Duration::from_millis(u64::try_from(pttl).ok()?);
+        (only_turn && !pttl.is_zero() && pttl <= QUEUE_LIFETIME).then_some(pttl)
+    }
+
     /// Every server's log (the sentinels' too), for a kept run.
     fn logs(&self) -> String {
         match self {
@@ -598,27 +783,70 @@ struct Run<'a> {
     workers: Vec<Worker>,
     spawned: usize,
     chaos: Log,
+    /// `node` and the Node worker, for a mixed fleet.
+    node: Option<NodeSetup>,
 }
 
 impl Run<'_> {
-    fn spawn_worker(&mut self) -> Result<(), BoxError> {
+    fn spawn_worker(&mut self, side: Side) -> Result<(), BoxError> {
         self.spawned += 1;
-        let name = format!("w{}", self.spawned);
+        let name = format!("{}{}", side.prefix(), self.spawned);
         let out = fs::File::create(self.dir.join(format!("{name}.out")))?;
-        let child = Command::new(self.worker_bin)
-            .arg("worker")
-            .args(&self.redis)
-            .args(["--namespace", &self.namespace])
-            .args(["--lock", LOCK])
-            .args(["--ttl-ms", &self.scenario.ttl.as_millis().to_string()])
-            .args(["--hold-ms", &self.scenario.hold.as_millis().to_string()])
-            .args(["--wait-ms", &self.scenario.wait.as_millis().to_string()])
-            .args(["--resource", &self.resource])
-            .arg("--log")
-            .arg(self.dir.join(format!("{name}.log")))
-            .args(["--who", &name])
-            .arg("--stop-file")
-            .arg(self.dir.join("stop"))
+        let child = match side {
+            Side::Rust => self.rust_worker(&name)?,
+            Side::Node => self.node_worker(&name)?,
+        }
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()?;
+        self.workers.push(Worker { name, side, child });
+        Ok(())
+    }
+
+    /// The flags both kinds of worker take: where Redis, the lock, the resource, the log and
+    /// the stop file are, and the lock's timing.
+    fn worker_args(&self, name: &str) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = self.redis.iter().map(Into::into).collect();
+        let ms = |d: Duration| d.as_millis().to_string();
+        for (flag, value) in [
+            ("--namespace", self.namespace.clone()),
+            ("--lock", LOCK.to_owned()),
+            ("--ttl-ms", ms(self.scenario.ttl)),
+            ("--hold-ms", ms(self.scenario.hold)),
+            ("--wait-ms", ms(self.scenario.wait)),
+            ("--resource", self.resource.clone()),
+            ("--who", name.to_owned()),
+            ("--think-ms", ms(self.scenario.think)),
+        ] {
+            args.push(flag.into());
+            args.push(value.into());
+        }
+        for (flag, path) in [
+            ("--log", self.dir.join(format!("{name}.log"))),
+            ("--stop-file", self.dir.join("stop")),
+        ] {
+            args.push(flag.into());
+            args.push(path.into());
+        }
+        args
+    }
+
+    /// The command of the Node worker `name`: the Rust worker's flags for a standalone Redis.
+    fn node_worker(&self, name: &str) -> Result<Command, BoxError> {
+        let node = self
+            .node
+            .as_ref()
+            .ok_or("a Node worker needs the Node setup")?;
+        let mut cmd = Command::new(&node.node);
+        cmd.arg(&node.worker).args(self.worker_args(name));
+        Ok(cmd)
+    }
+
+    fn rust_worker(&self, name: &str) -> Result<Command, BoxError> {
+        let mut cmd = Command::new(self.worker_bin);
+        cmd.arg("worker")
+            .args(self.worker_args(name))
             .args(
                 self.scenario
                     .claim_window
@@ -643,12 +871,27 @@ impl Run<'_> {
                         ]
                     })
                     .unwrap_or_default(),
-            )
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()?;
-        self.workers.push(Worker { name, child });
+            );
+        Ok(cmd)
+    }
+
+    /// Kills worker `i` (`SIGKILL`) and starts a new one on its side in its place.
+    fn kill_and_replace(&mut self, i: usize) -> Result<(), BoxError> {
+        let mut w = self.workers.remove(i);
+        w.child.kill()?;
+        self.fault("kill", &w.name)?;
+        w.child.wait()?;
+        self.spawn_worker(w.side)
+    }
+
+    /// Freezes worker `i` (`SIGSTOP`) for `how_long`, then lets it go on (`SIGCONT`).
+    fn freeze(&self, i: usize, how_long: Duration) -> Result<(), BoxError> {
+        let w = &self.workers[i];
+        signal(&w.child, Signal::SIGSTOP)?;
+        self.fault("stop", &w.name)?;
+        thread::sleep(how_long);
+        signal(&w.child, Signal::SIGCONT)?;
+        self.fault("cont", &w.name)?;
         Ok(())
     }
 
@@ -659,15 +902,58 @@ impl Run<'_> {
         })?)
     }
 
-    /// The worker holding the lock now, from the holder's pid the library writes into the
-    /// lock hash.
+    /// The worker holding the lock now: from the holder's pid, which this library writes into
+    /// the lock hash; for a hash without one (Node redfour writes only the index), the Node
+    /// worker whose last acquisition in its log has the hash's index. (A holder that has not
+    /// logged its acquisition yet is not found: nobody seems to hold.)
     fn holder(&self, deployment: &Deployment) -> Option<usize> {
         let (key, _) = deployment.lock_keys(&self.namespace, LOCK);
-        let pid = match deployment.cmd_on_key(&["HGET", &key, "pid"])? {
-            redis::Value::BulkString(b) => String::from_utf8(b).ok()?.parse::<u32>().ok()?,
+        let fields = match deployment.cmd_on_key(&["HMGET", &key, "pid", "index"])? {
+            redis::Value::Array(fields) => fields,
             _ => return None,
         };
-        self.workers.iter().position(|w| w.child.id() == pid)
+        let text = |v: Option<&redis::Value>| match v {
+            Some(redis::Value::BulkString(b)) => std::str::from_utf8(b).ok().map(str::to_owned),
+            _ => None,
+        };
+        if let Some(pid) = text(fields.first()).and_then(|p| p.parse::<u32>().ok()) {
+            return self.workers.iter().position(|w| w.child.id() == pid);
+        }
+        let index = text(fields.get(1))?.parse::<i64>().ok()?;
+        self.workers.iter().position(|w| {
+            w.side == Side::Node
+                && last_acquired(&self.dir.join(format!("{}.log", w.name))) == Some(index)
+        })
+    }
+
+    /// The holder, if one on `side` holds within a second (under contention the lock changes
+    /// hands every few tens of ms, but one side may keep it for a while).
+    fn holder_on(&self, deployment: &Deployment, side: Side) -> Option<usize> {
+        let mut found = None;
+        // A condition, polled: the holder on that side.
+        redfour_test::wait_until_every(Duration::from_secs(1), Duration::from_millis(10), || {
+            found = self
+                .holder(deployment)
+                .filter(|i| self.workers[*i].side == side);
+            found.is_some()
+        });
+        found
+    }
+
+    /// A worker on `side` that does not hold the lock, drawn at random; one of the other side
+    /// when `side` has none.
+    fn waiter_on(&self, deployment: &Deployment, side: Side, rng: &mut StdRng) -> Option<usize> {
+        let holder = self.holder(deployment);
+        let waiters = |side: Option<Side>| -> Vec<usize> {
+            (0..self.workers.len())
+                .filter(|i| Some(*i) != holder && side.is_none_or(|s| self.workers[*i].side == s))
+                .collect()
+        };
+        let mut candidates = waiters(Some(side));
+        if candidates.is_empty() {
+            candidates = waiters(None);
+        }
+        (!candidates.is_empty()).then(|| candidates[rng.random_range(0..candidates.len())])
     }
 
     fn holder_name(&self, deployment: &Deployment) -> String {
@@ -687,6 +973,20 @@ impl Drop for Run<'_> {
             }
         }
     }
+}
+
+/// The index of the last `acquire_ok` in the log at `path`.
+fn last_acquired(path: &Path) -> Option<i64> {
+    let log = fs::read_to_string(path).ok()?;
+    log.lines()
+        .rev()
+        .filter(|line| line.contains("\"acquire_ok\""))
+        .find_map(
+            |line| match serde_json::from_str::<Event>(line).ok()?.what {
+                What::AcquireOk { index, .. } => Some(index),
+                _ => None,
+            },
+        )
 }
 
 /// The `redfour` CLI binary, which cargo builds next to this crate's binary (`cargo build
@@ -745,6 +1045,17 @@ pub fn run(
         )
         .into());
     }
+    if scenario.node_workers > 0 && scenario.topology != Topology::Standalone {
+        return Err(format!(
+            "{}: Node redfour workers need the standalone topology",
+            scenario.name
+        )
+        .into());
+    }
+    let node = match scenario.node_workers {
+        0 => None,
+        _ => Some(crate::node::find().map_err(|why| format!("{}: {why}", scenario.name))?),
+    };
     let tmp = tempfile::Builder::new()
         .prefix("redfour-chaos-")
         .tempdir()?;
@@ -760,9 +1071,13 @@ pub fn run(
         workers: Vec::new(),
         spawned: 0,
         chaos: Log::open(&tmp.path().join("chaos.log"), "chaos")?,
+        node,
     };
     for _ in 0..scenario.workers {
-        run.spawn_worker()?;
+        run.spawn_worker(Side::Rust)?;
+    }
+    for _ in 0..scenario.node_workers {
+        run.spawn_worker(Side::Node)?;
     }
 
     let mut rng = StdRng::seed_from_u64(seed);
@@ -786,6 +1101,13 @@ pub fn run(
     ];
     // When the last fault that moved the lock to another server completed.
     let mut moved_at: Option<Instant> = None;
+    // `HoldersAndWaiters`: the side whose turn it is, the last kill of a waiter.
+    let mut aim = if scenario.workers > 0 {
+        Side::Rust
+    } else {
+        Side::Node
+    };
+    let mut last_waiter_kill: Option<Instant> = None;
     while Instant::now() < end {
         let fault = match scenario.fault {
             Fault::Mixed => MIXABLE[rng.random_range(0..MIXABLE.len())],
@@ -807,6 +1129,7 @@ pub fn run(
             // Dead waiters' entries live for three poll intervals (6 s): at most two of them
             // stand in the queue at once, each costing one claim window at the head.
             Fault::KillWaiter => Duration::from_millis(rng.random_range(2600..3400)),
+            Fault::HoldersAndWaiters => Duration::from_millis(rng.random_range(600..1200)),
             Fault::Mixed => Duration::from_millis(rng.random_range(500..1500)),
             Fault::KillCli => Duration::from_millis(rng.random_range(1500..2500)),
             // Early: a failover takes about 11 s to settle, so a 10 s run fits one.
@@ -822,21 +1145,12 @@ pub fn run(
             Fault::None | Fault::Mixed => {}
             Fault::FreezeHolder => {
                 if let Some(i) = run.holder(&deployment) {
-                    let w = &run.workers[i];
-                    signal(&w.child, Signal::SIGSTOP)?;
-                    run.fault("stop", &w.name)?;
-                    thread::sleep(scenario.ttl * 3 / 2);
-                    signal(&w.child, Signal::SIGCONT)?;
-                    run.fault("cont", &w.name)?;
+                    run.freeze(i, scenario.ttl * 3 / 2)?;
                 }
             }
             Fault::KillHolder => {
                 if let Some(i) = run.holder(&deployment) {
-                    let mut w = run.workers.remove(i);
-                    w.child.kill()?;
-                    run.fault("kill", &w.name)?;
-                    w.child.wait()?;
-                    run.spawn_worker()?;
+                    run.kill_and_replace(i)?;
                 }
             }
             Fault::RestartRedis => {
@@ -921,11 +1235,46 @@ pub fn run(
                     .collect();
                 if !waiters.is_empty() {
                     let i = waiters[rng.random_range(0..waiters.len())];
-                    let mut w = run.workers.remove(i);
-                    w.child.kill()?;
-                    run.fault("kill", &w.name)?;
-                    w.child.wait()?;
-                    run.spawn_worker()?;
+                    run.kill_and_replace(i)?;
+                }
+            }
+            Fault::HoldersAndWaiters => {
+                let kill = rng.random_bool(0.5);
+                let target = if rng.random_range(0..10) < 8 {
+                    // The holder: on the side aimed at if it holds within a second (one side
+                    // may keep the lock for a while), else whoever holds.
+                    run.holder_on(&deployment, aim)
+                        .or_else(|| run.holder(&deployment))
+                        .map(|i| (i, kill))
+                } else {
+                    // A waiter of the side aimed at. A dead waiter's queue entry lives for
+                    // three poll intervals (6 s) and costs the queue one unclaimed handoff
+                    // when it reaches the head: one kill of a waiter per 3 s keeps at most two
+                    // of them in line (as `kill-waiter` paces its kills); a waiter drawn for a
+                    // kill sooner is frozen instead.
+                    let kill = kill
+                        && last_waiter_kill
+                            .is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(3));
+                    let waiter = run.waiter_on(&deployment, aim, &mut rng);
+                    if kill && waiter.is_some() {
+                        last_waiter_kill = Some(Instant::now());
+                    }
+                    waiter.map(|i| (i, kill))
+                };
+                if let Some((i, kill)) = target {
+                    let side = run.workers[i].side;
+                    if kill {
+                        run.kill_and_replace(i)?;
+                    } else {
+                        run.freeze(i, scenario.ttl * 3 / 2)?;
+                    }
+                    // The aim passes to the other side once this one was hit.
+                    if side == aim && scenario.workers > 0 && scenario.node_workers > 0 {
+                        aim = match aim {
+                            Side::Rust => Side::Node,
+                            Side::Node => Side::Rust,
+                        };
+                    }
                 }
             }
             Fault::SentinelFailover => {
@@ -1032,12 +1381,19 @@ pub fn run(
         }
     }
 
-    // Nothing of the locks may outlive the run by more than a ttl (the counter stays).
+    // Nothing of the locks may outlive the run by more than a ttl (the counter stays). With
+    // Node workers about, the fair queue's turn state may stay a little longer, alone in the
+    // entries hash, until that hash expires (see `turn_state`).
     let pattern = deployment.keys_pattern(&run.namespace);
     let (_, counter) = deployment.lock_keys(&run.namespace, LOCK);
+    let entries = (scenario.node_workers > 0).then(|| format!("{}-waiters:{LOCK}", run.namespace));
     let left = || -> Vec<String> {
         match deployment.keys(&pattern) {
-            Some(keys) => keys.into_iter().filter(|k| *k != counter).collect(),
+            Some(keys) => keys
+                .into_iter()
+                .filter(|k| *k != counter)
+                .filter(|k| Some(k) != entries.as_ref() || deployment.turn_state(k).is_none())
+                .collect(),
             None => vec!["(KEYS failed)".to_owned()],
         }
     };
@@ -1047,6 +1403,9 @@ pub fn run(
         || left().is_empty(),
     );
     let keys_left = if gone { Vec::new() } else { left() };
+    let turn_state_left = entries
+        .as_ref()
+        .and_then(|k| Some((k.clone(), deployment.turn_state(k)?)));
 
     let events = read_dir(&run.dir)?;
     let enters = events
@@ -1070,12 +1429,19 @@ pub fn run(
         },
     );
     let lost_updates = resource.lost_updates();
+    let (rust, node) = (
+        SideOutcome::of(&events, Side::Rust),
+        SideOutcome::of(&events, Side::Node),
+    );
     let mut outcome = Outcome {
         report,
         enters,
         lost_updates,
         keys_left,
         acquired_after_faults,
+        turn_state_left,
+        rust,
+        node,
         kept: None,
     };
     if keep || !outcome.failures(scenario).is_empty() {
@@ -1107,7 +1473,14 @@ mod tests {
                 "{}",
                 s.name
             );
+            // Node redfour knows one server, and cannot renew: its workers leave the critical
+            // section at their deadline, so a hold near the ttl would test nothing.
+            if s.node_workers > 0 {
+                assert_eq!(s.topology, Topology::Standalone, "{}", s.name);
+                assert!(s.hold * 4 <= s.ttl, "{}", s.name);
+            }
         }
+        assert!(all.iter().any(|s| s.node_workers > 0 && s.workers > 0));
         // The faults on the one redis-server never run against a group or a cluster.
         let cluster = Topology::Cluster { masters: 3 };
         let sentinel = Topology::Sentinel {
@@ -1123,7 +1496,97 @@ mod tests {
             assert!(!fault.applies_to(cluster) && !fault.applies_to(sentinel));
         }
         assert!(!Fault::SentinelFailover.applies_to(Topology::Standalone));
+        assert!(Fault::HoldersAndWaiters.applies_to(cluster));
         assert!(!Fault::ClusterReshard.applies_to(sentinel));
         assert!(Fault::KillHolder.applies_to(cluster));
+    }
+
+    #[test]
+    fn sides_are_told_by_name() {
+        assert_eq!(Side::of("w12"), Some(Side::Rust));
+        assert_eq!(Side::of("n3"), Some(Side::Node));
+        for other in ["chaos", "resource", "w", "n", "nx1", "12345", ""] {
+            assert_eq!(Side::of(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_node_holder_is_found_by_the_last_acquisition_in_its_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("n1.log");
+        assert_eq!(last_acquired(&path), None, "no log yet");
+        let log = Log::open(&path, "n1").expect("log");
+        log.record(What::AcquireInvoked).expect("write");
+        assert_eq!(last_acquired(&path), None);
+        for index in [7, 1_733_000_000_000_123] {
+            log.record(What::AcquireOk { index, deadline: 5 })
+                .expect("write");
+            log.record(What::Enter { index }).expect("write");
+        }
+        log.record(What::AcquireInvoked).expect("write");
+        assert_eq!(last_acquired(&path), Some(1_733_000_000_000_123));
+    }
+
+    #[test]
+    fn sides_count_their_acquisitions_and_faults() {
+        let ev = |who: &str, what: What| Event {
+            t: 0,
+            who: who.to_owned(),
+            what,
+        };
+        let fault = |kind: &str, target: &str| What::Fault {
+            kind: kind.to_owned(),
+            target: target.to_owned(),
+        };
+        let ok = || What::AcquireOk {
+            index: 1,
+            deadline: 2,
+        };
+        let done = || What::ReleaseDone {
+            index: 1,
+            outcome: "released".to_owned(),
+        };
+        let events = [
+            ev("w1", ok()),
+            ev("w1", done()),
+            ev("n2", ok()),
+            ev("n2", done()),
+            ev("n2", ok()),
+            // n2 holds, w1 waits.
+            ev("chaos", fault("stop", "n2")),
+            ev("chaos", fault("cont", "n2")),
+            ev("chaos", fault("kill", "w1")),
+            ev("chaos", fault("kill-at-end", "n2")),
+            ev("chaos", fault("kill-cli", "4242")),
+        ];
+        assert_eq!(
+            SideOutcome::of(&events, Side::Rust),
+            SideOutcome {
+                acquisitions: 1,
+                released: 1,
+                took_over: 0,
+                faults: 1,
+                holders_hit: 0
+            }
+        );
+        assert_eq!(
+            SideOutcome::of(&events, Side::Node),
+            SideOutcome {
+                acquisitions: 2,
+                released: 1,
+                // The first, after w1's release; the second follows its own side.
+                took_over: 1,
+                faults: 1,
+                holders_hit: 1
+            }
+        );
+        // A holding that was not released (here: killed) passes nothing on.
+        let killed = [
+            ev("w1", ok()),
+            ev("chaos", fault("kill", "w1")),
+            ev("n2", ok()),
+        ];
+        assert_eq!(SideOutcome::of(&killed, Side::Node).took_over, 0);
+        assert_eq!(SideOutcome::of(&killed, Side::Rust).holders_hit, 1);
     }
 }

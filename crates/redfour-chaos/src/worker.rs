@@ -70,6 +70,9 @@ pub struct WorkerConfig {
     /// Every Nth round is a one-shot attempt (`try_acquire`) instead of a wait.
     #[arg(long)]
     pub one_shot_every: Option<u64>,
+    /// Think time: how long to pause after each release before the next round, ms.
+    #[arg(long, default_value_t = 0)]
+    pub think_ms: u64,
     /// The worker stops (after its current round) once this file exists.
     #[arg(long)]
     pub stop_file: PathBuf,
@@ -232,6 +235,9 @@ async fn rounds(cfg: WorkerConfig) -> Result<(), BoxError> {
             Err(e) => format!("error: {e}"),
         };
         log.record(What::ReleaseDone { index, outcome })?;
+        if cfg.think_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(cfg.think_ms)).await;
+        }
     }
     Ok(())
 }
@@ -281,6 +287,7 @@ mod tests {
         assert_eq!(cfg.topology, WorkerTopology::Standalone);
         assert_eq!(cfg.urls, ["redis://a"]);
         assert_eq!(cfg.replica_acks, None);
+        assert_eq!(cfg.think_ms, 0);
         let cfg = parse(&[
             "--topology",
             "sentinel",

@@ -180,9 +180,11 @@ impl ClientBuilder {
     ///
     /// Node redfour clients on the same keys keep working either way, but they do not queue:
     /// they take a free lock when they see one (a one-shot acquire of this library does not:
-    /// it leaves a free lock to the first queued waiter), and they learn of a lock handed to a
-    /// queued waiter only through their own ttl timer. A Node release wakes this library's
-    /// waiters as usual.
+    /// it leaves a free lock to the first queued waiter). So that they are not starved by
+    /// handovers they never hear of, a release sometimes gives them a turn instead (the lock
+    /// is deleted and announced, and the queue waits up to 50 ms), in proportion to their
+    /// number; clients with the queue off count as they do. A Node release wakes this
+    /// library's waiters as usual. See the README, "Mixed fleets".
     ///
     /// Waiters that die stay in the queue until their entry expires on the server (three
     /// [poll intervals](ClientBuilder::max_poll_interval)); a lock handed to a waiter that
