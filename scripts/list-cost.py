@@ -27,14 +27,13 @@ No dependency beyond Python 3: the Redis client is scripts/lua-cost.py's.
 import argparse
 import importlib.util
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
+
+import redis_server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Commands that took this long or more are logged by the server (SLOWLOG) during the runs.
@@ -123,24 +122,7 @@ def summary(times):
 
 
 def start_server():
-    if not shutil.which("redis-server"):
-        sys.exit("list-cost: redis-server is not on PATH")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    workdir = tempfile.mkdtemp(prefix="list-cost-")
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", workdir], stdout=subprocess.DEVNULL)
-    deadline = time.time() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port)).close()
-            return server, port
-        except OSError:
-            if time.time() > deadline:
-                sys.exit("list-cost: redis-server did not start")
-            time.sleep(0.05)
+    return redis_server.start("list-cost")
 
 
 def main():

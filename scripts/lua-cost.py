@@ -30,12 +30,10 @@ import argparse
 import itertools
 import os
 import re
-import shutil
 import socket
-import subprocess
 import sys
-import tempfile
-import time
+
+import redis_server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "crates/redfour/src/scripts")
@@ -263,24 +261,7 @@ def main():
     server = None
     port = args.port
     if port is None:
-        if not shutil.which("redis-server"):
-            sys.exit("lua-cost: redis-server is not on PATH")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        workdir = tempfile.mkdtemp(prefix="lua-cost-")
-        server = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
-             "--dir", workdir], stdout=subprocess.DEVNULL)
-        deadline = time.time() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port)).close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    sys.exit("lua-cost: redis-server did not start")
-                time.sleep(0.05)
+        server, port = redis_server.start("lua-cost")
     try:
         redis = Redis(port)
         bench = Bench(redis, args.steps)

@@ -21,42 +21,16 @@ target/release/redfour, then target/debug/redfour). Python 3 only, no packages.
 import argparse
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
+import redis_server
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ID = "hot"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_redis():
-    if not shutil.which("redis-server"):
-        sys.exit("mixed-fleet: redis-server is not on PATH")
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="mixed-fleet-")
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", workdir], stdout=subprocess.DEVNULL)
-    deadline = time.time() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port)).close()
-            return server, port
-        except OSError:
-            if time.time() > deadline:
-                server.kill()
-                sys.exit("mixed-fleet: redis-server did not start")
-            time.sleep(0.05)
 
 
 def find_redfour(given):
@@ -134,7 +108,7 @@ def main():
     server = None
     port = args.port
     if port is None:
-        server, port = start_redis()
+        server, port = redis_server.start("mixed-fleet")
     url = "redis://127.0.0.1:%d" % port
     ns = "mixed%d" % os.getpid()
     sections, errors = [], []

@@ -129,8 +129,8 @@ pub(crate) static REDLOCK_ADOPT: LazyLock<Script> =
 
 #[cfg(test)]
 mod tests {
-    /// The fair acquire's usual case writes a per-lock counter's expiry itself, ahead of
-    /// grant.lua's constant: the two must agree.
+    /// The fair acquire's and the handover's usual cases write a per-lock counter's expiry
+    /// themselves, ahead of grant.lua's constant: all must agree.
     #[test]
     fn the_counter_life_is_one_figure() {
         let grant = include_str!("scripts/grant.lua");
@@ -138,11 +138,21 @@ mod tests {
             .lines()
             .find_map(|l| l.strip_prefix("local REDFOUR_COUNTER_LIFE_MS = "))
             .expect("grant.lua defines REDFOUR_COUNTER_LIFE_MS");
-        let free = include_str!("scripts/fair_acquire_free.lua");
-        assert!(
-            free.contains(&format!("redis.call('PEXPIRE', KEYS[2], {life})")),
-            "fair_acquire_free.lua must expire a per-lock counter after {life} ms"
-        );
+        for (name, script) in [
+            (
+                "fair_acquire_free.lua",
+                include_str!("scripts/fair_acquire_free.lua"),
+            ),
+            (
+                "fair_release_handover.lua",
+                include_str!("scripts/fair_release_handover.lua"),
+            ),
+        ] {
+            assert!(
+                script.contains(&format!("redis.call('PEXPIRE', KEYS[2], {life})")),
+                "{name} must expire a per-lock counter after {life} ms"
+            );
+        }
     }
 
     /// The fair release's usual handover checks a queue entry as `redfour_usable_entry`
