@@ -2,12 +2,15 @@
 """Who gets a contended lock in a mixed fleet: Node redfour workers beside `redfour run` loops.
 
     python3 scripts/mixed-fleet.py [--node N] [--rust M] [--seconds S] [--work-ms W]
-                                   [--redfour PATH] [--port PORT] [--json]
+                                   [--rust-side cli|lib] [--redfour PATH] [--port PORT] [--json]
 
 N Node redfour 1.0.5 workers (interop/worker.js: waitAcquireLock(id, 2000, 20000), W ms of
 work, releaseLock, again) and M Rust workers (each a loop of
 `redfour run hot --ttl 2s --wait 20s -- <W ms of work>`, the CLI with its defaults) contend
-for one lock for S seconds. Printed for each side: critical sections, sections per second,
+for one lock for S seconds. With `--rust-side lib`, each Rust worker is instead the library in
+a loop in its own process (crates/redfour-worker: acquire, W ms,
+release, and at once again, as worker.js does), which re-acquires far sooner than a new
+`redfour run` process can. Printed for each side: critical sections, sections per second,
 its share of all sections beside its share of the workers; and for the whole run, whether two
 critical sections overlapped (each is timed by the wall clock inside it, so an overlap means
 exclusion failed) and the longest time the lock stood free between two sections.
@@ -15,7 +18,9 @@ exclusion failed) and the longest time the lock stood free between two sections.
 Needs redis-server on PATH (a private one is started on a free port unless --port is given;
 only the keys of the namespace `mixed<pid>` are written, and deleted at the end), node with
 interop/node_modules (`cd interop && npm ci`), and a built `redfour` binary (default:
-target/release/redfour, then target/debug/redfour). Python 3 only, no packages.
+target/release/redfour, then target/debug/redfour), or for `--rust-side lib` a built
+target/release/redfour-worker (`cargo build --release -p redfour-worker`).
+Python 3 only, no packages.
 """
 
 import argparse
@@ -44,10 +49,9 @@ def find_redfour(given):
              "or pass --redfour")
 
 
-def node_worker(url, ns, work_ms, sections, errors, ready, n):
-    proc = subprocess.Popen(
-        ["node", os.path.join(ROOT, "interop", "worker.js"), url, ns, ID, "2000", "20000",
-         str(work_ms)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+def line_worker(side, command, sections, errors, ready, n):
+    """A worker process that prints its sections as JSON lines (worker.js, redfour-worker)."""
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def read():
         for line in proc.stdout:
@@ -55,13 +59,24 @@ def node_worker(url, ns, work_ms, sections, errors, ready, n):
             if msg.get("event") == "ready":
                 ready.release()
             elif msg.get("event") in ("error", "timeout"):
-                errors.append(("node", msg))
+                errors.append((side, msg))
             elif "start_us" in msg:
-                sections.append(("node", msg["start_us"], msg["end_us"], n))
+                sections.append((side, msg["start_us"], msg["end_us"], n))
 
     thread = threading.Thread(target=read, daemon=True)
     thread.start()
     return proc, thread
+
+
+def node_worker(url, ns, work_ms, sections, errors, ready, n):
+    return line_worker("node", ["node", os.path.join(ROOT, "interop", "worker.js"), url, ns, ID,
+                                "2000", "20000", str(work_ms)], sections, errors, ready, n)
+
+
+def lib_worker(url, ns, work_ms, sections, errors, ready, n):
+    return line_worker("rust", [os.path.join(ROOT, "target", "release", "redfour-worker"),
+                                url, ns, ID, str(work_ms)],
+                       sections, errors, ready, n)
 
 
 def rust_worker(redfour, url, ns, work_ms, sections, errors, stop, log_dir, n):
@@ -97,13 +112,20 @@ def main():
     parser.add_argument("--rust", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--work-ms", type=int, default=30)
+    parser.add_argument("--rust-side", choices=("cli", "lib"), default="cli",
+                        help="Rust workers as `redfour run` loops (cli) or library loops (lib)")
     parser.add_argument("--redfour")
     parser.add_argument("--port", type=int, help="a Redis on 127.0.0.1 to use instead")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     args = parser.parse_args()
     if args.node and not os.path.exists(os.path.join(ROOT, "interop", "node_modules", "redfour")):
         sys.exit("mixed-fleet: Node redfour is missing: cd interop && npm ci")
-    redfour = find_redfour(args.redfour) if args.rust else None
+    lib = args.rust_side == "lib"
+    if args.rust and lib and not os.path.exists(
+            os.path.join(ROOT, "target", "release", "redfour-worker")):
+        sys.exit("mixed-fleet: no redfour-worker; build it: "
+                 "cargo build --release -p redfour-worker")
+    redfour = find_redfour(args.redfour) if args.rust and not lib else None
 
     server = None
     port = args.port
@@ -117,23 +139,25 @@ def main():
         ready = threading.Semaphore(0)
         nodes = [node_worker(url, ns, args.work_ms, sections, errors, ready, n)
                  for n in range(args.node)]
-        for _ in nodes:
+        libs = [lib_worker(url, ns, args.work_ms, sections, errors, ready, n)
+                for n in range(args.rust if lib else 0)]
+        for _ in nodes + libs:
             if not ready.acquire(timeout=30):
-                sys.exit("mixed-fleet: a Node worker did not connect within 30 s")
+                sys.exit("mixed-fleet: a worker did not connect within 30 s")
         stop = threading.Event()
         rusts = [threading.Thread(target=rust_worker, args=(
             redfour, url, ns, args.work_ms, sections, errors, stop, log_dir, n))
-            for n in range(args.rust)]
+            for n in range(0 if lib else args.rust)]
         began = time.time()
         for t in rusts:
             t.start()
         time.sleep(args.seconds)
         stop.set()
-        for proc, _ in nodes:
+        for proc, _ in nodes + libs:
             proc.stdin.close()
         for t in rusts:
             t.join()
-        for proc, thread in nodes:
+        for proc, thread in nodes + libs:
             proc.wait(timeout=30)
             thread.join()
         elapsed = time.time() - began
@@ -144,12 +168,16 @@ def main():
         else:
             delete_namespace(port, ns)
 
-    sections.sort(key=lambda s: s[1])
+    # Workers that got ready early may have looped before every worker was ready: only the
+    # sections that began within the measurement count.
+    began_us = int(began * 1e6)
+    sections = sorted((s for s in sections if s[1] >= began_us), key=lambda s: s[1])
     overlaps = sum(1 for a, b in zip(sections, sections[1:]) if b[1] < a[2])
     gaps = [b[1] - a[2] for a, b in zip(sections, sections[1:])]
     total = len(sections)
     workers = args.node + args.rust
-    result = {"node_workers": args.node, "rust_workers": args.rust, "seconds": round(elapsed, 2),
+    result = {"node_workers": args.node, "rust_workers": args.rust, "rust_side": args.rust_side,
+              "seconds": round(elapsed, 2),
               "work_ms": args.work_ms, "sections": total, "overlaps": overlaps,
               "max_free_ms": round(max(gaps) / 1000, 1) if gaps else None,
               "errors": len(errors)}
@@ -163,8 +191,9 @@ def main():
     if args.json:
         print(json.dumps(result))
     else:
-        print("%d Node + %d Rust workers, %.1f s, %d ms of work per section"
-              % (args.node, args.rust, elapsed, args.work_ms))
+        print("%d Node + %d Rust workers (%s), %.1f s, %d ms of work per section"
+              % (args.node, args.rust, "library loops" if lib else "redfour run loops",
+                 elapsed, args.work_ms))
         print("%-6s %9s %8s %7s %13s" % ("side", "sections", "per s", "share", "worker share"))
         for side in ("node", "rust"):
             r = result[side]
