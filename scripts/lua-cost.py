@@ -122,7 +122,8 @@ class Bench:
         k = self.key(b, i)
         return [4, k, self.ns + "index", "%s-queue:%d:%d" % (self.ns, b, i),
                 "%s-waiters:%d:%d" % (self.ns, b, i), 30000, "", 60000,
-                self.ns + "-handoff:c", 5000, "host", "myhost.example", "pid", "12345",
+                self.ns + "-handoff:c", 5000, self.ns + "-release", "host", "myhost.example",
+                "pid", "12345",
                 "attempt", "7f3a9c2e1b"]
 
     def fair_release(self, b, i):
@@ -203,7 +204,7 @@ if redis.call('EXISTS', KEYS[1], KEYS[3]) == 0 then
     redis.call('SET', KEYS[2], string.format('%d', index), 'KEEPTTL')
   end
   redis.call('HSET', KEYS[1], 'index', string.format('%d', index),
-    'acquired_at', string.format('%d', math.floor(now_us / 1000)), unpack(ARGV, 6))
+    'acquired_at', string.format('%d', math.floor(now_us / 1000)), unpack(ARGV, 7))
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
   return {1, index, tonumber(ARGV[1])}
 end
@@ -292,7 +293,7 @@ def main():
                 "redis.call('TIME')", "{'1764000000', '123456'}"), bench.fair_acquire, None),
             ("  HSET of the index only", INLINE_ACQUIRE.replace(
                 ",\n    'acquired_at', string.format('%d', math.floor(now_us / 1000)), "
-                "unpack(ARGV, 6))", ")"), bench.fair_acquire, None),
+                "unpack(ARGV, 7))", ")"), bench.fair_acquire, None),
             ("  EXISTS of the lock only", INLINE_ACQUIRE.replace(
                 "KEYS[1], KEYS[3]) == 0", "KEYS[1]) == 0"), bench.fair_acquire, None),
             ("  INCR for the counter (no floor)", INLINE_ACQUIRE.replace(
@@ -315,7 +316,7 @@ def main():
         bench.run([
             ("empty script, Node acquire's arguments (2 keys, 1 arg)", noop,
              bench.node_acquire, None),
-            ("empty script, fair acquire's arguments (4 keys, 11 args)", noop,
+            ("empty script, fair acquire's arguments (4 keys, 12 args)", noop,
              bench.fair_acquire, None),
             ("TIME", "redis.call('TIME') " + noop, bench.fair_acquire, None),
             ("EXISTS of 1 key", "redis.call('EXISTS', KEYS[1]) " + noop, bench.fair_acquire,
@@ -332,7 +333,7 @@ def main():
              bench.fair_acquire, None),
             ("HSET of 5 field pairs",
              "redis.call('HSET', KEYS[1], 'index', '1764000000123456', 'acquired_at', "
-             "'1764000000123', unpack(ARGV, 6)) " + noop, bench.fair_acquire, None),
+             "'1764000000123', unpack(ARGV, 7)) " + noop, bench.fair_acquire, None),
             ("PEXPIRE", "redis.call('PEXPIRE', KEYS[1], ARGV[1]) " + noop, bench.fair_acquire,
              bench.held),
             ("PTTL", "redis.call('PTTL', KEYS[1]) " + noop, bench.fair_release, bench.held),

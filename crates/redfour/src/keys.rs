@@ -244,7 +244,7 @@ impl Namespace {
     }
 
     /// `fair_acquire.lua`: KEYS lock, counter, queue, entries; ARGV ttl, token, entry
-    /// lifetime, handoff channel, claim window, holder fields.
+    /// lifetime, handoff channel, claim window, release channel, holder fields.
     pub(crate) fn fair_acquire_call(
         &self,
         key: &str,
@@ -257,7 +257,8 @@ impl Namespace {
             .arg(queueing.token)
             .arg(queueing.entry_lifetime_ms)
             .arg(queueing.handoff_channel)
-            .arg(queueing.claim_window_ms);
+            .arg(queueing.claim_window_ms)
+            .arg(&*self.channel(key));
         holder_args(&mut call, holder);
         call
     }

@@ -361,6 +361,7 @@ async fn queue_waiter(
         .arg(60_000)
         .arg(format!("{ns}-nobody-listens"))
         .arg(5_000)
+        .arg(format!("{ns}-release"))
         .arg("host")
         .arg("elsewhere")
         .invoke_async(conn)

@@ -3,7 +3,7 @@
 -- KEYS: lock, counter, queue list, queue entries.
 -- ARGV[1] ttl ms; ARGV[2] waiter token ('' for a one-shot attempt that does not queue);
 -- ARGV[3] entry lifetime ms; ARGV[4] the waiter's handoff channel; ARGV[5] claim window ms;
--- ARGV[6..] holder metadata as field, value pairs.
+-- ARGV[6] the release channel; ARGV[7..] holder metadata as field, value pairs.
 -- Returns {1, index, ttl} acquired; {2, index, pttl} the lock was already handed to this
 -- waiter (its notice was lost or is late; the lock is marked as taken, so that the notice, when
 -- it comes, cannot pass it on); {0, -1, pttl, holder's index} held by someone else.
@@ -14,30 +14,40 @@ local token = ARGV[2]
 local ttl = tonumber(ARGV[1])
 local now_us = nil
 local pttl, holder = redfour_lock(key)
-if pttl >= 0 and token ~= '' then
+if pttl >= 0 then
   local fields = redis.call('HMGET', key, 'handoff', 'acquired_at', 'fair')
-  if fields[1] == token then
+  if token ~= '' and fields[1] == token then
     redis.call('HDEL', key, 'handoff')
     return {2, tonumber(holder), pttl}
   end
-  if not fields[2] or fields[3] == '0' then
-    -- Held by an outsider (see "Outsiders' turns" in fair_common.lua): counted once a
-    -- release has found outsiders about.
-    local turn = redis.call('HGET', entries, 'turn')
-    if turn then
-      redfour_outsider_seen(entries, turn, tonumber(holder))
+  if fields[1] == '*' then
+    -- Kept for the queue's side (see `redfour_keep_for_queue` in fair_common.lua): this
+    -- acquire's own, with an index of its own. A stale entry of the caller's goes (nobody
+    -- live queued when the lock was kept, and whoever came since took it).
+    now_us = redfour_now_us()
+    local index = redfour_next_index(key, counter, now_us)
+    if token ~= '' and redis.call('HEXISTS', entries, token) == 1 then
+      redis.call('LREM', queue, 1, token)
+      redis.call('HDEL', entries, token)
     end
+    redis.call('DEL', key)
+    redfour_write_holder(key, index, now_us, ttl, ARGV, 7, false)
+    return {1, index, ttl}
+  end
+  if token ~= '' and (not fields[2] or fields[3] == '0') and redfour_outsiders(ARGV[6]) > 0 then
+    -- Held by an outsider, seen by a waiter while outsiders listen (see "Outsiders' turns" in
+    -- fair_common.lua).
+    redfour_outsider_seen(queue, entries, redfour_turn_raw(entries), tonumber(holder))
   end
 end
 if pttl < 0 then
   local head, entry
   head, entry, now_us = redfour_live_head(queue, entries, nil)
   now_us = now_us or redfour_now_us()
-  local turn, turn_ends = nil, nil
-  if head then
-    turn = redfour_turn_read(redis.call('HGET', entries, 'turn'))
-    turn_ends = redfour_turn_on(turn, math.floor(now_us / 1000))
-  end
+  -- An outsiders' turn holds even when nobody queues (the holder before may take the lock
+  -- again at once).
+  local turn = redfour_turn_read(redfour_turn_raw(entries))
+  local turn_ends = redfour_turn_on(turn, math.floor(now_us / 1000))
   if turn_ends then
     -- The outsiders' turn: the queue takes nothing until it ends. Look again in a few ms
     -- (the client waits 5 ms at the least), to see an outsider's holding, however short.
@@ -45,17 +55,17 @@ if pttl < 0 then
     holder = turn.last
   else
     local index = redfour_next_index(key, counter, now_us)
-    if turn and turn.until_ms > math.floor(now_us / 1000) then
+    if turn.until_ms > math.floor(now_us / 1000) then
       -- An end further ahead than a turn lasts (the clock stepped back, a hand-written
       -- field): void, and cleared, so that it cannot come back on when the clock catches up.
       turn.until_ms = 0
-      redfour_turn_write(entries, turn)
+      redfour_turn_write(queue, entries, turn)
     end
     if not head or head == token then
       if head then
         redfour_take_head(queue, entries, head)
       end
-      redfour_write_holder(key, index, now_us, ttl, ARGV, 6, false)
+      redfour_write_holder(key, index, now_us, ttl, ARGV, 7, false)
       return {1, index, ttl}
     end
     -- Free, but someone is first in line (the last holder expired): hand it over now.
@@ -70,7 +80,7 @@ if token ~= '' then
   -- What a queue entry keeps for a handoff: the metadata without this attempt's id, which
   -- must only ever name a lock that this very attempt won.
   local entry_meta = {}
-  for i = 6, #ARGV, 2 do
+  for i = 7, #ARGV, 2 do
     if ARGV[i] ~= 'attempt' then
       entry_meta[#entry_meta + 1] = ARGV[i]
       entry_meta[#entry_meta + 1] = ARGV[i + 1]

@@ -1,4 +1,5 @@
--- redfour fair acquire, the usual case first: the lock is free, nobody queues, and the counter
+-- redfour fair acquire, the usual case first: the lock is free, nobody queues (nor is there
+-- outsiders' turn state: see fair_common.lua), and the counter
 -- holds an index this library took from the server clock (or nothing). It comes first in the
 -- script, written out without the shared functions, which the server would otherwise define
 -- again on this call too (most calls are this one; it costs a fifth less this way: see
@@ -6,7 +7,7 @@
 -- does for this case, call for call. In every other case nothing is left written (a counter
 -- read by the `SET ... GET` is put back as it was, value and expiry), and the general path
 -- (fair_acquire.lua) decides. KEYS and ARGV as in fair_acquire.lua.
-if redis.call('EXISTS', KEYS[1], KEYS[3]) == 0 then
+if redis.call('EXISTS', KEYS[1], KEYS[3], KEYS[4]) == 0 then
   local clock = redis.call('TIME')
   local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
   local now = string.format('%d', now_us)
@@ -27,7 +28,7 @@ if redis.call('EXISTS', KEYS[1], KEYS[3]) == 0 then
       redis.call('PEXPIRE', KEYS[2], 3600000)
     end
     redis.call('HSET', KEYS[1], 'index', now,
-      'acquired_at', string.format('%d', math.floor(now_us / 1000)), unpack(ARGV, 6))
+      'acquired_at', string.format('%d', math.floor(now_us / 1000)), unpack(ARGV, 7))
     redis.call('PEXPIRE', KEYS[1], ARGV[1])
     return {1, now_us, tonumber(ARGV[1])}
   end

@@ -100,15 +100,30 @@ end
 -- ends), so that an outsider woken by the announcement can take it.
 -- Whose turn it is follows a credit: each release by a holder on the queue's side adds
 -- outsiders / (queued waiters + 1), the outsiders' holdings due per holding of the queue's
--- side; each holding by an outsider that a waiter sees (see `redfour_outsider_seen`) takes one
--- off; a release gives the outsiders a turn while the credit is above 0. Over time each side's
--- holdings go as its number of contenders. Waiters look every few ms during a turn, so that
--- they see an outsider's holding even when it is short. A turn nobody took doubles the number
--- of releases before the next (up to 2^6), so that outsiders who never want this lock (Node
--- processes using other locks of the namespace) cost the queue little. The state
--- is one field of the entries hash, `turn` (tokens always hold a '/', so no token is named
--- so): "credit until_ms last_index seen_index backoff taken".
+-- side; each holding by an outsider that a waiter sees while outsiders listen (see
+-- `redfour_outsider_seen`) takes one off; a release gives the outsiders a turn while the
+-- credit is above 0. Over time each side's holdings go as its number of contenders. Waiters
+-- look every few ms during a turn, so that they see an outsider's holding even when it is
+-- short. A turn nobody took doubles the number of releases before the next (up to 2^6), so
+-- that outsiders who never want this lock (Node processes using other locks of the
+-- namespace) cost the queue little; an outsider's holding seen clears that. The state is one
+-- field of the entries hash, `turn` (tokens always hold a '/', so no token is named so):
+-- "credit until_ms last_index seen_index backoff taken". It is first written by a release
+-- that finds outsiders while waiters queue, or by a waiter that sees an outsider hold the lock;
+-- it lives REDFOUR_TURN_LIFE_MS after its last change (the queue's keys with it: the two keys
+-- always expire together), so that a lock the outsiders left goes back to the usual case.
+-- While it exists, a release with nobody queued decides too (a worker that takes the lock
+-- again at once would otherwise keep it from the outsiders, who must first hear the
+-- announcement): when the credit is above 0 the outsiders get a turn, during which the queue's
+-- side takes nothing even with nobody queued; when it is -1 or below because the outsiders
+-- had a holding more than their due (not because turns went untaken: the backoff is 0), the
+-- lock is kept for the queue's side for REDFOUR_KEEP_MS
+-- (see `redfour_keep_for_queue`), since outsiders that take the lock again at once (Node
+-- redfour's waitAcquireLock does) would otherwise keep it from the queue whenever its clients
+-- are the slower to answer an announcement.
 local REDFOUR_TURN_MS = 50
+local REDFOUR_KEEP_MS = 50
+local REDFOUR_TURN_LIFE_MS = 60000
 
 -- How many outsiders listen on `channel`; 0 when the user may not ask (an ACL rule without
 -- `+pubsub|numsub` or `+llen`: the queue then keeps the lock as before, see README, ACLs).
@@ -121,6 +136,16 @@ local function redfour_outsiders(channel)
     return 0
   end
   return numsub[2]
+end
+
+-- The turn state as stored (a string), or nil: none, or an entries key of another type (its
+-- first write fails, with the queue's; a lock nobody queues for stays usable).
+local function redfour_turn_raw(entries)
+  local raw = redis.pcall('HGET', entries, 'turn')
+  if type(raw) == 'string' then
+    return raw
+  end
+  return nil
 end
 
 -- The turn state; missing or malformed reads as a fresh one.
@@ -136,9 +161,15 @@ local function redfour_turn_read(raw)
   return s
 end
 
-local function redfour_turn_write(entries, s)
+local function redfour_turn_write(queue, entries, s)
   redis.call('HSET', entries, 'turn', string.format('%.4f %d %d %d %d %d',
     s.credit, s.until_ms, s.last, s.seen, s.backoff, s.taken))
+  if redis.call('PTTL', entries) < REDFOUR_TURN_LIFE_MS then
+    -- The queue list too (a no-op when it does not exist; a list created later gets the
+    -- hash's expiry with its first entry): a waiter's entry must never outlive the list.
+    redis.call('PEXPIRE', entries, REDFOUR_TURN_LIFE_MS)
+    redis.call('PEXPIRE', queue, REDFOUR_TURN_LIFE_MS)
+  end
 end
 
 -- The end of the outsiders' turn in `s` when it is on at `now_ms`, else nil. A turn never
@@ -151,19 +182,27 @@ local function redfour_turn_on(s, now_ms)
   return nil
 end
 
--- Whether this release, by the holder with `index`, gives the outsiders a turn rather than
--- handing the lock to the queue's head (see above), and the turn state to record with
--- `redfour_turn_write` (nil: nothing to record) once nothing else can fail. A turn is recorded
--- as ending at `now_ms` + REDFOUR_TURN_MS, and the caller deletes and announces the lock;
--- waiters that look during the turn are told `index` as the holder's.
-local function redfour_outsiders_turn(channel, queue, entries, now_ms, index)
+-- What this release, by the holder with `index`, does with the lock (see above): 'turn' (the
+-- outsiders' turn, rather than handing it to the queue's head `head`, or letting the queue's
+-- side take it again at once when nobody queues), 'keep' (nobody queues and the queue's side
+-- is owed: kept for it) or nil (as without outsiders: handed to the head, or deleted and
+-- announced); and the turn state to record with `redfour_turn_write` (nil: nothing to record)
+-- once nothing else can fail. A turn is recorded as ending at `now_ms` + REDFOUR_TURN_MS, and
+-- the caller deletes and announces the lock; waiters that look during the turn are told
+-- `index` as the holder's. With nobody queued, only a lock that already has turn state
+-- decides (outsiders listening on the release channel may never want this lock).
+local function redfour_outsiders_turn(channel, queue, entries, now_ms, index, head)
+  local raw = redfour_turn_raw(entries)
+  if not head and not raw then
+    return nil, nil
+  end
   local outsiders = redfour_outsiders(channel)
   local queued = redis.pcall('LLEN', queue)
   if outsiders == 0 or type(queued) ~= 'number' then
-    return false, nil
+    return nil, nil
   end
   local share = outsiders / (queued + 1)
-  local s = redfour_turn_read(redis.call('HGET', entries, 'turn'))
+  local s = redfour_turn_read(raw)
   if s.until_ms > 0 then
     -- The turn before this holding is over.
     if s.taken == 1 then
@@ -179,26 +218,47 @@ local function redfour_outsiders_turn(channel, queue, entries, now_ms, index)
   -- Bounded, so that holdings no waiter saw cannot pile up turns, and a long spell of
   -- outsiders' holdings is not held against them for ever.
   s.credit = math.max(math.min(s.credit + share, 1 + share), -64 * math.max(share, 1))
-  local turn = s.credit > 0
-  if turn then
+  if s.credit > 0 then
     s.until_ms, s.last = now_ms + REDFOUR_TURN_MS, index
+    return 'turn', s
   end
-  return turn, s
+  if not head and s.credit <= -1 and s.backoff == 0 then
+    return 'keep', s
+  end
+  return nil, s
+end
+
+-- Keeps the free lock `key` for the queue's side for REDFOUR_KEEP_MS (see above): a hash with
+-- a new fencing `index` (taken before any write), `acquired_at`, and `handoff` = '*' (no
+-- waiter's token: they all hold a '/'), which any fair acquire takes as its own grant
+-- (fair_acquire.lua). Outsiders find it held, for less than their shortest wait (Node redfour
+-- waits at least 100 ms before it looks again unless a release is announced): the caller
+-- announces it, so that outsiders waiting on a long holder's ttl look again soon. Never on a
+-- cluster (no outsiders there), so the key may be deleted and written again.
+local function redfour_keep_for_queue(key, index, now_us)
+  redis.call('DEL', key)
+  redfour_write_holder(key, index, now_us, REDFOUR_KEEP_MS, {'handoff', '*'}, 1, false)
 end
 
 -- A waiter saw the lock held by `holder`, an outsider (a hash without `acquired_at`, Node
 -- redfour's, or with `fair` = '0', this library's granted outside the queue): each such
 -- holding counts once against the outsiders' credit, and marks an open turn as taken. `raw`
--- is the turn state as read.
-local function redfour_outsider_seen(entries, raw, holder)
+-- is the turn state as read (nil: none yet, which this writes).
+local function redfour_outsider_seen(queue, entries, raw, holder)
   local s = redfour_turn_read(raw)
   if s.seen == holder then
     return
   end
   s.seen = holder
+  if s.backoff > 0 then
+    -- Turns went untaken, but outsiders do want this lock: the turns held back for that
+    -- are owed again.
+    s.backoff = 0
+    s.credit = math.max(s.credit, 0)
+  end
   s.credit = math.max(s.credit - 1, -4096)
   if s.until_ms > 0 then
     s.taken = 1
   end
-  redfour_turn_write(entries, s)
+  redfour_turn_write(queue, entries, s)
 end

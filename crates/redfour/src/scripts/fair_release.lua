@@ -25,24 +25,32 @@ end
 -- lock is deleted.
 local entry, now_us
 head, entry, now_us = redfour_live_head(queue, entries, nil, head)
-local turn, turn_state = false, nil
-if head then
-  turn, turn_state = redfour_outsiders_turn(ARGV[2], queue, entries, math.floor(now_us / 1000), stored)
-end
-if turn then
-  redfour_turn_write(entries, turn_state)
+now_us = now_us or redfour_now_us()
+local choice, turn_state = redfour_outsiders_turn(ARGV[2], queue, entries,
+  math.floor(now_us / 1000), stored, head)
+if choice == 'turn' then
+  redfour_turn_write(queue, entries, turn_state)
   redis.call('DEL', key)
+  redfour_publish(ARGV[2], key)
+elseif choice == 'keep' then
+  local index = redfour_next_index(key, counter, now_us)
+  redfour_turn_write(queue, entries, turn_state)
+  redfour_keep_for_queue(key, index, now_us)
   redfour_publish(ARGV[2], key)
 elseif head then
   local index = redfour_next_index(key, counter, now_us)
   redfour_handoff(key, queue, entries, head, entry, now_us, tonumber(ARGV[3]), index)
   if turn_state then
-    redfour_turn_write(entries, turn_state)
+    redfour_turn_write(queue, entries, turn_state)
   end
 else
+  if turn_state then
+    redfour_turn_write(queue, entries, turn_state)
+  end
   redis.call('DEL', key)
-  -- Nobody live queues (every entry was dead, or a waiter passes on an unclaimed lock with
-  -- nobody behind it): wake everyone listening, as Node redfour does.
+  -- Nobody live queues (every entry was dead, a waiter passes on an unclaimed lock with
+  -- nobody behind it, or outsiders are about and neither side is owed): wake everyone
+  -- listening, as Node redfour does.
   redfour_publish(ARGV[2], key)
 end
 return {1, 'released', stored}

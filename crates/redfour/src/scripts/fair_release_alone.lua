@@ -3,8 +3,8 @@
 -- functions, which the server would otherwise define again on this call too (see
 -- fair_acquire_free.lua). The caller's index is canonical (the client sends only indexes it
 -- checked or read in the one form the scripts write: `check_index`, `parse_index`), so a
--- stored index equal to it is one too. In every other case (a waiter queued, another
--- holder, a waiter's token in ARGV[4], foreign data) nothing has been written, and
+-- stored index equal to it is one too. In every other case (a waiter queued, outsiders'
+-- turn state, another holder, a waiter's token in ARGV[4], foreign data) nothing has been written, and
 -- fair_release.lua goes on with what was read here: the lock's `pttl`, the `raw` reply of
 -- its `HGET index`, and the queue's `head` when it was read. KEYS and ARGV as in
 -- fair_release.lua.
@@ -16,7 +16,8 @@ local raw = redis.pcall('HGET', KEYS[1], 'index')
 local head = nil
 if pttl >= 0 and raw == ARGV[1] and not ARGV[4] then
   head = redis.call('LINDEX', KEYS[3], 0)
-  if not head then
+  -- With the outsiders' turn state (see fair_common.lua), fair_release.lua decides.
+  if not head and (not redfour_outsiders_listen or redis.pcall('HEXISTS', KEYS[4], 'turn') ~= 1) then
     redis.call('DEL', KEYS[1])
     -- Nobody queues (Node waiters never do): wake everyone listening, as Node redfour does.
     redfour_publish(ARGV[2], KEYS[1])

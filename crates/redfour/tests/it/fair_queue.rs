@@ -144,8 +144,40 @@ impl Listener {
 
     /// Polls until at least one message arrived; returns them all.
     async fn until_message(&self) -> Vec<(String, String)> {
-        wait_until_async(DEADLINE, || async { !self.messages().is_empty() }).await;
-        self.messages()
+        self.until_messages(1).await
+    }
+
+    /// Polls until at least `n` messages arrived; returns them all.
+    async fn until_messages(&self, n: usize) -> Vec<(String, String)> {
+        wait_until_async(DEADLINE, || async { self.messages().len() >= n }).await;
+        let messages = self.messages();
+        assert!(
+            messages.len() >= n,
+            "{} of {n} messages: {messages:?}",
+            messages.len()
+        );
+        messages
+    }
+}
+
+/// One-shot acquires of `id` (`acquire_lock`), every few ms, until one succeeds; panics at
+/// the deadline.
+async fn poll_until_acquired(
+    locks: &redfour::Client,
+    id: &str,
+    ttl: Duration,
+) -> redfour::AcquireResponse {
+    let started = Instant::now();
+    loop {
+        let attempt = locks.acquire_lock(id, ttl).await.expect("an attempt");
+        if attempt.success {
+            return attempt;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{id} was never free: {attempt:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -629,14 +661,26 @@ async fn outsiders_get_turns_and_untaken_turns_come_rarer() {
     assert!(credit <= 0.0, "credit {credit}");
     assert_eq!(outsider.messages().len(), 1, "{:?}", outsider.messages());
 
+    // After the one release the backoff skipped, a turn is due again, and with nobody queued
+    // it holds too: the lock is announced, and the queue's side takes nothing until the turn
+    // is over, however soon it comes back (a worker taking the lock again at once would
+    // otherwise keep it from the outsiders).
+    let second_index = second.index();
+    second.release().await.unwrap();
+    outsider.until_messages(2).await;
+    let raw = text(&server, &["HGET", &entries_key("turns"), "turn"]).expect("turn state");
+    let fields: Vec<&str> = raw.split(' ').collect();
+    assert_eq!(fields[2], second_index.to_string(), "turn state {raw}");
+    let until: i64 = fields[1].parse().expect("turn end");
+    assert!(until > 0, "no turn recorded: {raw}");
+    let short = poll_until_acquired(&holder, "turns", Duration::from_millis(300)).await;
+    assert!(
+        server_ms(&server) >= until,
+        "taken before the turn's end ({until}): {raw}"
+    );
+
     // A turn said to end an hour from now is no turn: when the holder's lock expires, the
     // queue's head takes it at once (its timer fires at the holder's expiry).
-    second.release().await.unwrap();
-    let short = holder
-        .acquire_lock("turns", Duration::from_millis(300))
-        .await
-        .unwrap();
-    assert!(short.success);
     spawn_waiter(&waiter, "turns", TTL, 2, &tx);
     until_queued(&server, "turns", 1).await;
     let far = server_ms(&server) + 3_600_000;
@@ -652,6 +696,129 @@ async fn outsiders_get_turns_and_untaken_turns_come_rarer() {
     let (_, third) = next_guard(&mut rx).await;
     assert!(third.index() > short.index);
     third.release().await.unwrap();
+}
+
+/// Keyspace events of `lock:{id}` (generic and hash commands) since the last call:
+/// `SET lock:{id}-mark` is a barrier, its event arrives after every event before it.
+struct KeyEvents {
+    listener: Listener,
+    id: String,
+    seen: usize,
+}
+
+impl KeyEvents {
+    async fn start(server: &RedisServer, id: &str) -> KeyEvents {
+        assert_eq!(
+            text(server, &["CONFIG", "SET", "notify-keyspace-events", "Kgh$"]).as_deref(),
+            Some("OK")
+        );
+        let listener = Listener::by_pattern(server, &format!("__keyspace@0__:lock:{id}*")).await;
+        KeyEvents {
+            listener,
+            id: id.to_owned(),
+            seen: 0,
+        }
+    }
+
+    async fn since_last(&mut self, server: &RedisServer) -> Vec<String> {
+        let mark = format!("lock:{}-mark", self.id);
+        assert_eq!(text(server, &["SET", &mark, "1"]).as_deref(), Some("OK"));
+        let channel = format!("__keyspace@0__:{mark}");
+        let arrived = wait_until_async(DEADLINE, || async {
+            self.listener.messages()[self.seen..]
+                .iter()
+                .any(|(c, _)| *c == channel)
+        })
+        .await;
+        assert!(arrived, "the barrier's event never came");
+        let all = self.listener.messages();
+        let upto = self.seen
+            + all[self.seen..]
+                .iter()
+                .position(|(c, _)| *c == channel)
+                .expect("the barrier");
+        let key = format!("__keyspace@0__:lock:{}", self.id);
+        let events = all[self.seen..upto]
+            .iter()
+            .filter(|(c, _)| *c == key)
+            .map(|(_, e)| e.clone())
+            .collect();
+        self.seen = upto + 1;
+        events
+    }
+}
+
+/// Outsiders that take the lock again at once (Node redfour's waitAcquireLock does) keep it
+/// from the queue whenever its clients are the slower to answer an announcement. So once they
+/// have had holdings beyond their due, a release with nobody queued keeps the lock for the
+/// queue's side (deleted and written again, not only deleted, and announced) until the debt is
+/// paid; then releases are plain again. Here an outsider (a subscriber by name, as Node
+/// redfour is) held twice while a fair client waited: that client's release keeps the lock
+/// (two holdings against one), the next deletes it (two against two).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_keeps_the_lock_while_outsiders_had_more_than_their_due() {
+    let server = RedisServer::start();
+    let mut events = KeyEvents::start(&server, "keep").await;
+    let outsider = Listener::start(&server, "lock-release").await;
+    let locks = fair(&server).build().unwrap();
+
+    // An outsider's holding (Node redfour writes the index and nothing else), seen by a waiter.
+    int(&server, &["HSET", "lock:keep", "index", "11"]);
+    int(&server, &["PEXPIRE", "lock:keep", "10000"]);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    spawn_waiter(&locks, "keep", TTL, 0, &tx);
+    until_queued(&server, "keep", 1).await;
+    let seen = wait_until_async(DEADLINE, || async {
+        turn_state(&server, "keep").is_some_and(|(credit, _)| credit <= -1.0)
+    })
+    .await;
+    assert!(seen, "turn state {:?}", turn_state(&server, "keep"));
+    // Released and taken again by another outsider before the waiter looked; the waiter sees
+    // that holding too when the release is announced.
+    int(&server, &["HSET", "lock:keep", "index", "12"]);
+    int(&server, &["PUBLISH", "lock-release", "lock:keep"]);
+    let seen = wait_until_async(DEADLINE, || async {
+        turn_state(&server, "keep").is_some_and(|(credit, _)| credit <= -2.0)
+    })
+    .await;
+    assert!(seen, "turn state {:?}", turn_state(&server, "keep"));
+    // The outsider lets go, as Node redfour releases: the waiter gets the lock.
+    int(&server, &["DEL", "lock:keep"]);
+    int(&server, &["PUBLISH", "lock-release", "lock:keep"]);
+    let (_, guard) = next_guard(&mut rx).await;
+    let announced = outsider.messages().len();
+    events.since_last(&server).await;
+
+    // Two outsiders' holdings against one of the queue's: kept, and announced; a fair
+    // acquire takes it as its own.
+    let last = guard.index();
+    assert_eq!(
+        guard.release().await.unwrap().result,
+        ReleaseOutcome::Released
+    );
+    assert_eq!(
+        events.since_last(&server).await,
+        ["del", "hset", "expire"],
+        "not kept"
+    );
+    outsider.until_messages(announced + 1).await;
+    let again = poll_until_acquired(&locks, "keep", TTL).await;
+    assert!(again.index > last);
+    events.since_last(&server).await;
+    // Two and two: deleted and announced, nothing kept.
+    assert_eq!(
+        locks
+            .release_lock("keep", again.index)
+            .await
+            .unwrap()
+            .result,
+        ReleaseOutcome::Released
+    );
+    assert_eq!(events.since_last(&server).await, ["del"]);
+    outsider.until_messages(announced + 2).await;
+    let (credit, backoff) = turn_state(&server, "keep").expect("turn state");
+    assert_eq!(backoff, 0);
+    assert!(credit > -1.0, "credit {credit}");
 }
 
 /// A waiter that died after its last refresh (its entry is still valid) is handed the lock

@@ -944,15 +944,119 @@ struct Side {
     overlaps: Vec<i64>,
 }
 
+/// A worker process that prints its critical sections as JSON lines (`interop/worker.js`,
+/// `redfour-worker`), with its output.
+type LineWorker = (
+    tokio::process::Child,
+    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+);
+
+/// Starts `command` as a line worker and waits for its `{"event":"ready"}`.
+async fn line_worker(mut command: Command) -> LineWorker {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let ready = tokio::time::timeout(ANSWER_TIMEOUT, lines.next_line())
+        .await
+        .expect("a worker did not get ready in time")
+        .expect("reading a worker");
+    assert_eq!(ready.as_deref(), Some(r#"{"event":"ready"}"#));
+    (child, lines)
+}
+
+/// Stops a line worker (end of input: it stops after the section in progress) and adds what
+/// it did to `side`.
+async fn stop_line_worker((mut child, mut lines): LineWorker, side: &mut Side) {
+    drop(child.stdin.take());
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("a worker did not stop in time")
+            .expect("reading a worker");
+        let Some(line) = line else { break };
+        let msg = Msg::parse(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if msg.fields.contains_key("event") {
+            panic!("a worker reported {line}");
+        }
+        side.sections += 1;
+        let inside = msg.i64("inside");
+        if inside != 1 {
+            side.overlaps.push(inside);
+        }
+    }
+    let status = child.wait().await.expect("waiting for a worker");
+    assert!(status.success(), "a worker exited with {status}");
+}
+
+/// How the Rust side of a mixed fleet runs.
+enum RustSide {
+    /// Tasks of this test process, each with its own client (a debug build, in `cargo test`).
+    InProcess(usize),
+    /// `redfour-worker` processes, release-built (see [`release_worker`]).
+    Processes(PathBuf, usize),
+}
+
+/// The release-built `redfour-worker` (`cargo build --release -p redfour-worker`, which
+/// `scripts/test` runs first), or `None` (after saying why) when it is missing or older than
+/// the library's sources. Missing is a failure when `REDFOUR_REQUIRE_NODE` is set, as for the
+/// other interop tests.
+fn release_worker() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("the crate lives in crates/redfour");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let worker = target.join("release/redfour-worker");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let built = modified(&worker);
+    let mut newest_source = None;
+    let mut dirs = vec![
+        root.join("crates/redfour/src"),
+        root.join("crates/redfour-worker/src"),
+    ];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                newest_source = newest_source.max(modified(&path));
+            }
+        }
+    }
+    let why = match built {
+        None => format!("{} is missing", worker.display()),
+        Some(built) if newest_source.is_some_and(|s| s > built) => {
+            format!("{} is older than the library's sources", worker.display())
+        }
+        Some(_) => return Some(worker),
+    };
+    let why = format!("{why}: build it with `cargo build --release -p redfour-worker`");
+    if std::env::var_os("REDFOUR_REQUIRE_NODE").is_some_and(|v| !v.is_empty()) {
+        panic!("REDFOUR_REQUIRE_NODE is set, but {why}");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED mixed-fleet test with release-built Rust workers: {why}."
+    );
+    None
+}
+
 /// `node_workers` Node redfour workers (`interop/worker.js`: `waitAcquireLock(id, 2000,
-/// 20000)`, 30 ms of work, `releaseLock`) and `rust_workers` fair Rust workers (each its own
+/// 20000)`, 30 ms of work, `releaseLock`) and the Rust workers of `rust` (fair, each its own
 /// client: `lock(id).ttl(2 s).wait(20 s).acquire()`, 30 ms, release) contend for one lock for
 /// `run_for`. Each critical section starts with `INCR` of a check key and ends with `DECR`:
 /// a value other than 1 is an overlap. Returns what each side did (Node, Rust).
 async fn mixed_fleet(
     setup: &NodeSetup,
     node_workers: usize,
-    rust_workers: usize,
+    rust: RustSide,
     run_for: Duration,
 ) -> (Side, Side) {
     const ID: &str = "hot";
@@ -962,23 +1066,24 @@ async fn mixed_fleet(
 
     let mut nodes = Vec::new();
     for _ in 0..node_workers {
-        let mut child = Command::new(&setup.node)
+        let mut command = Command::new(&setup.node);
+        command
             .args(["worker.js", &url, "lock", ID, "2000", "20000", "30", CHECK])
-            .current_dir(&setup.interop)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", setup.node.display()));
-        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let ready = tokio::time::timeout(ANSWER_TIMEOUT, lines.next_line())
-            .await
-            .expect("a Node worker did not get ready in time")
-            .expect("reading a Node worker");
-        assert_eq!(ready.as_deref(), Some(r#"{"event":"ready"}"#));
-        nodes.push((child, lines));
+            .current_dir(&setup.interop);
+        nodes.push(line_worker(command).await);
     }
+    let (rust_workers, mut processes) = match rust {
+        RustSide::InProcess(n) => (n, Vec::new()),
+        RustSide::Processes(path, n) => {
+            let mut processes = Vec::new();
+            for _ in 0..n {
+                let mut command = Command::new(&path);
+                command.args([url.as_str(), "lock", ID, "30", CHECK]);
+                processes.push(line_worker(command).await);
+            }
+            (0, processes)
+        }
+    };
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut rusts = tokio::task::JoinSet::new();
@@ -1030,28 +1135,12 @@ async fn mixed_fleet(
         rust.sections += side.sections;
         rust.overlaps.extend(side.overlaps);
     }
+    for worker in processes.drain(..) {
+        stop_line_worker(worker, &mut rust).await;
+    }
     let mut node = Side::default();
-    for (mut child, mut lines) in nodes {
-        // End of input: the worker stops after the section in progress.
-        drop(child.stdin.take());
-        loop {
-            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-                .await
-                .expect("a Node worker did not stop in time")
-                .expect("reading a Node worker");
-            let Some(line) = line else { break };
-            let msg = Msg::parse(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
-            if msg.fields.contains_key("event") {
-                panic!("a Node worker reported {line}");
-            }
-            node.sections += 1;
-            let inside = msg.i64("inside");
-            if inside != 1 {
-                node.overlaps.push(inside);
-            }
-        }
-        let status = child.wait().await.expect("waiting for a Node worker");
-        assert!(status.success(), "a Node worker exited with {status}");
+    for worker in nodes {
+        stop_line_worker(worker, &mut node).await;
     }
     (node, rust)
 }
@@ -1093,7 +1182,7 @@ fn assert_shares(node: &Side, rust: &Side, node_workers: usize, rust_workers: us
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_fleet_three_and_three_share_the_lock() {
     let Some(setup) = node_setup() else { return };
-    let (node, rust) = mixed_fleet(&setup, 3, 3, Duration::from_secs(6)).await;
+    let (node, rust) = mixed_fleet(&setup, 3, RustSide::InProcess(3), Duration::from_secs(6)).await;
     assert_shares(&node, &rust, 3, 3);
 }
 
@@ -1101,6 +1190,27 @@ async fn mixed_fleet_three_and_three_share_the_lock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_fleet_one_node_among_five_rust() {
     let Some(setup) = node_setup() else { return };
-    let (node, rust) = mixed_fleet(&setup, 1, 5, Duration::from_secs(6)).await;
+    let (node, rust) = mixed_fleet(&setup, 1, RustSide::InProcess(5), Duration::from_secs(6)).await;
     assert_shares(&node, &rust, 1, 5);
+}
+
+/// Node holding, Rust waiting: five Node workers, which take the lock again as soon as they
+/// release it, and one Rust worker, a release-built `redfour-worker` process (in a debug build
+/// the Rust client answers a release announcement several times slower than Node, and loses
+/// nearly every race for a lock just released). The Rust worker gets its share: the releases
+/// of the queue's side keep the lock for it while the Node side had more than its due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_fleet_one_rust_among_five_node() {
+    let Some(setup) = node_setup() else { return };
+    let Some(worker) = release_worker() else {
+        return;
+    };
+    let (node, rust) = mixed_fleet(
+        &setup,
+        5,
+        RustSide::Processes(worker, 1),
+        Duration::from_secs(6),
+    )
+    .await;
+    assert_shares(&node, &rust, 5, 1);
 }
