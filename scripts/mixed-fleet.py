@@ -2,7 +2,8 @@
 """Who gets a contended lock in a mixed fleet: Node redfour workers beside `redfour run` loops.
 
     python3 scripts/mixed-fleet.py [--node N] [--rust M] [--seconds S] [--work-ms W]
-                                   [--rust-side cli|lib] [--redfour PATH] [--port PORT] [--json]
+                                   [--rust-side cli|lib] [--redfour PATH] [--worker PATH]
+                                   [--port PORT] [--json]
 
 N Node redfour 1.0.5 workers (interop/worker.js: waitAcquireLock(id, 2000, 20000), W ms of
 work, releaseLock, again) and M Rust workers (each a loop of
@@ -19,7 +20,7 @@ Needs redis-server on PATH (a private one is started on a free port unless --por
 only the keys of the namespace `mixed<pid>` are written, and deleted at the end), node with
 interop/node_modules (`cd interop && npm ci`), and a built `redfour` binary (default:
 target/release/redfour, then target/debug/redfour), or for `--rust-side lib` a built
-target/release/redfour-worker (`cargo build --release -p redfour-worker`).
+target/release/redfour-worker (`cargo build --release -p redfour-worker`; --worker for another).
 Python 3 only, no packages.
 """
 
@@ -73,9 +74,8 @@ def node_worker(url, ns, work_ms, sections, errors, ready, n):
                                 "2000", "20000", str(work_ms)], sections, errors, ready, n)
 
 
-def lib_worker(url, ns, work_ms, sections, errors, ready, n):
-    return line_worker("rust", [os.path.join(ROOT, "target", "release", "redfour-worker"),
-                                url, ns, ID, str(work_ms)],
+def lib_worker(worker, url, ns, work_ms, sections, errors, ready, n):
+    return line_worker("rust", [worker, url, ns, ID, str(work_ms)],
                        sections, errors, ready, n)
 
 
@@ -115,14 +115,15 @@ def main():
     parser.add_argument("--rust-side", choices=("cli", "lib"), default="cli",
                         help="Rust workers as `redfour run` loops (cli) or library loops (lib)")
     parser.add_argument("--redfour")
+    parser.add_argument("--worker", default=os.path.join(ROOT, "target", "release",
+                                                         "redfour-worker"))
     parser.add_argument("--port", type=int, help="a Redis on 127.0.0.1 to use instead")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     args = parser.parse_args()
     if args.node and not os.path.exists(os.path.join(ROOT, "interop", "node_modules", "redfour")):
         sys.exit("mixed-fleet: Node redfour is missing: cd interop && npm ci")
     lib = args.rust_side == "lib"
-    if args.rust and lib and not os.path.exists(
-            os.path.join(ROOT, "target", "release", "redfour-worker")):
+    if args.rust and lib and not os.path.exists(args.worker):
         sys.exit("mixed-fleet: no redfour-worker; build it: "
                  "cargo build --release -p redfour-worker")
     redfour = find_redfour(args.redfour) if args.rust and not lib else None
@@ -139,7 +140,7 @@ def main():
         ready = threading.Semaphore(0)
         nodes = [node_worker(url, ns, args.work_ms, sections, errors, ready, n)
                  for n in range(args.node)]
-        libs = [lib_worker(url, ns, args.work_ms, sections, errors, ready, n)
+        libs = [lib_worker(args.worker, url, ns, args.work_ms, sections, errors, ready, n)
                 for n in range(args.rust if lib else 0)]
         for _ in nodes + libs:
             if not ready.acquire(timeout=30):
@@ -152,6 +153,7 @@ def main():
         for t in rusts:
             t.start()
         time.sleep(args.seconds)
+        stopped = time.time()
         stop.set()
         for proc, _ in nodes + libs:
             proc.stdin.close()
@@ -160,7 +162,7 @@ def main():
         for proc, thread in nodes + libs:
             proc.wait(timeout=30)
             thread.join()
-        elapsed = time.time() - began
+        elapsed = stopped - began
     finally:
         if server:
             server.terminate()
@@ -168,10 +170,12 @@ def main():
         else:
             delete_namespace(port, ns)
 
-    # Workers that got ready early may have looped before every worker was ready: only the
-    # sections that began within the measurement count.
-    began_us = int(began * 1e6)
-    sections = sorted((s for s in sections if s[1] >= began_us), key=lambda s: s[1])
+    # Workers that got ready early may have looped before every worker was ready, and the
+    # workers finish what they started once told to stop: only the sections that began within
+    # the measurement count.
+    began_us, stopped_us = int(began * 1e6), int(stopped * 1e6)
+    sections = sorted((s for s in sections if began_us <= s[1] < stopped_us),
+                      key=lambda s: s[1])
     overlaps = sum(1 for a, b in zip(sections, sections[1:]) if b[1] < a[2])
     gaps = [b[1] - a[2] for a, b in zip(sections, sections[1:])]
     total = len(sections)

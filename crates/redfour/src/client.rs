@@ -182,17 +182,20 @@ impl ClientBuilder {
     /// they take a free lock when they see one (a one-shot acquire of this library does not:
     /// it leaves a free lock to the first queued waiter). So that they are not starved by
     /// handovers they never hear of, a release sometimes gives them a turn instead (the lock
-    /// is deleted and announced, and the queue waits up to 50 ms), in proportion to their
-    /// number; clients with the queue off count as they do. A Node release wakes this
-    /// library's waiters as usual. See the README, "Mixed fleets".
+    /// is deleted and announced, and the queue's side, even a one-shot acquire, takes nothing
+    /// for up to 50 ms), in proportion to their number; clients with the queue off count as
+    /// they do. Once they had more than their due (Node workers take the lock again as soon
+    /// as they release it), a release with nobody queued keeps the lock for the queue's side
+    /// instead, for up to 50 ms, which this library's next acquire takes. A Node release
+    /// wakes this library's waiters as usual. See the README, "Mixed fleets".
     ///
     /// Waiters that die stay in the queue until their entry expires on the server (three
     /// [poll intervals](ClientBuilder::max_poll_interval)); a lock handed to a waiter that
     /// never claims it expires after the [claim window](ClientBuilder::claim_window). The
     /// queue lives in two more keys per lock with waiters, `{ns}-queue:{id}` and
-    /// `{ns}-waiters:{id}`, which vanish when nobody waits (the second keeps a field `turn`
-    /// until it expires when Node redfour clients were about: see the README, "Mixed
-    /// fleets").
+    /// `{ns}-waiters:{id}`, which vanish when nobody waits (when Node redfour clients were
+    /// about, both stay 12 s after the last turn, the second with a field `turn`:
+    /// see the README, "Mixed fleets").
     ///
     /// [`Topology::Redlock`] has no queue (its masters cannot agree on one order): the setting
     /// is ignored there.

@@ -82,7 +82,9 @@ pub struct LockStatus {
     /// writes `host`, `pid`, `acquired_at` (Unix ms by the server's clock) and `attempt` (the
     /// id of the acquire attempt that won, which makes a cancelled acquire's clean-up exact);
     /// `description` only when one was given (the key is absent otherwise, never empty); and
-    /// `handoff` (the waiter's queue token) on a lock that the fair queue handed to a waiter;
+    /// `handoff` (the waiter's queue token) on a lock that the fair queue handed to a waiter,
+    /// or `*` on a free lock kept up to 50 ms for the queue's side from Node redfour clients
+    /// (then it has no holder but the index and `acquired_at`: see the README, "Mixed fleets");
     /// `fair` = `0` on a lock taken without the fair queue (`ClientBuilder::fair(false)`,
     /// Redlock), which the queue counts as an outsider's holding.
     /// Empty for a Node holder, which writes `index` only; fields written by anyone else

@@ -110,8 +110,9 @@ end
 -- field of the entries hash, `turn` (tokens always hold a '/', so no token is named so):
 -- "credit until_ms last_index seen_index backoff taken". It is first written by a release
 -- that finds outsiders while waiters queue, or by a waiter that sees an outsider hold the lock;
--- it lives REDFOUR_TURN_LIFE_MS after its last change (the queue's keys with it: the two keys
--- always expire together), so that a lock the outsiders left goes back to the usual case.
+-- it lives at least REDFOUR_TURN_LIFE_MS after its last change (as long as the queue's keys
+-- live after the last waiter joined, with the default poll interval; the two keys always expire
+-- together), so that a lock the outsiders left goes back to the usual case.
 -- While it exists, a release with nobody queued decides too (a worker that takes the lock
 -- again at once would otherwise keep it from the outsiders, who must first hear the
 -- announcement): when the credit is above 0 the outsiders get a turn, during which the queue's
@@ -123,7 +124,7 @@ end
 -- are the slower to answer an announcement.
 local REDFOUR_TURN_MS = 50
 local REDFOUR_KEEP_MS = 50
-local REDFOUR_TURN_LIFE_MS = 60000
+local REDFOUR_TURN_LIFE_MS = 12000
 
 -- How many outsiders listen on `channel`; 0 when the user may not ask (an ACL rule without
 -- `+pubsub|numsub` or `+llen`: the queue then keeps the lock as before, see README, ACLs).

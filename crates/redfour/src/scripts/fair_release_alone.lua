@@ -15,9 +15,15 @@ end
 local raw = redis.pcall('HGET', KEYS[1], 'index')
 local head = nil
 if pttl >= 0 and raw == ARGV[1] and not ARGV[4] then
-  head = redis.call('LINDEX', KEYS[3], 0)
-  -- With the outsiders' turn state (see fair_common.lua), fair_release.lua decides.
-  if not head and (not redfour_outsiders_listen or redis.pcall('HEXISTS', KEYS[4], 'turn') ~= 1) then
+  -- Neither queue key: nobody queues, and there is no outsiders' turn state (see
+  -- fair_common.lua), with which fair_release.lua decides. One call, as the LINDEX it saves.
+  local alone = redis.call('EXISTS', KEYS[3], KEYS[4]) == 0
+  if not alone then
+    head = redis.call('LINDEX', KEYS[3], 0)
+    alone = not head
+      and (not redfour_outsiders_listen or redis.pcall('HEXISTS', KEYS[4], 'turn') ~= 1)
+  end
+  if alone then
     redis.call('DEL', KEYS[1])
     -- Nobody queues (Node waiters never do): wake everyone listening, as Node redfour does.
     redfour_publish(ARGV[2], KEYS[1])
