@@ -194,7 +194,7 @@ impl ClientBuilder {
     /// never claims it expires after the [claim window](ClientBuilder::claim_window). The
     /// queue lives in two more keys per lock with waiters, `{ns}-queue:{id}` and
     /// `{ns}-waiters:{id}`, which vanish when nobody waits (when Node redfour clients were
-    /// about, both stay 12 s after the last turn, the second with a field `turn`:
+    /// about, up to 12 s after the last waiter joined, the second with a field `turn`:
     /// see the README, "Mixed fleets").
     ///
     /// [`Topology::Redlock`] has no queue (its masters cannot agree on one order): the setting

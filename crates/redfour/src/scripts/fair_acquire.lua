@@ -26,9 +26,18 @@ if pttl >= 0 then
     -- live queued when the lock was kept, and whoever came since took it).
     now_us = redfour_now_us()
     local index = redfour_next_index(key, counter, now_us)
-    if token ~= '' and redis.call('HEXISTS', entries, token) == 1 then
-      redis.call('LREM', queue, 1, token)
+    if token ~= '' and redis.pcall('HEXISTS', entries, token) == 1 then
+      redis.pcall('LREM', queue, 1, token)
       redis.call('HDEL', entries, token)
+    end
+    -- Taken: the next release does not let the queue's debt go (see fair_common.lua).
+    local raw = redfour_turn_raw(entries)
+    if raw then
+      local s = redfour_turn_read(raw)
+      if s.kept ~= 0 then
+        s.kept = 0
+        redfour_turn_write(queue, entries, s)
+      end
     end
     redis.call('DEL', key)
     redfour_write_holder(key, index, now_us, ttl, ARGV, 7, false)

@@ -108,20 +108,21 @@ end
 -- that outsiders who never want this lock (Node processes using other locks of the
 -- namespace) cost the queue little; an outsider's holding seen clears that. The state is one
 -- field of the entries hash, `turn` (tokens always hold a '/', so no token is named so):
--- "credit until_ms last_index seen_index backoff taken". It is first written by a release
--- that finds outsiders while waiters queue, or by a waiter that sees an outsider hold the lock;
--- it lives at least REDFOUR_TURN_LIFE_MS after its last change (as long as the queue's keys
--- live after the last waiter joined, with the default poll interval; the two keys always expire
--- together), so that a lock the outsiders left goes back to the usual case.
+-- "credit until_ms last_index seen_index backoff taken kept_index". It is first written by a
+-- release that finds outsiders while waiters queue, or by a waiter that sees an outsider hold
+-- the lock while outsiders listen; it goes with the queue's keys (REDFOUR_TURN_LIFE_MS after it
+-- created the hash, as long as a queue lives after its last waiter joined with the default
+-- poll interval; each waiter joining sets both keys' expiry again), so that a lock nobody
+-- waits for goes back to the usual case.
 -- While it exists, a release with nobody queued decides too (a worker that takes the lock
 -- again at once would otherwise keep it from the outsiders, who must first hear the
 -- announcement): when the credit is above 0 the outsiders get a turn, during which the queue's
 -- side takes nothing even with nobody queued; when it is -1 or below because the outsiders
 -- had a holding more than their due (not because turns went untaken: the backoff is 0), the
--- lock is kept for the queue's side for REDFOUR_KEEP_MS
--- (see `redfour_keep_for_queue`), since outsiders that take the lock again at once (Node
--- redfour's waitAcquireLock does) would otherwise keep it from the queue whenever its clients
--- are the slower to answer an announcement.
+-- lock is kept for the queue's side for REDFOUR_KEEP_MS (see `redfour_keep_for_queue`), since
+-- outsiders that take the lock again at once (Node redfour's waitAcquireLock does) would
+-- otherwise keep it from the queue whenever its clients are the slower to answer an
+-- announcement. A kept lock nobody took lets the queue's debt go.
 local REDFOUR_TURN_MS = 50
 local REDFOUR_KEEP_MS = 50
 local REDFOUR_TURN_LIFE_MS = 12000
@@ -151,23 +152,25 @@ end
 
 -- The turn state; missing or malformed reads as a fresh one.
 local function redfour_turn_read(raw)
-  local s = {credit = 0, until_ms = 0, last = 0, seen = 0, backoff = 0, taken = 0}
+  local s = {credit = 0, until_ms = 0, last = 0, seen = 0, backoff = 0, taken = 0, kept = 0}
   if type(raw) == 'string' then
-    local c, u, l, n, b, t = string.match(raw, '^(%-?%d+%.?%d*) (%d+) (%d+) (%d+) (%d) ([01])$')
+    local c, u, l, n, b, t, k = string.match(raw,
+      '^(%-?%d+%.?%d*) (%d+) (%d+) (%d+) (%d) ([01]) (%d+)$')
     if c then
       s.credit, s.until_ms, s.last, s.seen = tonumber(c), tonumber(u), tonumber(l), tonumber(n)
-      s.backoff, s.taken = math.min(tonumber(b), 6), tonumber(t)
+      s.backoff, s.taken, s.kept = math.min(tonumber(b), 6), tonumber(t), tonumber(k)
     end
   end
   return s
 end
 
 local function redfour_turn_write(queue, entries, s)
-  redis.call('HSET', entries, 'turn', string.format('%.4f %d %d %d %d %d',
-    s.credit, s.until_ms, s.last, s.seen, s.backoff, s.taken))
-  if redis.call('PTTL', entries) < REDFOUR_TURN_LIFE_MS then
-    -- The queue list too (a no-op when it does not exist; a list created later gets the
-    -- hash's expiry with its first entry): a waiter's entry must never outlive the list.
+  redis.call('HSET', entries, 'turn', string.format('%.4f %d %d %d %d %d %d',
+    s.credit, s.until_ms, s.last, s.seen, s.backoff, s.taken, s.kept))
+  if redis.call('PTTL', entries) == -1 then
+    -- Written into a new hash: it lives as a queue does after its last waiter joined (a
+    -- waiter joining later sets both keys' expiry again). The queue list too, a no-op when it
+    -- does not exist: a waiter's entry must never outlive the list.
     redis.call('PEXPIRE', entries, REDFOUR_TURN_LIFE_MS)
     redis.call('PEXPIRE', queue, REDFOUR_TURN_LIFE_MS)
   end
@@ -204,6 +207,12 @@ local function redfour_outsiders_turn(channel, queue, entries, now_ms, index, he
   end
   local share = outsiders / (queued + 1)
   local s = redfour_turn_read(raw)
+  if s.kept ~= 0 then
+    -- The lock last kept for the queue's side went untaken (a claim clears `kept`): the
+    -- queue's side did not want it then, so its debt is let go rather than kept for nobody
+    -- again and again.
+    s.credit, s.kept = math.max(s.credit, 0), 0
+  end
   if s.until_ms > 0 then
     -- The turn before this holding is over.
     if s.taken == 1 then

@@ -33,9 +33,17 @@ if choice == 'turn' then
   redis.call('DEL', key)
   redfour_publish(ARGV[2], key)
 elseif choice == 'keep' then
-  local index = redfour_next_index(key, counter, now_us)
-  redfour_turn_write(queue, entries, turn_state)
-  redfour_keep_for_queue(key, index, now_us)
+  -- A counter the scripts refuse makes this a plain release, as it was before the outsiders
+  -- came: releasing needs no index.
+  local ok, index = pcall(redfour_next_index, key, counter, now_us)
+  if ok then
+    turn_state.kept = index
+    redfour_turn_write(queue, entries, turn_state)
+    redfour_keep_for_queue(key, index, now_us)
+  else
+    redfour_turn_write(queue, entries, turn_state)
+    redis.call('DEL', key)
+  end
   redfour_publish(ARGV[2], key)
 elseif head then
   local index = redfour_next_index(key, counter, now_us)

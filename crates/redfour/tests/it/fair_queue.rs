@@ -602,7 +602,7 @@ async fn a_handoff_takes_its_index_as_an_acquire_does() {
 fn turn_state(server: &RedisServer, id: &str) -> Option<(f64, u32)> {
     let raw = text(server, &["HGET", &entries_key(id), "turn"])?;
     let parts: Vec<&str> = raw.split(' ').collect();
-    assert_eq!(parts.len(), 6, "turn state {raw:?}");
+    assert_eq!(parts.len(), 7, "turn state {raw:?}");
     Some((
         parts[0].parse().expect("credit"),
         parts[4].parse().expect("backoff"),
@@ -690,7 +690,7 @@ async fn outsiders_get_turns_and_untaken_turns_come_rarer() {
             "HSET",
             &entries_key("turns"),
             "turn",
-            &format!("5.0000 {far} 1 0 0 0"),
+            &format!("5.0000 {far} 1 0 0 0 0"),
         ],
     );
     let (_, third) = next_guard(&mut rx).await;
@@ -819,6 +819,75 @@ async fn the_queue_keeps_the_lock_while_outsiders_had_more_than_their_due() {
     let (credit, backoff) = turn_state(&server, "keep").expect("turn state");
     assert_eq!(backoff, 0);
     assert!(credit > -1.0, "credit {credit}");
+}
+
+/// A lock kept for the queue's side that nobody took lets the queue's debt go: the next
+/// release by the queue's side gives the outsiders their turn instead of keeping the lock for
+/// nobody again. A fencing counter the scripts refuse makes a release that would keep the
+/// lock a plain one (deleted and announced), as releases were before the outsiders came.
+/// The turn state is written by hand: a debt of 3 holdings, the last kept lock untaken or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untaken_kept_lock_lets_the_debt_go() {
+    let server = RedisServer::start();
+    let mut events = KeyEvents::start(&server, "debt").await;
+    let _outsider = Listener::start(&server, "lock-release").await;
+    let locks = fair(&server).build().unwrap();
+    let cycle = |kept: &'static str| {
+        let (server, locks) = (&server, &locks);
+        async move {
+            int(
+                server,
+                &[
+                    "HSET",
+                    &entries_key("debt"),
+                    "turn",
+                    &format!("-3.0000 0 0 0 0 0 {kept}"),
+                ],
+            );
+            let held = poll_until_acquired(locks, "debt", TTL).await;
+            assert_eq!(
+                locks.release_lock("debt", held.index).await.unwrap().result,
+                ReleaseOutcome::Released
+            );
+        }
+    };
+
+    // The last kept lock was taken (`kept` 0): owed 3 - 1, kept again.
+    cycle("0").await;
+    assert_eq!(
+        events.since_last(&server).await,
+        ["hset", "expire", "del", "hset", "expire"],
+        "granted, then kept"
+    );
+    let (credit, _) = turn_state(&server, "debt").expect("turn state");
+    assert_eq!(credit, -2.0);
+    // Nobody takes it: gone once it expired (50 ms).
+    assert!(common::wait_gone(&server, "lock:debt", DEADLINE).await);
+
+    // The last kept lock went untaken: the debt is let go, the outsiders get a turn.
+    cycle("1794130000000000").await;
+    assert_eq!(events.since_last(&server).await, ["hset", "expire", "del"]);
+    let (credit, _) = turn_state(&server, "debt").expect("turn state");
+    assert_eq!(credit, 1.0);
+
+    // A counter the scripts refuse: released plainly, nothing kept, the counter as it was.
+    assert!(common::wait_gone(&server, "lock:debt", DEADLINE).await);
+    let held = poll_until_acquired(&locks, "debt", TTL).await;
+    int(
+        &server,
+        &["HSET", &entries_key("debt"), "turn", "-3.0000 0 0 0 0 0 0"],
+    );
+    assert_eq!(
+        text(&server, &["SET", "lockindex", "abc"]).as_deref(),
+        Some("OK")
+    );
+    events.since_last(&server).await;
+    assert_eq!(
+        locks.release_lock("debt", held.index).await.unwrap().result,
+        ReleaseOutcome::Released
+    );
+    assert_eq!(events.since_last(&server).await, ["del"]);
+    assert_eq!(text(&server, &["GET", "lockindex"]).as_deref(), Some("abc"));
 }
 
 /// A waiter that died after its last refresh (its entry is still valid) is handed the lock
