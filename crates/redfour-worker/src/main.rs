@@ -75,6 +75,8 @@ async fn main() -> Result<(), BoxError> {
             Ok(guard) => guard,
             Err(e) => {
                 emit(&serde_json::json!({"event": "error", "message": e.to_string()}).to_string());
+                // Not a busy loop while Redis is away.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
